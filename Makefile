@@ -1,0 +1,45 @@
+# SocialPlay AI. `make serve` runs the service on the embedded defaults; `make test` runs every test.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -ec
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.socialplay-installed
+# pip on this kind of machine warns about every local index folder it skips; hide only that.
+PIP_QUIET := 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
+
+.PHONY: venv serve test test-unit test-integration lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip $(PIP_QUIET)
+	# torch first, pinned: a plain resolve would pull a multi-GB CUDA build.
+	$(PY) -m pip install -q torch==2.13.0 $(PIP_QUIET)
+	$(PY) -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
+	$(PY) -m pip install -q -e ".[dev]" $(PIP_QUIET)
+	$(PY) -c "import ray, transformers, profanity_check, vaderSentiment, deployments.app"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+serve: venv
+	SOCIALPLAY_DEV_MODE=$${SOCIALPLAY_DEV_MODE:-1} $(PY) -m deployments.launch
+
+test: venv
+	$(PY) -m pytest -q
+
+test-unit: venv
+	$(PY) -m pytest -q tests/unit
+
+test-integration: venv
+	$(PY) -m pytest -q tests/integration
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+bench: venv
+	$(PY) -m bench.run_all
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,151 @@
+"""Environment settings: the one place the service reads environment variables.
+
+Everything that an operator tunes per deployment (replicas, batch sizes, thresholds) lives in
+``serve_config.yaml``; what lives here are secrets and addresses that differ per environment.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+logger = logging.getLogger(__name__)
+
+DEV_KEY_FILENAME = "dev-api-key"
+
+
+class Settings(BaseSettings):
+    """Values read from the environment (and `.env` when present)."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
+    )
+
+    api_keys: str = Field(
+        default="",
+        validation_alias="API_KEYS",
+        description="Comma-separated API keys accepted in the X-API-Key header.",
+    )
+    api_key: str = Field(
+        default="",
+        validation_alias="API_KEY",
+        description="A single API key (the design document's variable); merged with API_KEYS.",
+    )
+    api_key_file: str = Field(
+        default="",
+        validation_alias="API_KEY_FILE",
+        description="Path of a file with one API key per line; blank lines and # comments ignored.",
+    )
+    dev_mode: bool = Field(
+        default=False,
+        validation_alias="SOCIALPLAY_DEV_MODE",
+        description=(
+            "Development flag: with no key configured, create one, store it in the state "
+            "directory and print it once, instead of refusing to start."
+        ),
+    )
+    state_dir: str = Field(
+        default=".socialplay",
+        validation_alias="SOCIALPLAY_STATE_DIR",
+        description="Directory for local state (the development key, embedded stores).",
+    )
+    allowed_origins: str = Field(
+        default="",
+        validation_alias="ALLOWED_ORIGINS",
+        description="Comma-separated CORS origins; empty means no cross-origin access.",
+    )
+    redis_url: str = Field(
+        default="",
+        validation_alias="REDIS_URL",
+        description="Redis server URL; empty means the in-process cache.",
+    )
+    mongodb_url: str = Field(
+        default="",
+        validation_alias="MONGODB_URL",
+        description="MongoDB URL; empty means the embedded document store.",
+    )
+    mlflow_tracking_uri: str = Field(
+        default="",
+        validation_alias="MLFLOW_TRACKING_URI",
+        description="MLflow tracking server; empty means a local sqlite store in the state dir.",
+    )
+
+    @field_validator("api_keys", "api_key", "api_key_file", "allowed_origins", mode="before")
+    @classmethod
+    def _strip(cls, value: object) -> object:
+        return value.strip() if isinstance(value, str) else value
+
+    def origins(self) -> list[str]:
+        """CORS origins as a list."""
+        return [o.strip() for o in self.allowed_origins.split(",") if o.strip()]
+
+    def configured_keys(self) -> list[str]:
+        """Keys from API_KEYS, API_KEY and API_KEY_FILE, without duplicates, in that order."""
+        keys = [k.strip() for k in self.api_keys.split(",") if k.strip()]
+        if self.api_key:
+            keys.append(self.api_key)
+        if self.api_key_file:
+            keys.extend(read_key_file(Path(self.api_key_file)))
+        return list(dict.fromkeys(keys))
+
+
+class NoApiKeyError(RuntimeError):
+    """Raised when the service would start without any API key."""
+
+
+def read_key_file(path: Path) -> list[str]:
+    """Read one key per line from ``path``; blank lines and ``#`` comments are skipped."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise NoApiKeyError(
+            f"API_KEY_FILE={str(path)!r} cannot be read ({exc.strerror}); "
+            "point it at a readable file with one key per line"
+        ) from exc
+    return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+
+
+def ensure_dev_key(state_dir: Path) -> tuple[str, bool]:
+    """Return the development key stored in ``state_dir``, creating it when absent.
+
+    The file is created with O_EXCL so several replicas starting together agree on one key.
+    Returns ``(key, created)``; ``created`` is True only for the process that wrote it.
+    """
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / DEV_KEY_FILENAME
+    key = "sp-dev-" + secrets.token_urlsafe(24)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        existing = read_key_file(path)
+        if existing:
+            return existing[0], False
+        # An empty file left by a crash: replace it rather than run without a key.
+        path.write_text(key + "\n", encoding="utf-8")
+        return key, True
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(key + "\n")
+    return key, True
+
+
+def resolve_api_keys(settings: Settings) -> list[str]:
+    """Keys the ingress accepts; refuses to run keyless outside development mode."""
+    keys = settings.configured_keys()
+    if keys:
+        return keys
+    if not settings.dev_mode:
+        raise NoApiKeyError(
+            "no API key configured: set API_KEYS (comma-separated), API_KEY or API_KEY_FILE, "
+            "or set SOCIALPLAY_DEV_MODE=1 to create a development key"
+        )
+    key, created = ensure_dev_key(Path(settings.state_dir))
+    if created:
+        # Printed once, by the process that created it, so the developer can copy it.
+        print(f"SocialPlay development API key (stored in {settings.state_dir}): {key}")
+        logger.warning("Created a development API key in %s", settings.state_dir)
+    return [key]

@@ -1,0 +1,111 @@
+"""``make serve``: start Ray locally, deploy ``serve_config.yaml``, print the URL and a key.
+
+Runs ``serve run`` as a child in its own process group so that Ctrl-C here becomes one clean
+SIGTERM there (``serve run`` ignores SIGINT when it is not in the foreground group).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+from configs.settings import Settings, resolve_api_keys
+
+READY_TIMEOUT_S = 180.0
+STOP_TIMEOUT_S = 30.0
+
+
+def _http_address(config_path: Path) -> str:
+    config = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
+    http = config.get("http_options") or {}
+    return f"http://{http.get('host', '127.0.0.1')}:{http.get('port', 8000)}"
+
+
+def _wait_ready(url: str, child: subprocess.Popen[bytes]) -> dict[str, object]:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if child.poll() is not None:
+            raise SystemExit(f"serve run exited with code {child.returncode}; see its output above")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                health: dict[str, object] = json.load(response)
+                if health.get("status") == "ok":
+                    return health
+        except (urllib.error.URLError, OSError, ValueError):
+            pass
+        time.sleep(1.0)
+    raise SystemExit(f"the service did not become healthy at {url} in {READY_TIMEOUT_S:.0f} s")
+
+
+def _stop(child: subprocess.Popen[bytes]) -> int:
+    if child.poll() is None:
+        child.send_signal(signal.SIGTERM)
+        try:
+            child.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+    return child.returncode or 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Start the service and block until Ctrl-C (or until ``serve run`` exits)."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--config", default="serve_config.yaml", help="Serve config file.")
+    args = parser.parse_args(argv)
+    config_path = Path(args.config).resolve()
+
+    env = dict(os.environ)
+    # Local single-user cluster: Ray's token auth would make the `serve` CLI fail with
+    # "Missing authentication token". Production clusters configure a token instead.
+    env.setdefault("RAY_AUTH_MODE", "disabled")
+    # Absolute, so replicas (whatever their working directory) find the same development key.
+    state_dir = Path(env.get("SOCIALPLAY_STATE_DIR", ".socialplay")).resolve()
+    env["SOCIALPLAY_STATE_DIR"] = os.environ["SOCIALPLAY_STATE_DIR"] = str(state_dir)
+    key = resolve_api_keys(Settings())[0]
+
+    child = subprocess.Popen(
+        [sys.executable, "-m", "ray.serve.scripts", "run", str(config_path)],
+        env=env,
+        start_new_session=True,
+    )
+    url = _http_address(config_path)
+    try:
+        health = _wait_ready(url, child)
+        nodes = health.get("nodes")
+        models = (
+            ", ".join(f"{n}={i.get('name')}@{i.get('version')}" for n, i in nodes.items())
+            if isinstance(nodes, dict)
+            else "unknown"
+        )
+        print("\n" + "=" * 72)
+        print(f"SocialPlay AI is up at {url}   (API docs: {url}/docs)")
+        print(f"API key: {key}")
+        print(f"Models: {models}")
+        print(
+            f"Try: curl -s -X POST {url}/api/v1/moderation/text -H 'X-API-Key: {key}' "
+            "-H 'Content-Type: application/json' -d '{\"text\": \"have a lovely day\"}'"
+        )
+        print("Press Ctrl-C to stop.")
+        print("=" * 72 + "\n", flush=True)
+        child.wait()
+    except KeyboardInterrupt:
+        print("\nStopping SocialPlay AI ...", flush=True)
+    except SystemExit as exc:
+        _stop(child)
+        raise exc
+    return _stop(child)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

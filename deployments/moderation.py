@@ -1,0 +1,25 @@
+"""Text moderation node: a thin Ray Serve adapter over ``models.moderation``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray import serve
+
+from configs.schemas import ModerationModelSpec
+from deployments._node import BatchedNodeMixin
+from models.moderation import load_moderator
+
+
+@serve.deployment(name="TextModeration", max_ongoing_requests=64)
+class TextModeration(BatchedNodeMixin):
+    """Scores texts per moderation category; the ingress turns scores into actions."""
+
+    def __init__(self, model_spec: dict[str, Any] | None = None) -> None:
+        spec = ModerationModelSpec.model_validate(model_spec or {})
+        self.model = load_moderator(spec.kind, spec.path, spec.device, **spec.loader_kwargs())
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
+    async def predict(self, texts: list[str]) -> list[dict[str, float]]:
+        """Category scores for each text (batched across concurrent requests)."""
+        return await self._run_model(texts)

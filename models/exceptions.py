@@ -1,0 +1,32 @@
+"""Domain errors. Raised anywhere; only the ingress maps them to HTTP status codes."""
+
+from __future__ import annotations
+
+
+class SocialPlayError(Exception):
+    """Base of our domain errors."""
+
+
+class InvalidInputError(SocialPlayError):
+    """A request field is invalid; ``field`` names it (for example ``texts[3]``)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class FeatureNotEnabledError(InvalidInputError):
+    """The request asks for a feature this deployment does not run."""
+
+
+class PayloadTooLargeError(SocialPlayError):
+    """The request body is over the configured limit."""
+
+    def __init__(self, size_bytes: int | None, limit_bytes: int) -> None:
+        size = "unknown size" if size_bytes is None else f"{size_bytes} bytes"
+        super().__init__(
+            f"request body ({size}) is over the limit of {limit_bytes} bytes; "
+            "send less per request or use several requests"
+        )
+        self.limit_bytes = limit_bytes

@@ -1,0 +1,269 @@
+"""Sentiment models: a positive / negative / neutral label with scores per text.
+
+Every implementation returns, per text, plain Python types::
+
+    {"label": "positive" | "negative" | "neutral",
+     "scores": {"positive": float, "negative": float, "neutral": float | None},
+     "confidence": float}
+
+`VaderSentiment` (embedded default, lexicon based, CPU) adds a ``"compound"`` key.
+`TransformerSentiment` wraps an SST-2 style classifier from a local checkpoint directory.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from importlib import metadata
+from typing import Any, Protocol
+
+import torch
+
+from models.device import ModelInfo
+from models.text_windows import (
+    LoadedClassifier,
+    TextWindows,
+    WindowedSequenceClassifier,
+    check_texts,
+    load_classifier,
+    reduce_over_windows,
+)
+
+__all__ = [
+    "ModelInfo",
+    "SentimentModel",
+    "VaderSentiment",
+    "TransformerSentiment",
+    "load_sentiment",
+    "SENTIMENT_KINDS",
+    "SENTIMENT_LABELS",
+]
+
+SENTIMENT_KINDS = ("vader", "transformer")
+SENTIMENT_LABELS = ("positive", "negative", "neutral")
+
+# VADER's published thresholds on the compound score (Hutto & Gilbert, 2014; README of
+# vaderSentiment): >= 0.05 positive, <= -0.05 negative, otherwise neutral.
+VADER_POSITIVE_MIN_COMPOUND = 0.05
+VADER_NEGATIVE_MAX_COMPOUND = -0.05
+
+# Substrings that identify a checkpoint's label names, matched against lower-cased names
+# such as "POSITIVE", "negative", "Neutral".
+_LABEL_MARKERS = {"pos": "positive", "neg": "negative", "neu": "neutral"}
+
+
+class SentimentModel(Protocol):
+    """What the serving layer needs from a sentiment model."""
+
+    info: ModelInfo
+
+    def predict_batch(self, texts: list[str]) -> list[dict[str, object]]:
+        """Return one result dict (label, scores, confidence) per text, in input order."""
+        ...
+
+
+class VaderSentiment:
+    """Embedded default: VADER lexicon/rule-based sentiment (no checkpoint, CPU only)."""
+
+    def __init__(self, analyzer: Any, version: str) -> None:
+        """Wrap a `SentimentIntensityAnalyzer`; use `load` instead of calling this."""
+        self._analyzer = analyzer
+        self.info = ModelInfo(name="vader", version=version, device="cpu", labels=SENTIMENT_LABELS)
+
+    @classmethod
+    def load(cls) -> VaderSentiment:
+        """Build the analyzer (reads VADER's bundled lexicon from the installed package)."""
+        from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+        return cls(SentimentIntensityAnalyzer(), metadata.version("vaderSentiment"))
+
+    def predict_batch(self, texts: list[str]) -> list[dict[str, object]]:
+        """Score each text with VADER.
+
+        label: from the compound score with VADER's thresholds (>= 0.05 positive,
+        <= -0.05 negative, else neutral). scores: VADER's pos/neg/neu proportions of the
+        text (they sum to ~1; a text with no scorable tokens, e.g. "", reports neutral 1.0
+        instead of VADER's all-zero triple). confidence: ``abs(compound)`` for a polar label,
+        ``1 - abs(compound)`` for neutral. ``compound`` (in [-1, 1]) is included as well.
+        """
+        results: list[dict[str, object]] = []
+        for text in check_texts(texts):
+            raw = self._analyzer.polarity_scores(text)
+            compound = float(raw["compound"])
+            positive, negative, neutral = float(raw["pos"]), float(raw["neg"]), float(raw["neu"])
+            if positive + negative + neutral == 0.0:
+                neutral = 1.0
+            if compound >= VADER_POSITIVE_MIN_COMPOUND:
+                label, confidence = "positive", abs(compound)
+            elif compound <= VADER_NEGATIVE_MAX_COMPOUND:
+                label, confidence = "negative", abs(compound)
+            else:
+                label, confidence = "neutral", 1.0 - abs(compound)
+            results.append(
+                {
+                    "label": label,
+                    "scores": {"positive": positive, "negative": negative, "neutral": neutral},
+                    "confidence": confidence,
+                    "compound": compound,
+                }
+            )
+        return results
+
+
+def canonical_sentiment_labels(id2label: list[str], source: str) -> tuple[str, ...]:
+    """Map a checkpoint's label names (in output order) to positive/negative/neutral.
+
+    A name maps by containing ``pos`` / ``neg`` / ``neu`` (case-insensitive), so
+    ``POSITIVE``, ``negative`` and ``Neutral`` all work; ``LABEL_0`` does not.
+
+    Raises:
+        ValueError: The names are not exactly {positive, negative} or
+            {positive, negative, neutral}, each matched once.
+    """
+    canonical: list[str] = []
+    for raw in id2label:
+        lowered = raw.lower()
+        matches = {name for marker, name in _LABEL_MARKERS.items() if marker in lowered}
+        if len(matches) != 1:
+            canonical = []
+            break
+        canonical.append(matches.pop())
+    valid = {frozenset({"positive", "negative"}), frozenset(SENTIMENT_LABELS)}
+    if len(set(canonical)) != len(id2label) or frozenset(canonical) not in valid:
+        raise ValueError(
+            f"cannot map the sentiment labels of {source!r}: id2label is {id2label}; the "
+            "checkpoint's id2label must name positive/negative(/neutral), e.g. "
+            '{"0": "NEGATIVE", "1": "POSITIVE"} — fix config.json or use a checkpoint that does'
+        )
+    return tuple(canonical)
+
+
+class TransformerSentiment(WindowedSequenceClassifier):
+    """SST-2 style sentiment classifier (2 or 3 labels) from a local checkpoint.
+
+    Probabilities are a softmax over the checkpoint's labels. Long texts are split into
+    overlapping windows and the text's probabilities are the MEAN over its windows (unlike
+    moderation, one upbeat sentence should not make a long complaint "positive").
+
+    Label and confidence rules:
+
+    * 3-label checkpoint (with neutral): label = argmax, confidence = its probability.
+    * 2-label checkpoint: ``scores["neutral"]`` is None (the model has no such output);
+      label = argmax, confidence = its probability, except when the top probability is
+      below `neutral_threshold`: then label = "neutral" and confidence =
+      ``1 - |p_positive - p_negative|`` (1.0 for a coin flip, falling towards 0 as the
+      model leans one way — the same "distance from polar" idea as VADER's neutral
+      confidence). With the default threshold 0.0 a binary model never says neutral.
+    """
+
+    def __init__(
+        self,
+        loaded: LoadedClassifier,
+        stride: int,
+        max_windows_per_forward: int,
+        labels: tuple[str, ...],
+        neutral_threshold: float,
+    ) -> None:
+        """Wrap an already loaded checkpoint; use `load` to build one."""
+        super().__init__(loaded, stride, max_windows_per_forward, labels)
+        self.neutral_threshold = neutral_threshold
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike[str],
+        device: str = "auto",
+        max_length: int | None = None,
+        stride: int = 64,
+        max_windows_per_forward: int = 64,
+        name: str | None = None,
+        neutral_threshold: float = 0.0,
+    ) -> TransformerSentiment:
+        """Load tokenizer and model from a LOCAL directory (nothing is downloaded).
+
+        Args are as for `TransformerModerator.load`, plus `neutral_threshold`: for a
+        2-label checkpoint, a top probability below it is reported as "neutral".
+
+        Raises:
+            FileNotFoundError: `path` is missing, not a directory, or lacks config.json.
+            ValueError: Invalid settings, `neutral_threshold` outside [0, 1], or id2label
+                names that do not identify positive/negative(/neutral).
+        """
+        if not 0.0 <= neutral_threshold <= 1.0 or math.isnan(neutral_threshold):
+            raise ValueError(
+                f"neutral_threshold={neutral_threshold} must be within [0, 1]; 0.0 disables "
+                "neutral for binary checkpoints, e.g. 0.6 reports weak leans as neutral"
+            )
+        loaded = load_classifier(path, device, max_length, stride, max_windows_per_forward, name)
+        labels = canonical_sentiment_labels(loaded.id2label, str(path))
+        return cls(loaded, stride, max_windows_per_forward, labels, neutral_threshold)
+
+    def postprocess(
+        self, windows: TextWindows, window_logits: torch.Tensor
+    ) -> list[dict[str, object]]:
+        """Softmax each window, average over each text's windows, and label the result."""
+        probabilities = torch.softmax(window_logits.float(), dim=-1)
+        per_text = reduce_over_windows(
+            probabilities, windows.sample_index, windows.num_texts, "mean"
+        )
+        labels = self.info.labels
+        has_neutral = "neutral" in labels
+        results: list[dict[str, object]] = []
+        for row in per_text.tolist():
+            by_label = dict(zip(labels, row, strict=True))
+            top_label = max(by_label, key=by_label.__getitem__)
+            top_probability = by_label[top_label]
+            if not has_neutral and top_probability < self.neutral_threshold:
+                label = "neutral"
+                confidence = 1.0 - abs(by_label["positive"] - by_label["negative"])
+            else:
+                label, confidence = top_label, top_probability
+            scores: dict[str, float | None] = {
+                "positive": by_label["positive"],
+                "negative": by_label["negative"],
+                "neutral": by_label["neutral"] if has_neutral else None,
+            }
+            results.append({"label": label, "scores": scores, "confidence": confidence})
+        return results
+
+    def predict_batch(self, texts: list[str]) -> list[dict[str, object]]:
+        """Return one sentiment result per text, in input order (see class docstring)."""
+        checked = check_texts(texts)
+        if not checked:
+            return []
+        windows = self.preprocess(checked)
+        return self.postprocess(windows, self.window_logits(windows))
+
+
+def load_sentiment(
+    kind: str,
+    path: str | os.PathLike[str] | None = None,
+    device: str = "auto",
+    **kwargs: Any,
+) -> SentimentModel:
+    """Build the configured sentiment model.
+
+    Args:
+        kind: ``"vader"`` (embedded default) or ``"transformer"``.
+        path: Local checkpoint directory; required for ``"transformer"``.
+        device: Device for the transformer model; VADER always runs on CPU.
+        **kwargs: Extra `TransformerSentiment.load` options (max_length, stride,
+            max_windows_per_forward, name, neutral_threshold); ignored, like `path` and
+            `device`, for VADER so one config shape serves both kinds.
+
+    Raises:
+        ValueError: Unknown `kind`, or ``"transformer"`` without `path`.
+    """
+    normalised = kind.strip().lower()
+    if normalised == "vader":
+        return VaderSentiment.load()
+    if normalised == "transformer":
+        if path is None or not str(path):
+            raise ValueError(
+                'sentiment kind "transformer" needs a checkpoint: set the path to a local '
+                "directory written by save_pretrained (e.g. an SST-2 DistilBERT download)"
+            )
+        return TransformerSentiment.load(path, device, **kwargs)
+    raise ValueError(
+        f"unknown sentiment model kind {kind!r}; accepted kinds: {', '.join(SENTIMENT_KINDS)}"
+    )

@@ -1,0 +1,249 @@
+"""The graph on the embedded defaults, over HTTP: routes, keys, limits and bad input."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from configs.schemas import AppArgs
+from deployments.app import build_graph
+from tests.integration.conftest import OTHER_API_KEY, deploy, undeploy
+
+pytestmark = pytest.mark.integration
+
+INGRESS_CONFIG = {
+    "limits": {"max_body_bytes": 65_536, "max_text_chars": 2_000, "max_batch_texts": 8},
+    "moderation_policy": {"flag_threshold": 0.5, "reject_threshold": 0.9},
+}
+ABUSIVE = "you are a fucking idiot and a piece of shit"
+CLEAN = "have a lovely day, the park looks beautiful this morning"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def default_app(base_url: str) -> Iterator[None]:
+    graph = build_graph(
+        AppArgs(),
+        {
+            "Ingress": {"user_config": INGRESS_CONFIG, "ray_actor_options": {"num_cpus": 0.1}},
+            "TextModeration": {
+                "user_config": {"batching": {"max_batch_size": 8, "batch_wait_timeout_s": 0.01}},
+                "ray_actor_options": {"num_cpus": 0.1},
+            },
+            "Sentiment": {"ray_actor_options": {"num_cpus": 0.1}},
+        },
+    )
+    deploy(graph, base_url)
+    yield
+    undeploy()
+
+
+def test_health_names_each_node_model_version_and_device(base_url: str) -> None:
+    response = httpx.get(f"{base_url}/health")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok"
+    assert body["api_keys"] == "configured"
+    moderation = body["nodes"]["moderation"]
+    assert moderation["name"] == "alt-profanity-check"
+    assert moderation["version"] and moderation["device"] == "cpu"
+    assert moderation["batching"] == {"max_batch_size": 8, "batch_wait_timeout_s": 0.01}
+    assert body["nodes"]["sentiment"]["name"] == "vader"
+
+
+def test_moderation_text_scores_abuse_above_clean_text(client: httpx.Client) -> None:
+    abusive_response = client.post("/api/v1/moderation/text", json={"text": ABUSIVE})
+    assert abusive_response.status_code == 200, abusive_response.text
+    abusive = abusive_response.json()
+    clean = client.post("/api/v1/moderation/text", json={"text": CLEAN}).json()
+    assert abusive["scores"]["offensive"] > clean["scores"]["offensive"]
+    assert set(abusive["scores"]) == {"offensive"}, "only the categories the model has"
+    assert abusive["action"] in {"flag_for_review", "reject"} and abusive["is_safe"] is False
+    assert abusive["flagged_categories"] == ["offensive"]
+    assert clean["action"] == "approve" and clean["is_safe"] is True
+    assert clean["overall"] == pytest.approx(clean["scores"]["offensive"])
+    assert clean["model"]["name"] == "alt-profanity-check"
+    assert clean["degraded"] is False
+
+
+def test_second_configured_key_is_accepted(base_url: str) -> None:
+    response = httpx.post(
+        f"{base_url}/api/v1/moderation/text",
+        json={"text": CLEAN},
+        headers={"X-API-Key": OTHER_API_KEY},
+    )
+    assert response.status_code == 200
+
+
+def test_moderate_post_and_batch(client: httpx.Client) -> None:
+    post = client.post("/api/v1/moderation/moderate", json={"content": ABUSIVE}).json()
+    assert post["is_safe"] is False
+    assert post["text_moderation"]["scores"] == post["scores"]
+    assert post["image_moderation"] == []
+    batch = client.post("/api/v1/moderation/batch", json={"texts": [CLEAN, ABUSIVE, CLEAN]})
+    assert batch.status_code == 200
+    results = batch.json()["results"]
+    assert [r["is_safe"] for r in results] == [True, False, True]
+
+
+def test_moderate_post_with_images_says_images_are_not_enabled(client: httpx.Client) -> None:
+    response = client.post(
+        "/api/v1/moderation/moderate",
+        json={"content": CLEAN, "images": ["https://example.com/a.jpg"]},
+    )
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["field"] == "images" and error["code"] == "feature_not_enabled"
+    assert "not enabled" in error["message"]
+
+
+def test_sentiment_routes(client: httpx.Client) -> None:
+    love = client.post("/api/v1/sentiment/analyze", json={"text": "I love this"}).json()
+    hate = client.post("/api/v1/sentiment/analyze", json={"text": "I hate this"}).json()
+    assert love["label"] == "positive" and hate["label"] == "negative"
+    assert love["scores"]["positive"] > hate["scores"]["positive"]
+    assert set(love["scores"]) == {"positive", "negative", "neutral"}
+    assert love["model"]["name"] == "vader" and 0 <= love["confidence"] <= 1
+    batch = client.post(
+        "/api/v1/sentiment/batch", json={"texts": ["I love this", "I hate this"]}
+    ).json()
+    assert [r["label"] for r in batch["results"]] == ["positive", "negative"]
+
+
+def test_concurrent_requests_are_batched_and_answered_in_order(client: httpx.Client) -> None:
+    texts = [CLEAN if i % 2 else ABUSIVE for i in range(24)]
+
+    def score(text: str) -> bool:
+        response = client.post("/api/v1/moderation/text", json={"text": text})
+        assert response.status_code == 200
+        return bool(response.json()["is_safe"])
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        verdicts = list(pool.map(score, texts))
+    assert verdicts == [text == CLEAN for text in texts]
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "code"),
+    [({}, 401, "missing_api_key"), ({"X-API-Key": "wrong"}, 403, "invalid_api_key")],
+)
+@pytest.mark.parametrize(
+    "route",
+    [
+        "/api/v1/moderation/text",
+        "/api/v1/moderation/moderate",
+        "/api/v1/moderation/batch",
+        "/api/v1/sentiment/analyze",
+        "/api/v1/sentiment/batch",
+    ],
+)
+def test_every_api_route_needs_a_valid_key(
+    base_url: str, route: str, headers: dict[str, str], status: int, code: str
+) -> None:
+    response = httpx.post(f"{base_url}{route}", json={"text": CLEAN}, headers=headers)
+    assert response.status_code == status
+    assert response.json()["error"]["code"] == code
+    assert response.json()["error"]["field"] == "X-API-Key"
+
+
+BAD_BODIES = [
+    ("/api/v1/moderation/text", {"text": ""}, 422, "text"),
+    ("/api/v1/moderation/text", {"text": "   "}, 422, "text"),
+    ("/api/v1/moderation/text", {"text": 42}, 422, "text"),
+    ("/api/v1/moderation/text", {"text": None}, 422, "text"),
+    ("/api/v1/moderation/text", {}, 422, "text"),
+    ("/api/v1/moderation/text", {"text": "ok", "extra": 1}, 422, "extra"),
+    ("/api/v1/moderation/text", ["text"], 422, "body"),
+    ("/api/v1/moderation/text", {"text": "x" * 2_001}, 422, "text"),
+    ("/api/v1/moderation/moderate", {"content": ""}, 422, "content"),
+    ("/api/v1/moderation/moderate", {"content": "ok", "images": "a.jpg"}, 422, "images"),
+    ("/api/v1/moderation/batch", {"texts": []}, 422, "texts"),
+    ("/api/v1/moderation/batch", {"texts": ["ok"] * 9}, 422, "texts"),
+    ("/api/v1/moderation/batch", {"texts": ["ok", ""]}, 422, "texts[1]"),
+    ("/api/v1/moderation/batch", {"texts": ["ok", 3]}, 422, "texts[1]"),
+    ("/api/v1/moderation/batch", {"texts": "ok"}, 422, "texts"),
+    ("/api/v1/sentiment/analyze", {"text": ""}, 422, "text"),
+    ("/api/v1/sentiment/analyze", {"text": ["a"]}, 422, "text"),
+    ("/api/v1/sentiment/batch", {"texts": ["ok"] * 9}, 422, "texts"),
+    ("/api/v1/sentiment/batch", {"texts": [""]}, 422, "texts[0]"),
+]
+
+
+@pytest.mark.parametrize(("route", "body", "status", "field"), BAD_BODIES)
+def test_bad_bodies_get_a_4xx_naming_the_field(
+    client: httpx.Client, route: str, body: object, status: int, field: str
+) -> None:
+    response = client.post(route, json=body)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["field"] == field
+    assert error["message"]
+
+
+def test_invalid_json_is_a_400(client: httpx.Client) -> None:
+    response = client.post(
+        "/api/v1/moderation/text",
+        content=b'{"text": "unterminated',
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 400
+    assert response.json()["error"] == {
+        "code": "invalid_json",
+        "message": "the body is not valid JSON",
+        "field": "body",
+    }
+
+
+def test_two_megabyte_body_is_a_413_and_the_service_keeps_serving(client: httpx.Client) -> None:
+    big = {"text": "a" * (2 * 1024 * 1024)}
+    response = client.post("/api/v1/moderation/text", json=big)
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "payload_too_large"
+
+    def chunks() -> Iterator[bytes]:
+        # No Content-Length: the limit must hold for a streamed body too.
+        yield b'{"text": "'
+        for _ in range(40):
+            yield b"a" * 4096
+        yield b'"}'
+
+    streamed = client.post(
+        "/api/v1/moderation/text", content=chunks(), headers={"Content-Type": "application/json"}
+    )
+    assert streamed.status_code == 413
+    after = client.post("/api/v1/moderation/text", json={"text": CLEAN})
+    assert after.status_code == 200 and after.json()["is_safe"] is True
+
+
+def test_unknown_route_and_wrong_method_are_json_errors(client: httpx.Client) -> None:
+    missing = client.post("/api/v1/nothing-here", json={})
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "http_error"
+    wrong_method = client.get("/api/v1/moderation/text")
+    assert wrong_method.status_code == 405
+
+
+def test_openapi_schema_and_docs(base_url: str) -> None:
+    schema = httpx.get(f"{base_url}/openapi.json").json()
+    assert "/api/v1/moderation/text" in schema["paths"]
+    assert "APIKeyHeader" in schema["components"]["securitySchemes"]
+    assert httpx.get(f"{base_url}/docs").status_code == 200
+
+
+def test_cors_allows_only_configured_origins(base_url: str) -> None:
+    preflight = {
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "x-api-key,content-type",
+    }
+    allowed = httpx.options(
+        f"{base_url}/api/v1/moderation/text",
+        headers={"Origin": "http://app.example", **preflight},
+    )
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == "http://app.example"
+    refused = httpx.options(
+        f"{base_url}/api/v1/moderation/text",
+        headers={"Origin": "http://evil.example", **preflight},
+    )
+    assert "access-control-allow-origin" not in refused.headers

@@ -1,0 +1,24 @@
+"""Unit-test fixtures: tiny random checkpoints built once per session, offline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.tiny_checkpoints import (
+    build_tiny_bert_multilabel,
+    build_tiny_distilbert_sentiment,
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_moderation_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny toxic-bert-shaped multi-label checkpoint (6 labels, 64 positions)."""
+    return build_tiny_bert_multilabel(tmp_path_factory.mktemp("tiny_moderation"))
+
+
+@pytest.fixture(scope="session")
+def tiny_sentiment_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny SST-2-shaped DistilBERT checkpoint with labels (NEGATIVE, POSITIVE)."""
+    return build_tiny_distilbert_sentiment(tmp_path_factory.mktemp("tiny_sentiment"))
