@@ -6,7 +6,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.socialplay-installed
 # pip on this kind of machine warns about every local index folder it skips; hide only that.
-PIP_QUIET := 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
+# The braces keep pip's own exit status (pipefail) while grep may find nothing to print.
+PIP_QUIET := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
 .PHONY: venv serve test test-unit test-integration lint bench clean
 

@@ -1,7 +1,7 @@
 """``make serve``: start Ray locally, deploy ``serve_config.yaml``, print the URL and a key.
 
-Runs ``serve run`` as a child in its own process group so that Ctrl-C here becomes one clean
-SIGTERM there (``serve run`` ignores SIGINT when it is not in the foreground group).
+Runs ``serve run`` as a child in its own process group, so that Ctrl-C here reaches it once, as
+a deliberate SIGINT (its graceful shutdown), whatever the terminal or process manager did.
 """
 
 from __future__ import annotations
@@ -48,14 +48,19 @@ def _wait_ready(url: str, child: subprocess.Popen[bytes]) -> dict[str, object]:
 
 
 def _stop(child: subprocess.Popen[bytes]) -> int:
-    if child.poll() is None:
-        child.send_signal(signal.SIGTERM)
+    """Stop ``serve run`` gracefully: SIGINT (its own clean shutdown), then SIGTERM, SIGKILL."""
+    if child.poll() is not None:
+        return child.returncode or 0
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        child.send_signal(sig)
         try:
             child.wait(timeout=STOP_TIMEOUT_S)
+            return 0
         except subprocess.TimeoutExpired:
-            os.killpg(child.pid, signal.SIGKILL)
-            child.wait()
-    return child.returncode or 0
+            continue
+    os.killpg(child.pid, signal.SIGKILL)
+    child.wait()
+    return 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,6 +78,14 @@ def main(argv: list[str] | None = None) -> int:
     state_dir = Path(env.get("SOCIALPLAY_STATE_DIR", ".socialplay")).resolve()
     env["SOCIALPLAY_STATE_DIR"] = os.environ["SOCIALPLAY_STATE_DIR"] = str(state_dir)
     key = resolve_api_keys(Settings())[0]
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    # Explicit handlers: a launcher started from a script may inherit SIGINT as ignored,
+    # and process managers stop services with SIGTERM.
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
 
     child = subprocess.Popen(
         [sys.executable, "-m", "ray.serve.scripts", "run", str(config_path)],
