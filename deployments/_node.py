@@ -57,9 +57,7 @@ class BatchedNodeMixin:
         # while this one computes (torch and sklearn release the GIL in their kernels).
         results = await asyncio.to_thread(self.model.predict_batch, items)
         if len(results) != len(items):
-            raise RuntimeError(
-                f"model returned {len(results)} results for {len(items)} inputs"
-            )
+            raise RuntimeError(f"model returned {len(results)} results for {len(items)} inputs")
         # Each answer carries the model that produced it: versions can change under
         # reconfigure, and every response must name the version that answered.
         info = self.model.info.as_dict()

@@ -8,7 +8,6 @@ No ``from __future__ import annotations`` here: ``serve.ingress`` pickles the ro
 and FastAPI must see real annotation objects, not strings, in the replica.
 """
 
-
 import asyncio
 import hmac
 import logging
@@ -55,8 +54,6 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-
-
 def _error_body(status: int, code: str, message: str, field: str | None = None) -> JSONResponse:
     body = ErrorBody.model_validate({"error": {"code": code, "message": message, "field": field}})
     return JSONResponse(status_code=status, content=body.model_dump())
@@ -76,7 +73,9 @@ def _auth_failure(headers: dict[bytes, bytes]) -> JSONResponse | None:
     raw = headers.get(API_KEY_HEADER.lower().encode("latin-1"))
     if raw is None or not raw.strip():
         return _error_body(
-            401, "missing_api_key", f"send your API key in the {API_KEY_HEADER} header",
+            401,
+            "missing_api_key",
+            f"send your API key in the {API_KEY_HEADER} header",
             API_KEY_HEADER,
         )
     if not _key_matches(raw.decode("latin-1").strip()):
@@ -153,6 +152,8 @@ app = FastAPI(
         422: {"model": ErrorBody, "description": "Invalid field."},
     },
 )
+
+
 class ReplicaCORSMiddleware:
     """CORS with origins from the replica's own environment (ALLOWED_ORIGINS).
 
@@ -294,9 +295,7 @@ def _service_version() -> str:
 class Ingress:
     """HTTP front of the graph; one handle per model node."""
 
-    def __init__(
-        self, moderation: DeploymentHandle[Any], sentiment: DeploymentHandle[Any]
-    ) -> None:
+    def __init__(self, moderation: DeploymentHandle[Any], sentiment: DeploymentHandle[Any]) -> None:
         settings = Settings()
         keys = resolve_api_keys(settings)
         ingress_state.STATE.api_keys = [k.encode("utf-8") for k in keys]
@@ -392,8 +391,7 @@ class Ingress:
         except Exception as exc:  # no model at all: never approve silently
             logger.error("moderation fallback failed (%s)", type(exc).__name__)
             return [
-                self._verdict({}, None, degraded_reason=f"{reason}; fallback failed")
-                for _ in texts
+                self._verdict({}, None, degraded_reason=f"{reason}; fallback failed") for _ in texts
             ]
 
     def _verdict(
@@ -469,4 +467,3 @@ class Ingress:
             if task not in self._fallbacks:
                 self._fallbacks[task] = await asyncio.to_thread(_load_fallback, task)
             return self._fallbacks[task]
-

@@ -1,4 +1,4 @@
-"""Unit-test fixtures: tiny random checkpoints built once per session, offline."""
+"""Fixtures shared by unit and integration tests: tiny random checkpoints, built offline."""
 
 from __future__ import annotations
 
