@@ -21,8 +21,11 @@ from deployments.sentiment import Sentiment
 def build_graph(
     args: AppArgs, deployment_options: Mapping[str, Mapping[str, Any]] | None = None
 ) -> Application:
-    """``Ingress.bind(moderation, sentiment)``; ``deployment_options`` maps a deployment name
-    to ``.options()`` overrides (tests and benchmarks; operators use ``serve_config.yaml``)."""
+    """``Ingress.bind(moderation=..., sentiment=...)``.
+
+    ``deployment_options`` maps a deployment name to ``.options()`` overrides (tests and
+    benchmarks; operators use ``serve_config.yaml``).
+    """
     options = deployment_options or {}
 
     def node(deployment: object, name: str) -> Deployment:
@@ -31,7 +34,7 @@ def build_graph(
 
     moderation = node(TextModeration, "TextModeration").bind(args.moderation_model.model_dump())
     sentiment = node(Sentiment, "Sentiment").bind(args.sentiment_model.model_dump())
-    return node(Ingress, "Ingress").bind(moderation, sentiment)
+    return node(Ingress, "Ingress").bind(moderation=moderation, sentiment=sentiment)
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:

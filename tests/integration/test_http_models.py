@@ -129,8 +129,8 @@ def broken_app(base_url: str) -> Iterator[None]:
     graph = Ingress.options(  # type: ignore[attr-defined]
         user_config=ingress_config, ray_actor_options={"num_cpus": 0.1}
     ).bind(
-        BrokenModeration.options(ray_actor_options={"num_cpus": 0.1}).bind(),
-        StuckSentiment.options(ray_actor_options={"num_cpus": 0.1}).bind(),
+        moderation=BrokenModeration.options(ray_actor_options={"num_cpus": 0.1}).bind(),
+        sentiment=StuckSentiment.options(ray_actor_options={"num_cpus": 0.1}).bind(),
     )
     serve.run(graph, name="socialplay", route_prefix="/")
     yield
