@@ -12,8 +12,7 @@ from ray.serve.handle import DeploymentHandle
 
 from configs.schemas import IngressConfig
 from configs.settings import Settings, resolve_api_keys
-from deployments import ingress_state
-from deployments import routes_service, routes_text
+from deployments import ingress_state, routes_service, routes_text
 from deployments.http_app import app
 from deployments.routes_service import ServiceRoutes
 from deployments.routes_text import TextRoutes
@@ -23,7 +22,7 @@ from deployments.routes_text import TextRoutes
 # reference would arrive unpatched (``self`` turns into a required query parameter), so the
 # route modules travel by value, as methods written in this class body would.
 for _route_module in (routes_service, routes_text):
-    cloudpickle.register_pickle_by_value(_route_module)
+    cloudpickle.register_pickle_by_value(_route_module)  # type: ignore[no-untyped-call]
 
 
 @serve.deployment(name="Ingress", max_ongoing_requests=256)
