@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q torch==2.13.0 $(PIP_QUIET)
 	$(PY) -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 	$(PY) -m pip install -q -e ".[dev]" $(PIP_QUIET)
-	$(PY) -c "import ray, transformers, profanity_check, vaderSentiment, deployments.app"
+	$(PY) -c "import ray, transformers, profanity_check, vaderSentiment, nudenet, cv2, PIL, python_multipart, deployments.app"
+	$(PY) -c "import cv2; assert cv2.CascadeClassifier, 'opencv-python-headless must be <5 (Haar cascades)'"
 	touch $(STAMP)
 
 venv: $(STAMP)

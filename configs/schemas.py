@@ -11,6 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from configs.recommender import RecommendationRoutesConfig, RecommenderArgs
+
 
 class StrictModel(BaseModel):
     """Base for every config model: unknown keys are an error, not silently ignored."""
@@ -32,11 +34,48 @@ class BatchingConfig(StrictModel):
     )
 
 
+class RegisteredModelRef(StrictModel):
+    """A head model in the MLflow Model Registry, by name and alias or version."""
+
+    model_name: str = Field(
+        min_length=1, description='Registered model name, e.g. "heads-moderation".'
+    )
+    alias: str | None = Field(
+        default=None,
+        description='Alias to load (e.g. "serving"); resolved to a version when loaded.',
+    )
+    version: int | None = Field(default=None, ge=1, description="Exact version to load.")
+    tracking_uri: str | None = Field(
+        default=None,
+        description=(
+            "MLflow tracking URI; default MLFLOW_TRACKING_URI, else the local sqlite store "
+            "in the state dir (sqlite:///<state_dir>/mlflow.db)."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _alias_or_version(self) -> RegisteredModelRef:
+        if (self.alias is None) == (self.version is None):
+            raise ValueError(
+                f"registry ref for {self.model_name!r} has alias={self.alias!r} and "
+                f"version={self.version!r}; set exactly one of them"
+            )
+        return self
+
+
 class ModelNodeConfig(StrictModel):
     """``user_config`` of a model node."""
 
     batching: BatchingConfig = Field(
         default_factory=BatchingConfig, description="Request batching of this node."
+    )
+    model: RegisteredModelRef | None = Field(
+        default=None,
+        description=(
+            "Moderation/Sentiment nodes: serve this registered head instead of the model "
+            "from the application args; a change is loaded and swapped in live (no restart; "
+            "requests in flight finish on the old model). Unset: keep the current model."
+        ),
     )
 
 
@@ -82,15 +121,37 @@ class TransformerOptions(StrictModel):
         return self
 
 
+def _check_head_source(
+    field: str, kind: str, path: str | None, registry: RegisteredModelRef | None
+) -> None:
+    """A head loads from exactly one place; other kinds take no registry ref."""
+    if kind == "head" and (path is None) == (registry is None):
+        raise ValueError(
+            f'{field}.kind="head" needs exactly one of {field}.path (a head checkpoint '
+            f"directory) or {field}.registry (a registered model); got path={path!r}, "
+            f"registry={registry!r}"
+        )
+    if kind != "head" and registry is not None:
+        raise ValueError(
+            f'{field}.registry is only used with kind="head" (kind is {kind!r}); '
+            'remove it or set kind: "head"'
+        )
+
+
 class ModerationModelSpec(TransformerOptions):
     """Which text moderation model a node loads."""
 
-    kind: Literal["profanity", "transformer"] = Field(
+    kind: Literal["profanity", "transformer", "head"] = Field(
         default="profanity",
         description=(
             '"profanity": the embedded alt-profanity-check model; "transformer": a multi-label '
-            "toxic-bert style classifier from `path`."
+            'toxic-bert style classifier from `path`; "head": a MiniLM embedding head '
+            "(pipelines/text_heads.py) from `path` or `registry`."
         ),
+    )
+    registry: RegisteredModelRef | None = Field(
+        default=None,
+        description='kind "head" only: load the head from the MLflow Model Registry.',
     )
 
     @model_validator(mode="after")
@@ -100,18 +161,24 @@ class ModerationModelSpec(TransformerOptions):
                 'moderation_model.kind="transformer" needs moderation_model.path, '
                 "a local checkpoint directory"
             )
+        _check_head_source("moderation_model", self.kind, self.path, self.registry)
         return self
 
 
 class SentimentModelSpec(TransformerOptions):
     """Which sentiment model a node loads."""
 
-    kind: Literal["vader", "transformer"] = Field(
+    kind: Literal["vader", "transformer", "head"] = Field(
         default="vader",
         description=(
             '"vader": the embedded VADER lexicon model; "transformer": an SST-2 style '
-            "classifier from `path`."
+            'classifier from `path`; "head": a MiniLM embedding head '
+            "(pipelines/text_heads.py) from `path` or `registry`."
         ),
+    )
+    registry: RegisteredModelRef | None = Field(
+        default=None,
+        description='kind "head" only: load the head from the MLflow Model Registry.',
     )
     neutral_threshold: float = Field(
         default=0.0,
@@ -137,6 +204,79 @@ class SentimentModelSpec(TransformerOptions):
                 'sentiment_model.kind="transformer" needs sentiment_model.path, '
                 "a local checkpoint directory"
             )
+        _check_head_source("sentiment_model", self.kind, self.path, self.registry)
+        return self
+
+
+class NsfwModelSpec(StrictModel):
+    """The NSFW image node: nudenet's shipped ONNX detector and how labels map to ratings."""
+
+    enabled: bool = Field(
+        default=False,
+        description=(
+            "Run the NSFW node (image moderation routes); off keeps a text-only graph small. "
+            "serve_config.yaml turns it on."
+        ),
+    )
+    path: str | None = Field(
+        default=None,
+        description="Another ONNX file of the same layout; default the 320n.onnx nudenet ships.",
+    )
+    min_score: float = Field(
+        default=0.2, ge=0.0, le=1.0, description="Detections below this confidence are dropped."
+    )
+    unsafe_labels: list[str] | None = Field(
+        default=None,
+        description=(
+            "Detector labels whose score is the `unsafe` probability; default the exposed "
+            "genitalia, female breast, buttocks and anus labels."
+        ),
+    )
+    questionable_labels: list[str] | None = Field(
+        default=None,
+        description=(
+            "Labels whose score feeds `questionable`; default the covered genitalia, female "
+            "breast, buttocks and anus labels."
+        ),
+    )
+    num_threads: int = Field(
+        default=0, ge=0, le=64, description="onnxruntime threads per replica; 0 = its default."
+    )
+
+
+class TaggerModelSpec(StrictModel):
+    """The image tagger node: CLIP zero-shot (when `path` is set) plus face-backed tags."""
+
+    enabled: bool = Field(
+        default=False, description="Run the tagger node (`/api/v1/image/tags`)."
+    )
+    path: str | None = Field(
+        default=None,
+        description=(
+            "Local CLIP checkpoint directory (CLIPModel + CLIPProcessor, save_pretrained "
+            "layout). Unset: only the tags the face detector supports."
+        ),
+    )
+    device: str = Field(
+        default="auto", description='"auto" (GPU when the replica has one), "cpu" or "cuda[:N]".'
+    )
+    tags: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        description="Candidate tags; default the design document's 15 tags.",
+    )
+    top_k: int = Field(default=5, ge=1, le=100, description="CLIP tags returned per image.")
+    prompt_template: str = Field(
+        default="a photo of {tag}", description="Text CLIP scores for each tag; has `{tag}`."
+    )
+
+    @model_validator(mode="after")
+    def _template_has_tag(self) -> TaggerModelSpec:
+        if "{tag}" not in self.prompt_template:
+            raise ValueError(
+                f"tagger_model.prompt_template={self.prompt_template!r} has no {{tag}} "
+                'placeholder; use something like "a photo of {tag}"'
+            )
         return self
 
 
@@ -148,6 +288,16 @@ class AppArgs(StrictModel):
     )
     sentiment_model: SentimentModelSpec = Field(
         default_factory=SentimentModelSpec, description="Model of the sentiment node."
+    )
+    nsfw_model: NsfwModelSpec = Field(
+        default_factory=NsfwModelSpec, description="The NSFW image node (off by default)."
+    )
+    tagger_model: TaggerModelSpec = Field(
+        default_factory=TaggerModelSpec, description="The image tagger node (off by default)."
+    )
+    recommender: RecommenderArgs = Field(
+        default_factory=RecommenderArgs,
+        description="Embedder + Recommender nodes: events, feed, similar posts, interests.",
     )
 
 
@@ -163,6 +313,14 @@ class LimitsConfig(StrictModel):
     max_batch_texts: int = Field(
         default=64, ge=1, le=4096, description="Most texts in one batch request (else 422)."
     )
+    max_image_body_bytes: int = Field(
+        default=15_000_000,
+        ge=1024,
+        description=(
+            "Largest body on the image routes (an upload or base64 image; base64 is 4/3 of "
+            "the image), instead of max_body_bytes (else 413)."
+        ),
+    )
 
 
 class TimeoutsConfig(StrictModel):
@@ -170,6 +328,8 @@ class TimeoutsConfig(StrictModel):
 
     moderation_s: float = Field(default=5.0, gt=0, description="Wait for the moderation node.")
     sentiment_s: float = Field(default=5.0, gt=0, description="Wait for the sentiment node.")
+    nsfw_s: float = Field(default=10.0, gt=0, description="Wait for the NSFW node.")
+    tagger_s: float = Field(default=10.0, gt=0, description="Wait for the tagger node.")
     health_s: float = Field(default=2.0, gt=0, description="Wait for a node's /health answer.")
 
 
@@ -211,6 +371,77 @@ class ModerationPolicyConfig(StrictModel):
         return self
 
 
+class ImageInputConfig(StrictModel):
+    """How the ingress fetches and decodes images (every limit is enforced before a model runs)."""
+
+    max_image_bytes: int = Field(
+        default=10_000_000,
+        ge=1024,
+        description="Largest image file, fetched or uploaded, counted while streaming (else 413).",
+    )
+    max_pixels: int = Field(
+        default=40_000_000,
+        ge=1024,
+        description="Largest width x height, read from the header before decoding (else 413).",
+    )
+    max_side_px: int = Field(
+        default=1024,
+        ge=64,
+        le=8192,
+        description="Decoded images are shrunk to this longer side before they go to a node.",
+    )
+    connect_timeout_s: float = Field(
+        default=3.0, gt=0, le=60, description="Wait for the image server's TCP/TLS connect."
+    )
+    read_timeout_s: float = Field(
+        default=5.0, gt=0, le=120, description="Longest silence between two received chunks."
+    )
+    total_timeout_s: float = Field(
+        default=15.0, gt=0, le=300, description="Whole fetch, all redirects included."
+    )
+    max_redirects: int = Field(
+        default=3, ge=0, le=10, description="Redirects followed; every hop is checked again."
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Host names or IP literals fetched even when they resolve to loopback, private "
+            "or other non-public addresses (internal CDNs; tests). Empty: public only."
+        ),
+    )
+    allowed_content_types: list[str] = Field(
+        default_factory=lambda: ["image/"],
+        min_length=1,
+        description="Content-Type prefixes accepted from image servers.",
+    )
+    max_images_per_post: int = Field(
+        default=10, ge=1, le=100, description="Most images in one moderate request (else 422)."
+    )
+
+
+class ImagePolicyConfig(StrictModel):
+    """Thresholds that turn NSFW probabilities into an action for one image."""
+
+    flag_threshold: float = Field(
+        default=0.4,
+        ge=0,
+        le=1,
+        description="unsafe or questionable at or above this: flag_for_review.",
+    )
+    reject_threshold: float = Field(
+        default=0.6, ge=0, le=1, description="unsafe at or above this: reject."
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ImagePolicyConfig:
+        if self.reject_threshold < self.flag_threshold:
+            raise ValueError(
+                f"image_policy.reject_threshold {self.reject_threshold} is below "
+                f"flag_threshold {self.flag_threshold}; it must be >= the flag threshold"
+            )
+        return self
+
+
 class IngressConfig(StrictModel):
     """``user_config`` of the ingress deployment."""
 
@@ -220,4 +451,14 @@ class IngressConfig(StrictModel):
     )
     moderation_policy: ModerationPolicyConfig = Field(
         default_factory=ModerationPolicyConfig, description="Thresholds for moderation actions."
+    )
+    images: ImageInputConfig = Field(
+        default_factory=ImageInputConfig, description="Image fetching and decoding limits."
+    )
+    image_policy: ImagePolicyConfig = Field(
+        default_factory=ImagePolicyConfig, description="Thresholds for image moderation actions."
+    )
+    recommendations: RecommendationRoutesConfig = Field(
+        default_factory=RecommendationRoutesConfig,
+        description="Limits and timeouts of the event and recommendation routes.",
     )

@@ -13,15 +13,19 @@ from ray.serve import Application
 from ray.serve.deployment import Deployment
 
 from configs.schemas import AppArgs
+from deployments.embedder import Embedder
 from deployments.ingress import Ingress
 from deployments.moderation import TextModeration
+from deployments.nsfw import NsfwDetector
+from deployments.recommender import Recommender
 from deployments.sentiment import Sentiment
+from deployments.tagger import ImageTaggerNode
 
 
 def build_graph(
     args: AppArgs, deployment_options: Mapping[str, Mapping[str, Any]] | None = None
 ) -> Application:
-    """``Ingress.bind(moderation=..., sentiment=...)``.
+    """``Ingress.bind(moderation=..., sentiment=..., [nsfw=..., tagger=...])``.
 
     ``deployment_options`` maps a deployment name to ``.options()`` overrides (tests and
     benchmarks; operators use ``serve_config.yaml``).
@@ -34,7 +38,29 @@ def build_graph(
 
     moderation = node(TextModeration, "TextModeration").bind(args.moderation_model.model_dump())
     sentiment = node(Sentiment, "Sentiment").bind(args.sentiment_model.model_dump())
-    return node(Ingress, "Ingress").bind(moderation=moderation, sentiment=sentiment)
+    # Image nodes are optional (``enabled``): a text-only graph stays small.
+    image_nodes: dict[str, Application] = {}
+    if args.nsfw_model.enabled:
+        image_nodes["nsfw"] = node(NsfwDetector, "NsfwDetector").bind(args.nsfw_model.model_dump())
+    if args.tagger_model.enabled:
+        image_nodes["tagger"] = node(ImageTaggerNode, "ImageTagger").bind(
+            args.tagger_model.model_dump()
+        )
+    # Recommender nodes are optional too. The Recommender owns the event store, feature store
+    # and index; it calls the Embedder for new texts. The ingress gets the Embedder's handle
+    # only to report it in /health: routes reach it through the Recommender, one hop.
+    recommender_nodes: dict[str, Application] = {}
+    if args.recommender.enabled:
+        embedder = node(Embedder, "Embedder").bind(
+            args.recommender.embedding_model.model_dump()
+        )
+        recommender_nodes["embedder"] = embedder
+        recommender_nodes["recommender"] = node(Recommender, "Recommender").bind(
+            embedder, args.recommender.redis_key_prefix
+        )
+    return node(Ingress, "Ingress").bind(
+        moderation=moderation, sentiment=sentiment, **image_nodes, **recommender_nodes
+    )
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:

@@ -25,7 +25,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from configs.settings import Settings
 from deployments import ingress_state
 from deployments.http_schemas import ErrorBody
-from models.exceptions import FeatureNotEnabledError, InvalidInputError, PayloadTooLargeError
+from models.exceptions import (
+    FeatureNotEnabledError,
+    ImageInputError,
+    InvalidInputError,
+    PayloadTooLargeError,
+)
 
 logger = logging.getLogger("ray.serve")
 
@@ -69,6 +74,18 @@ def _auth_failure(headers: dict[bytes, bytes]) -> JSONResponse | None:
     return None
 
 
+# Routes that take whole images in the body (base64 or multipart): their own, larger limit.
+IMAGE_BODY_PATHS = ("/api/v1/moderation/image", "/api/v1/image/")
+
+
+def body_limit_bytes(path: str) -> int:
+    """The body size limit of ``path``: ``max_image_body_bytes`` on image routes."""
+    limits = ingress_state.STATE.config.limits
+    if path.startswith(IMAGE_BODY_PATHS):
+        return limits.max_image_body_bytes
+    return limits.max_body_bytes
+
+
 class GuardMiddleware:
     """API keys and the body size limit, enforced before any body is parsed.
 
@@ -88,7 +105,7 @@ class GuardMiddleware:
         if refusal is not None:
             await refusal(scope, receive, send)
             return
-        limit = ingress_state.STATE.config.limits.max_body_bytes
+        limit = body_limit_bytes(scope["path"])
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await self._too_large(scope, receive, send, int(declared), limit)
@@ -198,6 +215,8 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
 
 @app.exception_handler(InvalidInputError)
 async def _invalid_input(request: Request, exc: InvalidInputError) -> JSONResponse:
+    if isinstance(exc, ImageInputError):
+        return error_response(exc.status, exc.code, exc.message, exc.field)
     code = "feature_not_enabled" if isinstance(exc, FeatureNotEnabledError) else "invalid_field"
     return error_response(422, code, exc.message, exc.field)
 

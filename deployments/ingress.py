@@ -12,8 +12,18 @@ from ray.serve.handle import DeploymentHandle
 
 from configs.schemas import IngressConfig
 from configs.settings import Settings, resolve_api_keys
-from deployments import ingress_state, routes_service, routes_text
+from deployments import (
+    ingress_state,
+    routes_events,
+    routes_images,
+    routes_recommendations,
+    routes_service,
+    routes_text,
+)
 from deployments.http_app import app
+from deployments.routes_events import EventRoutes
+from deployments.routes_images import ImageRoutes
+from deployments.routes_recommendations import RecommendationRoutes
 from deployments.routes_service import ServiceRoutes
 from deployments.routes_text import TextRoutes
 
@@ -21,13 +31,19 @@ from deployments.routes_text import TextRoutes
 # deploys, and FastAPI reads that signature again inside the replica. Functions pickled by
 # reference would arrive unpatched (``self`` turns into a required query parameter), so the
 # route modules travel by value, as methods written in this class body would.
-for _route_module in (routes_service, routes_text):
+for _route_module in (
+    routes_service,
+    routes_text,
+    routes_images,
+    routes_events,
+    routes_recommendations,
+):
     cloudpickle.register_pickle_by_value(_route_module)  # type: ignore[no-untyped-call]
 
 
 @serve.deployment(name="Ingress", max_ongoing_requests=256)
 @serve.ingress(app)
-class Ingress(ServiceRoutes, TextRoutes):
+class Ingress(ServiceRoutes, TextRoutes, ImageRoutes, EventRoutes, RecommendationRoutes):
     """HTTP front of the graph; ``nodes`` maps a node name to its handle."""
 
     def __init__(self, **nodes: DeploymentHandle[Any]) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 from ray import serve
 
 from configs.schemas import ModerationModelSpec
-from deployments._node import BatchedNodeMixin
+from deployments._node import BatchedNodeMixin, load_registered_head
 from models.moderation import load_moderator
 
 
@@ -17,7 +17,11 @@ class TextModeration(BatchedNodeMixin):
 
     def __init__(self, model_spec: dict[str, Any] | None = None) -> None:
         spec = ModerationModelSpec.model_validate(model_spec or {})
-        self.model = load_moderator(spec.kind, spec.path, spec.device, **spec.loader_kwargs())
+        self.head_task, self.model_device = "moderation", spec.device
+        if spec.kind == "head" and spec.registry is not None:
+            self.model = load_registered_head("moderation", spec.registry, spec.device)
+        else:
+            self.model = load_moderator(spec.kind, spec.path, spec.device, **spec.loader_kwargs())
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
     async def predict(self, texts: list[str]) -> list[dict[str, float]]:

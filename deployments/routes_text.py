@@ -31,7 +31,11 @@ from deployments.http_schemas import (
     TextRequest,
 )
 from deployments.routes_base import RouteGroup
-from models.exceptions import FeatureNotEnabledError
+from deployments.routes_images import (
+    check_post_images,
+    combine_post_verdict,
+    moderate_post_images,
+)
 from models.policy import decide_action
 
 logger = logging.getLogger("ray.serve")
@@ -84,15 +88,18 @@ class TextRoutes(RouteGroup):
         dependencies=[Depends(require_api_key)],
     )
     async def moderate_post(self, body: ModerateRequest) -> PostModerationResult:
-        """Moderate a post before it is published (text; images once enabled)."""
-        if body.images:
-            raise FeatureNotEnabledError(
-                "images",
-                "image moderation is not enabled in this deployment; "
-                "send the post without images or enable the image nodes",
-            )
-        text_result = (await self._moderate([check_text(body.content, "content")]))[0]
-        return PostModerationResult(**text_result.model_dump(), text_moderation=text_result)
+        """Moderate a post before it is published: its text and its image URLs."""
+        content = check_text(body.content, "content")
+        if not body.images:
+            text_result = (await self._moderate([content]))[0]
+            return PostModerationResult(**text_result.model_dump(), text_moderation=text_result)
+        # 422 feature_not_enabled (no NSFW node) or too many URLs, before any work starts.
+        urls = check_post_images(self, body.images)
+        # Text and images are judged concurrently; the worst verdict wins (routes_images).
+        text_results, image_results = await asyncio.gather(
+            self._moderate([content]), moderate_post_images(self, urls)
+        )
+        return combine_post_verdict(text_results[0], image_results)
 
     async def _moderate(self, texts: list[str]) -> list[ModerationResult]:
         timeout_s = self.config.timeouts.moderation_s

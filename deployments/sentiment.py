@@ -7,7 +7,7 @@ from typing import Any
 from ray import serve
 
 from configs.schemas import SentimentModelSpec
-from deployments._node import BatchedNodeMixin
+from deployments._node import BatchedNodeMixin, load_registered_head
 from models.sentiment import load_sentiment
 
 
@@ -17,7 +17,11 @@ class Sentiment(BatchedNodeMixin):
 
     def __init__(self, model_spec: dict[str, Any] | None = None) -> None:
         spec = SentimentModelSpec.model_validate(model_spec or {})
-        self.model = load_sentiment(spec.kind, spec.path, spec.device, **spec.loader_kwargs())
+        self.head_task, self.model_device = "sentiment", spec.device
+        if spec.kind == "head" and spec.registry is not None:
+            self.model = load_registered_head("sentiment", spec.registry, spec.device)
+        else:
+            self.model = load_sentiment(spec.kind, spec.path, spec.device, **spec.loader_kwargs())
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
     async def predict(self, texts: list[str]) -> list[dict[str, Any]]:

@@ -30,3 +30,15 @@ class PayloadTooLargeError(SocialPlayError):
             "send less per request or use several requests"
         )
         self.limit_bytes = limit_bytes
+
+
+class ImageInputError(InvalidInputError):
+    """An image (or its URL) was refused; ``code`` names the reason for clients.
+
+    ``status`` is the HTTP status the ingress answers with: 413 for size caps, 422 otherwise.
+    """
+
+    def __init__(self, field: str, message: str, code: str, status: int = 422) -> None:
+        super().__init__(field, message)
+        self.code = code
+        self.status = status

@@ -34,7 +34,7 @@ __all__ = [
     "MODERATOR_KINDS",
 ]
 
-MODERATOR_KINDS = ("profanity", "transformer")
+MODERATOR_KINDS = ("profanity", "transformer", "head")
 
 
 class ModerationModel(Protocol):
@@ -146,7 +146,7 @@ def load_moderator(
     """Build the configured moderation model.
 
     Args:
-        kind: ``"profanity"`` (embedded default) or ``"transformer"``.
+        kind: ``"profanity"`` (embedded default), ``"transformer"`` or ``"head"`` (MiniLM head).
         path: Local checkpoint directory; required for ``"transformer"``.
         device: Device for the transformer model; alt-profanity-check always runs on CPU.
         **kwargs: Extra `TransformerModerator.load` options (max_length, stride,
@@ -167,6 +167,17 @@ def load_moderator(
                 "directory written by save_pretrained (e.g. a unitary/toxic-bert download)"
             )
         return TransformerModerator.load(path, device, **kwargs)
+    if normalised == "head":
+        if path is None or not str(path):
+            raise ValueError(
+                'moderation kind "head" needs a checkpoint: set the path to a directory written '
+                "by models.heads.save_head (pipelines/text_heads.py writes one)"
+            )
+        # Imported here: the head pulls in the MiniLM embedder, which other kinds never need.
+        from models.heads import HeadModerator
+
+        head: ModerationModel = HeadModerator.load(path, device, **kwargs)
+        return head
     raise ValueError(
         f"unknown moderation model kind {kind!r}; accepted kinds: {', '.join(MODERATOR_KINDS)}"
     )

@@ -39,7 +39,7 @@ __all__ = [
     "SENTIMENT_LABELS",
 ]
 
-SENTIMENT_KINDS = ("vader", "transformer")
+SENTIMENT_KINDS = ("vader", "transformer", "head")
 SENTIMENT_LABELS = ("positive", "negative", "neutral")
 
 # VADER's published thresholds on the compound score (Hutto & Gilbert, 2014; README of
@@ -244,7 +244,7 @@ def load_sentiment(
     """Build the configured sentiment model.
 
     Args:
-        kind: ``"vader"`` (embedded default) or ``"transformer"``.
+        kind: ``"vader"`` (embedded default), ``"transformer"`` or ``"head"`` (MiniLM head).
         path: Local checkpoint directory; required for ``"transformer"``.
         device: Device for the transformer model; VADER always runs on CPU.
         **kwargs: Extra `TransformerSentiment.load` options (max_length, stride,
@@ -264,6 +264,17 @@ def load_sentiment(
                 "directory written by save_pretrained (e.g. an SST-2 DistilBERT download)"
             )
         return TransformerSentiment.load(path, device, **kwargs)
+    if normalised == "head":
+        if path is None or not str(path):
+            raise ValueError(
+                'sentiment kind "head" needs a checkpoint: set the path to a directory written '
+                "by models.heads.save_head (pipelines/text_heads.py writes one)"
+            )
+        # Imported here: the head pulls in the MiniLM embedder, which other kinds never need.
+        from models.heads import HeadSentiment
+
+        head: SentimentModel = HeadSentiment.load(path, device, **kwargs)
+        return head
     raise ValueError(
         f"unknown sentiment model kind {kind!r}; accepted kinds: {', '.join(SENTIMENT_KINDS)}"
     )

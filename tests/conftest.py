@@ -22,3 +22,11 @@ def tiny_moderation_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path
 def tiny_sentiment_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny SST-2-shaped DistilBERT checkpoint with labels (NEGATIVE, POSITIVE)."""
     return build_tiny_distilbert_sentiment(tmp_path_factory.mktemp("tiny_sentiment"))
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random CLIP (model, BPE tokenizer, image processor) saved offline."""
+    from tests.fixtures.images import build_tiny_clip
+
+    return build_tiny_clip(tmp_path_factory.mktemp("tiny_clip"))

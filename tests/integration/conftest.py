@@ -46,6 +46,8 @@ def serve_port() -> Iterator[int]:
                 "SOCIALPLAY_STATE_DIR": state_dir,
                 "ALLOWED_ORIGINS": "http://app.example",
                 "TOKENIZERS_PARALLELISM": "false",
+                # Ray Train polls its workers every 2 s by default: most of a tiny fit().
+                "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
             }
         },
     )

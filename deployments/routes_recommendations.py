@@ -1,0 +1,150 @@
+"""Recommendation routes of the ingress: feed ranking, similar posts, user interests.
+
+Each makes one handle call to the Recommender node, which owns the state they read.
+"""
+
+import logging
+from typing import Any
+
+from fastapi import Depends, Query
+from fastapi.responses import JSONResponse
+
+from deployments.http_app import (
+    app,
+    call_node,
+    error_response,
+    failure_reason,
+    require_api_key,
+)
+from deployments.http_schemas_recsys import (
+    FeedRequest,
+    FeedResult,
+    InterestsResult,
+    SimilarPostsResult,
+)
+from deployments.routes_base import RouteGroup
+from deployments.routes_events import check_id
+from models.exceptions import InvalidInputError
+
+logger = logging.getLogger("ray.serve")
+
+FEATURE = "recommendations"
+
+
+def check_limit(limit: int, max_results: int) -> int:
+    """``limit`` within 1..max_results, else 422 naming ``limit`` (query or body alike)."""
+    if limit < 1:
+        raise InvalidInputError("limit", f"limit is {limit}; ask for at least 1 post")
+    if limit > max_results:
+        raise InvalidInputError(
+            "limit", f"limit is {limit}; the most this service returns is {max_results}"
+        )
+    return limit
+
+
+def unavailable(exc: Exception) -> JSONResponse:
+    reason = failure_reason(exc)
+    logger.warning("recommender unavailable (%s)", reason)
+    return error_response(
+        503, "recommender_unavailable", f"the recommender could not answer ({reason}); retry"
+    )
+
+
+class RecommendationRoutes(RouteGroup):
+    """Feeds, similar posts and interests."""
+
+    @app.post(
+        "/api/v1/recommendations/feed",
+        response_model=FeedResult,
+        tags=["Recommendations"],
+        dependencies=[Depends(require_api_key)],
+    )
+    async def rank_feed(self, body: FeedRequest) -> Any:
+        """Rank candidate posts for a user (never an error for a new user or post)."""
+        limits = self.config.recommendations
+        user_id = check_id(body.user_id, "user_id", limits.max_id_chars)
+        if not body.candidate_post_ids:
+            raise InvalidInputError(
+                "candidate_post_ids", "candidate_post_ids is empty; send the posts to rank"
+            )
+        if len(body.candidate_post_ids) > limits.max_candidates:
+            raise InvalidInputError(
+                "candidate_post_ids",
+                f"candidate_post_ids has {len(body.candidate_post_ids)} ids; the limit is "
+                f"{limits.max_candidates}",
+            )
+        for i, post_id in enumerate(body.candidate_post_ids):
+            check_id(post_id, f"candidate_post_ids[{i}]", limits.max_id_chars)
+        limit = check_limit(body.limit, limits.max_results)
+        handle = self.node("recommender", FEATURE)
+        try:
+            result = await call_node(
+                handle.rank_feed, limits.query_timeout_s, user_id, body.candidate_post_ids, limit
+            )
+        except Exception as exc:  # the client still gets a feed: unranked, and says so
+            reason = failure_reason(exc)
+            logger.warning("recommender unavailable for a feed (%s); answering unranked", reason)
+            ordered = list(dict.fromkeys(body.candidate_post_ids))[:limit]
+            return FeedResult(
+                posts=[{"post_id": p, "score": 0.0} for p in ordered],  # type: ignore[misc]
+                unknown_post_ids=[],
+                filtered_post_ids=[],
+                terms={},
+                cold_start=True,
+                cached=False,
+                degraded=True,
+                degraded_reason=f"{reason}; candidates returned unranked, in the order sent",
+            )
+        return FeedResult(**result)
+
+    @app.post(
+        "/api/v1/recommendations/similar-posts/{post_id}",
+        response_model=SimilarPostsResult,
+        tags=["Recommendations"],
+        dependencies=[Depends(require_api_key)],
+        responses={404: {"description": "Unknown post."}},
+    )
+    async def similar_posts(
+        self,
+        post_id: str,
+        limit: int = Query(default=10, description="Most posts (1..max_results)."),
+    ) -> Any:
+        """Nearest posts by text embedding (hnswlib index; flagged posts left out)."""
+        limits = self.config.recommendations
+        check_id(post_id, "post_id", limits.max_id_chars)
+        limit = check_limit(limit, limits.max_results)
+        handle = self.node("recommender", FEATURE)
+        try:
+            result = await call_node(handle.similar_posts, limits.query_timeout_s, post_id, limit)
+        except Exception as exc:  # no fallback has the index
+            return unavailable(exc)
+        if result is None:
+            return error_response(
+                404,
+                "unknown_post",
+                "post_id is not known; send it to /api/v1/events/posts first",
+                "post_id",
+            )
+        return SimilarPostsResult(**result)
+
+    @app.get(
+        "/api/v1/users/{user_id}/interests",
+        response_model=InterestsResult,
+        tags=["Recommendations"],
+        dependencies=[Depends(require_api_key)],
+    )
+    async def user_interests(
+        self,
+        user_id: str,
+        limit: int = Query(default=10, description="Most topics (1..max_results)."),
+    ) -> Any:
+        """The user's top topics (tags and embedding clusters) with weights."""
+        limits = self.config.recommendations
+        check_id(user_id, "user_id", limits.max_id_chars)
+        limit = check_limit(limit, limits.max_results)
+        handle = self.node("recommender", FEATURE)
+        try:
+            result = await call_node(handle.interests, limits.query_timeout_s, user_id, limit)
+        except Exception as exc:  # no fallback has the history
+            return unavailable(exc)
+        return InterestsResult(**result)

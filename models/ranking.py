@@ -1,0 +1,291 @@
+"""Feed ranking math: user profiles, score terms, diversity, collaborative factors, interests.
+
+Pure numpy / scikit-learn: the storage adapters (``recsys/``) feed arrays in and the serving
+layer turns the results into HTTP answers. Every function here is deterministic given its
+inputs (the clock is an argument), so the offline evaluation replays history exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "CollaborativeModel",
+    "Profile",
+    "ScoreWeights",
+    "blend_scores",
+    "cosine_to_profile",
+    "freshness",
+    "mmr_order",
+    "popularity_score",
+    "update_profile",
+    "weighted_topics",
+]
+
+_EPS = 1e-12
+
+
+@dataclass
+class Profile:
+    """A user's taste: a recency-weighted sum of the vectors of posts they reacted to.
+
+    ``vector`` is the decayed, signed sum of post vectors as of ``t_ref_s``; ``weight`` is the
+    decayed sum of absolute weights, so ``vector / weight`` is the recency-weighted mean. Only
+    the direction matters for cosine scores, the weight says how much evidence there is.
+    """
+
+    vector: np.ndarray
+    weight: float
+    t_ref_s: float
+    events: int = 0
+
+    def mean(self) -> np.ndarray:
+        """The recency-weighted mean vector (zeros when there is no evidence)."""
+        if self.weight <= _EPS:
+            return np.zeros_like(self.vector)
+        result: np.ndarray = self.vector / self.weight
+        return result
+
+    def is_informative(self) -> bool:
+        """True when the profile points somewhere (a hide cancelling a like does not)."""
+        return bool(self.events > 0 and float(np.linalg.norm(self.vector)) > 1e-6)
+
+
+def _decay(delta_s: float, half_life_s: float) -> float:
+    return float(0.5 ** (max(delta_s, 0.0) / half_life_s))
+
+
+def update_profile(
+    profile: Profile | None,
+    post_vector: np.ndarray,
+    weight: float,
+    at_s: float,
+    half_life_s: float,
+) -> Profile:
+    """Add one reaction (``weight`` < 0 for hide / report) to a profile, online.
+
+    Older evidence loses half its weight every ``half_life_s``. Events may arrive out of order:
+    a late event is added already decayed to the profile's reference time.
+    """
+    vector = np.asarray(post_vector, dtype=np.float32)
+    if profile is None:
+        profile = Profile(np.zeros_like(vector), 0.0, at_s, 0)
+    if at_s >= profile.t_ref_s:
+        factor = _decay(at_s - profile.t_ref_s, half_life_s)
+        summed = profile.vector * factor + weight * vector
+        total = profile.weight * factor + abs(weight)
+        t_ref = at_s
+    else:
+        late = _decay(profile.t_ref_s - at_s, half_life_s)
+        summed = profile.vector + weight * late * vector
+        total = profile.weight + abs(weight) * late
+        t_ref = profile.t_ref_s
+    return Profile(summed.astype(np.float32), float(total), t_ref, profile.events + 1)
+
+
+def cosine_to_profile(profile_vector: np.ndarray, post_vectors: np.ndarray) -> np.ndarray:
+    """Cosine of the profile with each row of ``post_vectors`` (rows are unit vectors)."""
+    norm = float(np.linalg.norm(profile_vector))
+    if norm <= _EPS or post_vectors.size == 0:
+        return np.zeros(post_vectors.shape[0], dtype=np.float32)
+    result: np.ndarray = post_vectors @ (profile_vector / norm).astype(np.float32)
+    return result
+
+
+def freshness(created_at_s: np.ndarray, now_s: float, half_life_s: float) -> np.ndarray:
+    """``0.5 ** (age / half_life)``: 1 for a post created now, 0.5 one half-life later.
+
+    Posts stamped slightly in the future (clock skew) count as brand new, not fresher.
+    """
+    age_s = np.maximum(now_s - np.asarray(created_at_s, dtype=np.float64), 0.0)
+    result: np.ndarray = np.power(0.5, age_s / half_life_s)
+    return result
+
+
+def popularity_score(engagement: np.ndarray) -> np.ndarray:
+    """Engagement squashed to [0, 1) as ``1 - 1 / (1 + log1p(x))``, so no post dominates."""
+    logged = np.log1p(np.maximum(np.asarray(engagement, dtype=np.float64), 0.0))
+    result: np.ndarray = 1.0 - 1.0 / (1.0 + logged)
+    return result
+
+
+@dataclass(frozen=True)
+class ScoreWeights:
+    """How much each term counts in the blended score."""
+
+    content: float
+    freshness: float
+    popularity: float
+    collaborative: float
+
+
+def blend_scores(
+    weights: ScoreWeights,
+    freshness_terms: np.ndarray,
+    popularity_terms: np.ndarray,
+    content_terms: np.ndarray | None,
+    collaborative_terms: np.ndarray | None,
+) -> np.ndarray:
+    """Weighted sum of the terms in use, divided by the weights in use.
+
+    A term that is off (``None``: no profile, no trained model) drops out of both sums, so a
+    cold-start score stays on the same scale as a personalised one.
+    """
+    total = weights.freshness * freshness_terms + weights.popularity * popularity_terms
+    used = weights.freshness + weights.popularity
+    if content_terms is not None:
+        total = total + weights.content * content_terms
+        used += weights.content
+    if collaborative_terms is not None:
+        total = total + weights.collaborative * collaborative_terms
+        used += weights.collaborative
+    result: np.ndarray = total / max(used, _EPS)
+    return result
+
+
+def mmr_order(
+    relevance: np.ndarray, vectors: np.ndarray | None, limit: int, lambda_: float
+) -> list[int]:
+    """Maximal marginal relevance: pick ``limit`` indices trading relevance for novelty.
+
+    Each step takes ``argmax(lambda * rel - (1 - lambda) * max_sim_to_picked)`` (Carbonell and
+    Goldstein, 1998) on the blended score as is: it and the cosine similarities are both on
+    a 0..1 scale. ``lambda_ = 1`` (or no vectors) is a plain sort by relevance. Rows of
+    ``vectors`` with zero norm (posts without text) are similar to nothing.
+    """
+    count = int(relevance.shape[0])
+    limit = min(limit, count)
+    if limit <= 0:
+        return []
+    if vectors is None or lambda_ >= 1.0:
+        return [int(i) for i in np.argsort(-relevance, kind="stable")[:limit]]
+    rel = np.asarray(relevance, dtype=np.float64)
+    max_similarity = np.full(count, -np.inf)
+    available = np.ones(count, dtype=bool)
+    picked: list[int] = []
+    for _ in range(limit):
+        penalty = np.where(np.isfinite(max_similarity), max_similarity, 0.0)
+        mmr = lambda_ * rel - (1.0 - lambda_) * penalty
+        mmr = np.where(available, mmr, -np.inf)
+        best = int(np.argmax(mmr))
+        picked.append(best)
+        available[best] = False
+        similarity = vectors @ vectors[best]
+        max_similarity = np.maximum(max_similarity, similarity)
+    return picked
+
+
+@dataclass
+class CollaborativeModel:
+    """User and post factors of a matrix-factorisation model (trained by the retraining job).
+
+    The file format is one ``factors.npz`` in a directory, holding ``user_ids`` (str array,
+    n_users), ``post_ids`` (str array, n_posts), ``user_factors`` (float32, n_users x k) and
+    ``post_factors`` (float32, n_posts x k); an optional ``VERSION`` file names the model. The
+    term for a pair is ``tanh(user . post)``, or absent when either side is unknown.
+    """
+
+    user_ids: list[str]
+    post_ids: list[str]
+    user_factors: np.ndarray
+    post_factors: np.ndarray
+    version: str = "unversioned"
+    _user_index: dict[str, int] = field(default_factory=dict, repr=False)
+    _post_index: dict[str, int] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.user_factors.shape[0] != len(self.user_ids):
+            raise ValueError(
+                f"user_factors has {self.user_factors.shape[0]} rows for "
+                f"{len(self.user_ids)} user_ids; they must match"
+            )
+        if self.post_factors.shape[0] != len(self.post_ids):
+            raise ValueError(
+                f"post_factors has {self.post_factors.shape[0]} rows for "
+                f"{len(self.post_ids)} post_ids; they must match"
+            )
+        if self.user_factors.shape[1] != self.post_factors.shape[1]:
+            raise ValueError(
+                f"user factors have {self.user_factors.shape[1]} columns and post factors "
+                f"{self.post_factors.shape[1]}; both sides need the same rank"
+            )
+        self._user_index = {uid: i for i, uid in enumerate(self.user_ids)}
+        self._post_index = {pid: i for i, pid in enumerate(self.post_ids)}
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> CollaborativeModel:
+        """Read ``<path>/factors.npz`` (and ``<path>/VERSION`` when present).
+
+        Raises:
+            FileNotFoundError: No ``factors.npz`` under `path`.
+            ValueError: Arrays missing or of inconsistent shapes.
+        """
+        directory = Path(path)
+        file = directory / "factors.npz"
+        if not file.is_file():
+            raise FileNotFoundError(
+                f"no factors.npz in {str(directory)!r}; point collaborative_model_path at the "
+                "directory the retraining job wrote, or leave it empty to turn the term off"
+            )
+        with np.load(file, allow_pickle=False) as data:
+            missing = {"user_ids", "post_ids", "user_factors", "post_factors"} - set(data.files)
+            if missing:
+                raise ValueError(f"{file} lacks arrays {sorted(missing)}")
+            version_file = directory / "VERSION"
+            version = (
+                version_file.read_text(encoding="utf-8").strip()
+                if version_file.is_file()
+                else "unversioned"
+            )
+            return cls(
+                [str(u) for u in data["user_ids"]],
+                [str(p) for p in data["post_ids"]],
+                np.asarray(data["user_factors"], dtype=np.float32),
+                np.asarray(data["post_factors"], dtype=np.float32),
+                version,
+            )
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the format `load` reads (used by the retraining job and by tests)."""
+        directory = Path(path)
+        directory.mkdir(parents=True, exist_ok=True)
+        np.savez(
+            directory / "factors.npz",
+            user_ids=np.array(self.user_ids),
+            post_ids=np.array(self.post_ids),
+            user_factors=self.user_factors,
+            post_factors=self.post_factors,
+        )
+        (directory / "VERSION").write_text(self.version + "\n", encoding="utf-8")
+
+    def knows_user(self, user_id: str) -> bool:
+        """Whether the model has factors for this user."""
+        return user_id in self._user_index
+
+    def scores(self, user_id: str, post_ids: list[str]) -> np.ndarray:
+        """``tanh(user . post)`` per post; 0 for posts the model has not seen."""
+        result = np.zeros(len(post_ids), dtype=np.float32)
+        row = self._user_index.get(user_id)
+        if row is None:
+            return result
+        user = self.user_factors[row]
+        for i, post_id in enumerate(post_ids):
+            column = self._post_index.get(post_id)
+            if column is not None:
+                result[i] = math.tanh(float(self.post_factors[column] @ user))
+        return result
+
+
+def weighted_topics(weights_by_topic: dict[str, float], limit: int) -> list[tuple[str, float]]:
+    """Top ``limit`` topics with positive weight, as shares of the total positive weight."""
+    positive = {topic: w for topic, w in weights_by_topic.items() if w > 0}
+    total = sum(positive.values())
+    if total <= _EPS:
+        return []
+    ranked = sorted(positive.items(), key=lambda item: (-item[1], item[0]))[:limit]
+    return [(topic, weight / total) for topic, weight in ranked]

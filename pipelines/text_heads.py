@@ -1,0 +1,420 @@
+"""Train a moderation or sentiment head on MiniLM embeddings with Ray Train, then register it.
+
+    python -m pipelines.text_heads --config configs/pipelines/moderation_head.yaml
+
+Steps, in order (each fails with a clear message before the next starts):
+1. read the job config (`configs.pipelines.TextHeadJobConfig`);
+2. read and check every data file (`pipelines.data`) -- nothing trains on a bad file;
+3. split rows, seeded and per class, into train / validation / held-out test;
+4. embed every text once with MiniLM (batched, length-sorted; cached in the state dir);
+5. train the head with a `TorchTrainer` (early stopping on the validation metric, a
+   `ray.train.Checkpoint` on every improvement, one progress line per epoch);
+6. score the best head on the held-out test split next to the embedded default (report);
+7. log params, metrics, the model and the report to MLflow, register it, and promote it
+   when it beats the serving version by the configured margin (`pipelines.registry`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import torch
+
+from configs.pipelines import TextHeadJobConfig, load_job_config
+from configs.settings import Settings
+from models.embeddings import EMBEDDING_DIM
+from models.heads import HeadConfig, LoadedHead, TextHead, load_head, save_head, shared_embedder
+from pipelines.data import LabelledTexts, Split, load_labelled, stratified_split
+from pipelines.evaluation import (
+    baseline_report,
+    head_comparison,
+    render_report_markdown,
+    task_metrics,
+)
+
+__all__ = ["JobResult", "embed_texts", "main", "prepare_data", "run_job", "train_head"]
+
+logger = logging.getLogger("pipelines.text_heads")
+
+HISTORY_FILENAME = "history.json"
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """Checked rows, their split and their embeddings (float32, ``(n, 384)``)."""
+
+    data: LabelledTexts
+    split: Split
+    embeddings: np.ndarray
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """What a finished job produced."""
+
+    run_name: str
+    head_dir: Path
+    history: list[dict[str, float]]
+    validation_metrics: dict[str, float]
+    test_metrics: dict[str, float]
+    report: dict[str, Any]
+    report_paths: tuple[Path, Path]
+    registration: dict[str, Any] | None
+
+
+def state_dir() -> Path:
+    """The service's state directory, absolute (Ray workers may run elsewhere)."""
+    return Path(Settings().state_dir).resolve()
+
+
+def _say(message: str) -> None:
+    # The progress display: plain lines on stdout, flushed so `nohup ... > log` shows them live.
+    print(message, flush=True)
+
+
+def embed_texts(data: LabelledTexts, batch_size: int, cache_dir: Path | None) -> np.ndarray:
+    """MiniLM vectors for every text, computed once (cached under `cache_dir` when given).
+
+    Texts are embedded in length-sorted batches: similar lengths mean little padding, which
+    is most of the cost on short posts. The cache key is the embedder's version plus a hash
+    of the texts, so a changed file or model never reuses stale vectors.
+    """
+    embedder = shared_embedder("auto")
+    key = f"{embedder.info.version}-{embedder.max_length}-{data.fingerprint()}"
+    cache = cache_dir / f"{key}.npy" if cache_dir is not None else None
+    if cache is not None and cache.is_file():
+        cached = np.load(cache)
+        if cached.shape == (len(data), EMBEDDING_DIM):
+            _say(f"embeddings: {len(data)} rows from cache {cache.name}")
+            return np.asarray(cached, dtype=np.float32)
+    order = np.argsort([len(text) for text in data.texts], kind="stable")
+    vectors = np.empty((len(data), EMBEDDING_DIM), dtype=np.float32)
+    started_s = time.monotonic()
+    next_report = 0.1
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        vectors[rows] = embedder.embed([data.texts[i] for i in rows])
+        done = min(start + batch_size, len(order)) / len(order)
+        if done >= next_report:
+            elapsed_s = time.monotonic() - started_s
+            _say(
+                f"embeddings: {done:4.0%} of {len(data)} rows, {elapsed_s:.0f} s, "
+                f"{done * len(data) / max(elapsed_s, 1e-9):.0f} texts/s"
+            )
+            next_report += 0.1
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        partial = cache.with_suffix(".tmp.npy")
+        np.save(partial, vectors)
+        partial.replace(cache)  # atomic: a killed run never leaves a truncated cache file
+    return vectors
+
+
+def prepare_data(config: TextHeadJobConfig) -> PreparedData:
+    """Check the data files, split the rows and embed them (steps 2-4)."""
+    data = load_labelled(
+        config.task, config.data_paths, config.soft_targets, config.max_rows, config.seed
+    )
+    split = stratified_split(
+        data.classes, config.validation_fraction, config.test_fraction, config.seed
+    )
+    _say(
+        f"data: {len(data)} rows -> train {len(split.train)}, validation "
+        f"{len(split.validation)}, test {len(split.test)} (held out)"
+    )
+    cache_dir = state_dir() / "cache" / "embeddings" if config.embedding_cache else None
+    embeddings = embed_texts(data, config.embed_batch_size, cache_dir)
+    return PreparedData(data, split, embeddings)
+
+
+def _head_config(config: TextHeadJobConfig, labels: tuple[str, ...]) -> HeadConfig:
+    embedder = shared_embedder("auto")
+    return HeadConfig(
+        task=config.task,
+        labels=labels,
+        hidden_dim=config.hidden_dim,
+        dropout=config.dropout,
+        embedder=embedder.info.name,
+        embedder_version=embedder.info.version,
+        name=config.mlflow.registered_model_name,
+    )
+
+
+def _probabilities(module: TextHead, embeddings: np.ndarray, device: torch.device) -> np.ndarray:
+    module.eval()
+    with torch.inference_mode():
+        tensor = torch.from_numpy(embeddings).to(device)
+        result: np.ndarray = module.probabilities(tensor).cpu().numpy()
+    return result
+
+
+def _train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """Ray Train worker: minibatch AdamW, validation each epoch, early stopping.
+
+    Every worker sees the same validation set and the same (DDP-synchronised) weights, so
+    all take the same early-stopping decision. Rank 0 writes the checkpoints.
+    """
+    import ray
+    import ray.train
+    import ray.train.torch
+
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    arrays = ray.get(loop_config["arrays_ref"])
+    head_config: HeadConfig = loop_config["head_config"]
+    metric: str = loop_config["metric"]
+    task = head_config.task
+    torch.manual_seed(loop_config["seed"])
+    device = ray.train.torch.get_device()
+
+    model = ray.train.torch.prepare_model(TextHead(head_config))
+    # prepare_model wraps in DistributedDataParallel only with several workers.
+    module = cast(TextHead, getattr(model, "module", model))
+    optimizer = torch.optim.AdamW(
+        model.parameters(),
+        lr=loop_config["learning_rate"],
+        weight_decay=loop_config["weight_decay"],
+    )
+    loss_fn: torch.nn.Module = (
+        torch.nn.BCEWithLogitsLoss() if head_config.multi_label else torch.nn.CrossEntropyLoss()
+    )
+    # Copies: arrays from the object store are read-only, torch wants writable memory.
+    x_train = torch.from_numpy(arrays["x_train"].copy())
+    y_train = torch.from_numpy(arrays["y_train"].copy())
+    rng = np.random.default_rng(loop_config["seed"])
+
+    history: list[dict[str, float]] = []
+    best_score, best_state, best_epoch, stale_epochs = -np.inf, None, 0, 0
+    for epoch in range(loop_config["epochs"] + 1):
+        started_s = time.monotonic()
+        train_loss = float("nan")
+        # Epoch 0 only evaluates the untrained head: a floor every trained epoch must beat.
+        if epoch > 0:
+            model.train()
+            order = rng.permutation(len(x_train))[rank::world]
+            losses = []
+            for start in range(0, len(order), loop_config["batch_size"]):
+                rows = torch.from_numpy(order[start : start + loop_config["batch_size"]])
+                optimizer.zero_grad()
+                loss = loss_fn(model(x_train[rows].to(device)), y_train[rows].to(device))
+                loss.backward()
+                optimizer.step()
+                losses.append(loss.item())
+            train_loss = float(np.mean(losses)) if losses else float("nan")
+        probabilities = _probabilities(module, arrays["x_val"], device)
+        metrics = task_metrics(task, probabilities, arrays["val_classes"])
+        row = {"epoch": float(epoch), "train_loss": train_loss, **metrics}
+        row["epoch_s"] = time.monotonic() - started_s
+        history.append(row)
+        score = metrics[metric]
+        improved = score > best_score
+        if improved:
+            best_score, best_epoch, stale_epochs = score, epoch, 0
+            best_state = copy.deepcopy(module.state_dict())
+        elif epoch > 0:
+            stale_epochs += 1
+        if rank == 0:
+            marker = " *best" if improved else ""
+            _say(
+                f"epoch {epoch:3d}/{loop_config['epochs']}: train_loss {train_loss:.4f} "
+                f"val {metric} {score:.4f} (best {best_score:.4f} @ {best_epoch}){marker}"
+            )
+        stop = stale_epochs >= loop_config["patience"] or epoch == loop_config["epochs"]
+        report = {**row, "best_epoch": float(best_epoch), "best_score": float(best_score)}
+        if stop or improved:
+            with tempfile.TemporaryDirectory() as tmp:
+                checkpoint = None
+                if rank == 0:
+                    # The final checkpoint holds the BEST weights and the whole history, so
+                    # the driver needs only the latest checkpoint.
+                    final = copy.deepcopy(module)
+                    if best_state is not None:
+                        final.load_state_dict(best_state)
+                    save_head(tmp, final, metrics={"best_epoch": best_epoch, metric: best_score})
+                    (Path(tmp) / HISTORY_FILENAME).write_text(json.dumps(history))
+                    checkpoint = ray.train.Checkpoint.from_directory(tmp)
+                ray.train.report(report, checkpoint=checkpoint)
+        else:
+            ray.train.report(report)
+        if stop:
+            if rank == 0 and epoch < loop_config["epochs"]:
+                _say(f"early stop: no better {metric} for {stale_epochs} epochs")
+            break
+
+
+def train_head(
+    config: TextHeadJobConfig, prepared: PreparedData, run_name: str, storage_path: Path
+) -> tuple[LoadedHead, list[dict[str, float]]]:
+    """Step 5: fit the head with `TorchTrainer`; returns the best head and the history."""
+    import ray
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    split, data, embeddings = prepared.split, prepared.data, prepared.embeddings
+    targets = data.targets.astype(np.float32 if config.task == "moderation" else np.int64)
+    arrays_ref = ray.put(
+        {
+            "x_train": embeddings[split.train],
+            "y_train": targets[split.train],
+            "x_val": embeddings[split.validation],
+            "val_classes": data.classes[split.validation],
+        }
+    )
+    use_gpu = torch.cuda.is_available() if config.use_gpu is None else config.use_gpu
+    trainer = TorchTrainer(
+        _train_loop_per_worker,
+        train_loop_config={
+            "arrays_ref": arrays_ref,
+            "head_config": _head_config(config, data.labels),
+            "metric": config.metric,
+            "seed": config.seed,
+            "epochs": config.epochs,
+            "batch_size": config.batch_size,
+            "learning_rate": config.learning_rate,
+            "weight_decay": config.weight_decay,
+            "patience": config.early_stopping_patience,
+        },
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=config.num_workers,
+            use_gpu=use_gpu,
+            resources_per_worker={"CPU": config.cpus_per_worker, **({"GPU": 1} if use_gpu else {})},
+        ),
+        run_config=ray.train.RunConfig(
+            name=run_name,
+            storage_path=str(storage_path),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
+        ),
+    )
+    _say(
+        f"training: {config.num_workers} worker(s), {'GPU' if use_gpu else 'CPU'}, "
+        f"up to {config.epochs} epochs, run {run_name}"
+    )
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"Ray Train run {run_name} ended without a checkpoint: {result.error}")
+    with result.checkpoint.as_directory() as directory:
+        loaded = load_head(directory)
+        history = json.loads((Path(directory) / HISTORY_FILENAME).read_text())
+    return loaded, history
+
+
+def evaluate(
+    config: TextHeadJobConfig, prepared: PreparedData, head: LoadedHead, run_name: str
+) -> tuple[dict[str, float], dict[str, float], dict[str, Any]]:
+    """Step 6: validation and held-out test metrics, and the comparison report."""
+    device = next(head.module.parameters()).device
+    split, data = prepared.split, prepared.data
+    validation = task_metrics(
+        config.task,
+        _probabilities(head.module, prepared.embeddings[split.validation], device),
+        data.classes[split.validation],
+    )
+    test = task_metrics(
+        config.task,
+        _probabilities(head.module, prepared.embeddings[split.test], device),
+        data.classes[split.test],
+    )
+    comparison: dict[str, Any] = {"head": head_comparison(config.task, test)}
+    if config.compare_baselines:
+        test_texts = [data.texts[i] for i in split.test]
+        comparison["baseline"] = baseline_report(config.task, test_texts, data.classes[split.test])
+    report = {
+        "task": config.task,
+        "run_name": run_name,
+        "head_name": config.mlflow.registered_model_name,
+        "seed": config.seed,
+        "data_files": [Path(path).name for path in config.data_paths],
+        "rows": {
+            "train": int(len(split.train)),
+            "validation": int(len(split.validation)),
+            "test": int(len(split.test)),
+        },
+        "test_class_counts": {
+            str(int(value)): int(count)
+            for value, count in zip(
+                *np.unique(data.classes[split.test], return_counts=True), strict=True
+            )
+        },
+        "validation_metrics": validation,
+        "test_metrics": test,
+        "head_vs_baseline": comparison,
+    }
+    return validation, test, report
+
+
+def run_job(config: TextHeadJobConfig) -> JobResult:
+    """Run every step of the job; see the module docstring."""
+    import ray
+
+    prepared = prepare_data(config)
+    if not ray.is_initialized():
+        # A local cluster unless RAY_ADDRESS points at a running one.
+        ray.init(include_dashboard=False)
+    run_name = f"{config.task}-head-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    base = state_dir()
+    storage_path = (
+        Path(config.storage_path).resolve() if config.storage_path else base / "ray_results"
+    )
+    head, history = train_head(config, prepared, run_name, storage_path)
+    validation, test, report = evaluate(config, prepared, head, run_name)
+
+    report_dir = Path(config.report_dir).resolve() if config.report_dir else base / "reports"
+    report_dir.mkdir(parents=True, exist_ok=True)
+    json_path = report_dir / f"{run_name}.json"
+    md_path = report_dir / f"{run_name}.md"
+    json_path.write_text(json.dumps(report, indent=2, sort_keys=True), encoding="utf-8")
+    md_path.write_text(render_report_markdown(report), encoding="utf-8")
+    _say(render_report_markdown(report))
+
+    head_dir = storage_path / run_name / "best_head"
+    save_head(head_dir, head.module, metrics={"validation": validation, "test": test})
+
+    from pipelines.registry import log_register_promote
+
+    registration = log_register_promote(
+        config,
+        run_name=run_name,
+        head_dir=head_dir,
+        history=history,
+        validation_metrics=validation,
+        test_metrics=test,
+        report_paths=(json_path, md_path),
+        validation_embeddings=prepared.embeddings[prepared.split.validation],
+        validation_classes=prepared.data.classes[prepared.split.validation],
+    )
+    return JobResult(
+        run_name, head_dir, history, validation, test, report, (json_path, md_path), registration
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: ``python -m pipelines.text_heads --config configs/pipelines/<x>.yaml``."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", required=True, help="job YAML (configs/pipelines/*.yaml)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        config = load_job_config(args.config)
+        result = run_job(config)
+    except ValueError as exc:
+        # Config and data errors: the message names the file and the fix; no traceback.
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    registration = result.registration or {}
+    _say(json.dumps({"run_name": result.run_name, **registration}, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

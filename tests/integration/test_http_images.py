@@ -1,0 +1,228 @@
+"""Image routes over HTTP under serve.run: one deploy (NSFW + tiny CLIP tagger) for the module.
+
+A local image server on 127.0.0.1 (allowlisted in the ingress config) serves good and hostile
+files; every bad input gets its 4xx and the service keeps answering.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from configs.schemas import AppArgs
+from deployments.app import build_graph
+from models.images import encode_png
+from tests.fixtures.image_server import ImageServer, image_server, silent_port
+from tests.fixtures.images import noise_image
+from tests.integration.conftest import deploy, undeploy
+
+pytestmark = pytest.mark.integration
+
+TAGS = ["food", "beach", "people", "selfie", "group photo", "music"]
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ImageServer]:
+    with image_server() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def silent() -> Iterator[int]:
+    with silent_port() as port:
+        yield port
+
+
+@pytest.fixture(scope="module")
+def images_app(base_url: str, tiny_clip_checkpoint: Path) -> Iterator[None]:
+    args = AppArgs.model_validate(
+        {
+            "nsfw_model": {"enabled": True, "num_threads": 1},
+            "tagger_model": {
+                "enabled": True,
+                "path": str(tiny_clip_checkpoint),
+                "device": "cpu",
+                "tags": TAGS,
+                "top_k": 2,
+            },
+        }
+    )
+    small = {"ray_actor_options": {"num_cpus": 0.1}}
+    ingress = {
+        **small,
+        "user_config": {
+            "images": {
+                "allowed_hosts": ["127.0.0.1"],
+                "connect_timeout_s": 1.0,
+                "read_timeout_s": 1.0,
+                "total_timeout_s": 5.0,
+                "max_images_per_post": 3,
+            }
+        },
+    }
+    options = {
+        "Ingress": ingress,
+        "TextModeration": small,
+        "Sentiment": small,
+        "NsfwDetector": small,
+        "ImageTagger": small,
+    }
+    deploy(build_graph(args, options), base_url)
+    yield
+    undeploy()
+
+
+def _check_image_result(body: dict[str, Any], width: int, height: int) -> None:
+    assert body["action"] in {"approve", "flag_for_review", "reject"}
+    assert body["is_safe"] == (body["action"] == "approve")
+    scores = body["scores"]
+    assert sum(scores.values()) == pytest.approx(1.0)
+    assert body["image"]["width"] == width and body["image"]["height"] == height
+    assert body["model"]["name"] == "nudenet-320n" and body["degraded"] is False
+    for detection in body["detections"]:
+        x, y, w, h = detection["box"]
+        assert 0 <= x <= width and 0 <= y <= height and w >= 0 and h >= 0
+
+
+def test_health_lists_the_image_nodes(images_app: None, base_url: str) -> None:
+    nodes = httpx.get(f"{base_url}/health").json()["nodes"]
+    assert nodes["nsfw"]["status"] == "ok" and nodes["nsfw"]["name"] == "nudenet-320n"
+    assert nodes["tagger"]["status"] == "ok" and nodes["tagger"]["labels"] == TAGS
+
+
+def test_moderate_image_by_url_base64_and_upload_agree(
+    images_app: None, client: httpx.Client, server: ImageServer
+) -> None:
+    url = f"{server.base_url}/face.jpg"
+    by_url = client.post("/api/v1/moderation/image", json={"image_url": url})
+    assert by_url.status_code == 200, by_url.text
+    jpeg = httpx.get(f"{server.base_url}/face.jpg").content
+    _check_image_result(by_url.json(), 240, 320)
+    by_b64 = client.post(
+        "/api/v1/moderation/image", json={"image_base64": base64.b64encode(jpeg).decode()}
+    )
+    upload = client.post(
+        "/api/v1/moderation/image", files={"file": ("face.jpg", jpeg, "image/jpeg")}
+    )
+    for other in (by_b64, upload):
+        assert other.status_code == 200, other.text
+        assert other.json()["scores"] == pytest.approx(by_url.json()["scores"], abs=1e-4)
+
+
+def test_image_body_limit_is_its_own(images_app: None, client: httpx.Client) -> None:
+    # ~2.3 MB of base64: over the 1 MB text body limit, under max_image_body_bytes.
+    png = encode_png(noise_image(11, 700, 1100))
+    assert len(png) > 1_500_000
+    response = client.post(
+        "/api/v1/moderation/image", json={"image_base64": base64.b64encode(png).decode()}
+    )
+    assert response.status_code == 200, response.text
+    _check_image_result(response.json(), 1100, 700)
+
+
+def test_tags_with_clip_and_faces(
+    images_app: None, client: httpx.Client, server: ImageServer
+) -> None:
+    response = client.post(
+        "/api/v1/image/tags", json={"image_url": f"{server.base_url}/face.jpg", "top_k": 3}
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    clip_tags = [t for t in body["tags"] if "clip" in t["sources"]]
+    assert len(clip_tags) == 3 and all(t["tag"] in TAGS for t in body["tags"])
+    scores = [t["score"] for t in clip_tags]
+    assert scores == sorted(scores, reverse=True)
+    assert body["faces"]["count"] == 1
+    face_backed = {t["tag"] for t in body["tags"] if "faces" in t["sources"]}
+    assert face_backed == {"people", "selfie"}
+    clip_name = Path(body["model"]["name"].split("+")[0]).name
+    assert body["models"] == [clip_name, "opencv-haar-frontalface"]
+    default_k = client.post("/api/v1/image/tags", json={"image_url": f"{server.base_url}/ok.png"})
+    assert len([t for t in default_k.json()["tags"] if "clip" in t["sources"]]) == 2
+
+
+REFUSED = "image_url_refused"
+BAD_INPUTS = [
+    ("loopback-not-allowlisted", {"image_url": "http://127.0.0.2:{port}/ok.png"}, 422, REFUSED),
+    ("metadata", {"image_url": "http://169.254.169.254/latest/meta-data/"}, 422, REFUSED),
+    ("redirect-private", {"image_url": "{base}/redirect/private"}, 422, "image_url_refused"),
+    ("redirect-metadata", {"image_url": "{base}/redirect/metadata"}, 422, "image_url_refused"),
+    ("file-scheme", {"image_url": "file:///etc/passwd"}, 422, "image_url_refused"),
+    ("fifty-mb", {"image_url": "{base}/big-streamed.png"}, 413, "image_too_large"),
+    ("bomb-png", {"image_url": "{base}/huge.png"}, 413, "image_too_many_pixels"),
+    ("truncated-jpeg", {"image_url": "{base}/truncated.jpg"}, 422, "image_invalid"),
+    ("text-as-jpg", {"image_url": "{base}/text.jpg"}, 422, "image_invalid"),
+    ("html", {"image_url": "{base}/page.html"}, 422, "image_unsupported_type"),
+    ("no-answer", {"image_url": "http://127.0.0.1:{silent}/a.png"}, 422, "image_fetch_timeout"),
+    ("bad-base64", {"image_base64": "***"}, 422, "image_invalid_base64"),
+    ("both-fields", {"image_url": "{base}/ok.png", "image_base64": "AAAA"}, 422, "invalid_field"),
+]
+
+
+@pytest.mark.parametrize("route", ["/api/v1/moderation/image", "/api/v1/image/tags"])
+def test_every_bad_input_gets_its_4xx_and_the_service_keeps_serving(
+    images_app: None, client: httpx.Client, server: ImageServer, silent: int, route: str
+) -> None:
+    for name, template, status, code in BAD_INPUTS:
+        body = {
+            k: v.format(base=server.base_url, port=server.port, silent=silent)
+            for k, v in template.items()
+        }
+        response = client.post(route, json=body)
+        assert response.status_code == status, (name, response.text)
+        error = response.json()["error"]
+        assert error["code"] == code, (name, error)
+        assert error["message"] and error["field"], (name, error)
+    good = client.post(route, json={"image_url": f"{server.base_url}/ok.png"})
+    assert good.status_code == 200, good.text
+
+
+def test_oversized_image_body_is_413(images_app: None, client: httpx.Client) -> None:
+    response = client.post(
+        "/api/v1/moderation/image",
+        content=b'{"image_base64": "' + b"A" * 16_000_000 + b'"}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "payload_too_large"
+
+
+def test_moderate_post_with_images(
+    images_app: None, client: httpx.Client, server: ImageServer
+) -> None:
+    good = f"{server.base_url}/face.jpg"
+    response = client.post(
+        "/api/v1/moderation/moderate",
+        json={"content": "Lovely evening with friends", "images": [good]},
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    (item,) = body["image_moderation"]
+    assert item["index"] == 0 and item["status"] == "ok"
+    order = {"approve": 0, "flag_for_review": 1, "reject": 2}
+    worst = max(body["text_moderation"]["action"], item["result"]["action"], key=order.get)
+    assert body["action"] == worst
+
+    mixed = client.post(
+        "/api/v1/moderation/moderate",
+        json={
+            "content": "Lovely evening with friends",
+            "images": [good, "http://169.254.169.254/latest/meta-data/"],
+        },
+    ).json()
+    assert [i["status"] for i in mixed["image_moderation"]] == ["ok", "error"]
+    error = mixed["image_moderation"][1]["error"]
+    assert error["code"] == "image_url_refused" and error["field"] == "images[1]"
+    # An image nobody could check never lets the post through.
+    assert mixed["action"] in {"flag_for_review", "reject"} and mixed["is_safe"] is False
+    assert "image_unchecked" in mixed["flagged_categories"]
+
+    too_many = client.post(
+        "/api/v1/moderation/moderate", json={"content": "hi", "images": [good] * 4}
+    )
+    assert too_many.status_code == 422 and too_many.json()["error"]["field"] == "images"

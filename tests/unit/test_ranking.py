@@ -1,0 +1,101 @@
+"""Ranking math (models/ranking.py): profiles, terms, diversity, collaborative factors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.ranking import (
+    CollaborativeModel,
+    ScoreWeights,
+    blend_scores,
+    cosine_to_profile,
+    freshness,
+    mmr_order,
+    popularity_score,
+    update_profile,
+    weighted_topics,
+)
+
+A = np.array([1.0, 0.0, 0.0], dtype=np.float32)
+B = np.array([0.0, 1.0, 0.0], dtype=np.float32)
+
+
+def test_profile_is_a_recency_weighted_mean_with_negative_reactions() -> None:
+    day = 86_400.0
+    profile = update_profile(None, A, 1.0, 0.0, half_life_s=day)
+    profile = update_profile(profile, B, 1.0, day, half_life_s=day)
+    # A is one half-life older than B: it counts half as much.
+    np.testing.assert_allclose(profile.vector, [0.5, 1.0, 0.0], atol=1e-6)
+    assert profile.weight == pytest.approx(1.5)
+    hidden = update_profile(profile, A, -1.0, day, half_life_s=day)
+    assert hidden.vector[0] == pytest.approx(-0.5)
+    assert hidden.events == 3
+
+
+def test_late_event_is_added_already_decayed() -> None:
+    profile = update_profile(None, A, 1.0, 100.0, half_life_s=100.0)
+    late = update_profile(profile, B, 1.0, 0.0, half_life_s=100.0)
+    np.testing.assert_allclose(late.vector, [1.0, 0.5, 0.0], atol=1e-6)
+    assert late.t_ref_s == 100.0
+
+
+def test_profile_that_cancels_out_is_not_informative() -> None:
+    profile = update_profile(update_profile(None, A, 1.0, 0.0, 1e9), A, -1.0, 0.0, 1e9)
+    assert not profile.is_informative()
+
+
+def test_freshness_halves_each_half_life_and_caps_future_posts() -> None:
+    values = freshness(np.array([1000.0, 900.0, 800.0, 1100.0]), now_s=1000.0, half_life_s=100.0)
+    np.testing.assert_allclose(values, [1.0, 0.5, 0.25, 1.0])
+
+
+def test_cosine_to_profile_and_popularity_bounds() -> None:
+    np.testing.assert_allclose(cosine_to_profile(A * 3, np.stack([A, B])), [1.0, 0.0])
+    assert cosine_to_profile(np.zeros(3), np.stack([A])).tolist() == [0.0]
+    pop = popularity_score(np.array([0.0, 1.0, 1000.0]))
+    assert pop[0] == 0.0 and 0 < pop[1] < pop[2] < 1.0
+
+
+def test_blend_drops_terms_that_are_off() -> None:
+    weights = ScoreWeights(content=1.0, freshness=1.0, popularity=0.0, collaborative=1.0)
+    fresh, pop = np.array([1.0]), np.array([0.0])
+    assert blend_scores(weights, fresh, pop, None, None)[0] == pytest.approx(1.0)
+    assert blend_scores(weights, fresh, pop, np.array([0.0]), None)[0] == pytest.approx(0.5)
+
+
+def test_mmr_trades_relevance_for_novelty() -> None:
+    vectors = np.stack([A, A, B])
+    relevance = np.array([0.9, 0.85, 0.6])
+    assert mmr_order(relevance, vectors, 3, lambda_=1.0) == [0, 1, 2]
+    # The near-duplicate of the top post loses its place to a different one.
+    assert mmr_order(relevance, vectors, 3, lambda_=0.5) == [0, 2, 1]
+    assert mmr_order(relevance, vectors, 0, 0.5) == []
+
+
+def test_collaborative_model_round_trip_and_scores(tmp_path: Path) -> None:
+    model = CollaborativeModel(
+        ["u1"], ["p1", "p2"], np.array([[1.0, 0.0]]), np.array([[2.0, 0.0], [-2.0, 0.0]]), "v7"
+    )
+    model.save(tmp_path)
+    loaded = CollaborativeModel.load(tmp_path)
+    assert loaded.version == "v7" and loaded.knows_user("u1") and not loaded.knows_user("u2")
+    scores = loaded.scores("u1", ["p1", "p2", "unseen"])
+    assert scores[0] == pytest.approx(np.tanh(2.0), rel=1e-5) and scores[1] < 0 and scores[2] == 0
+
+
+def test_collaborative_model_errors_name_the_fix(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="collaborative_model_path"):
+        CollaborativeModel.load(tmp_path)
+    with pytest.raises(ValueError, match="same rank"):
+        CollaborativeModel(["u"], ["p"], np.zeros((1, 2)), np.zeros((1, 3)))
+
+
+def test_weighted_topics_are_shares_of_positive_weight() -> None:
+    assert weighted_topics({"cooking": 3.0, "tech": 1.0, "spam": -5.0}, 5) == [
+        ("cooking", 0.75),
+        ("tech", 0.25),
+    ]
+    assert weighted_topics({"x": -1.0}, 5) == []
