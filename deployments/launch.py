@@ -97,7 +97,11 @@ def main(argv: list[str] | None = None) -> int:
         health = _wait_ready(url, child)
         nodes = health.get("nodes")
         models = (
-            ", ".join(f"{n}={i.get('name')}@{i.get('version')}" for n, i in nodes.items())
+            ", ".join(
+                f"{n}={i.get('name')}@{i.get('version')}"
+                for n, i in nodes.items()
+                if i.get("name")  # nodes without a model (the recommender) are listed in /health
+            )
             if isinstance(nodes, dict)
             else "unknown"
         )
