@@ -12,7 +12,15 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-__all__ = ["MlflowConfig", "TextHeadJobConfig", "load_job_config"]
+__all__ = [
+    "BatchInferenceJobConfig",
+    "MlflowConfig",
+    "RecommenderMFJobConfig",
+    "TextHeadJobConfig",
+    "load_batch_job_config",
+    "load_job_config",
+    "load_mf_job_config",
+]
 
 # Primary validation metric of each task: what early stopping and promotion compare.
 DEFAULT_PROMOTION_METRIC = {"moderation": "macro_auc", "sentiment": "macro_f1"}
@@ -165,9 +173,173 @@ class TextHeadJobConfig(_Strict):
         return self.promotion_metric or DEFAULT_PROMOTION_METRIC[self.task]
 
 
-def load_job_config(path: str | Path) -> TextHeadJobConfig:
-    """Read and validate one job YAML; errors name the file and the bad field."""
-    source = Path(path)
+PositiveType = Literal["view", "like", "comment", "share"]
+_DEFAULT_POSITIVES: tuple[PositiveType, ...] = ("like", "comment", "share")
+
+
+class RecommenderMFJobConfig(_Strict):
+    """The recommender's matrix-factorisation job: source, time split, BPR training, promotion.
+
+    ``python -m pipelines.recommender_mf --config configs/pipelines/recommender_mf.yaml``
+    """
+
+    source: Literal["jsonl", "mongodb", "service"] = Field(
+        description=(
+            '"jsonl": an export file (data_path); "mongodb": the event store at MONGODB_URL; '
+            '"service": the running Recommender node (its export_interactions method, through '
+            "serve.get_deployment_handle; the job must run on the service's Ray cluster)."
+        )
+    )
+    data_path: str | None = Field(
+        default=None,
+        description=(
+            "jsonl source: one interaction per line with user_id (or user_hash), post_id, "
+            "type, timestamp_s."
+        ),
+    )
+    app_name: str = Field(
+        default="socialplay", min_length=1, description="service source: the Serve app name."
+    )
+    page_size: int = Field(
+        default=5000, ge=1, le=100_000, description="Interactions per export page."
+    )
+    user_id_salt: str = Field(
+        default="socialplay-mf-v1",
+        min_length=1,
+        description=(
+            "Salt of the sha256 user-id hash: exports and factors.npz hold hashes only. "
+            "Changing it makes every served factor unknown until the next model."
+        ),
+    )
+    positive_types: list[PositiveType] = Field(
+        default_factory=lambda: list(_DEFAULT_POSITIVES),
+        min_length=1,
+        description="Interaction types that count as a positive (user, post) pair.",
+    )
+    validation_fraction: float = Field(
+        default=0.1,
+        gt=0.0,
+        lt=0.5,
+        description="Per user, this share of positives before the test part (by time): "
+        "early stopping and promotion.",
+    )
+    test_fraction: float = Field(
+        default=0.2,
+        gt=0.0,
+        lt=0.5,
+        description="Per user, the LAST share of positives by time: held out for the report.",
+    )
+    k: int = Field(default=20, ge=1, le=1000, description="Cut-off of recall@k and NDCG@k.")
+    candidate_window_s: float = Field(
+        default=259_200.0,
+        gt=0.0,
+        description=(
+            "Evaluation candidates of a user: posts first seen from this long before their "
+            "first held-out positive to their last, in s (3 days, like a feed request's posts)."
+        ),
+    )
+    promotion_metric: Literal["ndcg_at_k", "recall_at_k"] = Field(
+        default="ndcg_at_k", description="Validation metric for early stopping and promotion."
+    )
+    rank: int = Field(default=16, ge=1, le=1024, description="Latent factors per user / post.")
+    epochs: int = Field(default=40, ge=0, le=10_000, description="Most passes (0: untrained).")
+    negatives_per_positive: int = Field(
+        default=4, ge=1, le=100, description="Uniformly sampled negative posts per positive."
+    )
+    learning_rate: float = Field(default=0.01, gt=0.0, le=1.0, description="Adam learning rate.")
+    l2: float = Field(default=0.01, ge=0.0, le=1.0, description="L2 penalty on used factors.")
+    batch_size: int = Field(default=1024, ge=1, le=1_000_000, description="Positives per step.")
+    early_stopping_patience: int = Field(
+        default=10, ge=1, description="Stop after this many epochs without a better score."
+    )
+    seed: int = Field(default=0, ge=0, description="Seed of init, negatives and shuffling.")
+    num_workers: int = Field(default=1, ge=1, le=256, description="Ray Train workers.")
+    cpus_per_worker: float = Field(default=1.0, gt=0.0, description="CPUs per Ray Train worker.")
+    use_gpu: bool | None = Field(
+        default=None, description="Train on GPUs; default: when the driver sees one."
+    )
+    storage_path: str | None = Field(
+        default=None,
+        description="Ray Train storage; default <state_dir>/ray_results (fresh run name each).",
+    )
+    output_dir: str | None = Field(
+        default=None,
+        description=(
+            "Where registered factors are written for serving (<output_dir>/<model>/v<N>); "
+            "default <state_dir>/models. Point collaborative_model_path at the printed one."
+        ),
+    )
+    report_dir: str | None = Field(
+        default=None, description="Evaluation report directory; default <state_dir>/reports."
+    )
+    mlflow: MlflowConfig = Field(description="Tracking, registration and promotion.")
+
+    @model_validator(mode="after")
+    def _source_has_its_input(self) -> RecommenderMFJobConfig:
+        if self.source == "jsonl" and not self.data_path:
+            raise ValueError('source "jsonl" needs data_path: the export file to read')
+        if self.test_fraction + self.validation_fraction >= 0.8:
+            raise ValueError(
+                f"test_fraction={self.test_fraction} + validation_fraction="
+                f"{self.validation_fraction} leaves under 20% for training; lower them"
+            )
+        return self
+
+
+class BatchInferenceJobConfig(_Strict):
+    """Ray Data batch job: re-embed stored posts and rescore them with a moderation head."""
+
+    input_path: str = Field(
+        description="JSONL of posts, one object per line with post_id and text (an export)."
+    )
+    output_path: str = Field(
+        description=(
+            "JSONL results (post_id, embedding, scores, versions; never the text). Also the "
+            "progress record: a rerun skips every post_id already in it."
+        )
+    )
+    embed: bool = Field(default=True, description="Write each post's MiniLM embedding.")
+    moderation_head_path: str | None = Field(
+        default=None,
+        description="Moderation head checkpoint directory (pipelines.text_heads output).",
+    )
+    moderation_model_name: str | None = Field(
+        default=None,
+        description="Or a registered head: its name in the MLflow Model Registry.",
+    )
+    moderation_alias: str = Field(
+        default="serving", min_length=1, description="Alias of the registered head to load."
+    )
+    tracking_uri: str | None = Field(
+        default=None, description="MLflow tracking URI; default as pipelines.registry."
+    )
+    concurrency: int = Field(
+        default=2, ge=1, le=256, description="Model actors in the map_batches pool."
+    )
+    cpus_per_actor: float = Field(default=1.0, gt=0.0, description="CPUs per model actor.")
+    batch_size: int = Field(default=64, ge=1, le=4096, description="Posts per model call.")
+    max_rows: int | None = Field(
+        default=None,
+        ge=1,
+        description="Process at most this many not-yet-done posts this run (chunked backlogs).",
+    )
+
+    @model_validator(mode="after")
+    def _one_head_source(self) -> BatchInferenceJobConfig:
+        if self.moderation_head_path and self.moderation_model_name:
+            raise ValueError(
+                "set moderation_head_path or moderation_model_name, not both: which head "
+                "rescored the backlog must be unambiguous"
+            )
+        if not (self.embed or self.moderation_head_path or self.moderation_model_name):
+            raise ValueError(
+                "nothing to do: embed is false and no moderation head is configured; enable "
+                "embed or set moderation_head_path / moderation_model_name"
+            )
+        return self
+
+
+def _read_mapping(source: Path) -> dict[str, object]:
     try:
         raw = yaml.safe_load(source.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -179,7 +351,34 @@ def load_job_config(path: str | Path) -> TextHeadJobConfig:
         raise ValueError(f"job config {str(source)!r} is not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
         raise ValueError(f"job config {str(source)!r} must be a YAML mapping of fields")
+    return raw
+
+
+def load_job_config(path: str | Path) -> TextHeadJobConfig:
+    """Read and validate one job YAML; errors name the file and the bad field."""
+    source = Path(path)
+    raw = _read_mapping(source)
     try:
         return TextHeadJobConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ValueError(f"job config {str(source)!r} is invalid:\n{exc}") from exc
+
+
+def load_mf_job_config(path: str | Path) -> RecommenderMFJobConfig:
+    """Read and validate a matrix-factorisation job YAML; errors name the file and field."""
+    source = Path(path)
+    raw = _read_mapping(source)
+    try:
+        return RecommenderMFJobConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ValueError(f"job config {str(source)!r} is invalid:\n{exc}") from exc
+
+
+def load_batch_job_config(path: str | Path) -> BatchInferenceJobConfig:
+    """Read and validate a batch inference job YAML; errors name the file and field."""
+    source = Path(path)
+    raw = _read_mapping(source)
+    try:
+        return BatchInferenceJobConfig.model_validate(raw)
     except ValidationError as exc:
         raise ValueError(f"job config {str(source)!r} is invalid:\n{exc}") from exc

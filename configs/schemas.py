@@ -12,6 +12,12 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from configs.recommender import RecommendationRoutesConfig, RecommenderArgs
+from configs.trends_replies import (
+    RepliesArgs,
+    ReplyRoutesConfig,
+    TrendRoutesConfig,
+    TrendsArgs,
+)
 
 
 class StrictModel(BaseModel):
@@ -299,6 +305,23 @@ class AppArgs(StrictModel):
         default_factory=RecommenderArgs,
         description="Embedder + Recommender nodes: events, feed, similar posts, interests.",
     )
+    trends: TrendsArgs = Field(
+        default_factory=TrendsArgs,
+        description="Trends node: trending topics and topic sentiment (needs the recommender).",
+    )
+    replies: RepliesArgs = Field(
+        default_factory=RepliesArgs, description="SmartReply node: reply suggestions."
+    )
+
+    @model_validator(mode="after")
+    def _trends_need_the_recommender(self) -> AppArgs:
+        # Trends read posts from the Recommender's store: without it there is nothing to read.
+        if self.trends.enabled and not self.recommender.enabled:
+            raise ValueError(
+                "trends.enabled is true but recommender.enabled is false; trends read the "
+                "posts the recommender stores, so enable the recommender or turn trends off"
+            )
+        return self
 
 
 class LimitsConfig(StrictModel):
@@ -461,4 +484,11 @@ class IngressConfig(StrictModel):
     recommendations: RecommendationRoutesConfig = Field(
         default_factory=RecommendationRoutesConfig,
         description="Limits and timeouts of the event and recommendation routes.",
+    )
+    trends: TrendRoutesConfig = Field(
+        default_factory=TrendRoutesConfig,
+        description="Limits and timeouts of the trend and topic-sentiment routes.",
+    )
+    replies: ReplyRoutesConfig = Field(
+        default_factory=ReplyRoutesConfig, description="Limits and timeout of smart replies."
     )

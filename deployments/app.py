@@ -18,14 +18,17 @@ from deployments.ingress import Ingress
 from deployments.moderation import TextModeration
 from deployments.nsfw import NsfwDetector
 from deployments.recommender import Recommender
+from deployments.replies import SmartReply
 from deployments.sentiment import Sentiment
 from deployments.tagger import ImageTaggerNode
+from deployments.trends import Trends
 
 
 def build_graph(
     args: AppArgs, deployment_options: Mapping[str, Mapping[str, Any]] | None = None
 ) -> Application:
-    """``Ingress.bind(moderation=..., sentiment=..., [nsfw=..., tagger=...])``.
+    """``Ingress.bind(moderation=..., sentiment=..., [nsfw=..., tagger=..., embedder=...,
+    recommender=..., trends=..., replies=...])``.
 
     ``deployment_options`` maps a deployment name to ``.options()`` overrides (tests and
     benchmarks; operators use ``serve_config.yaml``).
@@ -57,6 +60,16 @@ def build_graph(
         recommender_nodes["embedder"] = embedder
         recommender_nodes["recommender"] = node(Recommender, "Recommender").bind(
             embedder, args.recommender.redis_key_prefix
+        )
+    # Trends read the Recommender's posts and label them through the Sentiment node (AppArgs
+    # refuses trends without the recommender). SmartReply is independent of both.
+    if args.trends.enabled:
+        recommender_nodes["trends"] = node(Trends, "Trends").bind(
+            recommender_nodes["recommender"], sentiment
+        )
+    if args.replies.enabled:
+        recommender_nodes["replies"] = node(SmartReply, "SmartReply").bind(
+            args.replies.model_dump()
         )
     return node(Ingress, "Ingress").bind(
         moderation=moderation, sentiment=sentiment, **image_nodes, **recommender_nodes

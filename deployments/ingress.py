@@ -17,15 +17,19 @@ from deployments import (
     routes_events,
     routes_images,
     routes_recommendations,
+    routes_replies,
     routes_service,
     routes_text,
+    routes_trends,
 )
 from deployments.http_app import app
 from deployments.routes_events import EventRoutes
 from deployments.routes_images import ImageRoutes
 from deployments.routes_recommendations import RecommendationRoutes
+from deployments.routes_replies import ReplyRoutes
 from deployments.routes_service import ServiceRoutes
 from deployments.routes_text import TextRoutes
+from deployments.routes_trends import TrendRoutes
 
 # Ray patches each route method's signature (``self`` becomes a dependency) in the process that
 # deploys, and FastAPI reads that signature again inside the replica. Functions pickled by
@@ -37,13 +41,24 @@ for _route_module in (
     routes_images,
     routes_events,
     routes_recommendations,
+    routes_trends,
+    routes_replies,
 ):
     cloudpickle.register_pickle_by_value(_route_module)  # type: ignore[no-untyped-call]
 
 
 @serve.deployment(name="Ingress", max_ongoing_requests=256)
 @serve.ingress(app)
-class Ingress(ServiceRoutes, TextRoutes, ImageRoutes, EventRoutes, RecommendationRoutes):
+class Ingress(
+    ServiceRoutes,
+    TextRoutes,
+    ImageRoutes,
+    EventRoutes,
+    RecommendationRoutes,
+    TrendRoutes,
+    # After TextRoutes: ReplyRoutes uses TextRoutes._moderate (its own is only a declaration).
+    ReplyRoutes,
+):
     """HTTP front of the graph; ``nodes`` maps a node name to its handle."""
 
     def __init__(self, **nodes: DeploymentHandle[Any]) -> None:

@@ -17,6 +17,7 @@ from ray.serve.handle import DeploymentHandle
 
 from configs.recommender import RecommenderConfig
 from configs.settings import Settings
+from models.ranking import hash_user_id
 from recsys.service import RecommenderService
 
 logger = logging.getLogger("ray.serve")
@@ -69,6 +70,37 @@ class Recommender:
 
     async def interests(self, user_id: str, limit: int) -> dict[str, Any]:
         return await asyncio.to_thread(self.service.interests, user_id, limit)
+
+    async def recent_posts(self, since_s: float, limit: int) -> dict[str, Any]:
+        """Posts created after ``since_s`` (epoch s), newest first, for the Trends node."""
+        return await asyncio.to_thread(self.service.recent_posts, since_s, limit)
+
+    async def export_interactions(
+        self, after_event_id: str | None, limit: int, user_id_salt: str
+    ) -> dict[str, Any]:
+        """One page of interactions for the retraining job, user ids HASHED (no PII leaves).
+
+        Returns ``{"interactions": [{event_id, user_hash, post_id, type, timestamp_s}],
+        "next_after": <cursor or None when this was the last page>}``.
+        """
+        if not 1 <= limit <= 100_000:
+            raise ValueError(f"limit={limit} must be within 1..100000; page through instead")
+        documents = await asyncio.to_thread(
+            self.service.interactions.page_after, after_event_id, limit
+        )
+        rows = [
+            {
+                "event_id": d["_id"],
+                "user_hash": hash_user_id(d["user_id"], user_id_salt),
+                "post_id": d["post_id"],
+                "type": d["type"],
+                "timestamp_s": float(d["timestamp_s"]),
+            }
+            for d in documents
+        ]
+        # A full page may have more behind it; a short one is the end.
+        next_after = rows[-1]["event_id"] if len(rows) == limit else None
+        return {"interactions": rows, "next_after": next_after}
 
     async def info(self) -> dict[str, Any]:
         """Where the state lives and whether it answers (for /health)."""

@@ -7,6 +7,7 @@ inputs (the clock is an argument), so the offline evaluation replays history exa
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ __all__ = [
     "blend_scores",
     "cosine_to_profile",
     "freshness",
+    "hash_user_id",
     "mmr_order",
     "popularity_score",
     "update_profile",
@@ -188,6 +190,10 @@ class CollaborativeModel:
     n_users), ``post_ids`` (str array, n_posts), ``user_factors`` (float32, n_users x k) and
     ``post_factors`` (float32, n_posts x k); an optional ``VERSION`` file names the model. The
     term for a pair is ``tanh(user . post)``, or absent when either side is unknown.
+
+    When the file also holds ``user_id_salt`` (a 0-d str array), ``user_ids`` are
+    `hash_user_id` hashes: the training export never carries raw user ids, so lookups hash the
+    id the feed request names before searching.
     """
 
     user_ids: list[str]
@@ -195,6 +201,7 @@ class CollaborativeModel:
     user_factors: np.ndarray
     post_factors: np.ndarray
     version: str = "unversioned"
+    user_id_salt: str | None = None
     _user_index: dict[str, int] = field(default_factory=dict, repr=False)
     _post_index: dict[str, int] = field(default_factory=dict, repr=False)
 
@@ -242,35 +249,42 @@ class CollaborativeModel:
                 if version_file.is_file()
                 else "unversioned"
             )
+            salt = str(data["user_id_salt"]) if "user_id_salt" in data.files else None
             return cls(
                 [str(u) for u in data["user_ids"]],
                 [str(p) for p in data["post_ids"]],
                 np.asarray(data["user_factors"], dtype=np.float32),
                 np.asarray(data["post_factors"], dtype=np.float32),
                 version,
+                salt,
             )
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the format `load` reads (used by the retraining job and by tests)."""
         directory = Path(path)
         directory.mkdir(parents=True, exist_ok=True)
-        np.savez(
-            directory / "factors.npz",
-            user_ids=np.array(self.user_ids),
-            post_ids=np.array(self.post_ids),
-            user_factors=self.user_factors,
-            post_factors=self.post_factors,
-        )
+        arrays: dict[str, np.ndarray] = {
+            "user_ids": np.array(self.user_ids),
+            "post_ids": np.array(self.post_ids),
+            "user_factors": self.user_factors,
+            "post_factors": self.post_factors,
+        }
+        if self.user_id_salt is not None:
+            arrays["user_id_salt"] = np.array(self.user_id_salt)
+        np.savez(directory / "factors.npz", **arrays)  # type: ignore[arg-type]
         (directory / "VERSION").write_text(self.version + "\n", encoding="utf-8")
+
+    def _key(self, user_id: str) -> str:
+        return user_id if self.user_id_salt is None else hash_user_id(user_id, self.user_id_salt)
 
     def knows_user(self, user_id: str) -> bool:
         """Whether the model has factors for this user."""
-        return user_id in self._user_index
+        return self._key(user_id) in self._user_index
 
     def scores(self, user_id: str, post_ids: list[str]) -> np.ndarray:
         """``tanh(user . post)`` per post; 0 for posts the model has not seen."""
         result = np.zeros(len(post_ids), dtype=np.float32)
-        row = self._user_index.get(user_id)
+        row = self._user_index.get(self._key(user_id))
         if row is None:
             return result
         user = self.user_factors[row]
@@ -279,6 +293,15 @@ class CollaborativeModel:
             if column is not None:
                 result[i] = math.tanh(float(self.post_factors[column] @ user))
         return result
+
+
+def hash_user_id(user_id: str, salt: str) -> str:
+    """A salted sha256 of a user id (32 hex chars): how training exports name users.
+
+    Salted so the hash of a guessed id is not a lookup in someone else's table; long enough
+    that two users of one service never collide in practice.
+    """
+    return hashlib.sha256(f"{salt}\x00{user_id}".encode()).hexdigest()[:32]
 
 
 def weighted_topics(weights_by_topic: dict[str, float], limit: int) -> list[tuple[str, float]]:

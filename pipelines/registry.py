@@ -26,6 +26,7 @@ from configs.settings import Settings
 from models.heads import HEAD_CONFIG_FILENAME, load_head
 
 __all__ = [
+    "download_version",
     "fetch_registered_head",
     "head_pyfunc_model",
     "log_register_promote",
@@ -112,12 +113,18 @@ def _finite(metrics: dict[str, float], prefix: str) -> dict[str, float]:
     return {f"{prefix}{k}": float(v) for k, v in metrics.items() if not math.isnan(float(v))}
 
 
-def _serving_head_dir(client: Any, name: str, version: str, dst_root: Path) -> Path:
-    """Download a registered version's artifacts (once) and return its head checkpoint dir."""
+def download_version(
+    client: Any, name: str, version: str, dst_root: Path, marker: str, trained_by: str
+) -> Path:
+    """Download a registered version's artifacts (once); the directory holding `marker`.
+
+    Raises:
+        FileNotFoundError: The version's artifacts hold no `marker` file.
+    """
     import mlflow.artifacts
 
     target = dst_root / name / str(version)
-    found = sorted(target.rglob(HEAD_CONFIG_FILENAME)) if target.is_dir() else []
+    found = sorted(target.rglob(marker)) if target.is_dir() else []
     if not found:
         partial = target.with_name(f"{target.name}.partial")
         shutil.rmtree(partial, ignore_errors=True)
@@ -127,13 +134,20 @@ def _serving_head_dir(client: Any, name: str, version: str, dst_root: Path) -> P
         )
         shutil.rmtree(target, ignore_errors=True)
         partial.replace(target)  # rename: a concurrent reader never sees half a download
-        found = sorted(target.rglob(HEAD_CONFIG_FILENAME))
+        found = sorted(target.rglob(marker))
     if not found:
         raise FileNotFoundError(
-            f"registered model {name!r} version {version} holds no head checkpoint "
-            f"({HEAD_CONFIG_FILENAME}); register it with pipelines.text_heads"
+            f"registered model {name!r} version {version} holds no {marker}; "
+            f"register it with {trained_by}"
         )
     return found[0].parent
+
+
+def _serving_head_dir(client: Any, name: str, version: str, dst_root: Path) -> Path:
+    """Download a registered version's artifacts (once) and return its head checkpoint dir."""
+    return download_version(
+        client, name, version, dst_root, HEAD_CONFIG_FILENAME, "pipelines.text_heads"
+    )
 
 
 def fetch_registered_head(ref: RegisteredModelRef) -> tuple[Path, str, str]:

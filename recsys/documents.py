@@ -51,6 +51,8 @@ class PostRepository:
 
     def __init__(self, database: Any) -> None:
         self._posts = database["posts"]
+        # Trends read the newest posts of a window; without this index MongoDB scans them all.
+        self._posts.create_index([("created_at_s", -1)])
 
     def get_many(self, post_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         """Stored posts among ``post_ids``, by id."""
@@ -66,6 +68,19 @@ class PostRepository:
     def all(self) -> Iterator[dict[str, Any]]:
         """Every post (start-up rebuild of the index)."""
         yield from self._posts.find({})
+
+    def recent(self, since_s: float, limit: int) -> list[dict[str, Any]]:
+        """Posts created after ``since_s`` (epoch seconds), newest first, at most ``limit``.
+
+        Only the fields trend detection reads are returned (no image URLs, no tags).
+        """
+        fields = {"_id": 1, "text": 1, "text_hash": 1, "created_at_s": 1, "moderation_action": 1}
+        cursor = (
+            self._posts.find({"created_at_s": {"$gt": since_s}}, fields)
+            .sort("created_at_s", -1)
+            .limit(limit)
+        )
+        return list(cursor)
 
     def count(self) -> int:
         return int(self._posts.count_documents({}))
@@ -93,6 +108,15 @@ class InteractionRepository:
         """The user's latest ``limit`` interactions, newest first."""
         cursor = self._events.find({"user_id": user_id}).sort("timestamp_s", -1).limit(limit)
         return list(cursor)
+
+    def page_after(self, after_event_id: str | None, limit: int) -> list[dict[str, Any]]:
+        """Up to ``limit`` interactions with ``event_id`` above ``after_event_id``, by id.
+
+        For training exports: the ``_id`` index makes each page a range scan, and the last id
+        of a page is the cursor of the next (events are immutable, so no page shifts).
+        """
+        query = {} if after_event_id is None else {"_id": {"$gt": after_event_id}}
+        return list(self._events.find(query).sort("_id", 1).limit(limit))
 
     def count(self) -> int:
         return int(self._events.count_documents({}))

@@ -501,6 +501,29 @@ class RecommenderService:
         self._clusters = _Clusters(centroids.astype(np.float32), labels, count)
         return self._clusters
 
+    # ---- trends -------------------------------------------------------------------------
+    def recent_posts(self, since_s: float, limit: int) -> dict[str, Any]:
+        """Posts created after ``since_s``, newest first, for the Trends node.
+
+        Returns ``{"posts": [{post_id, text, text_hash, created_at_s, moderation_action}],
+        "truncated": bool}``; ``truncated`` says more posts than ``limit`` were in range.
+        """
+        if limit < 1:
+            raise ValueError(f"limit={limit} must be >= 1")
+        # One more than asked: tells "exactly limit" from "limit and more" without a count.
+        documents = self.posts.recent(since_s, limit + 1)
+        posts = [
+            {
+                "post_id": d["_id"],
+                "text": d.get("text", ""),
+                "text_hash": d.get("text_hash"),
+                "created_at_s": float(d["created_at_s"]),
+                "moderation_action": d.get("moderation_action"),
+            }
+            for d in documents[:limit]
+        ]
+        return {"posts": posts, "truncated": len(documents) > limit}
+
     # ---- health -------------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
         """Where state lives (servers or embedded defaults) and whether it answers."""

@@ -29,7 +29,8 @@ BASE = {
 
 
 def test_example_job_configs_validate() -> None:
-    for path in sorted((REPO_ROOT / "configs" / "pipelines").glob("*.yaml")):
+    # Text-head jobs only; the other job files are checked with their own jobs' tests.
+    for path in sorted((REPO_ROOT / "configs" / "pipelines").glob("*_head.yaml")):
         config = load_job_config(path)
         assert config.metric in {"macro_auc", "macro_f1"}
 

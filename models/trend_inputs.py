@@ -1,0 +1,154 @@
+"""What the Trends node does between the post store and `models.trends`, as pure functions.
+
+* `LabelCache`: the sentiment label of each post, measured once by the sentiment node and kept
+  by post id together with the hash of the text it was measured on (an edited post is measured
+  again).
+* `trend_posts`: store rows (dicts) into `TrendPost` objects, leaving out posts that moderation
+  flagged or rejected (a hidden post must not make a topic trend) and posts without text.
+* `resolve_topic`: a topic in a URL is a trend id of a known report (-> its keywords) or a
+  keyword or phrase.
+
+Nothing here logs or stores more than ids, hashes and labels.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from models.trends import SENTIMENT_LABELS, TrendPost
+
+__all__ = ["HIDDEN_ACTIONS", "LabelCache", "ResolvedTopic", "resolve_topic", "trend_posts"]
+
+# Moderation actions that keep a post out of trends (same set the recommender filters).
+HIDDEN_ACTIONS = frozenset({"flag_for_review", "reject"})
+# Trend ids are the 12-hex-digit prefix `models.trends` builds from keywords.
+_TREND_ID = re.compile(r"^[0-9a-f]{12}$")
+
+
+class LabelCache:
+    """Sentiment labels by post id, valid for the text hash they were measured on."""
+
+    def __init__(self) -> None:
+        """Start empty; labels arrive through `put`."""
+        self._labels: dict[str, tuple[str | None, str]] = {}
+
+    def __len__(self) -> int:
+        """Number of labelled posts held."""
+        return len(self._labels)
+
+    def label(self, post_id: str, text_hash: str | None) -> str | None:
+        """The label measured on this text of the post, or None."""
+        entry = self._labels.get(post_id)
+        if entry is None or entry[0] != text_hash:
+            return None
+        return entry[1]
+
+    def unlabelled(self, rows: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+        """Rows with text whose current text has no label yet (in input order)."""
+        return [
+            row
+            for row in rows
+            if str(row.get("text") or "").strip()
+            and self.label(str(row["post_id"]), row.get("text_hash")) is None
+        ]
+
+    def put(self, rows: Sequence[Mapping[str, Any]], labels: Sequence[str]) -> int:
+        """Store one label per row; labels outside positive/negative/neutral are skipped.
+
+        Returns:
+            How many labels were stored.
+
+        Raises:
+            ValueError: `rows` and `labels` differ in length.
+        """
+        if len(rows) != len(labels):
+            raise ValueError(
+                f"got {len(labels)} labels for {len(rows)} posts; the sentiment node must "
+                "answer once per text"
+            )
+        stored = 0
+        for row, label in zip(rows, labels, strict=True):
+            normalised = str(label).strip().lower()
+            if normalised not in SENTIMENT_LABELS:
+                continue
+            self._labels[str(row["post_id"])] = (row.get("text_hash"), normalised)
+            stored += 1
+        return stored
+
+    def prune(self, keep_post_ids: Iterable[str], max_entries: int) -> int:
+        """Drop labels of posts outside `keep_post_ids` once more than `max_entries` are held.
+
+        Posts that left every window are never asked for again; the bound keeps memory flat.
+
+        Returns:
+            How many labels were dropped.
+        """
+        if len(self._labels) <= max_entries:
+            return 0
+        keep = set(keep_post_ids)
+        before = len(self._labels)
+        self._labels = {k: v for k, v in self._labels.items() if k in keep}
+        return before - len(self._labels)
+
+
+def trend_posts(rows: Iterable[Mapping[str, Any]], labels: LabelCache) -> list[TrendPost]:
+    """`TrendPost` objects for the store rows that may trend, with their cached labels.
+
+    Rows need ``post_id``, ``text``, ``created_at_s`` (epoch seconds) and may carry
+    ``text_hash`` and ``moderation_action``. Posts that moderation flagged or rejected, and
+    posts without text, are left out.
+    """
+    posts: list[TrendPost] = []
+    for row in rows:
+        text = str(row.get("text") or "")
+        if not text.strip() or row.get("moderation_action") in HIDDEN_ACTIONS:
+            continue
+        post_id = str(row["post_id"])
+        posts.append(
+            TrendPost(
+                post_id=post_id,
+                text=text,
+                created_at=datetime.fromtimestamp(float(row["created_at_s"]), tz=UTC),
+                sentiment_label=labels.label(post_id, row.get("text_hash")),
+            )
+        )
+    return posts
+
+
+@dataclass(frozen=True)
+class ResolvedTopic:
+    """The terms a topic stands for.
+
+    Attributes:
+        terms: Keywords matched in posts (any of them counts).
+        kind: ``"trend"`` when the topic was a known trend id, else ``"keyword"``.
+        trend_id: The trend id, for ``kind == "trend"``.
+    """
+
+    terms: tuple[str, ...]
+    kind: str
+    trend_id: str | None = None
+
+
+def resolve_topic(topic: str, reports: Iterable[Mapping[str, Any]]) -> ResolvedTopic:
+    """A trend id found in `reports` (``TrendReport.as_dict()`` dicts) -> its keywords.
+
+    Anything else is a keyword or phrase (whitespace collapsed). A 12-hex-digit string that
+    is no known trend is still read as a keyword: "deadbeef0042" may be a word to someone.
+
+    Raises:
+        ValueError: The topic is blank.
+    """
+    cleaned = " ".join(topic.split())
+    if not cleaned:
+        raise ValueError("topic is blank; send a keyword, a phrase or a trend id")
+    if _TREND_ID.match(cleaned):
+        for report in reports:
+            for trend in report.get("trends", ()):
+                if trend.get("trend_id") == cleaned and trend.get("keywords"):
+                    return ResolvedTopic(tuple(trend["keywords"]), "trend", cleaned)
+    return ResolvedTopic((cleaned,), "keyword")
