@@ -7,7 +7,7 @@ Unknown keys are an error, so a typo never silently falls back to a default.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -24,6 +24,9 @@ __all__ = [
 
 # Primary validation metric of each task: what early stopping and promotion compare.
 DEFAULT_PROMOTION_METRIC = {"moderation": "macro_auc", "sentiment": "macro_f1"}
+
+
+ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
 
 class _Strict(BaseModel):
@@ -72,7 +75,24 @@ class MlflowConfig(_Strict):
     )
 
 
-class TextHeadJobConfig(_Strict):
+class RayTrainOptions(_Strict):
+    """How a Ray Train job is scaled and where it keeps checkpoints (shared by the jobs)."""
+
+    num_workers: int = Field(default=1, ge=1, le=256, description="Ray Train workers.")
+    cpus_per_worker: float = Field(default=1.0, gt=0.0, description="CPUs per Ray Train worker.")
+    use_gpu: bool | None = Field(
+        default=None, description="Train on GPUs; default: when the driver sees one."
+    )
+    storage_path: str | None = Field(
+        default=None,
+        description=(
+            "Ray Train storage (checkpoints, results); default <state_dir>/ray_results. A run "
+            "with an existing name there would resume, so every run gets a fresh name."
+        ),
+    )
+
+
+class TextHeadJobConfig(RayTrainOptions):
     """A text-head training job: data, split, training, tracking and promotion."""
 
     task: Literal["moderation", "sentiment"] = Field(
@@ -136,18 +156,6 @@ class TextHeadJobConfig(_Strict):
         default=True,
         description="Keep the embeddings in <state_dir>/cache/embeddings (re-runs skip MiniLM).",
     )
-    num_workers: int = Field(default=1, ge=1, le=256, description="Ray Train workers.")
-    cpus_per_worker: float = Field(default=1.0, gt=0.0, description="CPUs per Ray Train worker.")
-    use_gpu: bool | None = Field(
-        default=None, description="Train on GPUs; default: when the driver sees one."
-    )
-    storage_path: str | None = Field(
-        default=None,
-        description=(
-            "Ray Train storage (checkpoints, results); default <state_dir>/ray_results. A run "
-            "with an existing name there would resume, so every run gets a fresh name."
-        ),
-    )
     report_dir: str | None = Field(
         default=None,
         description="Where the evaluation report is written; default <state_dir>/reports.",
@@ -177,7 +185,7 @@ PositiveType = Literal["view", "like", "comment", "share"]
 _DEFAULT_POSITIVES: tuple[PositiveType, ...] = ("like", "comment", "share")
 
 
-class RecommenderMFJobConfig(_Strict):
+class RecommenderMFJobConfig(RayTrainOptions):
     """The recommender's matrix-factorisation job: source, time split, BPR training, promotion.
 
     ``python -m pipelines.recommender_mf --config configs/pipelines/recommender_mf.yaml``
@@ -253,15 +261,6 @@ class RecommenderMFJobConfig(_Strict):
         default=10, ge=1, description="Stop after this many epochs without a better score."
     )
     seed: int = Field(default=0, ge=0, description="Seed of init, negatives and shuffling.")
-    num_workers: int = Field(default=1, ge=1, le=256, description="Ray Train workers.")
-    cpus_per_worker: float = Field(default=1.0, gt=0.0, description="CPUs per Ray Train worker.")
-    use_gpu: bool | None = Field(
-        default=None, description="Train on GPUs; default: when the driver sees one."
-    )
-    storage_path: str | None = Field(
-        default=None,
-        description="Ray Train storage; default <state_dir>/ray_results (fresh run name each).",
-    )
     output_dir: str | None = Field(
         default=None,
         description=(
@@ -354,31 +353,25 @@ def _read_mapping(source: Path) -> dict[str, object]:
     return raw
 
 
-def load_job_config(path: str | Path) -> TextHeadJobConfig:
-    """Read and validate one job YAML; errors name the file and the bad field."""
+def _load_validated(path: str | Path, model: type[ConfigT]) -> ConfigT:
     source = Path(path)
     raw = _read_mapping(source)
     try:
-        return TextHeadJobConfig.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as exc:
         raise ValueError(f"job config {str(source)!r} is invalid:\n{exc}") from exc
+
+
+def load_job_config(path: str | Path) -> TextHeadJobConfig:
+    """Read and validate one text-head job YAML; errors name the file and the bad field."""
+    return _load_validated(path, TextHeadJobConfig)
 
 
 def load_mf_job_config(path: str | Path) -> RecommenderMFJobConfig:
     """Read and validate a matrix-factorisation job YAML; errors name the file and field."""
-    source = Path(path)
-    raw = _read_mapping(source)
-    try:
-        return RecommenderMFJobConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ValueError(f"job config {str(source)!r} is invalid:\n{exc}") from exc
+    return _load_validated(path, RecommenderMFJobConfig)
 
 
 def load_batch_job_config(path: str | Path) -> BatchInferenceJobConfig:
     """Read and validate a batch inference job YAML; errors name the file and field."""
-    source = Path(path)
-    raw = _read_mapping(source)
-    try:
-        return BatchInferenceJobConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ValueError(f"job config {str(source)!r} is invalid:\n{exc}") from exc
+    return _load_validated(path, BatchInferenceJobConfig)

@@ -46,6 +46,7 @@ import torch
 from configs.pipelines import RecommenderMFJobConfig, load_mf_job_config
 from configs.settings import Settings
 from models.ranking import CollaborativeModel, hash_user_id
+from pipelines.ray_train import fit_to_checkpoint, trainer_configs
 
 __all__ = [
     "Interactions",
@@ -540,7 +541,6 @@ def train_factors(
 ) -> tuple[np.ndarray, np.ndarray, list[dict[str, float]]]:
     """Step 4: fit BPR with `TorchTrainer`; returns the best (user, post) factors and history."""
     import ray
-    import ray.train
     from ray.train.torch import TorchTrainer
 
     arrays_ref = ray.put(
@@ -552,7 +552,8 @@ def train_factors(
             "validation_sets": sets.args("validation"),
         }
     )
-    use_gpu = torch.cuda.is_available() if config.use_gpu is None else config.use_gpu
+    scaling_config, run_config = trainer_configs(config, run_name, storage_path)
+    use_gpu = scaling_config.use_gpu
     trainer = TorchTrainer(
         _train_loop_per_worker,
         train_loop_config={
@@ -568,25 +569,15 @@ def train_factors(
             "metric": config.promotion_metric,
             "k": config.k,
         },
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=config.num_workers,
-            use_gpu=use_gpu,
-            resources_per_worker={"CPU": config.cpus_per_worker, **({"GPU": 1} if use_gpu else {})},
-        ),
-        run_config=ray.train.RunConfig(
-            name=run_name,
-            storage_path=str(storage_path),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
-        ),
+        scaling_config=scaling_config,
+        run_config=run_config,
     )
     _say(
         f"training: {config.num_workers} worker(s), {'GPU' if use_gpu else 'CPU'}, rank "
         f"{config.rank}, up to {config.epochs} epochs, run {run_name}"
     )
-    result = trainer.fit()
-    if result.checkpoint is None:
-        raise RuntimeError(f"Ray Train run {run_name} ended without a checkpoint: {result.error}")
-    with result.checkpoint.as_directory() as directory:
+    checkpoint = fit_to_checkpoint(trainer, run_name)
+    with checkpoint.as_directory() as directory:
         with np.load(Path(directory) / FACTORS_FILENAME) as saved:
             users, posts = saved["users"], saved["posts"]
         history = json.loads((Path(directory) / HISTORY_FILENAME).read_text())

@@ -42,6 +42,7 @@ from pipelines.evaluation import (
     render_report_markdown,
     task_metrics,
 )
+from pipelines.ray_train import fit_to_checkpoint, trainer_configs
 
 __all__ = ["JobResult", "embed_texts", "main", "prepare_data", "run_job", "train_head"]
 
@@ -258,7 +259,6 @@ def train_head(
 ) -> tuple[LoadedHead, list[dict[str, float]]]:
     """Step 5: fit the head with `TorchTrainer`; returns the best head and the history."""
     import ray
-    import ray.train
     from ray.train.torch import TorchTrainer
 
     split, data, embeddings = prepared.split, prepared.data, prepared.embeddings
@@ -271,7 +271,8 @@ def train_head(
             "val_classes": data.classes[split.validation],
         }
     )
-    use_gpu = torch.cuda.is_available() if config.use_gpu is None else config.use_gpu
+    scaling_config, run_config = trainer_configs(config, run_name, storage_path)
+    use_gpu = scaling_config.use_gpu
     trainer = TorchTrainer(
         _train_loop_per_worker,
         train_loop_config={
@@ -285,25 +286,15 @@ def train_head(
             "weight_decay": config.weight_decay,
             "patience": config.early_stopping_patience,
         },
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=config.num_workers,
-            use_gpu=use_gpu,
-            resources_per_worker={"CPU": config.cpus_per_worker, **({"GPU": 1} if use_gpu else {})},
-        ),
-        run_config=ray.train.RunConfig(
-            name=run_name,
-            storage_path=str(storage_path),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
-        ),
+        scaling_config=scaling_config,
+        run_config=run_config,
     )
     _say(
         f"training: {config.num_workers} worker(s), {'GPU' if use_gpu else 'CPU'}, "
         f"up to {config.epochs} epochs, run {run_name}"
     )
-    result = trainer.fit()
-    if result.checkpoint is None:
-        raise RuntimeError(f"Ray Train run {run_name} ended without a checkpoint: {result.error}")
-    with result.checkpoint.as_directory() as directory:
+    checkpoint = fit_to_checkpoint(trainer, run_name)
+    with checkpoint.as_directory() as directory:
         loaded = load_head(directory)
         history = json.loads((Path(directory) / HISTORY_FILENAME).read_text())
     return loaded, history
