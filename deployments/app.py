@@ -54,9 +54,7 @@ def build_graph(
     # only to report it in /health: routes reach it through the Recommender, one hop.
     recommender_nodes: dict[str, Application] = {}
     if args.recommender.enabled:
-        embedder = node(Embedder, "Embedder").bind(
-            args.recommender.embedding_model.model_dump()
-        )
+        embedder = node(Embedder, "Embedder").bind(args.recommender.embedding_model.model_dump())
         recommender_nodes["embedder"] = embedder
         recommender_nodes["recommender"] = node(Recommender, "Recommender").bind(
             embedder, args.recommender.redis_key_prefix

@@ -288,3 +288,18 @@ def service_version() -> str:
         return metadata.version("socialplay-ai")
     except metadata.PackageNotFoundError:
         return "unknown"
+
+
+def node_unavailable(
+    node: str, exc: Exception, *, label: str = "", what: str = "answer", hint: str = "retry"
+) -> JSONResponse:
+    """503 ``<node>_unavailable`` for a route that has no fallback: the reason and what to do.
+
+    ``label`` names the node in the message (default: ``node``); nothing about the request
+    is logged.
+    """
+    reason = failure_reason(exc)
+    logger.warning("%s unavailable (%s)", node, reason)
+    return error_response(
+        503, f"{node}_unavailable", f"the {label or node} could not {what} ({reason}); {hint}"
+    )

@@ -5,20 +5,17 @@ field, e.g. ``interactions[2].timestamp``); storage, embedding and profile updat
 the Recommender node, in one handle call per request.
 """
 
-import logging
 import time
 from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import Depends
-from fastapi.responses import JSONResponse
 
 from deployments.http_app import (
     app,
     call_node,
     check_text,
-    error_response,
-    failure_reason,
+    node_unavailable,
     require_api_key,
 )
 from deployments.http_schemas_recsys import (
@@ -29,8 +26,6 @@ from deployments.http_schemas_recsys import (
 )
 from deployments.routes_base import RouteGroup
 from models.exceptions import InvalidInputError
-
-logger = logging.getLogger("ray.serve")
 
 FEATURE = "events"
 
@@ -87,16 +82,8 @@ def normalise_tags(tags: list[str], field_name: str, limit: int) -> list[str]:
     return cleaned
 
 
-def unavailable(exc: Exception) -> JSONResponse:
-    """503 for event routes: nothing was stored, and a retry is safe (events are idempotent)."""
-    reason = failure_reason(exc)
-    logger.warning("recommender unavailable for events (%s)", reason)
-    return error_response(
-        503,
-        "recommender_unavailable",
-        f"the recommender could not take the events ({reason}); retry the same request: "
-        "events are idempotent by id",
-    )
+# Nothing was stored on failure, and events are idempotent by id, so a plain retry is safe.
+EVENTS_RETRY_HINT = "retry the same request: events are idempotent by id"
 
 
 class EventRoutes(RouteGroup):
@@ -135,7 +122,9 @@ class EventRoutes(RouteGroup):
         try:
             result = await call_node(handle.ingest_posts, limits.events_timeout_s, posts)
         except Exception as exc:  # nothing stored for sure: tell the caller to retry
-            return unavailable(exc)
+            return node_unavailable(
+                "recommender", exc, what="take the events", hint=EVENTS_RETRY_HINT
+            )
         return PostEventsResult(**result)
 
     @app.post(
@@ -167,5 +156,7 @@ class EventRoutes(RouteGroup):
         try:
             result = await call_node(handle.ingest_interactions, limits.events_timeout_s, events)
         except Exception as exc:  # nothing stored for sure: tell the caller to retry
-            return unavailable(exc)
+            return node_unavailable(
+                "recommender", exc, what="take the events", hint=EVENTS_RETRY_HINT
+            )
         return InteractionEventsResult(**result)

@@ -226,14 +226,10 @@ async def moderate_decoded(
             logger.error("nsfw fallback failed (%s)", type(exc).__name__)
             reason = f"{reason}; fallback failed"
     result = output["result"] if output else None
-    scores = (
-        {k: float(result[k]) for k in ("safe", "questionable", "unsafe")} if result else None
-    )
+    scores = {k: float(result[k]) for k in ("safe", "questionable", "unsafe")} if result else None
     action = image_action(scores, group.config.image_policy)
     detections = [
-        NsfwDetection(
-            label=d["label"], score=d["score"], box=_scale_box(d["box"], decoded.scale)
-        )
+        NsfwDetection(label=d["label"], score=d["score"], box=_scale_box(d["box"], decoded.scale))
         for d in (result["detections"] if result else [])
     ]
     return ImageModerationResult(

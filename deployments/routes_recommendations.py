@@ -7,13 +7,13 @@ import logging
 from typing import Any
 
 from fastapi import Depends, Query
-from fastapi.responses import JSONResponse
 
 from deployments.http_app import (
     app,
     call_node,
     error_response,
     failure_reason,
+    node_unavailable,
     require_api_key,
 )
 from deployments.http_schemas_recsys import (
@@ -40,14 +40,6 @@ def check_limit(limit: int, max_results: int) -> int:
             "limit", f"limit is {limit}; the most this service returns is {max_results}"
         )
     return limit
-
-
-def unavailable(exc: Exception) -> JSONResponse:
-    reason = failure_reason(exc)
-    logger.warning("recommender unavailable (%s)", reason)
-    return error_response(
-        503, "recommender_unavailable", f"the recommender could not answer ({reason}); retry"
-    )
 
 
 class RecommendationRoutes(RouteGroup):
@@ -117,7 +109,7 @@ class RecommendationRoutes(RouteGroup):
         try:
             result = await call_node(handle.similar_posts, limits.query_timeout_s, post_id, limit)
         except Exception as exc:  # no fallback has the index
-            return unavailable(exc)
+            return node_unavailable("recommender", exc)
         if result is None:
             return error_response(
                 404,
@@ -146,5 +138,5 @@ class RecommendationRoutes(RouteGroup):
         try:
             result = await call_node(handle.interests, limits.query_timeout_s, user_id, limit)
         except Exception as exc:  # no fallback has the history
-            return unavailable(exc)
+            return node_unavailable("recommender", exc)
         return InterestsResult(**result)

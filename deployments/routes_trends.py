@@ -4,19 +4,15 @@ Both make one handle call to the Trends node, which reads posts from the Recomme
 labels from the Sentiment node; validation (window, limit, topic) happens here.
 """
 
-import logging
 import math
 from typing import Any
 
 from fastapi import Depends, Query
-from fastapi.responses import JSONResponse
 
-from deployments.http_app import app, call_node, error_response, failure_reason, require_api_key
+from deployments.http_app import app, call_node, node_unavailable, require_api_key
 from deployments.http_schemas_social import TopicSentimentResult, TrendsResult
 from deployments.routes_base import RouteGroup
 from models.exceptions import InvalidInputError
-
-logger = logging.getLogger("ray.serve")
 
 FEATURE = "trends"
 
@@ -36,15 +32,6 @@ def check_trend_limit(limit: int, max_limit: int) -> int:
     if not 1 <= limit <= max_limit:
         raise InvalidInputError("limit", f"limit is {limit}; ask for 1 to {max_limit} trends")
     return limit
-
-
-def unavailable(exc: Exception) -> JSONResponse:
-    """503: no fallback holds the posts or their labels."""
-    reason = failure_reason(exc)
-    logger.warning("trends node unavailable (%s)", reason)
-    return error_response(
-        503, "trends_unavailable", f"the trends node could not answer ({reason}); retry"
-    )
 
 
 class TrendRoutes(RouteGroup):
@@ -72,7 +59,7 @@ class TrendRoutes(RouteGroup):
         try:
             result = await call_node(handle.trends, limits.timeout_s, window, limit)
         except Exception as exc:  # no fallback: the state lives in the node
-            return unavailable(exc)
+            return node_unavailable("trends", exc, label="trends node")
         return TrendsResult(**result)
 
     @app.get(
@@ -106,5 +93,5 @@ class TrendRoutes(RouteGroup):
         try:
             result = await call_node(handle.topic_sentiment, limits.timeout_s, topic, window)
         except Exception as exc:  # no fallback: the labels live in the node
-            return unavailable(exc)
+            return node_unavailable("trends", exc, label="trends node")
         return TopicSentimentResult(**result)
