@@ -20,7 +20,21 @@ from typing import Any, Literal
 logger = logging.getLogger("ray.serve")
 
 # Seconds: from a cached answer (~1 ms) to a transformer batch near its timeout.
-LATENCY_BOUNDARIES_S = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
+LATENCY_BOUNDARIES_S = [
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+]
 BATCH_SIZE_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64, 128, 256]
 
 CacheOutcome = Literal["hit", "miss", "error"]
@@ -46,7 +60,7 @@ def _create(name: str) -> Any:
     if name == "node_requests":
         return Counter(
             "socialplay_node_requests_total",
-            description="Calls from the ingress to a model node, by node, model version and outcome.",
+            description="Ingress-to-node calls by node, model version and outcome.",
             tag_keys=("node", "version", "outcome"),
         )
     if name == "node_latency":
