@@ -35,7 +35,7 @@ LATENCY_BOUNDARIES_S = [
     5.0,
     10.0,
 ]
-BATCH_SIZE_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64, 128, 256]
+BATCH_SIZE_BOUNDARIES = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]
 
 CacheOutcome = Literal["hit", "miss", "error"]
 
@@ -55,7 +55,11 @@ def _get(name: str) -> Any:
 
 
 def _create(name: str) -> Any:
-    from ray.serve.metrics import Counter, Histogram
+    from ray.serve import metrics as serve_metrics
+
+    # Ray annotates tag_keys as a 1-tuple; any length is accepted at run time.
+    Counter: Any = serve_metrics.Counter
+    Histogram: Any = serve_metrics.Histogram
 
     if name == "node_requests":
         return Counter(
