@@ -16,6 +16,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 # At least this many timed batches per batch size, whatever the time budget.
 MIN_TIMED_BATCHES = 2
@@ -28,16 +29,30 @@ def _read_texts(bodies_file: Path) -> list[str]:
     return [json.loads(line)["text"] for line in lines if line.strip()]
 
 
+def _load_model(kind: str, path: str | None) -> Any:
+    """A moderation model, or the sentence encoder: ``minilm`` (torch) / ``minilm-onnx``."""
+    if kind == "minilm":
+        from models.embeddings import MiniLMEmbedder
+
+        return MiniLMEmbedder.load(path, "cpu")
+    if kind == "minilm-onnx":
+        from models.embeddings import load_embedder
+
+        # `path`: a gated artifact from `python -m pipelines.export_onnx` (refused otherwise).
+        return load_embedder("onnx", onnx_path=path)
+    from models.moderation import load_moderator
+
+    return load_moderator(kind, path, "cpu")
+
+
 def measure(
     kind: str, path: str | None, texts: list[str], batch_sizes: list[int], budget_s: float
 ) -> dict[str, object]:
     """Time `predict_batch` for each batch size for about `budget_s`, after one warm-up call."""
     import torch
 
-    from models.moderation import load_moderator
-
     load_started = time.perf_counter()
-    model = load_moderator(kind, path, "cpu")
+    model = _load_model(kind, path)
     load_s = time.perf_counter() - load_started
     results = []
     cursor = 0
@@ -85,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     build = commands.add_parser("build-checkpoint", help="random bert-base-sized checkpoint")
     build.add_argument("path", type=Path)
     run = commands.add_parser("measure", help="time the model at several batch sizes")
-    run.add_argument("--kind", choices=("profanity", "transformer"), required=True)
+    run.add_argument(
+        "--kind", choices=("profanity", "transformer", "minilm", "minilm-onnx"), required=True
+    )
     run.add_argument("--path", default=None)
     run.add_argument("--bodies", type=Path, required=True, help="JSON-lines request bodies")
     run.add_argument("--batch-sizes", default="1,8,16,32,64")

@@ -224,8 +224,9 @@ def measure_server(
     duration_s: float,
     warmup_s: float,
     request_timeout_s: float,
+    route: str = ROUTE,
 ) -> dict[str, Any]:
-    """Start `server`, warm it up, run wrk at each connection count, stop it."""
+    """Start `server`, warm it up, run wrk at each connection count on `route`, stop it."""
     outcome: dict[str, Any] = {"runs": []}
     _log(f"starting {server.name} on {server.base_url}")
     server.start()
@@ -234,14 +235,18 @@ def measure_server(
         outcome["health"] = server.health
         _log(f"{server.name} healthy after {server.startup_s:.1f} s; warm-up {warmup_s:.0f} s")
         loadgen.run_wrk(
-            server.base_url, ROUTE, bodies, api_key, max(connections), warmup_s,
+            server.base_url, route, bodies, api_key, max(connections), warmup_s,
             request_timeout_s=request_timeout_s,
         )  # fmt: skip
         for count in connections:
-            run = _measured_run(server, bodies, api_key, count, duration_s, request_timeout_s)
+            run = _measured_run(
+                server, bodies, api_key, count, duration_s, request_timeout_s, route
+            )
             if run["other_cores"] > DISTURBED_OTHER_CORES:
                 _log(f"run disturbed ({run['other_cores']:.2f} cores of other load); rerun once")
-                run = _measured_run(server, bodies, api_key, count, duration_s, request_timeout_s)
+                run = _measured_run(
+                    server, bodies, api_key, count, duration_s, request_timeout_s, route
+                )
             outcome["runs"].append(run)
             _log(
                 f"{server.name} c={count}: {run['ok_per_s']:.1f} req/s, "
@@ -264,12 +269,13 @@ def _measured_run(
     connections: int,
     duration_s: float,
     request_timeout_s: float,
+    route: str = ROUTE,
 ) -> dict[str, Any]:
     assert server.tree is not None
     tree_before = server.tree.cpu_times_s()
     busy_before, started = procs.machine_busy_s(), time.monotonic()
     result = loadgen.run_wrk(
-        server.base_url, ROUTE, bodies, api_key, connections, duration_s,
+        server.base_url, route, bodies, api_key, connections, duration_s,
         request_timeout_s=request_timeout_s,
     )  # fmt: skip
     wall_s = time.monotonic() - started

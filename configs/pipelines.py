@@ -28,9 +28,32 @@ DEFAULT_PROMOTION_METRIC = {"moderation": "macro_auc", "sentiment": "macro_f1"}
 
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
+# Input features of a text head (models.heads.HEAD_FEATURES); old heads read the embedding alone.
+HeadFeatureName = Literal["embedding", "profanity"]
+_DEFAULT_HEAD_FEATURES: tuple[HeadFeatureName, ...] = ("embedding",)
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ReviewLabelsSource(_Strict):
+    """Moderator-reviewed decisions of the ingress's audit log, read as extra training rows."""
+
+    mongodb_url: str | None = Field(
+        default=None,
+        description=(
+            "MongoDB holding the moderation_decisions collection; default MONGODB_URL. The "
+            "embedded store lives inside an ingress replica, so a job reads reviews only "
+            "from MongoDB (with audit.store_text: true, since rows need their text)."
+        ),
+    )
+    database: str = Field(
+        default="socialplay", min_length=1, description="Database of the audit log."
+    )
+    max_rows: int | None = Field(
+        default=None, ge=1, description="Read at most this many reviewed decisions."
+    )
 
 
 class MlflowConfig(_Strict):
@@ -135,6 +158,15 @@ class TextHeadJobConfig(RayTrainOptions):
     batch_size: int = Field(default=128, ge=1, le=65536, description="Training batch size.")
     hidden_dim: int = Field(default=256, ge=1, le=8192, description="Hidden width of the head.")
     dropout: float = Field(default=0.1, ge=0.0, lt=1.0, description="Dropout in the head.")
+    features: list[HeadFeatureName] = Field(
+        default_factory=lambda: list(_DEFAULT_HEAD_FEATURES),
+        min_length=1,
+        description=(
+            "Head inputs, in order (models.heads.HEAD_FEATURES): embedding = MiniLM vector; "
+            "profanity = alt-profanity-check's probability, stacked next to it. Saved in the "
+            "checkpoint, so serving builds the same inputs."
+        ),
+    )
     early_stopping_patience: int = Field(
         default=4,
         ge=1,
@@ -165,6 +197,13 @@ class TextHeadJobConfig(RayTrainOptions):
         description="Score the embedded default (alt-profanity-check / VADER) on the test split.",
     )
     mlflow: MlflowConfig = Field(description="Tracking, registration and promotion.")
+    review_labels: ReviewLabelsSource | None = Field(
+        default=None,
+        description=(
+            "moderation only: append moderator-reviewed decisions (pipelines.review_labels) "
+            "to the TRAINING split; validation and test stay on data_paths."
+        ),
+    )
 
     @model_validator(mode="after")
     def _fractions_leave_training_data(self) -> TextHeadJobConfig:
@@ -172,6 +211,19 @@ class TextHeadJobConfig(RayTrainOptions):
             raise ValueError(
                 f"test_fraction={self.test_fraction} + validation_fraction="
                 f"{self.validation_fraction} leaves under 20% for training; lower them"
+            )
+        if self.review_labels is not None and self.task != "moderation":
+            raise ValueError(
+                f"review_labels is set for task {self.task!r}; reviews label moderation "
+                "only, so remove review_labels or use task: moderation"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _features_listed_once(self) -> TextHeadJobConfig:
+        if len(set(self.features)) != len(self.features):
+            raise ValueError(
+                f"features={self.features} repeats a name; list each input feature once"
             )
         return self
 

@@ -8,6 +8,8 @@ built); ``RecommenderConfig`` is the Recommender deployment's ``user_config`` (a
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
@@ -31,6 +33,46 @@ class EmbeddingModelSpec(_Strict):
     max_length: int = Field(
         default=256, ge=8, le=512, description="Tokens kept per post text (longer is truncated)."
     )
+    backend: Literal["torch", "onnx"] = Field(
+        default="torch",
+        description=(
+            '"torch" (the checkpoint at `path`) or "onnx" (a gated artifact at `onnx_path` '
+            "written by `python -m pipelines.export_onnx`, run with onnxruntime on CPU)."
+        ),
+    )
+    onnx_path: str | None = Field(
+        default=None,
+        description=(
+            "backend onnx: directory with model.onnx, tokenizer and a passing gate.json; an "
+            "artifact without a passing accuracy gate is refused at load."
+        ),
+    )
+    onnx_threads: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="backend onnx: onnxruntime intra-op threads per call; 0 = one per core.",
+    )
+
+    @model_validator(mode="after")
+    def _backend_fields(self) -> EmbeddingModelSpec:
+        if self.backend == "onnx":
+            if not self.onnx_path:
+                raise ValueError(
+                    "backend is 'onnx' but onnx_path is empty; set onnx_path to a directory "
+                    "written by `python -m pipelines.export_onnx`, or use backend 'torch'"
+                )
+            if self.device.strip().lower() not in ("auto", "cpu"):
+                raise ValueError(
+                    f"backend 'onnx' runs on CPU, but device is {self.device!r}; set device "
+                    "to 'cpu' (or 'auto'), or use backend 'torch' for a GPU"
+                )
+        elif self.onnx_path is not None:
+            raise ValueError(
+                "onnx_path is set but backend is 'torch', so it would be ignored; set "
+                "backend: onnx to serve it, or remove onnx_path"
+            )
+        return self
 
 
 class RecommenderArgs(_Strict):
@@ -144,6 +186,18 @@ class RecommendationRoutesConfig(_Strict):
     )
     query_timeout_s: float = Field(
         default=5.0, gt=0, description="Wait for the Recommender on feed, similar, interests."
+    )
+    fallback_snapshot_posts: int = Field(
+        default=5000,
+        ge=0,
+        le=200_000,
+        description="Newest posts whose freshness and popularity the ingress keeps, to rank a "
+        "feed itself when the Recommender fails (0: no snapshot; feeds come back unranked).",
+    )
+    fallback_refresh_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Age after which a feed request refreshes that snapshot in the background.",
     )
 
     @model_validator(mode="after")

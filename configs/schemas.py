@@ -11,6 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from configs.audit import AuditConfig
+from configs.experiments import Experiments, check_variant_names
 from configs.recommender import RecommendationRoutesConfig, RecommenderArgs
 from configs.trends_replies import (
     RepliesArgs,
@@ -69,6 +71,48 @@ class RegisteredModelRef(StrictModel):
         return self
 
 
+class ResultCacheConfig(StrictModel):
+    """Result cache of a model node: answers keyed by the input and the model version."""
+
+    enabled: bool = Field(
+        default=False,
+        description=(
+            "Cache results (TextModeration and Sentiment only). Redis when REDIS_URL is set, "
+            "else a bounded in-process LRU per replica."
+        ),
+    )
+    ttl_s: float = Field(
+        default=3600.0,
+        gt=0.0,
+        le=30 * 86400.0,
+        description="Seconds a cached result lives; a new model version never reads old ones.",
+    )
+    key_prefix: str = Field(
+        default="sp:cache:",
+        min_length=1,
+        max_length=64,
+        description="Start of every cache key (followed by the sha256 of node, model, input).",
+    )
+    socket_timeout_s: float = Field(
+        default=0.1,
+        gt=0.0,
+        le=5.0,
+        description="Redis connect and read timeout: what a dead Redis costs a batch.",
+    )
+    retry_s: float = Field(
+        default=5.0,
+        ge=0.0,
+        le=3600.0,
+        description="After a Redis error the cache is skipped for this long, then tried again.",
+    )
+    local_max_entries: int = Field(
+        default=10_000,
+        ge=1,
+        le=10_000_000,
+        description="Without REDIS_URL: most results the in-process LRU keeps per replica.",
+    )
+
+
 class ModelNodeConfig(StrictModel):
     """``user_config`` of a model node."""
 
@@ -82,6 +126,20 @@ class ModelNodeConfig(StrictModel):
             "from the application args; a change is loaded and swapped in live (no restart; "
             "requests in flight finish on the old model). Unset: keep the current model."
         ),
+    )
+    registry_poll_s: float = Field(
+        default=30.0,
+        ge=0.0,
+        le=86400.0,
+        description=(
+            "When the served registered head is named by an alias (`model` here or the "
+            "application args' `registry`): re-resolve the alias this often and swap in the "
+            "version it points to, without a restart. 0 turns alias following off."
+        ),
+    )
+    cache: ResultCacheConfig = Field(
+        default_factory=ResultCacheConfig,
+        description="Result cache keyed by input and model version (off by default).",
     )
 
 
@@ -312,6 +370,26 @@ class AppArgs(StrictModel):
     replies: RepliesArgs = Field(
         default_factory=RepliesArgs, description="SmartReply node: reply suggestions."
     )
+    moderation_variants: dict[str, ModerationModelSpec] = Field(
+        default_factory=dict,
+        description=(
+            "Other moderation models run side by side, by variant name ([a-z0-9_-], not "
+            '"default"): deployment TextModeration-<name>, chosen by ingress experiments.'
+        ),
+    )
+    sentiment_variants: dict[str, SentimentModelSpec] = Field(
+        default_factory=dict,
+        description=(
+            "Other sentiment models run side by side, by variant name: deployment "
+            "Sentiment-<name>, chosen by ingress experiments."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _variant_names(self) -> AppArgs:
+        check_variant_names("moderation_variants", self.moderation_variants)
+        check_variant_names("sentiment_variants", self.sentiment_variants)
+        return self
 
     @model_validator(mode="after")
     def _trends_need_the_recommender(self) -> AppArgs:
@@ -465,6 +543,35 @@ class ImagePolicyConfig(StrictModel):
         return self
 
 
+class CircuitBreakerConfig(StrictModel):
+    """Per-node circuit breakers of the ingress (``deployments/circuit.py``)."""
+
+    enabled: bool = Field(
+        default=True, description="false: every call goes to its node, however often it fails."
+    )
+    failure_threshold: int = Field(
+        default=5,
+        ge=1,
+        le=1000,
+        description="Consecutive failed or timed-out calls to one node that open its breaker.",
+    )
+    open_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description=(
+            "Seconds an open breaker answers from the fallback without calling the node, "
+            "before letting probe calls through (half-open)."
+        ),
+    )
+    half_open_max_calls: int = Field(
+        default=1,
+        ge=1,
+        le=100,
+        description="Probe calls let through at once while half-open; one success closes it.",
+    )
+
+
 class IngressConfig(StrictModel):
     """``user_config`` of the ingress deployment."""
 
@@ -491,4 +598,15 @@ class IngressConfig(StrictModel):
     )
     replies: ReplyRoutesConfig = Field(
         default_factory=ReplyRoutesConfig, description="Limits and timeout of smart replies."
+    )
+    experiments: Experiments = Field(
+        default_factory=dict,
+        description="A/B and shadow experiments between model variants, by name.",
+    )
+    audit: AuditConfig = Field(
+        default_factory=AuditConfig, description="Audit log of moderation decisions and reviews."
+    )
+    circuit_breaker: CircuitBreakerConfig = Field(
+        default_factory=CircuitBreakerConfig,
+        description="Per-node circuit breakers: stop calling a node that keeps failing.",
     )

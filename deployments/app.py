@@ -14,6 +14,7 @@ from ray.serve.deployment import Deployment
 
 from configs.schemas import AppArgs
 from deployments.embedder import Embedder
+from deployments.experiments import node_key
 from deployments.ingress import Ingress
 from deployments.moderation import TextModeration
 from deployments.nsfw import NsfwDetector
@@ -28,7 +29,7 @@ def build_graph(
     args: AppArgs, deployment_options: Mapping[str, Mapping[str, Any]] | None = None
 ) -> Application:
     """``Ingress.bind(moderation=..., sentiment=..., [nsfw=..., tagger=..., embedder=...,
-    recommender=..., trends=..., replies=...])``.
+    recommender=..., trends=..., replies=..., "moderation:<variant>"=..., ...])``.
 
     ``deployment_options`` maps a deployment name to ``.options()`` overrides (tests and
     benchmarks; operators use ``serve_config.yaml``).
@@ -69,8 +70,29 @@ def build_graph(
         recommender_nodes["replies"] = node(SmartReply, "SmartReply").bind(
             args.replies.model_dump()
         )
+    # Variants: the same node classes under their own deployment names, so serve_config.yaml
+    # gives each its own replicas, resources and user_config; ingress experiments pick them.
+    variant_nodes: dict[str, Application] = {}
+    for variant, moderation_spec in args.moderation_variants.items():
+        deployment_name = f"TextModeration-{variant}"
+        variant_nodes[node_key("moderation", variant)] = (
+            node(TextModeration, deployment_name)
+            .options(name=deployment_name)
+            .bind(moderation_spec.model_dump())
+        )
+    for variant, sentiment_spec in args.sentiment_variants.items():
+        deployment_name = f"Sentiment-{variant}"
+        variant_nodes[node_key("sentiment", variant)] = (
+            node(Sentiment, deployment_name)
+            .options(name=deployment_name)
+            .bind(sentiment_spec.model_dump())
+        )
     return node(Ingress, "Ingress").bind(
-        moderation=moderation, sentiment=sentiment, **image_nodes, **recommender_nodes
+        moderation=moderation,
+        sentiment=sentiment,
+        **image_nodes,
+        **recommender_nodes,
+        **variant_nodes,
     )
 
 

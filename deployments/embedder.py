@@ -12,7 +12,7 @@ from ray import serve
 
 from configs.recommender import EmbeddingModelSpec
 from deployments._node import BatchedNodeMixin
-from models.embeddings import MiniLMEmbedder
+from models.embeddings import load_embedder
 
 
 @serve.deployment(name="Embedder", max_ongoing_requests=64)
@@ -21,7 +21,14 @@ class Embedder(BatchedNodeMixin):
 
     def __init__(self, model_spec: dict[str, Any] | None = None) -> None:
         spec = EmbeddingModelSpec.model_validate(model_spec or {})
-        self.model = MiniLMEmbedder.load(spec.path, spec.device, spec.max_length)
+        self.model = load_embedder(
+            spec.backend,
+            spec.path,
+            spec.device,
+            spec.max_length,
+            onnx_path=spec.onnx_path,
+            onnx_threads=spec.onnx_threads,
+        )
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
     async def predict(self, texts: list[str]) -> list[dict[str, Any]]:

@@ -11,6 +11,7 @@ app, and FastAPI must see real annotation objects, not strings, in the replica.
 import asyncio
 import hmac
 import logging
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from importlib import metadata
 from typing import Any
@@ -24,7 +25,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from configs.settings import Settings
 from deployments import ingress_state
+from deployments.circuit import CircuitOpenError
 from deployments.http_schemas import ErrorBody
+from deployments.metrics import record_degraded, record_node_call
 from models.exceptions import (
     FeatureNotEnabledError,
     ImageInputError,
@@ -58,6 +61,11 @@ def _key_matches(candidate: str) -> bool:
     for key in ingress_state.STATE.api_keys:
         matched |= hmac.compare_digest(supplied, key)
     return matched
+
+
+def api_key_valid(candidate: str) -> bool:
+    """Whether ``candidate`` is one of the configured API keys (gRPC metadata uses it too)."""
+    return _key_matches(candidate)
 
 
 def _auth_failure(headers: dict[bytes, bytes]) -> JSONResponse | None:
@@ -228,7 +236,11 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
 
 @app.exception_handler(Exception)
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    logger.exception("unhandled error on %s", request.url.path)
+    # The route template, not the path (paths carry user and post ids), and the error's type,
+    # not its message (messages can quote the request); the traceback only at DEBUG.
+    route = getattr(request.scope.get("route"), "path", "an unmatched path")
+    logger.error("unhandled error on %s (%s)", route, type(exc).__name__)
+    logger.debug("traceback of the unhandled error", exc_info=exc)
     return error_response(500, "internal_error", "internal error; the request was not processed")
 
 
@@ -236,14 +248,88 @@ async def _await_response(response: Any) -> Any:
     return await response
 
 
-async def call_node(method: Any, timeout_s: float, *args: Any) -> Any:
-    """One handle call with a timeout; the request is cancelled on the node when it expires."""
+def node_name(method: Any) -> str:
+    """The deployment name behind a handle or method handle (``handle.predict``)."""
+    return str(getattr(method, "deployment_name", None) or "unknown")
+
+
+def result_version(result: Any) -> str:
+    """``model.version`` of a node's answer (or of the first of a list of answers)."""
+    if isinstance(result, list) and result:
+        result = result[0]
+    if isinstance(result, dict):
+        model = result.get("model")
+        if isinstance(model, dict) and model.get("version"):
+            return str(model["version"])
+    return "unknown"
+
+
+async def call_node(method: Any, timeout_s: float, *args: Any, guarded: bool = True) -> Any:
+    """One handle call with a timeout; the request is cancelled on the node when it expires.
+
+    ``guarded`` calls go through the node's circuit breaker (``CircuitOpenError`` without a
+    call while it is open) and are counted in the node metrics; /health calls are not, so a
+    health probe neither trips nor closes a breaker.
+    """
+    if not guarded:
+        return await _call(method, timeout_s, args)
+    node = node_name(method)
+    settings = ingress_state.STATE.config.circuit_breaker
+    breaker = ingress_state.STATE.breakers.get(node) if settings.enabled else None
+    ticket = breaker.before_call(settings, time.monotonic()) if breaker is not None else None
+    started = time.perf_counter()
+    outcome: bool | None = None
+    result: Any = None
+    try:
+        result = await _call(method, timeout_s, args)
+        outcome = True
+        return result
+    except InvalidInputError:
+        # The node answered and refused the input: it is healthy.
+        outcome = True
+        raise
+    except Exception:
+        outcome = False
+        raise
+    finally:
+        if outcome is not None:
+            record_node_call(node, result_version(result), time.perf_counter() - started, outcome)
+        if breaker is not None and ticket is not None:
+            if outcome is None:  # cancelled: no verdict on the node
+                breaker.on_abandoned(ticket)
+            elif outcome:
+                breaker.on_success(ticket, time.monotonic())
+            else:
+                breaker.on_failure(ticket, settings, time.monotonic())
+
+
+async def _call(method: Any, timeout_s: float, args: tuple[Any, ...]) -> Any:
     response = method.remote(*args)
     try:
         return await asyncio.wait_for(_await_response(response), timeout=timeout_s)
     except TimeoutError:
         response.cancel()
         raise
+
+
+def note_degraded(node: str, reason: str) -> None:
+    """Count one answer given by a fallback instead of ``node`` (its route name, e.g.
+    ``moderation``); ``reason`` is a ``failure_reason`` text, counted as one of three kinds
+    ("circuit open", "timeout", "error") so the metric's labels stay few.
+    """
+    if reason.startswith("circuit open"):
+        kind = "circuit open"
+    elif reason.startswith("node timed out"):
+        kind = "timeout"
+    else:
+        kind = "error"
+    record_degraded(node, kind)
+
+
+def breaker_states() -> dict[str, dict[str, object]]:
+    """Each node's circuit breaker (by deployment name), for /health."""
+    settings = ingress_state.STATE.config.circuit_breaker
+    return ingress_state.STATE.breakers.snapshot(settings, time.monotonic())
 
 
 def check_text(value: str, field_name: str) -> str:
@@ -272,6 +358,8 @@ def check_texts(values: list[str]) -> list[str]:
 
 def failure_reason(exc: BaseException) -> str:
     """Short, log-safe reason for a failed node call (no payload, no message text)."""
+    if isinstance(exc, CircuitOpenError):
+        return "circuit open"
     if isinstance(exc, TimeoutError):
         return "node timed out"
     return f"node failed ({type(exc).__name__})"

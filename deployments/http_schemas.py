@@ -11,10 +11,20 @@ class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# The same bound as the other ids (recommendations.max_id_chars' default).
+USER_ID_FIELD = Field(
+    default=None,
+    min_length=1,
+    max_length=128,
+    description="Who sent the text (1-128 characters); picks the user's sticky A/B arm.",
+)
+
+
 class TextRequest(_Request):
     """One text to score."""
 
     text: StrictStr = Field(description="The text; not empty, at most `max_text_chars`.")
+    user_id: StrictStr | None = USER_ID_FIELD
 
 
 class TextBatchRequest(_Request):
@@ -23,6 +33,7 @@ class TextBatchRequest(_Request):
     texts: list[StrictStr] = Field(
         description="The texts; 1 to `max_batch_texts` items, each not empty."
     )
+    user_id: StrictStr | None = USER_ID_FIELD
 
 
 class ModerateRequest(_Request):
@@ -32,6 +43,15 @@ class ModerateRequest(_Request):
     images: list[StrictStr] | None = Field(
         default=None, description="Image URLs of the post (needs the image moderation nodes)."
     )
+    user_id: StrictStr | None = USER_ID_FIELD
+
+
+VARIANT_FIELD = Field(
+    default=None, description="Variant node that answered; null: the main node or a fallback."
+)
+EXPERIMENT_FIELD = Field(
+    default=None, description="Experiment that routed the request; null when none did."
+)
 
 
 class ModelRef(BaseModel):
@@ -53,6 +73,15 @@ class ModerationResult(BaseModel):
     model: ModelRef | None = Field(description="Model that answered; null when none could.")
     degraded: bool = Field(description="True when a fallback answered instead of the node.")
     degraded_reason: str | None = Field(default=None, description="Why the answer is degraded.")
+    variant: str | None = VARIANT_FIELD
+    experiment: str | None = EXPERIMENT_FIELD
+    decision_id: str | None = Field(
+        default=None,
+        description=(
+            "Id of this decision in the audit log (POST /api/v1/moderation/{decision_id}/review); "
+            "null when the audit log is off."
+        ),
+    )
 
 
 class ModerationBatchResult(BaseModel):
@@ -194,6 +223,8 @@ class SentimentResult(BaseModel):
     model: ModelRef
     degraded: bool
     degraded_reason: str | None = None
+    variant: str | None = VARIANT_FIELD
+    experiment: str | None = EXPERIMENT_FIELD
 
 
 class SentimentBatchResult(BaseModel):

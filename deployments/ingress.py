@@ -13,20 +13,27 @@ from ray.serve.handle import DeploymentHandle
 from configs.schemas import IngressConfig
 from configs.settings import Settings, resolve_api_keys
 from deployments import (
+    experiments,
     ingress_state,
     routes_events,
+    routes_experiments,
+    routes_grpc,
     routes_images,
     routes_recommendations,
     routes_replies,
+    routes_review,
     routes_service,
     routes_text,
     routes_trends,
 )
 from deployments.http_app import app
 from deployments.routes_events import EventRoutes
+from deployments.routes_experiments import ExperimentRoutes
+from deployments.routes_grpc import GrpcRoutes
 from deployments.routes_images import ImageRoutes
 from deployments.routes_recommendations import RecommendationRoutes
 from deployments.routes_replies import ReplyRoutes
+from deployments.routes_review import ReviewRoutes
 from deployments.routes_service import ServiceRoutes
 from deployments.routes_text import TextRoutes
 from deployments.routes_trends import TrendRoutes
@@ -43,6 +50,9 @@ for _route_module in (
     routes_recommendations,
     routes_trends,
     routes_replies,
+    routes_review,
+    routes_experiments,
+    routes_grpc,
 ):
     cloudpickle.register_pickle_by_value(_route_module)  # type: ignore[no-untyped-call]
 
@@ -58,6 +68,10 @@ class Ingress(
     TrendRoutes,
     # After TextRoutes: ReplyRoutes uses TextRoutes._moderate (its own is only a declaration).
     ReplyRoutes,
+    ReviewRoutes,
+    ExperimentRoutes,
+    # gRPC (AIService): after TextRoutes and RecommendationRoutes, whose paths it reuses.
+    GrpcRoutes,
 ):
     """HTTP front of the graph; ``nodes`` maps a node name to its handle."""
 
@@ -70,4 +84,14 @@ class Ingress(
 
     def reconfigure(self, user_config: dict[str, Any] | None) -> None:
         """Apply limits, timeouts and moderation thresholds without a restart."""
-        ingress_state.STATE.config = IngressConfig.model_validate(user_config or {})
+        config = IngressConfig.model_validate(user_config or {})
+        # An experiment naming a variant this graph does not run would fail its requests:
+        # refuse the config instead (the update fails, the old config stays).
+        missing = experiments.missing_variant_nodes(config.experiments, list(self.nodes))
+        if missing:
+            raise ValueError(
+                f"experiments route to nodes {missing} that this graph does not run; add the "
+                "variants to args.moderation_variants / sentiment_variants or fix the arms"
+            )
+        ingress_state.STATE.config = config
+        experiments.REGISTRY.configure(config.experiments)

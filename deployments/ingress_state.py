@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from configs.schemas import IngressConfig
+from deployments.circuit import BreakerRegistry
 
 
 @dataclass
@@ -19,6 +20,8 @@ class ReplicaState:
     api_keys: list[bytes] = field(default_factory=list)
     key_mode: str = "unset"
     config: IngressConfig = field(default_factory=IngressConfig)
+    # One circuit breaker per node (deployment name), created on first call.
+    breakers: BreakerRegistry = field(default_factory=BreakerRegistry)
 
 
 STATE = ReplicaState()

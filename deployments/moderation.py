@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from ray import serve
@@ -15,10 +16,17 @@ from models.moderation import load_moderator
 class TextModeration(BatchedNodeMixin):
     """Scores texts per moderation category; the ingress turns scores into actions."""
 
+    # Scores are a pure function of (text, model version) and plain JSON: cacheable.
+    result_cache_allowed = True
+
     def __init__(self, model_spec: dict[str, Any] | None = None) -> None:
         spec = ModerationModelSpec.model_validate(model_spec or {})
+        # Window length, stride, neutral band: they change answers, not the model version.
+        self.result_cache_variant = json.dumps(spec.loader_kwargs(), sort_keys=True)
         self.head_task, self.model_device = "moderation", spec.device
         if spec.kind == "head" and spec.registry is not None:
+            # Remembered so an alias is followed (user_config.registry_poll_s).
+            self.init_registry_ref = spec.registry
             self.model = load_registered_head("moderation", spec.registry, spec.device)
         else:
             self.model = load_moderator(spec.kind, spec.path, spec.device, **spec.loader_kwargs())

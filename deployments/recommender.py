@@ -75,6 +75,10 @@ class Recommender:
         """Posts created after ``since_s`` (epoch s), newest first, for the Trends node."""
         return await asyncio.to_thread(self.service.recent_posts, since_s, limit)
 
+    async def fallback_snapshot(self, limit: int) -> dict[str, Any]:
+        """Freshness and popularity of the newest posts, kept by the ingress for fallbacks."""
+        return await asyncio.to_thread(self.service.fallback_snapshot, limit)
+
     async def export_interactions(
         self, after_event_id: str | None, limit: int, user_id_salt: str
     ) -> dict[str, Any]:

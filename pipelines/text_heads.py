@@ -6,7 +6,8 @@ Steps, in order (each fails with a clear message before the next starts):
 1. read the job config (`configs.pipelines.TextHeadJobConfig`);
 2. read and check every data file (`pipelines.data`) -- nothing trains on a bad file;
 3. split rows, seeded and per class, into train / validation / held-out test;
-4. embed every text once with MiniLM (batched, length-sorted; cached in the state dir);
+4. embed every text once with MiniLM (batched, length-sorted; cached in the state dir) and
+   build the head's inputs from the configured ``features`` (`models.heads.head_inputs`);
 5. train the head with a `TorchTrainer` (early stopping on the validation metric, a
    `ray.train.Checkpoint` on every improvement, one progress line per epoch);
 6. score the best head on the held-out test split next to the embedded default (report);
@@ -34,7 +35,16 @@ import torch
 from configs.pipelines import TextHeadJobConfig, load_job_config
 from configs.settings import Settings
 from models.embeddings import EMBEDDING_DIM
-from models.heads import HeadConfig, LoadedHead, TextHead, load_head, save_head, shared_embedder
+from models.heads import (
+    HeadConfig,
+    LoadedHead,
+    TextHead,
+    feature_dim,
+    head_inputs,
+    load_head,
+    save_head,
+    shared_embedder,
+)
 from pipelines.data import LabelledTexts, Split, load_labelled, stratified_split
 from pipelines.evaluation import (
     baseline_report,
@@ -53,11 +63,13 @@ HISTORY_FILENAME = "history.json"
 
 @dataclass(frozen=True)
 class PreparedData:
-    """Checked rows, their split and their embeddings (float32, ``(n, 384)``)."""
+    """Checked rows, their split, their embeddings (float32, ``(n, 384)``) and the head's
+    inputs built from them (``(n, feature_dim(features))``; the embeddings when alone)."""
 
     data: LabelledTexts
     split: Split
     embeddings: np.ndarray
+    inputs: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -130,13 +142,23 @@ def prepare_data(config: TextHeadJobConfig) -> PreparedData:
     split = stratified_split(
         data.classes, config.validation_fraction, config.test_fraction, config.seed
     )
+    if config.review_labels is not None:
+        # Moderator reviews from the audit log: extra TRAINING rows only (pipelines.review_labels).
+        from pipelines.review_labels import append_training_rows, load_review_labels
+
+        reviews = load_review_labels(config.review_labels)
+        data, split = append_training_rows(data, split, reviews)
+        _say(f"review labels: {len(reviews)} reviewed decisions read")
     _say(
         f"data: {len(data)} rows -> train {len(split.train)}, validation "
         f"{len(split.validation)}, test {len(split.test)} (held out)"
     )
     cache_dir = state_dir() / "cache" / "embeddings" if config.embedding_cache else None
     embeddings = embed_texts(data, config.embed_batch_size, cache_dir)
-    return PreparedData(data, split, embeddings)
+    inputs = head_inputs(config.features, data.texts, embeddings)
+    if list(config.features) != ["embedding"]:
+        _say(f"inputs: {inputs.shape[1]} values per row from features {list(config.features)}")
+    return PreparedData(data, split, embeddings, inputs)
 
 
 def _head_config(config: TextHeadJobConfig, labels: tuple[str, ...]) -> HeadConfig:
@@ -144,6 +166,8 @@ def _head_config(config: TextHeadJobConfig, labels: tuple[str, ...]) -> HeadConf
     return HeadConfig(
         task=config.task,
         labels=labels,
+        input_dim=feature_dim(config.features),
+        features=tuple(config.features),
         hidden_dim=config.hidden_dim,
         dropout=config.dropout,
         embedder=embedder.info.name,
@@ -152,10 +176,10 @@ def _head_config(config: TextHeadJobConfig, labels: tuple[str, ...]) -> HeadConf
     )
 
 
-def _probabilities(module: TextHead, embeddings: np.ndarray, device: torch.device) -> np.ndarray:
+def _probabilities(module: TextHead, inputs: np.ndarray, device: torch.device) -> np.ndarray:
     module.eval()
     with torch.inference_mode():
-        tensor = torch.from_numpy(embeddings).to(device)
+        tensor = torch.from_numpy(inputs).to(device)
         result: np.ndarray = module.probabilities(tensor).cpu().numpy()
     return result
 
@@ -261,7 +285,7 @@ def train_head(
     import ray
     from ray.train.torch import TorchTrainer
 
-    split, data, embeddings = prepared.split, prepared.data, prepared.embeddings
+    split, data, embeddings = prepared.split, prepared.data, prepared.inputs
     targets = data.targets.astype(np.float32 if config.task == "moderation" else np.int64)
     arrays_ref = ray.put(
         {
@@ -308,12 +332,12 @@ def evaluate(
     split, data = prepared.split, prepared.data
     validation = task_metrics(
         config.task,
-        _probabilities(head.module, prepared.embeddings[split.validation], device),
+        _probabilities(head.module, prepared.inputs[split.validation], device),
         data.classes[split.validation],
     )
     test = task_metrics(
         config.task,
-        _probabilities(head.module, prepared.embeddings[split.test], device),
+        _probabilities(head.module, prepared.inputs[split.test], device),
         data.classes[split.test],
     )
     comparison: dict[str, Any] = {"head": head_comparison(config.task, test)}
@@ -381,6 +405,7 @@ def run_job(config: TextHeadJobConfig) -> JobResult:
         validation_metrics=validation,
         test_metrics=test,
         report_paths=(json_path, md_path),
+        validation_texts=[prepared.data.texts[i] for i in prepared.split.validation],
         validation_embeddings=prepared.embeddings[prepared.split.validation],
         validation_classes=prepared.data.classes[prepared.split.validation],
     )

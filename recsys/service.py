@@ -102,9 +102,7 @@ class RecommenderService:
                 logger.info("collaborative model %s loaded", self.collaborative.version)
             except (OSError, ValueError) as exc:
                 # The feed keeps working without the term; /health and each answer say why.
-                self._collaborative_error = (
-                    f"collaborative model failed to load: {exc}"
-                )
+                self._collaborative_error = f"collaborative model failed to load: {exc}"
                 logger.error("%s", self._collaborative_error)
 
     def _rebuild(self) -> None:
@@ -523,6 +521,29 @@ class RecommenderService:
             for d in documents[:limit]
         ]
         return {"posts": posts, "truncated": len(documents) > limit}
+
+    def fallback_snapshot(self, limit: int) -> dict[str, Any]:
+        """Freshness and popularity inputs of the newest ``limit`` posts, for the ingress.
+
+        The ingress keeps this to rank a feed by freshness and popularity when this node
+        fails. ``posts`` maps post id to ``[created_at_s, engagement, flagged]``.
+        """
+        if limit < 1:
+            raise ValueError(f"limit={limit} must be >= 1")
+        ids = [d["_id"] for d in self.posts.recent(float("-inf"), limit)]
+        features = self.features.get_posts(ids)
+        ids = [p for p in ids if p in features]
+        engagement = self.features.get_popularity(ids)
+        config = self.config
+        return {
+            "posts": {
+                p: [features[p].created_at_s, float(e), bool(features[p].flagged)]
+                for p, e in zip(ids, engagement, strict=True)
+            },
+            "freshness_weight": config.weights.freshness,
+            "popularity_weight": config.weights.popularity,
+            "freshness_half_life_s": config.freshness_half_life_s,
+        }
 
     # ---- health -------------------------------------------------------------------------
     def info(self) -> dict[str, Any]:

@@ -22,13 +22,22 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# Chosen at import: ray.init and the fixtures that hand the ports to tests need the same ones.
+METRICS_PORT = _free_port()
+GRPC_PORT = _free_port()
+GRPC_SERVICER = "deployments.protos.ai_service_pb2_grpc.add_AIServiceServicer_to_server"
+
+
 @pytest.fixture(scope="session")
 def serve_port() -> Iterator[int]:
     """Start Ray and Serve once; every integration test shares them."""
     import ray
     from ray import serve
+    from ray.serve.config import gRPCOptions
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    # Metrics reach the export endpoint every 10 s by default; 1 s keeps the metrics test short.
+    os.environ.setdefault("RAY_metrics_report_interval_ms", "1000")
     # A short private temp dir: Ray's socket paths must stay under the Unix 107-byte limit,
     # and tests must not touch a developer's /tmp/ray session.
     temp_dir = tempfile.mkdtemp(prefix="sp-ray-", dir="/tmp")
@@ -36,6 +45,8 @@ def serve_port() -> Iterator[int]:
     ray.init(
         num_cpus=4,
         include_dashboard=False,
+        # Prometheus text of Ray's and our metrics, on a known port (`metrics_url`).
+        _metrics_export_port=METRICS_PORT,
         # Replica logs stay in the temp dir (printed on failure by the deploy helper).
         log_to_driver=False,
         _temp_dir=temp_dir,
@@ -52,7 +63,10 @@ def serve_port() -> Iterator[int]:
         },
     )
     port = _free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.start(
+        http_options={"host": "127.0.0.1", "port": port},
+        grpc_options=gRPCOptions(port=GRPC_PORT, grpc_servicer_functions=[GRPC_SERVICER]),
+    )
     yield port
     serve.shutdown()
     ray.shutdown()
@@ -61,6 +75,18 @@ def serve_port() -> Iterator[int]:
 @pytest.fixture(scope="session")
 def base_url(serve_port: int) -> str:
     return f"http://127.0.0.1:{serve_port}"
+
+
+@pytest.fixture(scope="session")
+def metrics_url(serve_port: int) -> str:
+    """Ray's Prometheus metrics export endpoint of the session cluster."""
+    return f"http://127.0.0.1:{METRICS_PORT}/metrics"
+
+
+@pytest.fixture(scope="session")
+def grpc_target(serve_port: int) -> str:
+    """Serve's gRPC proxy (AIService) of the session cluster."""
+    return f"127.0.0.1:{GRPC_PORT}"
 
 
 def deploy(app: object, base_url: str, name: str = "socialplay") -> None:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from configs.pipelines import TextHeadJobConfig
 from configs.schemas import ModelNodeConfig, ModerationModelSpec, SentimentModelSpec
 from models.device import ModelInfo
 from models.heads import (
@@ -20,9 +21,12 @@ from models.heads import (
     HeadSentiment,
     TextHead,
     davidson_targets,
+    feature_dim,
+    head_inputs,
     load_head,
     save_head,
     sentiment_class,
+    shared_profanity,
 )
 from models.moderation import load_moderator
 from models.sentiment import load_sentiment
@@ -176,3 +180,138 @@ def test_node_config_model_ref_needs_alias_or_version() -> None:
         ModelNodeConfig.model_validate({"model": {"model_name": "m"}})
     with pytest.raises(ValueError, match="set exactly one of them"):
         ModelNodeConfig.model_validate({"model": {"model_name": "m", "alias": "a", "version": 1}})
+
+
+# --- stacked heads: MiniLM embedding + alt-profanity-check's score as inputs -------------
+
+PROFANE = [
+    "shut up you fucking idiot",
+    "this is bullshit, screw you asshole",
+    "you stupid bitch",
+    "what a piece of shit, fuck off",
+    "damn you dumb ass loser",
+    "fuck this shit",
+]
+CLEAN = [
+    "have a lovely afternoon at the park",
+    "the train arrives at nine tomorrow",
+    "thanks for the recipe, it was great",
+    "we planted tomatoes in the garden",
+    "the meeting moved to thursday",
+    "happy birthday to my sister",
+]
+
+
+def _stacked_config(hidden_dim: int = 16) -> HeadConfig:
+    features = ("embedding", "profanity")
+    return HeadConfig(
+        task="moderation",
+        labels=MODERATION_HEAD_LABELS,
+        input_dim=feature_dim(features),
+        hidden_dim=hidden_dim,
+        features=features,
+    )
+
+
+def _stacked_head(tmp_path: Path) -> Path:
+    torch.manual_seed(0)
+    return save_head(tmp_path / "stacked", TextHead(_stacked_config()), version="stacked-1")
+
+
+def test_head_inputs_stack_the_profanity_score_after_the_embedding() -> None:
+    texts = ["fuck off you idiot", "a calm day at the lake"]
+    embeddings = FakeEmbedder().embed(texts)
+    inputs = head_inputs(("embedding", "profanity"), texts, embeddings)
+    assert inputs.shape == (2, 384 + 2) and inputs.dtype == np.float32
+    np.testing.assert_array_equal(inputs[:, :384], embeddings)
+    p = np.array([row["offensive"] for row in shared_profanity().predict_batch(texts)])
+    np.testing.assert_allclose(inputs[:, 384], p, rtol=1e-6)
+    # The logit column is monotone in p: the profane text is on the positive side.
+    assert inputs[0, 385] > 0 > inputs[1, 385]
+    # Embedding alone: the vectors themselves, untouched.
+    np.testing.assert_array_equal(head_inputs(("embedding",), texts, embeddings), embeddings)
+    with pytest.raises(ValueError, match=r"expected \(3, 384\)"):
+        head_inputs(("embedding", "profanity"), [*texts, "x"], embeddings)
+    with pytest.raises(ValueError, match="unknown head features"):
+        head_inputs(("embedding", "char_ngrams"), texts, embeddings)
+
+
+def test_stacked_checkpoint_round_trip_predicts_the_same(tmp_path: Path) -> None:
+    directory = _stacked_head(tmp_path)
+    saved = json.loads((directory / "head_config.json").read_text())
+    assert saved["features"] == ["embedding", "profanity"] and saved["input_dim"] == 386
+    texts = ["you stupid bitch", "see you at lunch", "damn this traffic"]
+    embedder = FakeEmbedder()
+    first = HeadModerator.load(directory, "cpu", embedder=embedder)  # type: ignore[arg-type]
+    again = HeadModerator.load(directory, "cpu", embedder=embedder)  # type: ignore[arg-type]
+    batch = first.predict_batch(texts)
+    assert len(batch) == len(texts)
+    assert again.predict_batch(texts) == batch
+    singles = [first.predict_batch([text])[0] for text in texts]
+    for single, row in zip(singles, batch, strict=True):
+        assert single == pytest.approx(row, abs=1e-6)
+    # The pipeline's scoring path (LoadedHead.probabilities) gives the serving numbers.
+    loaded = load_head(directory)
+    direct = loaded.probabilities(texts, embedder.embed(texts))
+    assert direct[:, 1].tolist() == pytest.approx([row["offensive"] for row in batch], abs=1e-6)
+
+
+def test_old_embedding_only_checkpoint_still_loads(tmp_path: Path) -> None:
+    directory = _head(tmp_path, "moderation")
+    config = json.loads((directory / "head_config.json").read_text())
+    # A checkpoint written before heads had input features: no "features" key at all.
+    config.pop("features")
+    (directory / "head_config.json").write_text(json.dumps(config))
+    loaded = load_head(directory)
+    assert loaded.config.features == ("embedding",) and loaded.config.input_dim == 384
+    model = HeadModerator.load(directory, "cpu", embedder=FakeEmbedder())  # type: ignore[arg-type]
+    assert model._profanity is None  # an embedding-only head never loads profanity-check
+    assert len(model.predict_batch(["one", "two"])) == 2
+
+
+def test_a_config_whose_input_dim_does_not_fit_its_features_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="input_dim=384 but features"):
+        HeadConfig(
+            task="moderation", labels=MODERATION_HEAD_LABELS, features=("embedding", "profanity")
+        )
+    directory = _stacked_head(tmp_path)
+    config = json.loads((directory / "head_config.json").read_text())
+    config["features"] = ["embedding", "profanity", "profanity"]
+    (directory / "head_config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="repeat a name"):
+        load_head(directory)
+    with pytest.raises(ValueError, match="repeats a name"):
+        TextHeadJobConfig.model_validate(
+            {
+                "task": "moderation",
+                "data_paths": ["x.csv"],
+                "features": ["embedding", "embedding"],
+                "mlflow": {"registered_model_name": "m"},
+            }
+        )
+
+
+def test_a_tiny_fit_scores_a_profane_sentence_above_a_clean_one(tmp_path: Path) -> None:
+    embedder = FakeEmbedder()
+    texts = PROFANE + CLEAN
+    config = _stacked_config(hidden_dim=8)
+    inputs = torch.from_numpy(head_inputs(config.features, texts, embedder.embed(texts)))
+    # Offensive target 1 for the profane rows; hate_speech 0 everywhere.
+    targets = torch.tensor([[0.0, 1.0]] * len(PROFANE) + [[0.0, 0.0]] * len(CLEAN))
+    torch.manual_seed(0)
+    module = TextHead(config)
+    optimizer = torch.optim.AdamW(module.parameters(), lr=0.01)
+    loss_fn = torch.nn.BCEWithLogitsLoss()  # the pipeline's loss for moderation heads
+    for _ in range(150):
+        optimizer.zero_grad()
+        loss_fn(module(inputs), targets).backward()
+        optimizer.step()
+    directory = save_head(tmp_path / "fitted", module.eval())
+    model = HeadModerator.load(directory, "cpu", embedder=embedder)  # type: ignore[arg-type]
+    # Unseen sentences: FakeEmbedder's vectors are noise for them, so only a head that reads
+    # the stacked profanity score can tell them apart.
+    profane, clean = model.predict_batch(
+        ["get lost you fucking moron", "the library opens at ten on sundays"]
+    )
+    assert profane["offensive"] > 0.5 > clean["offensive"]
+    assert profane["offensive"] - clean["offensive"] > 0.3

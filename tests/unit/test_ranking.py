@@ -12,6 +12,7 @@ from models.ranking import (
     ScoreWeights,
     blend_scores,
     cosine_to_profile,
+    fallback_order,
     freshness,
     mmr_order,
     popularity_score,
@@ -99,3 +100,37 @@ def test_weighted_topics_are_shares_of_positive_weight() -> None:
         ("tech", 0.25),
     ]
     assert weighted_topics({"x": -1.0}, 5) == []
+
+
+def test_fallback_order_ranks_by_freshness_and_popularity_then_unknowns_in_order() -> None:
+    now_s = 1_000_000.0
+    day_s = 86_400.0
+    snapshot = {
+        "old-quiet": (now_s - 10 * day_s, 0.0, False),
+        "new-quiet": (now_s - 60.0, 0.0, False),
+        "old-popular": (now_s - 10 * day_s, 500.0, False),
+        "new-flagged": (now_s, 900.0, True),
+    }
+    ranked = fallback_order(
+        ["ghost-b", "old-quiet", "old-popular", "new-flagged", "new-quiet", "ghost-a", "old-quiet"],
+        snapshot,
+        now_s,
+        half_life_s=day_s,
+        freshness_weight=0.3,
+        popularity_weight=0.2,
+        limit=10,
+    )
+    order = [post_id for post_id, _ in ranked]
+    # Flagged posts never come back; duplicates count once; unknown posts follow, as sent.
+    assert order == ["new-quiet", "old-popular", "old-quiet", "ghost-b", "ghost-a"]
+    scores = dict(ranked)
+    assert scores["new-quiet"] > scores["old-popular"] > scores["old-quiet"] > 0.0
+    assert scores["ghost-a"] == 0.0
+    assert len(fallback_order(order, snapshot, now_s, day_s, 0.3, 0.2, limit=2)) == 2
+
+
+def test_fallback_order_with_popularity_only_prefers_engagement() -> None:
+    now_s = 5_000.0
+    snapshot = {"a": (now_s, 1.0, False), "b": (0.0, 50.0, False)}
+    ranked = fallback_order(["a", "b"], snapshot, now_s, 60.0, 0.0, 1.0, limit=5)
+    assert [post_id for post_id, _ in ranked] == ["b", "a"]

@@ -149,6 +149,28 @@ def test_cold_start_user_and_post_rank_by_popularity_and_freshness(make_service,
     assert "no matrix-factorisation model" in answer["terms"]["collaborative"]["reason"]
 
 
+def test_fallback_snapshot_holds_the_newest_posts_with_their_popularity(
+    make_service, corpus, embedder
+):
+    service = loaded(make_service, corpus, embedder)
+    service.ingest_interactions([event(i, f"fan-{i}", "travel-5", "like") for i in range(3)])
+    newest = {**corpus[0], "post_id": "newest", "text": "fresh post", "created_at_s": NOW}
+    flagged = {**corpus[1], "post_id": "flagged-new", "created_at_s": NOW - 1.0}
+    embed_missing(
+        service, [newest, {**flagged, "moderation_action": "reject"}], embedder.predict_batch
+    )
+    snapshot = service.fallback_snapshot(limit=3)
+    assert list(snapshot["posts"])[:2] == ["newest", "flagged-new"]
+    assert len(snapshot["posts"]) == 3
+    assert snapshot["posts"]["newest"] == [NOW, 0.0, False]
+    assert snapshot["posts"]["flagged-new"][2] is True
+    everything = service.fallback_snapshot(limit=1000)["posts"]
+    assert everything["travel-5"][1] > 0.0 and everything["tech-3"][1] == 0.0
+    assert snapshot["freshness_weight"] == service.config.weights.freshness
+    with pytest.raises(ValueError, match="limit=0"):
+        service.fallback_snapshot(limit=0)
+
+
 def test_hidden_reported_and_flagged_posts_are_left_out(make_service, corpus, embedder):
     service = loaded(make_service, corpus, embedder)
     service.ingest_interactions(

