@@ -30,7 +30,13 @@ class TextRequest(BaseModel):
 
 
 def build_app(kind: str, path: str | None, api_keys: list[str]) -> FastAPI:
-    """FastAPI app with ``/health`` and ``/api/v1/moderation/text`` on the given model."""
+    """FastAPI app with ``/health`` and ``/api/v1/moderation/text`` on the given model.
+
+    ``kind="minilm"``: ``/api/v1/embeddings/text`` on all-MiniLM-L6-v2 instead (the
+    embedding workload of ``bench.embed_bench``), still one model call per request.
+    """
+    if kind == "minilm":
+        return _embedding_app(path, api_keys)
     model = load_moderator(kind, path, "cpu")
     keys = [key.encode("utf-8") for key in api_keys]
     app = FastAPI(title="SocialPlay AI baseline (design-document sketch)")
@@ -56,12 +62,37 @@ def build_app(kind: str, path: str | None, api_keys: list[str]) -> FastAPI:
     return app
 
 
+def _embedding_app(path: str | None, api_keys: list[str]) -> FastAPI:
+    from models.embeddings import MiniLMEmbedder
+
+    model = MiniLMEmbedder.load(path, "cpu")
+    keys = [key.encode("utf-8") for key in api_keys]
+    app = FastAPI(title="SocialPlay AI baseline (embeddings, one call per request)")
+
+    async def verify_api_key(x_api_key: str = Header(...)) -> str:
+        if not any(hmac.compare_digest(x_api_key.encode("utf-8"), key) for key in keys):
+            raise HTTPException(status_code=403, detail="Invalid API key")
+        return x_api_key
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post("/api/v1/embeddings/text", dependencies=[Depends(verify_api_key)])
+    async def embed_text(body: TextRequest) -> dict[str, Any]:
+        return {"embedding": model.predict_batch([body.text])[0]}  # inline, one text
+
+    return app
+
+
 def main(argv: list[str] | None = None) -> None:
     """Parse options and serve until interrupted."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8124)
-    parser.add_argument("--kind", choices=("profanity", "transformer"), default="profanity")
+    parser.add_argument(
+        "--kind", choices=("profanity", "transformer", "minilm"), default="profanity"
+    )
     parser.add_argument("--path", default=None, help="Checkpoint directory (transformer).")
     args = parser.parse_args(argv)
     api_keys = [k.strip() for k in os.environ.get("API_KEYS", "").split(",") if k.strip()]

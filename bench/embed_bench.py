@@ -7,9 +7,9 @@
 Two workloads, each with its own ceiling (the model called directly, best batch size, same
 posts, same 2 threads):
 
-- ``w3-torch``: torch fp32 offline; TorchServe with server-side batching (batch 32, 5 ms,
-  one worker; ``bench.torchserve_runner``); our Embedder node on torch behind one hop
-  (``bench.embed_app``: proxy -> EmbedFront -> Embedder).
+- ``w3-torch``: torch fp32 offline; the FastAPI baseline (one call per request); TorchServe
+  with server-side batching (batch 32, 5 ms, one worker; ``bench.torchserve_runner``); our
+  Embedder node on torch behind one hop (``bench.embed_app``: proxy -> EmbedFront -> Embedder).
 - ``w3-onnx``: the gated ONNX int8 artifact offline; the same route with ``backend: onnx``.
   The artifact is built first if missing (``python -m pipelines.export_onnx --quantize``).
 
@@ -26,6 +26,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -33,12 +34,18 @@ from typing import Any
 from bench import report
 from bench.posts import DEFAULT_NUM_POSTS, generate_posts, write_request_bodies
 from bench.run_all import Workload, machine_info, measure_offline, measure_server
-from bench.servers import REPO_ROOT, Server, ServerStartError, ray_serve_server
+from bench.servers import (
+    REPO_ROOT,
+    Server,
+    ServerStartError,
+    baseline_server,
+    ray_serve_server,
+)
 from bench.torchserve_runner import ROUTE as TORCHSERVE_ROUTE
 from bench.torchserve_runner import torchserve_server
 
 EMBED_ROUTE = "/api/v1/embeddings/text"
-SETUPS = ("torchserve", "ray-torch", "ray-onnx")
+SETUPS = ("fastapi-baseline", "torchserve", "ray-torch", "ray-onnx")
 DEFAULT_ARTIFACT = REPO_ROOT / "bench" / "results" / "artifacts" / "minilm-int8"
 # Our node's settings for this workload, written into the bench config (and the report).
 EMBEDDER_SETTINGS: dict[str, Any] = {
@@ -83,7 +90,8 @@ def haproxy_env(state_dir: Path) -> dict[str, str]:
 
     The flag is read by the controller at import, so it must be in the environment of the
     process that starts Ray (here `serve run`). HAProxy's files default to the shared
-    /tmp/haproxy-serve; a private directory keeps a bench run off a developer's instance.
+    /tmp/haproxy-serve; a private directory keeps a bench run off a developer's instance
+    (keep its path short: the admin socket's path, with a node id appended, must fit 97).
     One HAProxy thread: the default 4 would only compete for this box's 2 cores.
     """
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -159,6 +167,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "forwarding straight to the ingress replica; RAY_SERVE_ENABLE_HA_PROXY=1)",
     )
     parser.add_argument("--serve-port", type=int, default=8123)
+    parser.add_argument("--baseline-port", type=int, default=8124)
     parser.add_argument("--torchserve-port", type=int, default=8125)
     parser.add_argument("--results-dir", type=Path, default=REPO_ROOT / "bench" / "results")
     args = parser.parse_args(argv)
@@ -237,6 +246,15 @@ def main(argv: list[str] | None = None) -> int:
             "servers": {},
         }
     servers = results["workloads"]
+    if "fastapi-baseline" in args.setups:
+        key, outcome = _measure(
+            "fastapi-baseline", "FastAPI + uvicorn baseline (1 process, 1 call per request)",
+            "one uvicorn worker, async route calling MiniLMEmbedder inline",
+            baseline_server("minilm", None, args.baseline_port, api_key,
+                            run_dir / "baseline", REPO_ROOT),
+            EMBED_ROUTE, args, bodies, api_key,
+        )  # fmt: skip
+        servers["w3-torch"]["servers"][key] = outcome
     if "torchserve" in args.setups:
         key, outcome = _measure(
             "torchserve", "TorchServe 0.12 (batch 32, 5 ms, 1 worker)",
@@ -255,7 +273,10 @@ def main(argv: list[str] | None = None) -> int:
             embed_serve_config(args.serve_port, spec), api_key, run_dir / setup, REPO_ROOT
         )
         if args.ray_ingress == "haproxy":
-            server.env.update(haproxy_env(run_dir / setup / "haproxy"))
+            # Short: HAProxy appends a 56-character node id, and its socket path max is 97.
+            state_dir = Path(tempfile.mkdtemp(prefix="sph-", dir="/tmp"))
+            server.env.update(haproxy_env(state_dir))
+            server.cleanup_paths.append(state_dir)
         settings = json.dumps({"Embedder": EMBEDDER_SETTINGS, "EmbedFront": FRONT_SETTINGS})
         key, outcome = _measure(
             setup,

@@ -311,9 +311,7 @@ class NsfwModelSpec(StrictModel):
 class TaggerModelSpec(StrictModel):
     """The image tagger node: CLIP zero-shot (when `path` is set) plus face-backed tags."""
 
-    enabled: bool = Field(
-        default=False, description="Run the tagger node (`/api/v1/image/tags`)."
-    )
+    enabled: bool = Field(default=False, description="Run the tagger node (`/api/v1/image/tags`).")
     path: str | None = Field(
         default=None,
         description=(

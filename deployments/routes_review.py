@@ -65,7 +65,7 @@ class ReviewRoutes(RouteGroup):
         return log
 
     @app.get(
-        "/api/v1/moderation/{decision_id}",
+        "/api/v1/moderation/decisions/{decision_id}",
         response_model=DecisionRecord,
         tags=["Moderation"],
         dependencies=[Depends(require_api_key)],

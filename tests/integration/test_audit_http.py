@@ -49,7 +49,7 @@ def test_moderation_answer_carries_a_recorded_decision(client: httpx.Client) -> 
     decision_id = answer["decision_id"]
     assert isinstance(decision_id, str) and len(decision_id) == 32
 
-    response = client.get(f"/api/v1/moderation/{decision_id}")
+    response = client.get(f"/api/v1/moderation/decisions/{decision_id}")
     assert response.status_code == 200, response.text
     record = response.json()
     assert record["decision_id"] == decision_id
@@ -81,7 +81,7 @@ def test_review_is_stored_on_the_decision(client: httpx.Client) -> None:
     assert stored["review"]["reviewer_id_hash"] != "moderator-9"
     assert stored["review"]["reviewed_at"]
 
-    again = client.get(f"/api/v1/moderation/{decision_id}").json()
+    again = client.get(f"/api/v1/moderation/decisions/{decision_id}").json()
     assert again["review"] == stored["review"]
     assert again["action"] == "approve"  # the model's decision itself is unchanged
 
@@ -90,9 +90,9 @@ def test_batch_and_post_decisions_each_get_an_id(client: httpx.Client) -> None:
     batch = client.post("/api/v1/moderation/batch", json={"texts": [CLEAN, ABUSIVE]}).json()
     ids = [result["decision_id"] for result in batch["results"]]
     assert len(set(ids)) == 2 and all(ids)
-    assert client.get(f"/api/v1/moderation/{ids[1]}").json()["text"] == ABUSIVE
+    assert client.get(f"/api/v1/moderation/decisions/{ids[1]}").json()["text"] == ABUSIVE
     post = client.post("/api/v1/moderation/moderate", json={"content": CLEAN}).json()
-    record = client.get(f"/api/v1/moderation/{post['decision_id']}").json()
+    record = client.get(f"/api/v1/moderation/decisions/{post['decision_id']}").json()
     assert record["route"] == "moderate" and record["action"] == post["action"]
 
 
@@ -102,7 +102,7 @@ def test_unknown_decision_is_404(client: httpx.Client) -> None:
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "decision_not_found"
     assert response.json()["error"]["field"] == "decision_id"
-    assert client.get(f"/api/v1/moderation/{UNKNOWN_ID}").status_code == 404
+    assert client.get(f"/api/v1/moderation/decisions/{UNKNOWN_ID}").status_code == 404
 
 
 def test_malformed_review_requests_are_422(client: httpx.Client) -> None:

@@ -47,6 +47,9 @@ def _job(workdir: Path, epochs: int) -> TextHeadJobConfig:
             "batch_size": 32,
             "learning_rate": 0.003,
             "hidden_dim": 64,
+            # The stacked head of configs/pipelines/moderation_head.yaml: training, promotion
+            # and the served node all build MiniLM + alt-profanity-check inputs.
+            "features": ["embedding", "profanity"],
             "embedding_cache": True,
             "compare_baselines": True,
             "storage_path": str(workdir / "ray_results"),
@@ -120,6 +123,10 @@ def test_trained_head_is_registered_promoted_and_reported(trained: dict[str, Any
     # Early stopping history: epoch 0 is the untrained floor, then up to 3 epochs.
     assert [row["epoch"] for row in result.history][:2] == [0.0, 1.0]
     assert result.test_metrics["macro_auc"] > 0.9
+    from models.heads import load_head
+
+    head = load_head(result.head_dir)
+    assert head.config.features == ("embedding", "profanity") and head.config.input_dim == 386
     report = result.report
     assert report["rows"]["test"] > 0 and "baseline" in report["head_vs_baseline"]
     # The exported report holds numbers only, never a row of text.
@@ -158,9 +165,7 @@ def test_promoted_version_is_served_after_live_reconfigure(
             "alias": "serving",
             "tracking_uri": registration["tracking_uri"],
         }
-        _deploy_and_wait(
-            _serve_config(serve_port, {"model": ref}), base_url, f"{MODEL_NAME}/1"
-        )
+        _deploy_and_wait(_serve_config(serve_port, {"model": ref}), base_url, f"{MODEL_NAME}/1")
         stop.set()
         thread.join(timeout=30)
         assert failures == []
