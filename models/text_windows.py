@@ -12,16 +12,14 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import torch
-from transformers import (
-    AutoModelForSequenceClassification,
-    AutoTokenizer,
-    PretrainedConfig,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-)
+
+if TYPE_CHECKING:
+    # Imported where a checkpoint is loaded: transformers costs ~5 s of start-up, and the
+    # embedded defaults (alt-profanity-check, VADER) share this module without needing it.
+    from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from models.device import ModelInfo, checkpoint_version, require_checkpoint_dir, resolve_device
 
@@ -244,9 +242,11 @@ def load_classifier(
             f"max_windows_per_forward={max_windows_per_forward} must be >= 1; it caps how many "
             "windows go through the model in one call (e.g. 64)"
         )
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
     torch_device = resolve_device(device)
     tokenizer = cast(
-        PreTrainedTokenizerBase,
+        "PreTrainedTokenizerBase",
         AutoTokenizer.from_pretrained(str(directory), local_files_only=True),
     )
     if not tokenizer.is_fast:
@@ -261,7 +261,7 @@ def load_classifier(
             "and re-save the checkpoint so batched windows can be padded"
         )
     model = cast(
-        PreTrainedModel,
+        "PreTrainedModel",
         AutoModelForSequenceClassification.from_pretrained(str(directory), local_files_only=True),
     )
     # Typed through nn.Module: transformers' own annotations for to()/eval() confuse mypy.

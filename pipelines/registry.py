@@ -263,6 +263,40 @@ def promote(
     return decision
 
 
+def set_serving_version(
+    model_name: str,
+    version: str,
+    alias: str = "serving",
+    tracking_uri: str | None = None,
+    reason: str = "set by hand",
+) -> str | None:
+    """Point ``alias`` at ``version`` without a comparison: an operator's rollback or forced
+    promotion. Nodes following the alias swap to it within their ``registry_poll_s``.
+
+    Returns the version that held the alias before (None when none did). The change is
+    recorded on the version's tags (``promotion: manual``, ``promotion.reason``).
+    """
+    from mlflow.exceptions import MlflowException
+
+    client = _client(resolve_tracking_uri(tracking_uri))
+    try:
+        client.get_model_version(model_name, version)
+    except MlflowException as exc:
+        raise LookupError(
+            f"{model_name!r} has no version {version!r} in the registry; list the versions "
+            "with `mlflow models` or the MLflow UI and pick one of them"
+        ) from exc
+    try:
+        previous: str | None = str(client.get_model_version_by_alias(model_name, alias).version)
+    except MlflowException:
+        previous = None
+    client.set_registered_model_alias(model_name, alias, version)
+    client.set_model_version_tag(model_name, version, "promotion", "manual")
+    client.set_model_version_tag(model_name, version, "promotion.reason", reason[:500])
+    logger.info("alias %s of %s moved by hand: v%s -> v%s", alias, model_name, previous, version)
+    return previous
+
+
 def log_register_promote(
     config: TextHeadJobConfig,
     *,
