@@ -8,12 +8,9 @@ in-memory buffer that a background task flushes in batches. ``configs/schemas.py
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-
-class _Strict(BaseModel):
-    # configs.schemas imports this module, so StrictModel cannot be imported from there.
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from configs.base import StrictModel as _Strict
 
 
 class AuditConfig(_Strict):

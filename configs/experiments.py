@@ -16,18 +16,15 @@ import re
 from collections.abc import Iterable
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
+
+from configs.base import StrictModel as _Strict
 
 # Variant and experiment names appear in deployment names, node keys, metric labels and URLs.
 NAME_PATTERN = re.compile(r"^[a-z0-9_-]{1,32}$")
 # The arm name of the main node of a task (a variant may not take it).
 DEFAULT_ARM = "default"
 SHARE_TOLERANCE = 1e-6
-
-
-class _Strict(BaseModel):
-    # configs.schemas.StrictModel, repeated: schemas.py imports this module.
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def check_name(kind: str, name: str) -> str:

@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
+
+from configs.base import StrictModel as _Strict
 
 __all__ = [
     "BatchInferenceJobConfig",
@@ -31,10 +33,6 @@ ConfigT = TypeVar("ConfigT", bound=BaseModel)
 # Input features of a text head (models.heads.HEAD_FEATURES); old heads read the embedding alone.
 HeadFeatureName = Literal["embedding", "profanity"]
 _DEFAULT_HEAD_FEATURES: tuple[HeadFeatureName, ...] = ("embedding",)
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ReviewLabelsSource(_Strict):

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from configs.audit import AuditConfig
+from configs.base import StrictModel
 from configs.experiments import Experiments, check_variant_names
 from configs.recommender import RecommendationRoutesConfig, RecommenderArgs
 from configs.trends_replies import (
@@ -20,12 +21,6 @@ from configs.trends_replies import (
     TrendRoutesConfig,
     TrendsArgs,
 )
-
-
-class StrictModel(BaseModel):
-    """Base for every config model: unknown keys are an error, not silently ignored."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class BatchingConfig(StrictModel):

@@ -12,14 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from configs.base import StrictModel as _Strict
 
 # The curated response set shipped with the project (models.replies reads it).
 DEFAULT_REPLY_BANK = str(Path(__file__).resolve().parent / "smart_replies.yaml")
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class TrendsArgs(_Strict):

@@ -1,0 +1,12 @@
+"""The base of every config model, in a module of its own so every config module can import it
+(``configs.schemas`` imports the others, so it cannot be the home of the base)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+
+class StrictModel(BaseModel):
+    """Base for every config model: unknown keys are an error, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
