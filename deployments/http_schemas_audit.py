@@ -61,7 +61,7 @@ class DecisionRecord(BaseModel):
 
     decision_id: str
     created_at: datetime
-    route: str = Field(description='Route that decided: "text", "batch" or "moderate".')
+    route: str = Field(description='Route that decided: "text", "batch", "moderate" or "grpc".')
     content_hash: str = Field(description="sha256 of the moderated text.")
     action: Verdict
     scores: dict[str, float]

@@ -77,6 +77,7 @@ def moderation_message(result: ModerationResult) -> pb.ModerationResponse:
         flagged_categories=result.flagged_categories,
         degraded=result.degraded,
         degraded_reason=result.degraded_reason or "",
+        decision_id=result.decision_id or "",
     )
     if result.model is not None:
         message.model.CopyFrom(
@@ -106,6 +107,11 @@ class GrpcRoutes(RouteGroup):
     async def _moderate(self, texts: list[str]) -> list[ModerationResult]:
         raise NotImplementedError
 
+    def _audited(
+        self, route: str, texts: list[str], results: list[ModerationResult], body: Any
+    ) -> list[ModerationResult]:
+        raise NotImplementedError
+
     async def rank_feed(self, body: FeedRequest) -> Any:
         raise NotImplementedError
 
@@ -120,7 +126,9 @@ class GrpcRoutes(RouteGroup):
         except InvalidInputError as exc:
             _invalid(grpc_context, exc)
             return pb.ModerationResponse()
-        return moderation_message((await self._moderate([text]))[0])
+        results = await self._moderate([text])
+        # Audited like the HTTP routes: every decision a caller sees is logged once.
+        return moderation_message(self._audited("grpc", [text], results, None)[0])
 
     async def GetRecommendations(  # noqa: N802 - the RPC name from the proto
         self, request: pb.RecommendationRequest, grpc_context: RayServegRPCContext

@@ -57,7 +57,7 @@ class ModelRef(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., device: _Optional[str] = ...) -> None: ...
 
 class ModerationResponse(_message.Message):
-    __slots__ = ("is_safe", "action", "scores", "overall", "flagged_categories", "model", "degraded", "degraded_reason")
+    __slots__ = ("is_safe", "action", "scores", "overall", "flagged_categories", "model", "degraded", "degraded_reason", "decision_id")
     class ScoresEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -73,6 +73,7 @@ class ModerationResponse(_message.Message):
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DEGRADED_FIELD_NUMBER: _ClassVar[int]
     DEGRADED_REASON_FIELD_NUMBER: _ClassVar[int]
+    DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     is_safe: bool
     action: str
     scores: _containers.ScalarMap[str, float]
@@ -81,4 +82,5 @@ class ModerationResponse(_message.Message):
     model: ModelRef
     degraded: bool
     degraded_reason: str
-    def __init__(self, is_safe: _Optional[bool] = ..., action: _Optional[str] = ..., scores: _Optional[_Mapping[str, float]] = ..., overall: _Optional[float] = ..., flagged_categories: _Optional[_Iterable[str]] = ..., model: _Optional[_Union[ModelRef, _Mapping]] = ..., degraded: _Optional[bool] = ..., degraded_reason: _Optional[str] = ...) -> None: ...
+    decision_id: str
+    def __init__(self, is_safe: _Optional[bool] = ..., action: _Optional[str] = ..., scores: _Optional[_Mapping[str, float]] = ..., overall: _Optional[float] = ..., flagged_categories: _Optional[_Iterable[str]] = ..., model: _Optional[_Union[ModelRef, _Mapping]] = ..., degraded: _Optional[bool] = ..., degraded_reason: _Optional[str] = ..., decision_id: _Optional[str] = ...) -> None: ...

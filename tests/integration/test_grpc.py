@@ -39,7 +39,9 @@ def stub(base_url: str, grpc_target: str) -> Iterator[AIServiceStub]:
     undeploy(APP)
 
 
-def test_moderate_content_judges_toxic_and_clean_text(stub: AIServiceStub) -> None:
+def test_moderate_content_judges_toxic_and_clean_text(
+    stub: AIServiceStub, client: httpx.Client
+) -> None:
     toxic = stub.ModerateContent(
         pb.ModerationRequest(content="you are a fucking idiot and a piece of shit"),
         metadata=KEY,
@@ -56,6 +58,11 @@ def test_moderate_content_judges_toxic_and_clean_text(stub: AIServiceStub) -> No
     assert clean.is_safe is True and clean.action == "approve"
     assert clean.model.name == "alt-profanity-check" and clean.model.version
     assert clean.degraded is False and clean.degraded_reason == ""
+    # gRPC decisions are audited like HTTP ones, and moderators find them by id.
+    assert len(toxic.decision_id) == 32 and toxic.decision_id != clean.decision_id
+    record = client.get(f"/api/v1/moderation/decisions/{toxic.decision_id}")
+    assert record.status_code == 200, record.text
+    assert record.json()["route"] == "grpc" and record.json()["action"] == toxic.action
 
 
 def test_moderate_content_refuses_missing_or_wrong_key_and_empty_text(
