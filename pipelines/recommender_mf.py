@@ -691,19 +691,14 @@ def _register_and_promote(
     import pandas as pd
     from mlflow.models import infer_signature
 
-    from pipelines.registry import _client, _local_store, resolve_tracking_uri
+    from pipelines.registry import _client, experiment_id_for, resolve_tracking_uri
 
     settings = config.mlflow
     tracking_uri = resolve_tracking_uri(settings.tracking_uri)
     client = _client(tracking_uri)
-    experiment = client.get_experiment_by_name(settings.experiment_name)
-    if experiment is None:
-        location = settings.artifact_location
-        if location is None and _local_store(tracking_uri):
-            location = (state_dir() / "mlartifacts").as_uri()
-        experiment_id = client.create_experiment(settings.experiment_name, location)
-    else:
-        experiment_id = experiment.experiment_id
+    experiment_id = experiment_id_for(
+        client, tracking_uri, settings.experiment_name, settings.artifact_location
+    )
     name, alias, metric = (
         settings.registered_model_name,
         settings.serving_alias,

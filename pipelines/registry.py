@@ -297,6 +297,19 @@ def set_serving_version(
     return previous
 
 
+def experiment_id_for(
+    client: Any, tracking_uri: str, experiment_name: str, artifact_location: str | None
+) -> str:
+    """The id of MLflow experiment ``experiment_name``, created on first use."""
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is not None:
+        return str(experiment.experiment_id)
+    if artifact_location is None and _local_store(tracking_uri):
+        # Absolute: the default ./mlruns would depend on the working directory.
+        artifact_location = (_state_dir() / "mlartifacts").as_uri()
+    return str(client.create_experiment(experiment_name, artifact_location=artifact_location))
+
+
 def log_register_promote(
     config: TextHeadJobConfig,
     *,
@@ -318,17 +331,9 @@ def log_register_promote(
     settings = config.mlflow
     tracking_uri = resolve_tracking_uri(settings.tracking_uri)
     client = _client(tracking_uri)
-    experiment = client.get_experiment_by_name(settings.experiment_name)
-    if experiment is None:
-        artifact_location = settings.artifact_location
-        if artifact_location is None and _local_store(tracking_uri):
-            # Absolute: the default ./mlruns would depend on the working directory.
-            artifact_location = (_state_dir() / "mlartifacts").as_uri()
-        experiment_id = client.create_experiment(
-            settings.experiment_name, artifact_location=artifact_location
-        )
-    else:
-        experiment_id = experiment.experiment_id
+    experiment_id = experiment_id_for(
+        client, tracking_uri, settings.experiment_name, settings.artifact_location
+    )
 
     head = load_head(head_dir)
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
