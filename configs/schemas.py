@@ -427,6 +427,35 @@ class TimeoutsConfig(StrictModel):
     health_s: float = Field(default=2.0, gt=0, description="Wait for a node's /health answer.")
 
 
+class CoalesceConfig(StrictModel):
+    """Ingress-side coalescing of single-text calls into one bulk call per node.
+
+    Concurrent single-text requests for the same node (moderation, sentiment) leave the
+    ingress as one ``predict_many`` handle call instead of one call each: Ray's per-call cost
+    is paid per batch and the node's batch queue fills. Defaults chosen by
+    ``python -m bench.embed_bench`` (docs/benchmarks.md, "W3").
+    """
+
+    enabled: bool = Field(
+        default=True, description="Coalesce single-text node calls (false: one call each)."
+    )
+    max_batch_size: int = Field(
+        default=16, ge=1, le=256, description="Most texts in one coalesced handle call."
+    )
+    batch_wait_timeout_s: float = Field(
+        default=0.002,
+        ge=0,
+        le=1,
+        description="Longest a text waits for others before its call leaves (0: never waits).",
+    )
+    max_concurrent_batches: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="Coalesced calls in flight per node; later texts queue into the next one.",
+    )
+
+
 class ModerationPolicyConfig(StrictModel):
     """Per-category thresholds that turn moderation scores into an action."""
 
@@ -602,4 +631,8 @@ class IngressConfig(StrictModel):
     circuit_breaker: CircuitBreakerConfig = Field(
         default_factory=CircuitBreakerConfig,
         description="Per-node circuit breakers: stop calling a node that keeps failing.",
+    )
+    coalesce: CoalesceConfig = Field(
+        default_factory=CoalesceConfig,
+        description="Coalesce concurrent single-text node calls into bulk calls.",
     )

@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from configs.settings import Settings
 from deployments import ingress_state
 from deployments.circuit import CircuitOpenError
+from deployments.coalesce import CallCoalescer
 from deployments.http_schemas import ErrorBody
 from deployments.metrics import record_degraded, record_node_call
 from models.exceptions import (
@@ -301,6 +302,41 @@ async def call_node(method: Any, timeout_s: float, *args: Any, guarded: bool = T
                 breaker.on_success(ticket, time.monotonic())
             else:
                 breaker.on_failure(ticket, settings, time.monotonic())
+
+
+async def call_node_one(handle: Any, timeout_s: float, item: Any) -> Any:
+    """One item's answer from a model node, waiting at most `timeout_s` in all.
+
+    With ``coalesce`` on (the default), concurrent items for the same node share one
+    ``predict_many`` call (breaker, timeout and metrics apply to that call, as to any
+    ``call_node``); off, this is ``call_node(handle.predict, ...)``. Either way the caller
+    sees the node's answer for its item or the exception its call raised.
+    """
+    settings = ingress_state.STATE.config.coalesce
+    if not settings.enabled:
+        return await call_node(handle.predict, timeout_s, item)
+    method = handle.predict_many
+    key = f"{node_name(method)}|{timeout_s}"
+    coalescers = ingress_state.STATE.coalescers
+    coalescer = coalescers.get(key)
+    if coalescer is None:
+
+        async def bulk_call(items: list[Any]) -> Any:
+            return await call_node(method, timeout_s, items)
+
+        coalescer = coalescers[key] = CallCoalescer(
+            bulk_call,
+            settings.max_batch_size,
+            settings.batch_wait_timeout_s,
+            settings.max_concurrent_batches,
+        )
+    # The wait for a free batch slot counts against the same timeout as the call itself.
+    return await asyncio.wait_for(coalescer.submit(item), timeout=timeout_s)
+
+
+def coalescer_stats() -> dict[str, dict[str, float]]:
+    """Batches and mean batch size of each node's coalescer on this replica (for /health)."""
+    return {key.split("|")[0]: c.stats() for key, c in ingress_state.STATE.coalescers.items()}
 
 
 async def _call(method: Any, timeout_s: float, args: tuple[Any, ...]) -> Any:

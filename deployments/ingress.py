@@ -94,4 +94,8 @@ class Ingress(
                 "variants to args.moderation_variants / sentiment_variants or fix the arms"
             )
         ingress_state.STATE.config = config
+        # Coalescers hold the old batch settings and timeouts: let them drain, build anew.
+        old_coalescers, ingress_state.STATE.coalescers = ingress_state.STATE.coalescers, {}
+        for coalescer in old_coalescers.values():
+            coalescer.close()
         experiments.REGISTRY.configure(config.experiments)

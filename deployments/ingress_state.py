@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from configs.schemas import IngressConfig
 from deployments.circuit import BreakerRegistry
+from deployments.coalesce import CallCoalescer
 
 
 @dataclass
@@ -22,6 +23,8 @@ class ReplicaState:
     config: IngressConfig = field(default_factory=IngressConfig)
     # One circuit breaker per node (deployment name), created on first call.
     breakers: BreakerRegistry = field(default_factory=BreakerRegistry)
+    # One call coalescer per (node, timeout), created on first call; rebuilt on reconfigure.
+    coalescers: dict[str, CallCoalescer] = field(default_factory=dict)
 
 
 STATE = ReplicaState()

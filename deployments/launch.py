@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -23,6 +24,26 @@ from configs.settings import Settings, resolve_api_keys
 
 READY_TIMEOUT_S = 180.0
 STOP_TIMEOUT_S = 30.0
+
+
+def haproxy_env(state_dir: Path) -> dict[str, str]:
+    """Environment that switches Ray Serve 2.60 to its HAProxy ingress, privately.
+
+    The flag is read by the controller at import, so it must be in the environment of the
+    process that starts Ray (here `serve run`). HAProxy's files default to the shared
+    /tmp/haproxy-serve; a private directory keeps this instance off any other
+    (keep its path short: the admin socket's path, with a node id appended, must fit 97).
+    One HAProxy thread: the default 4 would only compete for this box's 2 cores.
+    """
+    state_dir.mkdir(parents=True, exist_ok=True)
+    return {
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        "RAY_SERVE_HAPROXY_NBTHREAD": "1",
+        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(state_dir / "haproxy.cfg"),
+        "RAY_SERVE_HAPROXY_SOCKET_PATH": str(state_dir / "admin.sock"),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(state_dir),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(state_dir / "server-state"),
+    }
 
 
 def _http_address(config_path: Path) -> str:
@@ -67,6 +88,13 @@ def main(argv: list[str] | None = None) -> int:
     """Start the service and block until Ctrl-C (or until ``serve run`` exits)."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", default="serve_config.yaml", help="Serve config file.")
+    parser.add_argument(
+        "--ingress",
+        choices=("proxy", "haproxy"),
+        default=os.environ.get("SOCIALPLAY_INGRESS", "proxy"),
+        help="HTTP ingress: Ray's Python proxy, or HAProxy forwarding straight to the Ingress "
+        "replica (faster on small nodes; docs/benchmarks.md). Env: SOCIALPLAY_INGRESS.",
+    )
     args = parser.parse_args(argv)
     config_path = Path(args.config).resolve()
 
@@ -78,6 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     state_dir = Path(env.get("SOCIALPLAY_STATE_DIR", ".socialplay")).resolve()
     env["SOCIALPLAY_STATE_DIR"] = os.environ["SOCIALPLAY_STATE_DIR"] = str(state_dir)
     key = resolve_api_keys(Settings())[0]
+    if args.ingress == "haproxy":
+        # Short path: HAProxy's admin socket path (with a node id appended) must fit 97 bytes.
+        env.update(haproxy_env(Path(tempfile.mkdtemp(prefix="sph-", dir="/tmp"))))
+        print("HTTP ingress: HAProxy (RAY_SERVE_ENABLE_HA_PROXY=1)", flush=True)
 
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt

@@ -7,6 +7,7 @@ from deployments.http_app import (
     app,
     breaker_states,
     call_node,
+    coalescer_stats,
     failure_reason,
     node_name,
     service_version,
@@ -45,4 +46,9 @@ class ServiceRoutes(RouteGroup):
             "circuit_breakers": breakers,
             # Store kind, buffered/dropped decisions and the last store error (audit_log.py).
             "audit": audit_log.replica_audit_status(self.config.audit),
+            # Coalesced node calls on this replica: batches sent and their mean size.
+            "coalescing": {
+                **self.config.coalesce.model_dump(),
+                "nodes": coalescer_stats(),
+            },
         }

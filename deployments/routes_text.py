@@ -16,6 +16,7 @@ from deployments.audit_log import ResultT, audit_results, replica_audit_log
 from deployments.http_app import (
     app,
     call_node,
+    call_node_one,
     check_text,
     check_texts,
     failure_reason,
@@ -137,7 +138,7 @@ class TextRoutes(RouteGroup):
             handle = self.node(choice.node_key, "text moderation")
             started_s = time.perf_counter()
             if len(texts) == 1:
-                outputs = [await call_node(handle.predict, timeout_s, texts[0])]
+                outputs = [await call_node_one(handle, timeout_s, texts[0])]
             else:
                 outputs = await call_node(handle.predict_many, timeout_s, texts)
             choice.record(time.perf_counter() - started_s)
@@ -223,7 +224,7 @@ class TextRoutes(RouteGroup):
             handle = self.node(choice.node_key, "sentiment")
             started_s = time.perf_counter()
             if len(texts) == 1:
-                outputs = [await call_node(handle.predict, timeout_s, texts[0])]
+                outputs = [await call_node_one(handle, timeout_s, texts[0])]
             else:
                 outputs = await call_node(handle.predict_many, timeout_s, texts)
             choice.record(time.perf_counter() - started_s)

@@ -112,8 +112,15 @@ def test_sentiment_routes(client: httpx.Client) -> None:
     assert [r["label"] for r in batch["results"]] == ["positive", "negative"]
 
 
+def _coalesced(client: httpx.Client) -> dict[str, float]:
+    nodes = client.get("/health").json()["coalescing"]["nodes"]
+    empty = {"batches_sent": 0, "items_sent": 0, "mean_batch_size": 0.0}
+    return dict(nodes.get("TextModeration", empty))
+
+
 def test_concurrent_requests_are_batched_and_answered_in_order(client: httpx.Client) -> None:
     texts = [CLEAN if i % 2 else ABUSIVE for i in range(24)]
+    before = _coalesced(client)
 
     def score(text: str) -> bool:
         response = client.post("/api/v1/moderation/text", json={"text": text})
@@ -123,6 +130,12 @@ def test_concurrent_requests_are_batched_and_answered_in_order(client: httpx.Cli
     with ThreadPoolExecutor(max_workers=12) as pool:
         verdicts = list(pool.map(score, texts))
     assert verdicts == [text == CLEAN for text in texts]
+    # The ingress sent these texts to the node in shared predict_many calls, not one each.
+    after = _coalesced(client)
+    items = after["items_sent"] - before["items_sent"]
+    batches = after["batches_sent"] - before["batches_sent"]
+    assert items == 24
+    assert 1 <= batches < items
 
 
 @pytest.mark.parametrize(
