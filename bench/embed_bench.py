@@ -177,11 +177,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _variant(text: str, parser: argparse.ArgumentParser) -> tuple[str, bool]:
+def _variant(text: str, parser: argparse.ArgumentParser) -> tuple[str, dict[str, Any]]:
+    """``INGRESS:COALESCE`` -> (ingress, the front's ``coalesce`` args).
+
+    COALESCE is ``off``, ``on`` (the service's defaults) or ``on/SIZE/WAIT_S/IN_FLIGHT``.
+    """
     ingress, _, coalesce = text.strip().partition(":")
-    if ingress not in ("proxy", "haproxy") or coalesce not in ("on", "off"):
-        parser.error(f"variant {text!r}: use INGRESS:COALESCE, e.g. haproxy:on or proxy:off")
-    return ingress, coalesce == "on"
+    mode, *numbers = coalesce.split("/")
+    if (
+        ingress not in ("proxy", "haproxy")
+        or mode not in ("on", "off")
+        or (numbers and (mode == "off" or len(numbers) != 3))
+    ):
+        parser.error(
+            f"variant {text!r}: use INGRESS:COALESCE, e.g. haproxy:on, proxy:off or "
+            "haproxy:on/16/0.002/2 (max batch size, wait in seconds, calls in flight)"
+        )
+    settings: dict[str, Any] = {"enabled": mode == "on"}
+    if numbers:
+        try:
+            settings.update(
+                max_batch_size=int(numbers[0]),
+                batch_wait_timeout_s=float(numbers[1]),
+                max_concurrent_batches=int(numbers[2]),
+            )
+        except ValueError:
+            parser.error(f"variant {text!r}: SIZE and IN_FLIGHT are integers, WAIT_S a number")
+    return ingress, settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -272,12 +294,22 @@ def main(argv: list[str] | None = None) -> int:
     ):  # fmt: skip
         if setup not in args.setups:
             continue
-        for ingress, coalesce in variants:
-            coalesce_args = {"enabled": coalesce}
+        for ingress, coalesce_args in variants:
+            coalesce = bool(coalesce_args["enabled"])
+            tuned = (
+                ""
+                if len(coalesce_args) == 1
+                else "-"
+                + "-".join(
+                    str(coalesce_args[name])
+                    for name in ("max_batch_size", "batch_wait_timeout_s", "max_concurrent_batches")
+                )
+            )
+            variant_key = f"{setup}-{ingress}-{'coalesced' if coalesce else 'single'}{tuned}"
             server = ray_serve_server(
                 embed_serve_config(args.serve_port, spec, coalesce_args),
                 api_key,
-                run_dir / f"{setup}-{ingress}-{'coalesced' if coalesce else 'single'}",
+                run_dir / variant_key,
                 REPO_ROOT,
             )
             if ingress == "haproxy":
@@ -291,8 +323,9 @@ def main(argv: list[str] | None = None) -> int:
             )  # fmt: skip
             calls = "one predict_many per batch of texts" if coalesce else "one call per text"
             key, outcome = _measure(
-                f"{setup}-{ingress}-{'coalesced' if coalesce else 'single'}",
-                f"Ray Serve ({ingress} → EmbedFront → Embedder, {spec['backend']}; {calls})",
+                variant_key,
+                f"Ray Serve ({ingress} → EmbedFront → Embedder, {spec['backend']}; {calls}"
+                f"{tuned.replace('-', ' ') if tuned else ''})",
                 settings,
                 server, EMBED_ROUTE, args, bodies, api_key,
             )  # fmt: skip

@@ -206,7 +206,9 @@ def serve_config(
     """`base_config_path` with its HTTP port changed and per-deployment fields overridden.
 
     `deployment_overrides` maps a deployment name to fields merged into that deployment
-    (``ray_actor_options`` and ``user_config`` are merged one level deeper).
+    (``ray_actor_options`` and ``user_config`` are merged one level deeper). With `app_args`
+    (a graph of the workload's own), only the deployments named in `deployment_overrides`
+    are kept: Serve refuses a config entry for a deployment the graph does not build.
     """
     config = copy.deepcopy(yaml.safe_load(base_config_path.read_text(encoding="utf-8")))
     config.setdefault("http_options", {})["port"] = port
@@ -214,6 +216,11 @@ def serve_config(
     (application,) = config["applications"]
     if app_args is not None:
         application["args"] = copy.deepcopy(dict(app_args))
+        application["deployments"] = [
+            deployment
+            for deployment in application.get("deployments", [])
+            if deployment["name"] in (deployment_overrides or {})
+        ]
     for deployment in application.get("deployments", []):
         override = (deployment_overrides or {}).get(deployment["name"], {})
         for key, value in override.items():
