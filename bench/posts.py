@@ -8,7 +8,9 @@ both kinds. Nothing here is printed: the posts are written to a file that wrk re
 from __future__ import annotations
 
 import json
+import math
 import random
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 DEFAULT_NUM_POSTS = 600
@@ -112,7 +114,36 @@ def generate_posts(num_posts: int = DEFAULT_NUM_POSTS, seed: int = DEFAULT_SEED)
 
 def write_request_bodies(path: Path, posts: list[str]) -> Path:
     """Write one JSON request body ``{"text": ...}`` per line (the file wrk's script reads)."""
+    return _write_bodies(path, [{"text": post} for post in posts])
+
+
+def write_batch_request_bodies(path: Path, posts: list[str], texts_per_request: int) -> Path:
+    """Write one bulk-route body ``{"texts": [...]}`` per line, `texts_per_request` posts each.
+
+    Line i holds the posts from position ``i * texts_per_request`` on, wrapping around the
+    list, and there are just enough lines for the windows to come back to the start: every
+    post is sent equally often, and no body repeats a post as long as the posts are distinct
+    (as `generate_posts` returns them).
+
+    Raises:
+        ValueError: `texts_per_request` is below 1 or above the number of posts.
+    """
+    if not 1 <= texts_per_request <= len(posts):
+        raise ValueError(
+            f"texts_per_request={texts_per_request} is out of range; choose 1..{len(posts)}"
+        )
+    num_lines = len(posts) // math.gcd(len(posts), texts_per_request)
+    bodies = []
+    for line in range(num_lines):
+        start = line * texts_per_request
+        texts = [posts[(start + j) % len(posts)] for j in range(texts_per_request)]
+        bodies.append({"texts": texts})
+    return _write_bodies(path, bodies)
+
+
+def _write_bodies(path: Path, bodies: Sequence[Mapping[str, object]]) -> Path:
+    # One compact JSON object per line: post_bodies.lua sends each non-empty line verbatim.
     path.parent.mkdir(parents=True, exist_ok=True)
-    lines = [json.dumps({"text": post}, separators=(",", ":")) for post in posts]
+    lines = [json.dumps(body, separators=(",", ":")) for body in bodies]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

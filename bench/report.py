@@ -60,6 +60,51 @@ def workload_table(workload: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def batch_table(workload: dict[str, Any]) -> str:
+    """Bulk-route runs (several texts per request), or "" when no server has any.
+
+    Each ``batch_runs`` entry is a normal run plus ``texts_per_request`` and ``texts_per_s``;
+    texts/s is what compares with the offline ceiling, which is counted in texts too.
+    """
+    servers = {
+        name: server
+        for name, server in workload["servers"].items()
+        if "batch_runs" in server or "batch_error" in server
+    }
+    if not servers:
+        return ""
+    ceiling = float(workload["offline"]["best"]["texts_per_s"])
+    routes = sorted(
+        {
+            run["route"]
+            for server in servers.values()
+            for run in server.get("batch_runs", [])
+            if "route" in run
+        }
+    )
+    route_note = ", ".join(f"`POST {route}`" for route in routes) or "the bulk route"
+    lines = [
+        f"Bulk route: {route_note}, several posts per request, measured on the same running "
+        "server after the runs above.",
+        "",
+        "| setup | connections | texts per request | requests/s | texts/s | p50 ms | p99 ms "
+        "| errors | texts/s ratio to offline ceiling |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for server_name, server in servers.items():
+        label = server.get("label", server_name)
+        if "batch_error" in server:
+            lines.append(f"| {label} | — | — | failed: {server['batch_error'][:80]} | | | | | |")
+        for run in server.get("batch_runs", []):
+            lines.append(
+                f"| {label} | {run['connections']} | {run['texts_per_request']} | "
+                f"{run['ok_per_s']:.1f} | {run['texts_per_s']:.1f} | "
+                f"{run['latency_p50_ms']:.1f} | {run['latency_p99_ms']:.1f} | {run['errors']} | "
+                f"{_ratio(run['texts_per_s'], ceiling)} |"
+            )
+    return "\n".join(lines)
+
+
 def offline_line(workload: dict[str, Any]) -> str:
     """Offline throughput at every batch size tried."""
     parts = [
@@ -118,6 +163,9 @@ def results_markdown(results: dict[str, Any]) -> str:
     for name, workload in results["workloads"].items():
         out += [f"### {name}: {workload['title']}", "", workload["description"], ""]
         out += [workload_table(workload), "", offline_line(workload) + ".", ""]
+        bulk = batch_table(workload)
+        if bulk:
+            out += [bulk, ""]
         out += [resources_table(workload), ""]
         for server_name, server in workload["servers"].items():
             if server.get("settings"):

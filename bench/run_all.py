@@ -3,8 +3,10 @@
 For each workload, in one invocation: the model called directly at several batch sizes
 (the offline ceiling on these cores), the FastAPI baseline of the design document, and our
 Ray Serve graph started with ``serve run`` from a copy of ``serve_config.yaml``. wrk drives
-both servers on loopback with the same rotating posts; results go to ``bench/results/`` and,
-for full runs, to the generated block of ``docs/benchmarks.md``.
+both servers on loopback with the same rotating posts; each Ray Serve server is then also
+measured on the bulk route ``POST /api/v1/moderation/batch`` (``--batch-texts`` posts per
+request, largest connection count). Results go to ``bench/results/`` and, for full runs, to
+the generated block of ``docs/benchmarks.md``.
 
     python -m bench.run_all                       # full: 20 s runs, 8 and 32 connections
     python -m bench.run_all --quick               # smoke check: 5 s runs, 8 connections
@@ -31,7 +33,12 @@ from typing import Any
 
 from bench import loadgen, procs, report
 from bench.plot import plot_results
-from bench.posts import DEFAULT_NUM_POSTS, generate_posts, write_request_bodies
+from bench.posts import (
+    DEFAULT_NUM_POSTS,
+    generate_posts,
+    write_batch_request_bodies,
+    write_request_bodies,
+)
 from bench.servers import (
     REPO_ROOT,
     Server,
@@ -44,6 +51,8 @@ from bench.servers import (
 )
 
 ROUTE = "/api/v1/moderation/text"
+# The bulk route measured after the single-text runs on Ray Serve (--batch-texts).
+BATCH_ROUTE = "/api/v1/moderation/batch"
 OFFLINE_TIMEOUT_S = 300.0
 # A run during which other processes used more than this many cores is rerun once.
 DISTURBED_OTHER_CORES = 0.3
@@ -73,12 +82,15 @@ def _workloads(checkpoint_dir: Path) -> dict[str, Workload]:
             description=(
                 "`POST /api/v1/moderation/text` on the embedded default model, whose cost is "
                 "tiny: this measures what the serving path itself costs per request. Ray Serve "
-                "runs `serve_config.yaml` as shipped (only the port changed)."
+                "runs `serve_config.yaml` as shipped (port changed) except the result cache, "
+                "which is off: after the warm-up every one of the rotating posts would be a "
+                "cache hit, and the model would never run."
             ),
             kind="profanity",
             offline_batch_sizes=(1, 8, 64, 256, 1024),
             offline_budget_s=1.0,
             request_timeout_s=10.0,
+            overrides={"TextModeration": {"user_config": {"cache": {"enabled": False}}}},
         ),
         "w2": Workload(
             name="w2",
@@ -117,7 +129,9 @@ def _workloads(checkpoint_dir: Path) -> dict[str, Workload]:
                         "runtime_env": {"env_vars": {"OMP_NUM_THREADS": "2"}},
                     },
                     "user_config": {
-                        "batching": {"max_batch_size": 16, "batch_wait_timeout_s": 0.01}
+                        "batching": {"max_batch_size": 16, "batch_wait_timeout_s": 0.01},
+                        # Off, as in W1: cached answers would hide the model's cost.
+                        "cache": {"enabled": False},
                     },
                 },
                 "Sentiment": {"ray_actor_options": {"num_cpus": 0.25}},
@@ -228,8 +242,19 @@ def measure_server(
     warmup_s: float,
     request_timeout_s: float,
     route: str = ROUTE,
+    *,
+    batch_bodies: Path | None = None,
+    texts_per_request: int = 0,
+    batch_route: str = BATCH_ROUTE,
 ) -> dict[str, Any]:
-    """Start `server`, warm it up, run wrk at each connection count on `route`, stop it."""
+    """Start `server`, warm it up, run wrk at each connection count on `route`, stop it.
+
+    With `batch_bodies` and `texts_per_request` > 0, the same running server is then also
+    measured on `batch_route` at the largest connection count (``outcome["batch_runs"]``:
+    the fields of a normal run plus ``route``, ``texts_per_request`` and ``texts_per_s``;
+    there ``degraded`` counts responses with at least one degraded answer). A failed bulk run
+    is recorded as ``outcome["batch_error"]`` and keeps the other runs.
+    """
     outcome: dict[str, Any] = {"runs": []}
     _log(f"starting {server.name} on {server.base_url}")
     server.start()
@@ -242,27 +267,89 @@ def measure_server(
             request_timeout_s=request_timeout_s,
         )  # fmt: skip
         for count in connections:
-            run = _measured_run(
+            run = _undisturbed_run(
                 server, bodies, api_key, count, duration_s, request_timeout_s, route
             )
-            if run["other_cores"] > DISTURBED_OTHER_CORES:
-                _log(f"run disturbed ({run['other_cores']:.2f} cores of other load); rerun once")
-                run = _measured_run(
-                    server, bodies, api_key, count, duration_s, request_timeout_s, route
-                )
             outcome["runs"].append(run)
-            _log(
-                f"{server.name} c={count}: {run['ok_per_s']:.1f} req/s, "
-                f"p50 {run['latency_p50_ms']:.1f} ms, p99 {run['latency_p99_ms']:.1f} ms, "
-                f"errors {run['errors']}, degraded {run['degraded']}, "
-                f"RSS {run['memory']['rss_mb']:.0f} MB, other load {run['other_cores']:.2f}"
-            )
+            _log_run(server.name, run)
+        if batch_bodies is not None and texts_per_request > 0:
+            outcome.update(
+                _measure_batch(
+                    server, batch_bodies, texts_per_request, batch_route, api_key,
+                    max(connections), duration_s, warmup_s, request_timeout_s,
+                )
+            )  # fmt: skip
     finally:
         killed = server.stop()
         outcome["killed_leftovers"] = killed
         if killed:
             _log(f"{server.name}: had to kill leftover processes: {', '.join(killed)}")
     return outcome
+
+
+def _measure_batch(
+    server: Server,
+    batch_bodies: Path,
+    texts_per_request: int,
+    batch_route: str,
+    api_key: str,
+    connections: int,
+    duration_s: float,
+    warmup_s: float,
+    request_timeout_s: float,
+) -> dict[str, Any]:
+    # Its own warm-up: the bulk route sends the node batches of a new size, and the first of
+    # those (tokenizer padding, allocations) should not count.
+    _log(f"{server.name}: bulk route {batch_route}, {texts_per_request} texts per request")
+    try:
+        loadgen.run_wrk(
+            server.base_url, batch_route, batch_bodies, api_key, connections, warmup_s,
+            request_timeout_s=request_timeout_s,
+        )  # fmt: skip
+        run = _undisturbed_run(
+            server, batch_bodies, api_key, connections, duration_s, request_timeout_s,
+            batch_route,
+        )  # fmt: skip
+    except loadgen.LoadGenError as exc:
+        # The single-text runs above are still valid; only the bulk figure is missing.
+        _log(f"{server.name} bulk route failed: {exc}")
+        return {"batch_runs": [], "batch_error": str(exc).splitlines()[0]}
+    run = {
+        **run,
+        "route": batch_route,
+        "texts_per_request": texts_per_request,
+        "texts_per_s": run["ok_per_s"] * texts_per_request,
+    }
+    _log_run(server.name, run)
+    return {"batch_runs": [run]}
+
+
+def _undisturbed_run(
+    server: Server,
+    bodies: Path,
+    api_key: str,
+    connections: int,
+    duration_s: float,
+    request_timeout_s: float,
+    route: str,
+) -> dict[str, Any]:
+    run = _measured_run(server, bodies, api_key, connections, duration_s, request_timeout_s, route)
+    if run["other_cores"] > DISTURBED_OTHER_CORES:
+        _log(f"run disturbed ({run['other_cores']:.2f} cores of other load); rerun once")
+        run = _measured_run(
+            server, bodies, api_key, connections, duration_s, request_timeout_s, route
+        )
+    return run
+
+
+def _log_run(server_name: str, run: dict[str, Any]) -> None:
+    texts = f", {run['texts_per_s']:.1f} texts/s" if "texts_per_s" in run else ""
+    _log(
+        f"{server_name} c={run['connections']}: {run['ok_per_s']:.1f} req/s{texts}, "
+        f"p50 {run['latency_p50_ms']:.1f} ms, p99 {run['latency_p99_ms']:.1f} ms, "
+        f"errors {run['errors']}, degraded {run['degraded']}, "
+        f"RSS {run['memory']['rss_mb']:.0f} MB, other load {run['other_cores']:.2f}"
+    )
 
 
 def _measured_run(
@@ -307,6 +394,17 @@ def _settings_summary(workload: Workload) -> str:
     return "; ".join(parts)
 
 
+def _max_batch_texts(config: dict[str, Any]) -> int | None:
+    """The Ingress's ``limits.max_batch_texts`` in a serve config; None when not set there."""
+    for application in config.get("applications", []):
+        for deployment in application.get("deployments", []):
+            if deployment.get("name") == "Ingress":
+                limits = (deployment.get("user_config") or {}).get("limits") or {}
+                limit = limits.get("max_batch_texts")
+                return int(limit) if limit is not None else None
+    return None
+
+
 def run_workload(
     workload: Workload,
     args: argparse.Namespace,
@@ -314,8 +412,14 @@ def run_workload(
     checkpoint: Path | None,
     api_key: str,
     run_dir: Path,
+    *,
+    batch_bodies: Path | None = None,
 ) -> dict[str, Any]:
-    """Offline ceiling, FastAPI baseline and Ray Serve for one workload."""
+    """Offline ceiling, FastAPI baseline and Ray Serve for one workload.
+
+    With `batch_bodies` (``args.batch_texts`` texts per line), each Ray Serve server is also
+    measured on the bulk route before it is stopped.
+    """
     _log(f"{workload.name}: offline ceiling (batch sizes {workload.offline_batch_sizes})")
     offline = measure_offline(workload, bodies, checkpoint, args.source_dir)
     best = offline["best"]
@@ -338,14 +442,30 @@ def run_workload(
             ),
         ),
     ]  # fmt: skip
+    overrides = {name: dict(fields) for name, fields in workload.overrides.items()}
+    settings_summary = _settings_summary(workload)
+    if args.ingress_replicas is not None:
+        overrides.setdefault("Ingress", {})["num_replicas"] = args.ingress_replicas
+        settings_summary += f"; Ingress num_replicas {args.ingress_replicas}"
+    ray_config = serve_config(
+        args.source_dir / "serve_config.yaml",
+        args.serve_port,
+        workload.app_args,
+        overrides,
+    )
+    batch_limit = _max_batch_texts(ray_config)
+    batch_skipped: str | None = None
+    if batch_bodies is not None and batch_limit is not None and args.batch_texts > batch_limit:
+        # Every request would be refused (422); say so instead of measuring errors.
+        batch_skipped = (
+            f"not measured: --batch-texts {args.batch_texts} is above the Ingress's "
+            f"max_batch_texts {batch_limit}"
+        )
+        _log(f"{workload.name}: bulk route {batch_skipped}")
+        batch_bodies = None
     for ingress in args.ray_ingress:
         server = ray_serve_server(
-            serve_config(
-                args.source_dir / "serve_config.yaml",
-                args.serve_port,
-                workload.app_args,
-                workload.overrides,
-            ),
+            ray_config,
             api_key,
             work_dir / f"ray-{ingress}",
             args.source_dir,
@@ -356,16 +476,21 @@ def run_workload(
             server.cleanup_paths.append(state_dir)
         key = "ray-serve" if ingress == "proxy" else f"ray-serve-{ingress}"
         label = f"Ray Serve graph ({ingress} → Ingress → TextModeration)"
-        servers.append((key, label, _settings_summary(workload), server))
+        servers.append((key, label, settings_summary, server))
     for key, label, settings, server in servers:
+        # Only our service has the bulk routes; the baseline serves the single-text route.
+        server_batch_bodies = batch_bodies if key.startswith("ray-serve") else None
         try:
             outcome = measure_server(
                 server, bodies, api_key, args.connections, args.duration_s, args.warmup_s,
                 workload.request_timeout_s,
+                batch_bodies=server_batch_bodies, texts_per_request=args.batch_texts,
             )  # fmt: skip
         except (ServerStartError, loadgen.LoadGenError) as exc:
             _log(f"{workload.name} {key} failed: {exc}")
             outcome = {"error": str(exc).splitlines()[0]}
+        if batch_skipped and key.startswith("ray-serve") and "error" not in outcome:
+            outcome.update({"batch_runs": [], "batch_error": batch_skipped})
         result["servers"][key] = {"label": label, "settings": settings, **outcome}
     return result
 
@@ -392,6 +517,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="Ray Serve runs per workload: 'proxy' (Ray's default Python proxy) and/or "
         "'haproxy' (RAY_SERVE_ENABLE_HA_PROXY=1), comma-separated",
     )
+    parser.add_argument(
+        "--batch-texts",
+        type=int,
+        default=16,
+        help=f"texts per request on the bulk route {BATCH_ROUTE}, measured on each Ray Serve "
+        "server after its single-text runs, at the largest connection count (0: skip)",
+    )
+    parser.add_argument(
+        "--ingress-replicas",
+        type=int,
+        default=None,
+        help="Ingress replicas for every Ray run (default: as in serve_config.yaml)",
+    )
     parser.add_argument("--serve-port", type=int, default=8123)
     parser.add_argument("--baseline-port", type=int, default=8124)
     parser.add_argument("--results-dir", type=Path, default=REPO_ROOT / "bench" / "results")
@@ -410,6 +548,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ]
     if min(args.connections) < 1 or args.duration_s <= 0 or args.warmup_s < 0:
         parser.error("connections must be >= 1, --duration-s > 0 and --warmup-s >= 0")
+    if not 0 <= args.batch_texts <= DEFAULT_NUM_POSTS:
+        parser.error(f"--batch-texts must be 0 (off) to {DEFAULT_NUM_POSTS} (the posts sent)")
     args.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
     unknown = set(args.workloads) - {"w1", "w2"}
     if unknown:
@@ -449,7 +589,13 @@ def main(argv: list[str] | None = None) -> int:
         state = "with uncommitted changes" if dirty.stdout.strip() else "clean"
         source_note = f"working tree at {head.stdout.strip()} ({state})"
     _log(f"code under test: {source_note}")
-    bodies = write_request_bodies(run_dir / "bodies.jsonl", generate_posts(DEFAULT_NUM_POSTS))
+    posts = generate_posts(DEFAULT_NUM_POSTS)
+    bodies = write_request_bodies(run_dir / "bodies.jsonl", posts)
+    batch_bodies: Path | None = None
+    if args.batch_texts > 0 and args.ray_ingress:
+        batch_bodies = write_batch_request_bodies(
+            run_dir / f"bodies-batch{args.batch_texts}.jsonl", posts, args.batch_texts
+        )
     api_key = "bench-" + secrets.token_urlsafe(18)
     checkpoint: Path | None = None
     if "w2" in args.workloads:
@@ -469,6 +615,7 @@ def main(argv: list[str] | None = None) -> int:
         "duration_s": args.duration_s,
         "warmup_s": args.warmup_s,
         "connections": args.connections,
+        "batch_texts": args.batch_texts,
         "machine": machine_info(),
         "source": source_note,
         "raw_path": str(raw_path.relative_to(REPO_ROOT)),
@@ -478,8 +625,9 @@ def main(argv: list[str] | None = None) -> int:
     definitions = _workloads(checkpoint or Path("unused"))
     for name in args.workloads:
         results["workloads"][name] = run_workload(
-            definitions[name], args, bodies, checkpoint, api_key, run_dir
-        )
+            definitions[name], args, bodies, checkpoint, api_key, run_dir,
+            batch_bodies=batch_bodies,
+        )  # fmt: skip
         raw_path.write_text(json.dumps(results, indent=2), encoding="utf-8")
     results["finished_at"] = dt.datetime.now().astimezone().isoformat(timespec="seconds")
     raw_path.write_text(json.dumps(results, indent=2), encoding="utf-8")

@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -159,16 +159,43 @@ class TransformerOptions(StrictModel):
     max_windows_per_forward: int = Field(
         default=64, ge=1, le=4096, description="Most windows run through the model at once."
     )
+    backend: Literal["torch", "onnx"] = Field(
+        default="torch",
+        description=(
+            'kind "transformer" only: "torch" (the checkpoint at `path`) or "onnx" (a gated '
+            "artifact at `onnx_path` written by `python -m pipelines.export_onnx --model "
+            "classifier`, run with onnxruntime on CPU; windows, labels and scores as torch)."
+        ),
+    )
+    onnx_path: str | None = Field(
+        default=None,
+        description=(
+            "backend onnx: directory with model.onnx, tokenizer, config.json and a passing "
+            "gate.json; an artifact without a passing accuracy gate is refused at load."
+        ),
+    )
+    onnx_threads: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="backend onnx: onnxruntime intra-op threads per call; 0 = one per core.",
+    )
+
+    # Prefix of this block in serve_config.yaml's args, for error messages.
+    config_field: ClassVar[str] = "model"
 
     def loader_kwargs(self) -> dict[str, object]:
         """Keyword arguments for the model's ``load`` (empty for embedded defaults)."""
         if getattr(self, "kind", None) != "transformer":
             return {}
-        return {
+        kwargs: dict[str, object] = {
             "max_length": self.max_length,
             "stride": self.stride,
             "max_windows_per_forward": self.max_windows_per_forward,
         }
+        if self.backend == "onnx":
+            kwargs.update(backend="onnx", onnx_path=self.onnx_path, onnx_threads=self.onnx_threads)
+        return kwargs
 
     @model_validator(mode="after")
     def _stride_below_window(self) -> TransformerOptions:
@@ -176,6 +203,35 @@ class TransformerOptions(StrictModel):
             raise ValueError(
                 f"stride={self.stride} must be below half of max_length={self.max_length}; "
                 "lower stride or raise max_length"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _backend_fields(self) -> TransformerOptions:
+        field, kind = self.config_field, getattr(self, "kind", None)
+        if self.backend == "onnx":
+            if kind != "transformer":
+                raise ValueError(
+                    f"{field}.backend is 'onnx' but {field}.kind is {kind!r}; the ONNX backend "
+                    f'serves kind "transformer" checkpoints only, so set kind: transformer or '
+                    "backend: torch"
+                )
+            if not self.onnx_path:
+                raise ValueError(
+                    f"{field}.backend is 'onnx' but {field}.onnx_path is empty; set onnx_path "
+                    "to a directory written by `python -m pipelines.export_onnx --model "
+                    "classifier`, or use backend 'torch'"
+                )
+            if self.device.strip().lower() not in ("auto", "cpu"):
+                raise ValueError(
+                    f"{field}.backend 'onnx' runs on CPU, but {field}.device is "
+                    f"{self.device!r}; set device to 'cpu' (or 'auto'), or use backend 'torch' "
+                    "for a GPU"
+                )
+        elif self.onnx_path is not None:
+            raise ValueError(
+                f"{field}.onnx_path is set but {field}.backend is 'torch', so it would be "
+                "ignored; set backend: onnx to serve it, or remove onnx_path"
             )
         return self
 
@@ -213,12 +269,14 @@ class ModerationModelSpec(TransformerOptions):
         description='kind "head" only: load the head from the MLflow Model Registry.',
     )
 
+    config_field: ClassVar[str] = "moderation_model"
+
     @model_validator(mode="after")
     def _path_for_transformer(self) -> ModerationModelSpec:
-        if self.kind == "transformer" and not self.path:
+        if self.kind == "transformer" and not self.path and self.backend == "torch":
             raise ValueError(
                 'moderation_model.kind="transformer" needs moderation_model.path, '
-                "a local checkpoint directory"
+                "a local checkpoint directory (or backend: onnx with onnx_path)"
             )
         _check_head_source("moderation_model", self.kind, self.path, self.registry)
         return self
@@ -256,12 +314,14 @@ class SentimentModelSpec(TransformerOptions):
             kwargs["neutral_threshold"] = self.neutral_threshold
         return kwargs
 
+    config_field: ClassVar[str] = "sentiment_model"
+
     @model_validator(mode="after")
     def _path_for_transformer(self) -> SentimentModelSpec:
-        if self.kind == "transformer" and not self.path:
+        if self.kind == "transformer" and not self.path and self.backend == "torch":
             raise ValueError(
                 'sentiment_model.kind="transformer" needs sentiment_model.path, '
-                "a local checkpoint directory"
+                "a local checkpoint directory (or backend: onnx with onnx_path)"
             )
         _check_head_source("sentiment_model", self.kind, self.path, self.registry)
         return self

@@ -22,7 +22,6 @@ from models.text_windows import (
     WindowedSequenceClassifier,
     check_texts,
     load_classifier,
-    reduce_over_windows,
 )
 
 __all__ = [
@@ -87,44 +86,66 @@ class TransformerModerator(WindowedSequenceClassifier):
     Each label gets an independent sigmoid probability. Texts longer than `max_length`
     tokens are split into overlapping windows and every label takes the maximum over the
     text's windows: a post is as offensive as its most offensive part, wherever it is.
+    The forward pass is torch, or a gated onnxruntime artifact (``backend="onnx"``).
     """
+
+    activation = "sigmoid"
+    reduction = "amax"
 
     @classmethod
     def load(
         cls,
-        path: str | os.PathLike[str],
+        path: str | os.PathLike[str] | None,
         device: str = "auto",
         max_length: int | None = None,
         stride: int = 64,
         max_windows_per_forward: int = 64,
         name: str | None = None,
+        backend: str = "torch",
+        onnx_path: str | os.PathLike[str] | None = None,
+        onnx_threads: int = 0,
     ) -> TransformerModerator:
         """Load tokenizer and model from a LOCAL directory (nothing is downloaded).
 
         Args:
-            path: Directory written by ``save_pretrained`` (config.json, tokenizer, weights).
-            device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (see `resolve_device`).
+            path: Directory written by ``save_pretrained`` (config.json, tokenizer, weights);
+                not read with ``backend="onnx"``.
+            device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (see `resolve_device`);
+                ``backend="onnx"`` runs on CPU only.
             max_length: Window length in tokens; default min(tokenizer limit,
                 max_position_embeddings, 512).
             stride: Tokens shared by consecutive windows of one long text.
             max_windows_per_forward: Most windows sent through the model in one call.
-            name: Reported model name; default the directory's basename.
+            name: Reported model name; default the directory's basename (onnx: the exported
+                checkpoint's name, plus ``-onnx-int8`` / ``-onnx-fp32``).
+            backend: ``"torch"`` or ``"onnx"`` (the gated artifact at `onnx_path`).
+            onnx_path: Directory written by ``python -m pipelines.export_onnx --model
+                classifier``.
+            onnx_threads: onnxruntime intra-op threads per call; 0 = one per core.
 
         Raises:
             FileNotFoundError: `path` is missing, not a directory, or lacks config.json.
-            ValueError: Invalid device, max_length, stride or max_windows_per_forward.
+            ValueError: Invalid device, max_length, stride, max_windows_per_forward or backend.
+            models.onnx_backend.ArtifactNotServableError: The artifact has no passing gate.
         """
-        loaded = load_classifier(path, device, max_length, stride, max_windows_per_forward, name)
+        loaded = load_classifier(
+            path,
+            device,
+            max_length,
+            stride,
+            max_windows_per_forward,
+            name,
+            backend=backend,
+            onnx_path=onnx_path,
+            onnx_threads=onnx_threads,
+        )
         return cls(loaded, stride, max_windows_per_forward, tuple(loaded.id2label))
 
     def postprocess(
         self, windows: TextWindows, window_logits: torch.Tensor
     ) -> list[dict[str, float]]:
         """Sigmoid each window's logits, take the per-label max over each text's windows."""
-        probabilities = torch.sigmoid(window_logits.float())
-        per_text = reduce_over_windows(
-            probabilities, windows.sample_index, windows.num_texts, "amax"
-        )
+        per_text = self.text_probabilities(windows, window_logits)
         labels = self.info.labels
         return [dict(zip(labels, row, strict=True)) for row in per_text.tolist()]
 
@@ -150,18 +171,18 @@ def load_moderator(
         path: Local checkpoint directory; required for ``"transformer"``.
         device: Device for the transformer model; alt-profanity-check always runs on CPU.
         **kwargs: Extra `TransformerModerator.load` options (max_length, stride,
-            max_windows_per_forward, name). The profanity model has no such options, so
-            `path`, `device` and these are ignored for it; this lets one config shape
-            serve both kinds.
+            max_windows_per_forward, name, backend, onnx_path, onnx_threads). The
+            profanity model has no such options, so `path`, `device` and these are ignored
+            for it; this lets one config shape serve both kinds.
 
     Raises:
-        ValueError: Unknown `kind`, or ``"transformer"`` without `path`.
+        ValueError: Unknown `kind`, or ``"transformer"`` without `path` (backend torch).
     """
     normalised = kind.strip().lower()
     if normalised == "profanity":
         return ProfanityModerator.load()
     if normalised == "transformer":
-        if path is None or not str(path):
+        if kwargs.get("backend", "torch") == "torch" and (path is None or not str(path)):
             raise ValueError(
                 'moderation kind "transformer" needs a checkpoint: set the path to a local '
                 "directory written by save_pretrained (e.g. a unitary/toxic-bert download)"

@@ -1,20 +1,28 @@
-"""ONNX Runtime backend of the sentence encoder: export, int8 quantisation, accuracy gate, loader.
+"""ONNX Runtime backend of the sentence encoder and of the text classifiers.
 
 Export runs once, ahead of time (``python -m pipelines.export_onnx``), and writes an artifact
 directory:
 
-    model.onnx       encoder + attention-masked mean pooling + L2 normalisation. Inputs
-                     ``input_ids``, ``attention_mask``, ``token_type_ids`` (int64, [batch,
-                     tokens]); output ``sentence_embedding`` (float32, [batch, hidden]).
-    tokenizer files  the source checkpoint's tokenizer (``save_pretrained``).
-    gate.json        the accuracy gate's report: cosine of this model's vectors to the fp32
-                     torch vectors on a fixed sample of texts. ``servable`` is true only when
-                     the gate passed, and ``model_sha256`` ties the report to these exact bytes.
+    model.onnx       sentence encoder (``--model minilm``): encoder + attention-masked mean
+                     pooling + L2 normalisation, output ``sentence_embedding`` (float32,
+                     [batch, hidden]); or sequence classifier (``--model classifier``): the
+                     whole ``AutoModelForSequenceClassification``, output ``logits`` (float32,
+                     [batch, labels]). Inputs ``input_ids``, ``attention_mask`` and, where the
+                     model takes them, ``token_type_ids`` (int64, [batch, tokens]).
+    tokenizer files  the source checkpoint's tokenizer (``save_pretrained``); a classifier
+                     artifact also holds the checkpoint's ``config.json`` (id2label, positions).
+    gate.json        the accuracy gate's report (``kind`` "embedder" or "classifier"): how close
+                     this model stays to the fp32 torch model on a fixed sample of texts
+                     (cosine of vectors; ROC AUC per label). ``servable`` is true only when the
+                     gate passed, and ``model_sha256`` ties the report to these exact bytes.
 
-`OnnxEmbedder.load` refuses an artifact whose gate report is missing, failed, or written for
-other model bytes: a quantised model that drifted from fp32 must never serve, and a copied-in
-``model.onnx`` must not inherit another file's pass. Its ``predict_batch`` has the contract of
-`models.embeddings.MiniLMEmbedder.predict_batch` (one unit-length float list per text).
+`OnnxEmbedder.load` and `OnnxClassifier.load` refuse an artifact whose gate report is missing,
+failed, of the other kind, or written for other model bytes: a quantised model that drifted
+from fp32 must never serve, and a copied-in ``model.onnx`` must not inherit another file's
+pass. `OnnxEmbedder.predict_batch` has the contract of
+`models.embeddings.MiniLMEmbedder.predict_batch` (one unit-length float list per text);
+`OnnxClassifier.logits` is the forward of `models.text_windows.WindowedSequenceClassifier`
+(token windows in, logits out), so windowing, labels and activations stay those of torch.
 
 Only torch (for the export) and onnxruntime / onnx (quantisation, inference) are used here.
 """
@@ -25,9 +33,10 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 import torch
@@ -36,20 +45,29 @@ from numpy.typing import NDArray
 from models.device import ModelInfo, checkpoint_version, require_checkpoint_dir
 
 __all__ = [
+    "DEFAULT_MAX_AUC_DROP",
     "DEFAULT_MIN_MEAN_COSINE",
     "DEFAULT_MIN_TEXT_COSINE",
     "GATE_FILE",
+    "LOGITS_OUTPUT",
     "MODEL_FILE",
     "ArtifactNotServableError",
+    "ClassifierGateReport",
     "GateReport",
+    "OnnxClassifier",
     "OnnxEmbedder",
     "SentenceEncoder",
+    "SequenceClassifierLogits",
+    "additive_attention_mask",
     "check_servable",
+    "classifier_input_names",
     "cosine_rows",
     "evaluate_gate",
     "export_sentence_encoder",
+    "export_sequence_classifier",
     "ffn_output_matmuls",
     "file_sha256",
+    "open_session",
     "quantize_int8",
     "read_gate_report",
     "write_gate_report",
@@ -59,6 +77,7 @@ MODEL_FILE = "model.onnx"
 GATE_FILE = "gate.json"
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT_NAME = "sentence_embedding"
+LOGITS_OUTPUT = "logits"
 # Opset 17 is understood by every onnxruntime >= 1.14 and by the legacy (TorchScript)
 # exporter; nothing newer is needed for a BERT encoder.
 _OPSET = 17
@@ -67,13 +86,29 @@ DEFAULT_MIN_MEAN_COSINE = 0.99
 # And no single text far off: int8 with per-tensor scales had texts at 0.94 (platform notes);
 # per-channel stays above ~0.98. A text below this fails the gate whatever the mean.
 DEFAULT_MIN_TEXT_COSINE = 0.95
+# Classifiers (issue 8): the artifact's ROC AUC may move at most this far from fp32's, per
+# label that has both classes in the gate sample.
+DEFAULT_MAX_AUC_DROP = 0.005
 _HASH_CHUNK_BYTES = 1 << 20
+# Two texts of different lengths: the traced example is padded, so the mask is in the graph.
+_TRACE_TEXTS = ["an example post to trace", "a second, longer example post to trace the padding"]
 # Same truncation as the torch path (models/embeddings.py).
 _DEFAULT_MAX_LENGTH = 256
 
 
 class ArtifactNotServableError(ValueError):
     """An ONNX artifact has no passing accuracy-gate report for its exact model bytes."""
+
+
+def additive_attention_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``[batch, 1, 1, tokens]`` additive mask: 0 on real tokens, the dtype's minimum on padding.
+
+    Built in the graph from the 2-D padding mask and handed to the model ready-made: the
+    mask helpers of transformers decide some things in Python from tensor values (e.g. "no
+    padding in this batch"), which tracing would freeze into the exported graph.
+    """
+    mask = attention_mask.to(dtype)
+    return (1.0 - mask[:, None, None, :]) * torch.finfo(dtype).min
 
 
 class SentenceEncoder(torch.nn.Module):
@@ -105,7 +140,7 @@ class SentenceEncoder(torch.nn.Module):
         """Unit vectors ``[batch, hidden]`` from token ids and the padding mask."""
         embedded = self.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
         mask = attention_mask.to(embedded.dtype)
-        additive = (1.0 - mask[:, None, None, :]) * torch.finfo(embedded.dtype).min
+        additive = additive_attention_mask(attention_mask, embedded.dtype)
         hidden = self.encoder(embedded, attention_mask=additive).last_hidden_state
         weights = mask.unsqueeze(-1)
         pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
@@ -145,28 +180,116 @@ def export_sentence_encoder(
     # eval() on the wrapper, not only the model: the exporter restores the wrapper's
     # training flag recursively afterwards, which would switch dropout on in `model`.
     wrapper = SentenceEncoder(model).eval()
-    example = tokenizer(
-        ["an example post to trace", "a second, longer example post to trace the padding"],
-        padding=True,
-        return_tensors="pt",
-    )
-    inputs = tuple(_int64_input(example, name) for name in INPUT_NAMES)
+    example = tokenizer(_TRACE_TEXTS, padding=True, return_tensors="pt")
+    model_path = _export_graph(wrapper, example, INPUT_NAMES, OUTPUT_NAME, target)
+    tokenizer.save_pretrained(str(target))
+    return model_path
+
+
+def _export_graph(
+    wrapper: torch.nn.Module,
+    example: Any,
+    input_names: tuple[str, ...],
+    output_name: str,
+    target: Path,
+) -> Path:
+    """Trace `wrapper` on the tokenised `example` into ``target/model.onnx`` (fp32).
+
+    Batch and token axes are dynamic; returns the model path.
+    """
+    inputs = tuple(_int64_input(example, name) for name in input_names)
     model_path = target / MODEL_FILE
-    axes = {name: {0: "batch", 1: "tokens"} for name in INPUT_NAMES}
-    axes[OUTPUT_NAME] = {0: "batch"}
+    axes = {name: {0: "batch", 1: "tokens"} for name in input_names}
+    axes[output_name] = {0: "batch"}
     with torch.inference_mode():
         # dynamo=False: the TorchScript exporter needs neither onnxscript nor torch.export.
         torch.onnx.export(
             wrapper,
             inputs,
             str(model_path),
-            input_names=list(INPUT_NAMES),
-            output_names=[OUTPUT_NAME],
+            input_names=list(input_names),
+            output_names=[output_name],
             dynamic_axes=axes,
             opset_version=_OPSET,
             dynamo=False,
         )
+    return model_path
+
+
+class SequenceClassifierLogits(torch.nn.Module):
+    """A loaded ``AutoModelForSequenceClassification`` returning only its logits.
+
+    The padding mask goes in as a ready 4-D additive mask (`additive_attention_mask`), which
+    transformers passes through untouched, so the traced graph masks every batch alike.
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        """Wrap a loaded sequence classifier (BERT, DistilBERT, RoBERTa, ...)."""
+        super().__init__()
+        self.model = model
+        self.dtype = next(model.parameters()).dtype
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Logits ``[batch, labels]`` from token ids and the 2-D padding mask."""
+        extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        output = self.model(
+            input_ids=input_ids,
+            attention_mask=additive_attention_mask(attention_mask, self.dtype),
+            **extra,
+        )
+        logits: torch.Tensor = output.logits
+        return logits
+
+
+def classifier_input_names(model: torch.nn.Module, tokenizer: Any) -> tuple[str, ...]:
+    """Graph inputs of a classifier: ids and mask, plus segment ids where both use them."""
+    import inspect
+
+    accepted = inspect.signature(model.forward).parameters
+    names = ["input_ids", "attention_mask"]
+    # DistilBERT has no segment embeddings: its forward takes no token_type_ids at all.
+    if "token_type_ids" in getattr(tokenizer, "model_input_names", ()) and (
+        "token_type_ids" in accepted
+    ):
+        names.append("token_type_ids")
+    return tuple(names)
+
+
+def export_sequence_classifier(
+    checkpoint: str | os.PathLike[str], out_dir: str | os.PathLike[str]
+) -> Path:
+    """Export a local sequence classifier (fp32, output ``logits``) to ``out_dir/model.onnx``.
+
+    The tokenizer files and the checkpoint's ``config.json`` (id2label, position limit) are
+    written next to it. Any old ``gate.json`` is deleted first, so a fresh export is not
+    servable until the gate has been run on it. Returns the path of ``model.onnx``.
+
+    Raises:
+        FileNotFoundError: `checkpoint` is not a local checkpoint directory.
+    """
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    source = require_checkpoint_dir(checkpoint)
+    target = Path(out_dir)
+    target.mkdir(parents=True, exist_ok=True)
+    (target / GATE_FILE).unlink(missing_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
+    # Eager attention: plain matmul + softmax ops, which the legacy exporter maps 1:1.
+    model = AutoModelForSequenceClassification.from_pretrained(
+        source, local_files_only=True, attn_implementation="eager"
+    )
+    # eval() on the wrapper (see export_sentence_encoder): dropout stays off after export.
+    wrapper = SequenceClassifierLogits(model).eval()
+    names = classifier_input_names(model, tokenizer)
+    example = tokenizer(_TRACE_TEXTS, padding=True, return_tensors="pt")
+    model_path = _export_graph(wrapper, example, names, LOGITS_OUTPUT, target)
     tokenizer.save_pretrained(str(target))
+    model.config.save_pretrained(str(target))
     return model_path
 
 
@@ -180,7 +303,11 @@ def _int64_input(encoded: Any, name: str) -> torch.Tensor:
 
 
 def ffn_output_matmuls(model_path: str | os.PathLike[str]) -> list[str]:
-    """Names of the feed-forward output projections (``layer.N/output/dense/MatMul``)."""
+    """Names of the feed-forward output projections.
+
+    BERT / RoBERTa / MiniLM: ``layer.N/output/dense/MatMul``; DistilBERT:
+    ``layer.N/ffn/lin2/MatMul``.
+    """
     import onnx
 
     graph = onnx.load(str(model_path), load_external_data=False).graph
@@ -188,8 +315,10 @@ def ffn_output_matmuls(model_path: str | os.PathLike[str]) -> list[str]:
         node.name
         for node in graph.node
         if node.op_type == "MatMul"
-        and node.name.endswith("/output/dense/MatMul")
-        and "/attention/" not in node.name
+        and (
+            (node.name.endswith("/output/dense/MatMul") and "/attention/" not in node.name)
+            or node.name.endswith("/ffn/lin2/MatMul")
+        )
     ]
 
 
@@ -241,8 +370,18 @@ def cosine_rows(reference: NDArray[np.float32], candidate: NDArray[np.float32]) 
     return result
 
 
+class _JsonReport:
+    """`as_dict` of the gate reports (dataclasses)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON types."""
+        # Only dataclasses inherit this; mypy cannot see that from here.
+        result: dict[str, Any] = asdict(self)  # type: ignore[call-overload]
+        return result
+
+
 @dataclass(frozen=True)
-class GateReport:
+class GateReport(_JsonReport):
     """What the accuracy gate measured, and whether the artifact may serve."""
 
     servable: bool
@@ -260,10 +399,49 @@ class GateReport:
     name: str
     reasons: list[str] = field(default_factory=list)
     quantization: dict[str, Any] | None = None
+    # Reports written before classifiers had artifacts carry no kind: they are embedders.
+    kind: str = "embedder"
 
-    def as_dict(self) -> dict[str, Any]:
-        """Plain JSON types."""
-        return asdict(self)
+
+@dataclass(frozen=True)
+class ClassifierGateReport(_JsonReport):
+    """The accuracy gate of a sequence-classifier artifact (``kind`` "classifier").
+
+    Per label, ROC AUC of the fp32 torch scores and of the artifact's scores against the
+    same truth; the artifact may serve only if every label that has both classes in the
+    sample keeps its AUC within `max_allowed_auc_drop` of fp32's. `gate_mode` says what the
+    truth was: ``"labels"`` (a labelled held-out split, `sample` names it) or
+    ``"reference"`` (fp32's own decisions, score > 0.5: the gate then measures agreement).
+    AUCs of labels with one class only in the sample are ``None`` (undefined, not gated).
+    """
+
+    servable: bool
+    model_sha256: str
+    quantized: bool
+    task: str
+    gate_mode: str
+    labels: list[str]
+    num_texts: int
+    auc_fp32: dict[str, float | None]
+    auc_artifact: dict[str, float | None]
+    auc_drop: dict[str, float | None]
+    max_auc_drop: float
+    max_allowed_auc_drop: float
+    sample: str
+    sample_sha256: str
+    source_checkpoint: str
+    source_version: str
+    name: str
+    reasons: list[str] = field(default_factory=list)
+    quantization: dict[str, Any] | None = None
+    kind: str = "classifier"
+
+
+_REPORT_TYPES: dict[str, type[GateReport] | type[ClassifierGateReport]] = {
+    "embedder": GateReport,
+    "classifier": ClassifierGateReport,
+}
+_EXPORT_MODEL = {"embedder": "minilm", "classifier": "classifier"}
 
 
 def evaluate_gate(
@@ -315,38 +493,61 @@ def evaluate_gate(
     )
 
 
-def write_gate_report(artifact_dir: str | os.PathLike[str], report: GateReport) -> Path:
+def write_gate_report(
+    artifact_dir: str | os.PathLike[str], report: GateReport | ClassifierGateReport
+) -> Path:
     """Write ``gate.json`` next to the model."""
     path = Path(artifact_dir) / GATE_FILE
     path.write_text(json.dumps(report.as_dict(), indent=2) + "\n", encoding="utf-8")
     return path
 
 
-def read_gate_report(artifact_dir: str | os.PathLike[str]) -> GateReport:
+def read_gate_report(artifact_dir: str | os.PathLike[str]) -> GateReport | ClassifierGateReport:
     """Read ``gate.json``; raises `ArtifactNotServableError` when it is missing or unreadable."""
     path = Path(artifact_dir) / GATE_FILE
     if not path.is_file():
         raise ArtifactNotServableError(
             f"{str(path)!r} is missing: this ONNX artifact has not passed the accuracy gate; "
-            "build it with `python -m pipelines.export_onnx --model minilm --out DIR` "
-            "(add --quantize for int8)"
+            "build it with `python -m pipelines.export_onnx --model minilm|classifier --out "
+            "DIR` (add --quantize for int8)"
         )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return GateReport(**data)
-    except (ValueError, TypeError) as exc:
+        report_type = _REPORT_TYPES[str(data.get("kind", "embedder"))]
+        return report_type(**data)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise ArtifactNotServableError(
-            f"{str(path)!r} is not a gate report written by pipelines.export_onnx ({exc}); "
+            f"{str(path)!r} is not a gate report written by pipelines.export_onnx ({exc!r}); "
             "export the artifact again"
         ) from exc
 
 
-def check_servable(artifact_dir: str | os.PathLike[str]) -> GateReport:
+@overload
+def check_servable(
+    artifact_dir: str | os.PathLike[str], kind: Literal["embedder"] = "embedder"
+) -> GateReport: ...
+
+
+@overload
+def check_servable(
+    artifact_dir: str | os.PathLike[str], kind: Literal["classifier"]
+) -> ClassifierGateReport: ...
+
+
+def check_servable(
+    artifact_dir: str | os.PathLike[str], kind: str = "embedder"
+) -> GateReport | ClassifierGateReport:
     """The artifact's gate report, if it passed for exactly this ``model.onnx``; else raise.
+
+    Args:
+        artifact_dir: Directory written by ``python -m pipelines.export_onnx``.
+        kind: What the caller serves: ``"embedder"`` (sentence vectors) or ``"classifier"``
+            (logits); an artifact of the other kind is refused.
 
     Raises:
         FileNotFoundError: No ``model.onnx`` in `artifact_dir`.
-        ArtifactNotServableError: The report is missing, failed, or for other model bytes.
+        ArtifactNotServableError: The report is missing, failed, of another kind, or for
+            other model bytes.
     """
     directory = Path(artifact_dir)
     model_path = directory / MODEL_FILE
@@ -356,6 +557,12 @@ def check_servable(artifact_dir: str | os.PathLike[str]) -> GateReport:
             "`python -m pipelines.export_onnx`"
         )
     report = read_gate_report(directory)
+    if report.kind != kind:
+        raise ArtifactNotServableError(
+            f"ONNX artifact {str(directory)!r} is a {report.kind} artifact, but a {kind} is "
+            f"being loaded from it; export one with `python -m pipelines.export_onnx --model "
+            f"{_EXPORT_MODEL.get(kind, kind)}`"
+        )
     if not report.servable:
         raise ArtifactNotServableError(
             f"ONNX artifact {str(directory)!r} failed its accuracy gate "
@@ -370,6 +577,49 @@ def check_servable(artifact_dir: str | os.PathLike[str]) -> GateReport:
             "instead of copying model files"
         )
     return report
+
+
+def open_session(model_path: Path, intra_op_num_threads: int) -> Any:
+    """A CPU onnxruntime session for one replica: sequential, sleeping (not spinning) threads.
+
+    Raises:
+        ValueError: Negative `intra_op_num_threads`.
+    """
+    import onnxruntime
+
+    if intra_op_num_threads < 0:
+        raise ValueError(
+            f"intra_op_num_threads={intra_op_num_threads} is negative; use 0 (onnxruntime's "
+            "default) or a thread count"
+        )
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = intra_op_num_threads
+    # One graph, run op after op: inter-op threads would only compete for the same cores.
+    options.inter_op_num_threads = 1
+    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    # Idle worker threads sleep instead of spinning: in a replica they share a small box
+    # with the proxy and ingress, and a spinning pool burns the CPU those need.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return onnxruntime.InferenceSession(
+        str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
+    )
+
+
+# What an artifact opened by the gate itself reports (it is never served).
+_GATE_CANDIDATE = ModelInfo(name="gate-candidate", version="unchecked", device="cpu", labels=())
+
+
+def _served_info(
+    report: GateReport | ClassifierGateReport, name: str, labels: tuple[str, ...]
+) -> ModelInfo:
+    """``<name>-onnx-int8`` (or ``-fp32``), version = the model file's SHA-256 prefix, CPU."""
+    precision = "int8" if report.quantized else "fp32"
+    return ModelInfo(
+        name=f"{name}-onnx-{precision}",
+        version=report.model_sha256[:12],
+        device="cpu",
+        labels=labels,
+    )
 
 
 class OnnxEmbedder:
@@ -413,13 +663,7 @@ class OnnxEmbedder:
             ValueError: `max_length` below 8 or negative `intra_op_num_threads`.
         """
         report = check_servable(path)
-        kind = "int8" if report.quantized else "fp32"
-        info = ModelInfo(
-            name=f"{report.name}-onnx-{kind}",
-            version=report.model_sha256[:12],
-            device="cpu",
-            labels=(),
-        )
+        info = _served_info(report, report.name, ())
         return cls._open(Path(path), info, max_length, intra_op_num_threads, report)
 
     @classmethod
@@ -427,8 +671,7 @@ class OnnxEmbedder:
         cls, path: str | os.PathLike[str], max_length: int = _DEFAULT_MAX_LENGTH
     ) -> OnnxEmbedder:
         """Open an artifact WITHOUT checking its gate report: for the gate itself only."""
-        info = ModelInfo(name="gate-candidate", version="unchecked", device="cpu", labels=())
-        return cls._open(Path(path), info, max_length, 0, None)
+        return cls._open(Path(path), _GATE_CANDIDATE, max_length, 0, None)
 
     @classmethod
     def _open(
@@ -439,27 +682,11 @@ class OnnxEmbedder:
         intra_op_num_threads: int,
         report: GateReport | None,
     ) -> OnnxEmbedder:
-        import onnxruntime
         from transformers import AutoTokenizer
 
         if max_length < 8:
             raise ValueError(f"max_length={max_length} is too small; use at least 8 tokens")
-        if intra_op_num_threads < 0:
-            raise ValueError(
-                f"intra_op_num_threads={intra_op_num_threads} is negative; use 0 (onnxruntime's "
-                "default) or a thread count"
-            )
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = intra_op_num_threads
-        # One graph, run op after op: inter-op threads would only compete for the same cores.
-        options.inter_op_num_threads = 1
-        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-        # Idle worker threads sleep instead of spinning: in a replica they share a small box
-        # with the proxy and ingress, and a spinning pool burns the CPU those need.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        session = onnxruntime.InferenceSession(
-            str(directory / MODEL_FILE), sess_options=options, providers=["CPUExecutionProvider"]
-        )
+        session = open_session(directory / MODEL_FILE, intra_op_num_threads)
         tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
         return cls(tokenizer, session, info, max_length, report)
 
@@ -494,6 +721,81 @@ class OnnxEmbedder:
     def predict_batch(self, texts: list[str]) -> list[list[float]]:
         """One unit vector (a list of floats) per text, in input order."""
         return [row.tolist() for row in self.embed(texts)]
+
+
+class OnnxClassifier:
+    """Logits of a gated sequence-classifier artifact: the forward of the windowed classifiers.
+
+    Tokenising, windowing, label order and sigmoid/softmax stay in
+    `models.text_windows.WindowedSequenceClassifier`; this object replaces only its model
+    call (`logits`). `directory` holds the tokenizer and ``config.json`` the classifier
+    loads alongside.
+    """
+
+    def __init__(
+        self,
+        session: Any,
+        info: ModelInfo,
+        directory: Path,
+        report: ClassifierGateReport | None,
+    ) -> None:
+        """Wrap an onnxruntime session; use `load` instead of calling this."""
+        self._session = session
+        self.input_names = tuple(str(item.name) for item in session.get_inputs())
+        self.info = info
+        self.directory = directory
+        self.gate = report
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike[str],
+        intra_op_num_threads: int = 0,
+        name: str | None = None,
+    ) -> OnnxClassifier:
+        """Open a gated classifier artifact (model.onnx, tokenizer, config.json, gate.json).
+
+        The reported name is `name` (default: the exported checkpoint's, from gate.json)
+        plus ``-onnx-int8`` or ``-onnx-fp32``; the version is the first 12 hex characters
+        of the model file's SHA-256. CPU only.
+
+        Raises:
+            FileNotFoundError: No ``model.onnx`` in `path`.
+            ArtifactNotServableError: Its gate report is missing, failed, stale or not a
+                classifier's.
+            ValueError: Negative `intra_op_num_threads`.
+        """
+        report = check_servable(path, "classifier")
+        info = _served_info(report, name or report.name, tuple(report.labels))
+        directory = Path(path)
+        session = open_session(directory / MODEL_FILE, intra_op_num_threads)
+        return cls(session, info, directory, report)
+
+    @classmethod
+    def load_for_gate(cls, path: str | os.PathLike[str]) -> OnnxClassifier:
+        """Open an artifact WITHOUT checking its gate report: for the gate itself only."""
+        directory = Path(path)
+        return cls(open_session(directory / MODEL_FILE, 0), _GATE_CANDIDATE, directory, None)
+
+    def logits(self, features: Mapping[str, Any]) -> NDArray[np.float32]:
+        """Logits ``[batch, labels]`` for one padded token batch.
+
+        Args:
+            features: ``input_ids``, ``attention_mask`` and optionally ``token_type_ids``,
+                each ``[batch, tokens]`` integers (numpy arrays or nested lists). Inputs the
+                graph does not take are dropped; missing segment ids are all zeros.
+        """
+        ids = np.asarray(features["input_ids"], dtype=np.int64)
+        feeds = {
+            name: (
+                np.asarray(features[name], dtype=np.int64)
+                if name in features
+                else np.zeros_like(ids)
+            )
+            for name in self.input_names
+        }
+        outputs = self._session.run([LOGITS_OUTPUT], feeds)
+        return np.asarray(outputs[0], dtype=np.float32)
 
 
 def source_identity(checkpoint: str | os.PathLike[str]) -> tuple[str, str]:

@@ -26,7 +26,6 @@ from models.text_windows import (
     WindowedSequenceClassifier,
     check_texts,
     load_classifier,
-    reduce_over_windows,
 )
 
 __all__ = [
@@ -156,6 +155,9 @@ class TransformerSentiment(WindowedSequenceClassifier):
       confidence). With the default threshold 0.0 a binary model never says neutral.
     """
 
+    activation = "softmax"
+    reduction = "mean"
+
     def __init__(
         self,
         loaded: LoadedClassifier,
@@ -171,41 +173,53 @@ class TransformerSentiment(WindowedSequenceClassifier):
     @classmethod
     def load(
         cls,
-        path: str | os.PathLike[str],
+        path: str | os.PathLike[str] | None,
         device: str = "auto",
         max_length: int | None = None,
         stride: int = 64,
         max_windows_per_forward: int = 64,
         name: str | None = None,
         neutral_threshold: float = 0.0,
+        backend: str = "torch",
+        onnx_path: str | os.PathLike[str] | None = None,
+        onnx_threads: int = 0,
     ) -> TransformerSentiment:
         """Load tokenizer and model from a LOCAL directory (nothing is downloaded).
 
-        Args are as for `TransformerModerator.load`, plus `neutral_threshold`: for a
-        2-label checkpoint, a top probability below it is reported as "neutral".
+        Args are as for `TransformerModerator.load` (including the ONNX backend), plus
+        `neutral_threshold`: for a 2-label checkpoint, a top probability below it is
+        reported as "neutral".
 
         Raises:
             FileNotFoundError: `path` is missing, not a directory, or lacks config.json.
             ValueError: Invalid settings, `neutral_threshold` outside [0, 1], or id2label
                 names that do not identify positive/negative(/neutral).
+            models.onnx_backend.ArtifactNotServableError: The artifact has no passing gate.
         """
         if not 0.0 <= neutral_threshold <= 1.0 or math.isnan(neutral_threshold):
             raise ValueError(
                 f"neutral_threshold={neutral_threshold} must be within [0, 1]; 0.0 disables "
                 "neutral for binary checkpoints, e.g. 0.6 reports weak leans as neutral"
             )
-        loaded = load_classifier(path, device, max_length, stride, max_windows_per_forward, name)
-        labels = canonical_sentiment_labels(loaded.id2label, str(path))
+        loaded = load_classifier(
+            path,
+            device,
+            max_length,
+            stride,
+            max_windows_per_forward,
+            name,
+            backend=backend,
+            onnx_path=onnx_path,
+            onnx_threads=onnx_threads,
+        )
+        labels = canonical_sentiment_labels(loaded.id2label, str(onnx_path or path))
         return cls(loaded, stride, max_windows_per_forward, labels, neutral_threshold)
 
     def postprocess(
         self, windows: TextWindows, window_logits: torch.Tensor
     ) -> list[dict[str, object]]:
         """Softmax each window, average over each text's windows, and label the result."""
-        probabilities = torch.softmax(window_logits.float(), dim=-1)
-        per_text = reduce_over_windows(
-            probabilities, windows.sample_index, windows.num_texts, "mean"
-        )
+        per_text = self.text_probabilities(windows, window_logits)
         labels = self.info.labels
         has_neutral = "neutral" in labels
         results: list[dict[str, object]] = []
@@ -248,17 +262,18 @@ def load_sentiment(
         path: Local checkpoint directory; required for ``"transformer"``.
         device: Device for the transformer model; VADER always runs on CPU.
         **kwargs: Extra `TransformerSentiment.load` options (max_length, stride,
-            max_windows_per_forward, name, neutral_threshold); ignored, like `path` and
-            `device`, for VADER so one config shape serves both kinds.
+            max_windows_per_forward, name, neutral_threshold, backend, onnx_path,
+            onnx_threads); ignored, like `path` and `device`, for VADER so one config
+            shape serves both kinds.
 
     Raises:
-        ValueError: Unknown `kind`, or ``"transformer"`` without `path`.
+        ValueError: Unknown `kind`, or ``"transformer"`` without `path` (backend torch).
     """
     normalised = kind.strip().lower()
     if normalised == "vader":
         return VaderSentiment.load()
     if normalised == "transformer":
-        if path is None or not str(path):
+        if kwargs.get("backend", "torch") == "torch" and (path is None or not str(path)):
             raise ValueError(
                 'sentiment kind "transformer" needs a checkpoint: set the path to a local '
                 "directory written by save_pretrained (e.g. an SST-2 DistilBERT download)"

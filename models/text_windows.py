@@ -5,16 +5,23 @@ drop whatever comes after the cut (an insult at the end of a long post would nev
 so each text is split into overlapping windows, every window is classified, and the
 per-window outputs are reduced back to one row per text (max for moderation, mean for
 sentiment). Moderation and sentiment share this module so the two cannot drift apart.
+
+The forward pass runs either the torch checkpoint or, with ``backend="onnx"``, a gated
+onnxruntime artifact (`models.onnx_backend.OnnxClassifier`); everything around it (windows,
+chunks, padding, label order, activation, reduction) is this module's, whichever runs.
 """
 
 from __future__ import annotations
 
+import copy
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, Self, cast
 
+import numpy as np
 import torch
+from numpy.typing import NDArray
 
 if TYPE_CHECKING:
     # Imported where a checkpoint is loaded: transformers costs ~5 s of start-up, and the
@@ -31,6 +38,16 @@ DEFAULT_MAX_LENGTH_CAP = 512
 _MODEL_MAX_LENGTH_UNSET_ABOVE = 1_000_000
 
 Reduction = Literal["amax", "mean"]
+Activation = Literal["sigmoid", "softmax"]
+BACKENDS = ("torch", "onnx")
+
+
+class LogitsRuntime(Protocol):
+    """A forward pass other than torch's (`models.onnx_backend.OnnxClassifier`)."""
+
+    def logits(self, features: Mapping[str, Any]) -> NDArray[np.float32]:
+        """Logits ``[batch, labels]`` for one padded token batch (model input name -> ids)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -207,59 +224,63 @@ def reduce_over_windows(
 
 @dataclass(frozen=True)
 class LoadedClassifier:
-    """Tokenizer, model and settings loaded from a local checkpoint directory."""
+    """Tokenizer, model and settings loaded from a local checkpoint directory.
+
+    Exactly one of `model` (torch) and `runtime` (an ONNX artifact) runs the forward pass.
+    """
 
     tokenizer: PreTrainedTokenizerBase
-    model: PreTrainedModel
+    model: PreTrainedModel | None
     device: torch.device
     max_length: int
     version: str
     name: str
     id2label: list[str]
+    runtime: LogitsRuntime | None = None
 
 
 def load_classifier(
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | None,
     device: str,
     max_length: int | None,
     stride: int,
     max_windows_per_forward: int,
     name: str | None,
+    backend: str = "torch",
+    onnx_path: str | os.PathLike[str] | None = None,
+    onnx_threads: int = 0,
 ) -> LoadedClassifier:
     """Load a sequence classifier and its fast tokenizer from a LOCAL directory.
 
-    Nothing is downloaded: both loaders get ``local_files_only=True``.
+    Nothing is downloaded: both loaders get ``local_files_only=True``. With
+    ``backend="onnx"`` the forward pass is the gated artifact at `onnx_path` (written by
+    ``python -m pipelines.export_onnx --model classifier``), on CPU, and tokenizer and
+    labels come from that directory; `path` is not read.
 
     Raises:
-        FileNotFoundError: `path` is not a checkpoint directory with config.json.
-        ValueError: Bad device / max_length / stride / max_windows_per_forward, a slow
-            (non-Rust) tokenizer, a tokenizer without pad token, or a config whose
+        FileNotFoundError: `path` (or `onnx_path`) is not a checkpoint directory with
+            config.json / model.onnx.
+        ValueError: Bad device / max_length / stride / max_windows_per_forward / backend, a
+            slow (non-Rust) tokenizer, a tokenizer without pad token, or a config whose
             ``id2label`` does not cover every output.
+        models.onnx_backend.ArtifactNotServableError: The artifact has no passing gate.
     """
-    directory = require_checkpoint_dir(path)
     if max_windows_per_forward < 1:
         raise ValueError(
             f"max_windows_per_forward={max_windows_per_forward} must be >= 1; it caps how many "
             "windows go through the model in one call (e.g. 64)"
         )
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    if backend == "onnx":
+        return _load_onnx_classifier(device, max_length, stride, name, onnx_path, onnx_threads)
+    if backend != "torch":
+        raise ValueError(f"backend {backend!r} is not supported; use one of {', '.join(BACKENDS)}")
+    if path is None:
+        raise ValueError("backend 'torch' needs the checkpoint directory `path`")
+    directory = require_checkpoint_dir(path)
+    from transformers import AutoModelForSequenceClassification
 
     torch_device = resolve_device(device)
-    tokenizer = cast(
-        "PreTrainedTokenizerBase",
-        AutoTokenizer.from_pretrained(str(directory), local_files_only=True),
-    )
-    if not tokenizer.is_fast:
-        raise ValueError(
-            f"the tokenizer in {str(directory)!r} is a slow Python tokenizer "
-            f"({type(tokenizer).__name__}); long-text windowing needs a fast tokenizer — "
-            "save the checkpoint with a tokenizer.json"
-        )
-    if tokenizer.pad_token_id is None:
-        raise ValueError(
-            f"the tokenizer in {str(directory)!r} has no pad token; set tokenizer.pad_token "
-            "and re-save the checkpoint so batched windows can be padded"
-        )
+    tokenizer = _load_fast_tokenizer(directory)
     model = cast(
         "PreTrainedModel",
         AutoModelForSequenceClassification.from_pretrained(str(directory), local_files_only=True),
@@ -280,6 +301,76 @@ def load_classifier(
         name=name or directory.resolve().name,
         id2label=labels,
     )
+
+
+def _load_onnx_classifier(
+    device: str,
+    max_length: int | None,
+    stride: int,
+    name: str | None,
+    onnx_path: str | os.PathLike[str] | None,
+    onnx_threads: int,
+) -> LoadedClassifier:
+    """`load_classifier` for ``backend="onnx"``: the gate is checked before anything loads."""
+    if onnx_path is None or not str(onnx_path):
+        raise ValueError(
+            "backend 'onnx' needs onnx_path, a directory written by `python -m "
+            "pipelines.export_onnx --model classifier`"
+        )
+    if device.strip().lower() not in ("auto", "cpu"):
+        raise ValueError(
+            f"backend 'onnx' runs on CPU, but device is {device!r}; set device to 'cpu' (or "
+            "'auto'), or use backend 'torch' for a GPU"
+        )
+    from transformers import AutoConfig
+
+    from models.onnx_backend import OnnxClassifier
+
+    runtime = OnnxClassifier.load(onnx_path, onnx_threads, name)
+    directory = require_checkpoint_dir(onnx_path)
+    tokenizer = _load_fast_tokenizer(directory)
+    config = AutoConfig.from_pretrained(str(directory), local_files_only=True)
+    resolved_length = resolve_max_length(tokenizer, config, max_length)
+    check_stride(tokenizer, resolved_length, stride)
+    labels = _ordered_labels(config, directory)
+    if tuple(labels) != runtime.info.labels:
+        raise ValueError(
+            f"config.json in {str(directory)!r} names the outputs {labels}, but the artifact "
+            f"was gated with {list(runtime.info.labels)}; export the artifact again instead "
+            "of editing its config"
+        )
+    return LoadedClassifier(
+        tokenizer=tokenizer,
+        model=None,
+        device=torch.device("cpu"),
+        max_length=resolved_length,
+        version=runtime.info.version,
+        name=runtime.info.name,
+        id2label=labels,
+        runtime=runtime,
+    )
+
+
+def _load_fast_tokenizer(directory: os.PathLike[str]) -> PreTrainedTokenizerBase:
+    """The directory's tokenizer; windowing needs a fast one with a pad token."""
+    from transformers import AutoTokenizer
+
+    tokenizer = cast(
+        "PreTrainedTokenizerBase",
+        AutoTokenizer.from_pretrained(str(directory), local_files_only=True),
+    )
+    if not tokenizer.is_fast:
+        raise ValueError(
+            f"the tokenizer in {str(directory)!r} is a slow Python tokenizer "
+            f"({type(tokenizer).__name__}); long-text windowing needs a fast tokenizer — "
+            "save the checkpoint with a tokenizer.json"
+        )
+    if tokenizer.pad_token_id is None:
+        raise ValueError(
+            f"the tokenizer in {str(directory)!r} has no pad token; set tokenizer.pad_token "
+            "and re-save the checkpoint so batched windows can be padded"
+        )
+    return tokenizer
 
 
 def _ordered_labels(config: PretrainedConfig, directory: os.PathLike[str]) -> list[str]:
@@ -304,11 +395,13 @@ def _ordered_labels(config: PretrainedConfig, directory: os.PathLike[str]) -> li
 class WindowedSequenceClassifier:
     """Shared engine: windowed preprocessing and chunked forward passes.
 
-    Subclasses add `postprocess` (how window logits become per-text results) and
-    `predict_batch`.
+    Subclasses set `activation` and `reduction` (how window logits become per-text
+    probabilities, `text_probabilities`) and add `postprocess` and `predict_batch`.
     """
 
     info: ModelInfo
+    activation: ClassVar[Activation]
+    reduction: ClassVar[Reduction]
 
     def __init__(
         self,
@@ -320,11 +413,14 @@ class WindowedSequenceClassifier:
         """Wrap an already loaded checkpoint; use the subclass's `load` to build one."""
         self.tokenizer = loaded.tokenizer
         self.model = loaded.model
+        self.runtime = loaded.runtime
         self.device = loaded.device
         self.max_length = loaded.max_length
         self.stride = stride
         self.max_windows_per_forward = max_windows_per_forward
         self.num_labels = len(loaded.id2label)
+        # The checkpoint's own label names in output order (info.labels may be canonical).
+        self.id2label = list(loaded.id2label)
         self.info = ModelInfo(
             name=loaded.name,
             version=loaded.version,
@@ -363,6 +459,11 @@ class WindowedSequenceClassifier:
 
     def _forward(self, chunk: dict[str, torch.Tensor]) -> torch.Tensor:
         """Run the model on one padded chunk already on `self.device`; return its logits."""
+        if self.runtime is not None:
+            features = {name: tensor.numpy() for name, tensor in chunk.items()}
+            return torch.from_numpy(self.runtime.logits(features))
+        if self.model is None:
+            raise RuntimeError("this classifier has neither a torch model nor a runtime")
         with torch.inference_mode():
             output = self.model(**chunk)
         return cast(torch.Tensor, output.logits)
@@ -374,3 +475,33 @@ class WindowedSequenceClassifier:
             logits = self._forward(chunk)
             result[torch.tensor(positions, dtype=torch.long)] = logits.float().cpu()
         return result
+
+    def text_probabilities(self, windows: TextWindows, window_logits: torch.Tensor) -> torch.Tensor:
+        """Per-text probabilities ``[texts, labels]``: `activation` per window, `reduction` over
+        each text's windows."""
+        logits = window_logits.float()
+        if self.activation == "sigmoid":
+            probabilities = torch.sigmoid(logits)
+        else:
+            probabilities = torch.softmax(logits, dim=-1)
+        return reduce_over_windows(
+            probabilities, windows.sample_index, windows.num_texts, self.reduction
+        )
+
+    def score_texts(self, texts: list[str]) -> torch.Tensor:
+        """Per-text probabilities ``[texts, labels]`` in `info.labels` order (for the gate)."""
+        if not texts:
+            return torch.zeros((0, self.num_labels), dtype=torch.float32)
+        windows = self.preprocess(check_texts(texts))
+        return self.text_probabilities(windows, self.window_logits(windows))
+
+    def with_runtime(self, runtime: LogitsRuntime) -> Self:
+        """A copy whose forward pass is `runtime` instead of torch; all else is shared.
+
+        Used by the ONNX accuracy gate, so both sides differ only in the forward pass.
+        """
+        twin = copy.copy(self)
+        twin.model = None
+        twin.runtime = runtime
+        twin.device = torch.device("cpu")
+        return twin
