@@ -447,6 +447,8 @@ def run_workload(
     if args.ingress_replicas is not None:
         overrides.setdefault("Ingress", {})["num_replicas"] = args.ingress_replicas
         settings_summary += f"; Ingress num_replicas {args.ingress_replicas}"
+    if not args.dashboard:
+        settings_summary += "; Ray started without its dashboard"
     ray_config = serve_config(
         args.source_dir / "serve_config.yaml",
         args.serve_port,
@@ -469,6 +471,7 @@ def run_workload(
             api_key,
             work_dir / f"ray-{ingress}",
             args.source_dir,
+            dashboard=args.dashboard,
         )
         if ingress == "haproxy":
             state_dir = Path(tempfile.mkdtemp(prefix="sph-", dir="/tmp"))
@@ -476,6 +479,8 @@ def run_workload(
             server.cleanup_paths.append(state_dir)
         key = "ray-serve" if ingress == "proxy" else f"ray-serve-{ingress}"
         label = f"Ray Serve graph ({ingress} → Ingress → TextModeration)"
+        if not args.dashboard:
+            key, label = key + "-no-dashboard", label[:-1] + ", no dashboard)"
         servers.append((key, label, settings_summary, server))
     for key, label, settings, server in servers:
         # Only our service has the bulk routes; the baseline serves the single-text route.
@@ -529,6 +534,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=None,
         help="Ingress replicas for every Ray run (default: as in serve_config.yaml)",
+    )
+    parser.add_argument(
+        "--dashboard",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="start Ray with its dashboard (default) or without (--no-dashboard)",
     )
     parser.add_argument("--serve-port", type=int, default=8123)
     parser.add_argument("--baseline-port", type=int, default=8124)

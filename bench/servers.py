@@ -233,14 +233,30 @@ def serve_config(
     return config
 
 
+# `serve run` only calls ray.init when Ray is not initialised yet, so this one wins.
+_SERVE_RUN_WITHOUT_DASHBOARD = (
+    "import sys, ray\n"
+    "from ray.serve._private.constants import SERVE_NAMESPACE\n"
+    "from ray.serve.scripts import cli\n"
+    "ray.init(include_dashboard=False, namespace=SERVE_NAMESPACE)\n"
+    "cli(['run', sys.argv[1]])\n"
+)
+
+
 def ray_serve_server(
     config: Mapping[str, Any],
     api_key: str,
     work_dir: Path,
     source_dir: Path = REPO_ROOT,
     ready_timeout_s: float = 240.0,
+    dashboard: bool = True,
 ) -> Server:
-    """``serve run`` of `config` on a fresh, private local Ray instance, from `source_dir`."""
+    """``serve run`` of `config` on a fresh, private local Ray instance, from `source_dir`.
+
+    ``dashboard=False`` starts that instance with ``ray.init(include_dashboard=False)`` in
+    the same process before handing over to ``serve run`` (which then reuses it): the
+    setting operators get with ``ray start --head --include-dashboard=false``.
+    """
     work_dir.mkdir(parents=True, exist_ok=True)
     config_path = work_dir / "serve_config.bench.yaml"
     config_path.write_text(yaml.safe_dump(dict(config), sort_keys=False), encoding="utf-8")
@@ -252,6 +268,8 @@ def ray_serve_server(
     ray_tmp_dir = tempfile.mkdtemp(prefix="spb-", dir="/tmp")
     env["RAY_TMPDIR"] = ray_tmp_dir
     command = [sys.executable, "-m", "ray.serve.scripts", "run", str(config_path)]
+    if not dashboard:
+        command = [sys.executable, "-c", _SERVE_RUN_WITHOUT_DASHBOARD, str(config_path)]
     port = int(config["http_options"]["port"])
     server = Server(
         "ray-serve", command, port, env, work_dir / "serve.log", ready_timeout_s, source_dir
