@@ -34,7 +34,15 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
-from bench.posts import DEFAULT_NUM_POSTS, generate_posts, write_request_bodies
+from bench.bentoml_runner import ROUTE as BENTOML_ROUTE
+from bench.bentoml_runner import bentoml_server
+from bench.bentoml_runner import installed_version as bentoml_version
+from bench.posts import (
+    DEFAULT_NUM_POSTS,
+    generate_posts,
+    write_batch_request_bodies,
+    write_request_bodies,
+)
 from bench.run_all import Workload, machine_info, measure_offline, measure_server
 from bench.servers import (
     REPO_ROOT,
@@ -48,7 +56,7 @@ from bench.torchserve_runner import ROUTE as TORCHSERVE_ROUTE
 from bench.torchserve_runner import torchserve_server
 
 EMBED_ROUTE = "/api/v1/embeddings/text"
-SETUPS = ("fastapi-baseline", "torchserve", "ray-torch", "ray-onnx")
+SETUPS = ("fastapi-baseline", "torchserve", "bentoml", "ray-torch", "ray-onnx")
 DEFAULT_ARTIFACT = REPO_ROOT / "bench" / "results" / "artifacts" / "minilm-int8"
 # Our node's settings for this workload, written into the bench config (and the report).
 EMBEDDER_SETTINGS: dict[str, Any] = {
@@ -159,6 +167,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--serve-port", type=int, default=8123)
     parser.add_argument("--baseline-port", type=int, default=8124)
     parser.add_argument("--torchserve-port", type=int, default=8125)
+    parser.add_argument("--bentoml-port", type=int, default=8128)
     parser.add_argument("--results-dir", type=Path, default=REPO_ROOT / "bench" / "results")
     args = parser.parse_args(argv)
     args.duration_s = args.duration_s or (5.0 if args.quick else 20.0)
@@ -213,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     started_at = dt.datetime.now().astimezone()
     run_dir = args.results_dir / started_at.strftime("embed-%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True, exist_ok=True)
-    bodies = write_request_bodies(run_dir / "bodies.jsonl", generate_posts(DEFAULT_NUM_POSTS))
+    posts = generate_posts(DEFAULT_NUM_POSTS)
+    bodies = write_request_bodies(run_dir / "bodies.jsonl", posts)
     api_key = "bench-" + secrets.token_urlsafe(18)
     artifact = ensure_artifact(args.artifact)
     batch_sizes = (1, 8, 16, 32, 64)
@@ -286,6 +296,20 @@ def main(argv: list[str] | None = None) -> int:
             torchserve_server(run_dir / "torchserve", args.torchserve_port),
             TORCHSERVE_ROUTE, args, bodies, api_key,
         )  # fmt: skip
+        servers["w3-torch"]["servers"][key] = outcome
+    if "bentoml" in args.setups:
+        # A batchable BentoML API takes a list per request: the same posts, one per list.
+        list_bodies = write_batch_request_bodies(run_dir / "bodies-lists.jsonl", posts, 1)
+        try:
+            server = bentoml_server(run_dir / "bentoml", args.bentoml_port)
+            key, outcome = _measure(
+                "bentoml", f"BentoML {bentoml_version()} (adaptive batching, max 32, 1 worker)",
+                "bench/bentoml_runner.py defaults",
+                server, BENTOML_ROUTE, args, list_bodies, api_key,
+            )  # fmt: skip
+        except RuntimeError as exc:  # the venv could not be built: say so in the table
+            _log(f"bentoml not measured: {exc}")
+            key, outcome = "bentoml", {"label": "BentoML", "error": str(exc).splitlines()[0]}
         servers["w3-torch"]["servers"][key] = outcome
     for setup, workload_name, spec, variants in (
         ("ray-torch", "w3-torch", {"backend": "torch", "device": "cpu"}, args.ray_variants),
