@@ -20,12 +20,10 @@ import os
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench.servers import REPO_ROOT, Server, ServerStartError
+from bench.servers import REPO_ROOT, ProbedServer, Server
 
 VENV_DIR = REPO_ROOT / "bench" / ".venv-bentoml"
 ROUTE = "/embed"
@@ -117,41 +115,15 @@ def installed_version() -> str:
         return "unknown"
 
 
-class BentoMLServer(Server):
+class BentoMLServer(ProbedServer):
     """``bentoml serve`` in the foreground; ready when a real embedding answers 200."""
 
-    def _wait_healthy(self, deadline: float) -> dict[str, Any]:
-        assert self.process is not None and self.tree is not None
-        last_error = "no answer yet"
-        body = json.dumps({"texts": ["warm-up post"]}).encode("utf-8")
-        while time.monotonic() < deadline:
-            self.tree.refresh()
-            if self.process.poll() is not None:
-                raise ServerStartError(
-                    f"{self.name} exited with code {self.process.returncode} before it was "
-                    f"ready; log {self.log_path}:\n{self.log_tail()}"
-                )
-            request = urllib.request.Request(
-                self.base_url + ROUTE,
-                data=body,
-                headers={"Content-Type": "application/json"},
-                method="POST",
-            )
-            try:
-                with urllib.request.urlopen(request, timeout=10) as response:
-                    answer = json.load(response)
-                if isinstance(answer, list) and answer and len(answer[0]) == 384:
-                    return {"status": "ok", "dim": 384}
-                last_error = f"unexpected answer {str(answer)[:200]}"
-            except urllib.error.HTTPError as exc:
-                last_error = f"HTTP {exc.code}"
-            except (urllib.error.URLError, OSError, ValueError) as exc:
-                last_error = f"{type(exc).__name__}: {exc}"
-            time.sleep(1.0)
-        raise ServerStartError(
-            f"{self.name} was not ready within {self.ready_timeout_s:.0f} s ({last_error}); "
-            f"log {self.log_path}:\n{self.log_tail()}"
-        )
+    probe_route = ROUTE
+    probe_body = {"texts": ["warm-up post"]}
+
+    def probe_ok(self, answer: Any) -> bool:
+        """A real embedding: a list holding one 384-float vector."""
+        return isinstance(answer, list) and bool(answer) and len(answer[0]) == 384
 
 
 def bentoml_server(

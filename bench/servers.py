@@ -181,6 +181,54 @@ def _port_answers(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+class ProbedServer(Server):
+    """A peer server that is ready when a real request to `probe_route` answers as expected.
+
+    Subclasses set `probe_route` and `probe_body` and say in `probe_ok` what a good answer
+    is (for the embedding peers: one 384-float vector).
+    """
+
+    probe_route = "/"
+    probe_body: Mapping[str, Any] = {}
+
+    def probe_ok(self, answer: Any) -> bool:
+        """Whether `answer` (the parsed JSON reply) shows a working model."""
+        raise NotImplementedError
+
+    def _wait_healthy(self, deadline: float) -> dict[str, Any]:
+        assert self.process is not None and self.tree is not None
+        last_error = "no answer yet"
+        body = json.dumps(dict(self.probe_body)).encode("utf-8")
+        while time.monotonic() < deadline:
+            self.tree.refresh()
+            if self.process.poll() is not None:
+                raise ServerStartError(
+                    f"{self.name} exited with code {self.process.returncode} before it was "
+                    f"ready; log {self.log_path}:\n{self.log_tail()}"
+                )
+            request = urllib.request.Request(
+                self.base_url + self.probe_route,
+                data=body,
+                headers={"Content-Type": "application/json"},
+                method="POST",
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    answer = json.load(response)
+                if self.probe_ok(answer):
+                    return {"status": "ok"}
+                last_error = f"unexpected answer {str(answer)[:200]}"
+            except urllib.error.HTTPError as exc:
+                last_error = f"HTTP {exc.code}"
+            except (urllib.error.URLError, OSError, ValueError) as exc:
+                last_error = f"{type(exc).__name__}: {exc}"
+            time.sleep(1.0)
+        raise ServerStartError(
+            f"{self.name} was not ready within {self.ready_timeout_s:.0f} s ({last_error}); "
+            f"log {self.log_path}:\n{self.log_tail()}"
+        )
+
+
 def _child_env(api_key: str, source_dir: Path) -> dict[str, str]:
     env = dict(os.environ)
     env.update(

@@ -24,15 +24,13 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from bench import loadgen
 from bench.posts import DEFAULT_NUM_POSTS, generate_posts, write_request_bodies
 from bench.procs import psutil
-from bench.servers import REPO_ROOT, Server, ServerStartError
+from bench.servers import REPO_ROOT, ProbedServer, Server
 
 VENV_DIR = REPO_ROOT / "bench" / ".venv-torchserve"
 MODEL_NAME = "minilm"
@@ -206,8 +204,11 @@ def write_config(
     return path
 
 
-class TorchServeServer(Server):
+class TorchServeServer(ProbedServer):
     """TorchServe in the foreground; ready when a real prediction answers 200."""
+
+    probe_route = ROUTE
+    probe_body = {"text": "warm-up post"}
 
     def stop(self) -> list[str]:
         """SIGTERM to TorchServe's Java frontend first: its shutdown hook stops the workers.
@@ -225,38 +226,9 @@ class TorchServeServer(Server):
                     continue
         return super().stop()
 
-    def _wait_healthy(self, deadline: float) -> dict[str, Any]:
-        assert self.process is not None and self.tree is not None
-        last_error = "no answer yet"
-        body = json.dumps({"text": "warm-up post"}).encode("utf-8")
-        while time.monotonic() < deadline:
-            self.tree.refresh()
-            if self.process.poll() is not None:
-                raise ServerStartError(
-                    f"{self.name} exited with code {self.process.returncode} before it was "
-                    f"ready; log {self.log_path}:\n{self.log_tail()}"
-                )
-            request = urllib.request.Request(
-                self.base_url + ROUTE,
-                data=body,
-                headers={"Content-Type": "application/json"},
-                method="POST",
-            )
-            try:
-                with urllib.request.urlopen(request, timeout=10) as response:
-                    answer = json.load(response)
-                if isinstance(answer, dict) and len(answer.get("embedding", [])) == 384:
-                    return {"status": "ok", "dim": 384}
-                last_error = f"unexpected answer {str(answer)[:200]}"
-            except urllib.error.HTTPError as exc:
-                last_error = f"HTTP {exc.code}"
-            except (urllib.error.URLError, OSError, ValueError) as exc:
-                last_error = f"{type(exc).__name__}: {exc}"
-            time.sleep(1.0)
-        raise ServerStartError(
-            f"{self.name} was not ready within {self.ready_timeout_s:.0f} s ({last_error}); "
-            f"log {self.log_path}:\n{self.log_tail()}"
-        )
+    def probe_ok(self, answer: Any) -> bool:
+        """A real prediction: one 384-float vector."""
+        return isinstance(answer, dict) and len(answer.get("embedding", [])) == 384
 
 
 def torchserve_server(
