@@ -16,18 +16,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.servers import REPO_ROOT, ProbedServer, Server
+from bench.servers import (
+    PEER_TORCH_VERSION,
+    REPO_ROOT,
+    ProbedServer,
+    Server,
+    build_peer_venv,
+    peer_env,
+)
 
 VENV_DIR = REPO_ROOT / "bench" / ".venv-bentoml"
 ROUTE = "/embed"
-TORCH_VERSION = "2.13.0"
+TORCH_VERSION = PEER_TORCH_VERSION
 
 SERVICE_SOURCE = '''\
 """MiniLM sentence embeddings for BentoML (written by bench/bentoml_runner.py)."""
@@ -83,21 +89,8 @@ def ensure_venv() -> Path:
         return venv_bin("python")
     from importlib import metadata
 
-    transformers_version = metadata.version("transformers")
-    base_python = Path(sys.base_prefix) / "bin" / "python3"
-    steps = [
-        [str(base_python), "-m", "venv", str(VENV_DIR)],
-        # torch first and pinned: a plain resolve would pull a multi-GB CUDA build.
-        [str(venv_bin("pip")), "install", "-q", f"torch=={TORCH_VERSION}"],
-        [str(venv_bin("pip")), "install", "-q", "bentoml", f"transformers=={transformers_version}"],
-    ]
-    for step in steps:
-        _log(f"setup: {' '.join(step[:4])} ...")
-        completed = subprocess.run(step, capture_output=True, text=True, timeout=1800, check=False)
-        if completed.returncode != 0:
-            raise RuntimeError(
-                f"BentoML venv step {' '.join(step[:4])} failed: {completed.stderr[-1500:]}"
-            )
+    packages = ["bentoml", f"transformers=={metadata.version('transformers')}"]
+    build_peer_venv(VENV_DIR, "BentoML", packages)
     version = subprocess.run(
         [str(venv_bin("python")), "-c", "import bentoml; print(bentoml.__version__)"],
         capture_output=True, text=True, timeout=120, check=True,
@@ -142,19 +135,15 @@ def bentoml_server(
     ensure_venv()
     work_dir.mkdir(parents=True, exist_ok=True)
     (work_dir / "service.py").write_text(SERVICE_SOURCE, encoding="utf-8")
-    env = {
-        **os.environ,
-        "PATH": f"{VENV_DIR / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
-        "VIRTUAL_ENV": str(VENV_DIR),
-        "BENCH_CHECKPOINT": str(checkpoint),
-        "BENCH_TORCH_THREADS": str(torch_threads),
-        "BENCH_MAX_BATCH_SIZE": str(max_batch_size),
-        "TOKENIZERS_PARALLELISM": "false",
+    env = peer_env(
+        VENV_DIR,
+        BENCH_CHECKPOINT=str(checkpoint),
+        BENCH_TORCH_THREADS=str(torch_threads),
+        BENCH_MAX_BATCH_SIZE=str(max_batch_size),
         # BentoML keeps its model store and logs under BENTOML_HOME; keep them in the run.
-        "BENTOML_HOME": str(work_dir / "bentoml-home"),
-        "BENTOML_DO_NOT_TRACK": "true",
-    }
-    env.pop("PYTHONPATH", None)
+        BENTOML_HOME=str(work_dir / "bentoml-home"),
+        BENTOML_DO_NOT_TRACK="true",
+    )
     command = [
         str(venv_bin("bentoml")), "serve", "service:MiniLM",
         "--host", "127.0.0.1", "--port", str(port), "--working-dir", str(work_dir),

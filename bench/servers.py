@@ -229,6 +229,53 @@ class ProbedServer(Server):
         )
 
 
+# The torch the project pins (the local CPU wheel); peers get the same build.
+PEER_TORCH_VERSION = "2.13.0"
+
+
+def build_peer_venv(
+    venv_dir: Path, label: str, packages: list[str], timeout_s: float = 1800
+) -> None:
+    """Create `venv_dir` and install a peer server's `packages` into it, torch first.
+
+    torch goes in first and alone, pinned to the version this project uses, so that the
+    later installs find it satisfied and never pull a different (CUDA) build.
+
+    Raises:
+        RuntimeError: venv creation or an install failed (the step and pip's error named).
+    """
+    pip = str(venv_dir / "bin" / "pip")
+    base_python = Path(sys.base_prefix) / "bin" / "python3"
+    steps = [
+        [str(base_python), "-m", "venv", str(venv_dir)],
+        [pip, "install", "-q", f"torch=={PEER_TORCH_VERSION}"],
+        [pip, "install", "-q", *packages],
+    ]
+    for step in steps:
+        print(f"[{label} setup] {' '.join(step[:4])} ...", file=sys.stderr, flush=True)
+        completed = subprocess.run(
+            step, capture_output=True, text=True, timeout=timeout_s, check=False
+        )
+        if completed.returncode != 0:
+            raise RuntimeError(
+                f"{label} venv step {' '.join(step[:4])} failed: {completed.stderr[-1500:]}"
+            )
+
+
+def peer_env(venv_dir: Path, **extra: str) -> dict[str, str]:
+    """This environment with `venv_dir` first on PATH, without PYTHONPATH, plus `extra`."""
+    env = {
+        **os.environ,
+        "PATH": f"{venv_dir / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+        "VIRTUAL_ENV": str(venv_dir),
+        "TOKENIZERS_PARALLELISM": "false",
+        **extra,
+    }
+    # The peer runs its own packages, never the code under test.
+    env.pop("PYTHONPATH", None)
+    return env
+
+
 def _child_env(api_key: str, source_dir: Path) -> dict[str, str]:
     env = dict(os.environ)
     env.update(

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -30,13 +29,20 @@ from typing import Any
 from bench import loadgen
 from bench.posts import DEFAULT_NUM_POSTS, generate_posts, write_request_bodies
 from bench.procs import psutil
-from bench.servers import REPO_ROOT, ProbedServer, Server
+from bench.servers import (
+    PEER_TORCH_VERSION,
+    REPO_ROOT,
+    ProbedServer,
+    Server,
+    build_peer_venv,
+    peer_env,
+)
 
 VENV_DIR = REPO_ROOT / "bench" / ".venv-torchserve"
 MODEL_NAME = "minilm"
 ROUTE = f"/predictions/{MODEL_NAME}"
 TORCHSERVE_VERSION = "0.12.0"
-TORCH_VERSION = "2.13.0"
+TORCH_VERSION = PEER_TORCH_VERSION
 # Checkpoint files the handler needs; the rest of the package folder (README, the
 # sentence-transformers pooling config) is left out of the archive.
 _CHECKPOINT_FILES = (
@@ -118,27 +124,12 @@ def ensure_venv() -> Path:
         return venv_bin("python")
     from importlib import metadata
 
-    transformers_version = metadata.version("transformers")
-    base_python = Path(sys.base_prefix) / "bin" / "python3"
-    steps = [
-        [str(base_python), "-m", "venv", str(VENV_DIR)],
-        [str(venv_bin("pip")), "install", "-q", f"torch=={TORCH_VERSION}"],
-        [
-            str(venv_bin("pip")),
-            "install",
-            "-q",
-            f"torchserve=={TORCHSERVE_VERSION}",
-            f"torch-model-archiver=={TORCHSERVE_VERSION}",
-            f"transformers=={transformers_version}",
-        ],
+    packages = [
+        f"torchserve=={TORCHSERVE_VERSION}",
+        f"torch-model-archiver=={TORCHSERVE_VERSION}",
+        f"transformers=={metadata.version('transformers')}",
     ]
-    for step in steps:
-        _log(f"setup: {' '.join(step[:4])} ...")
-        completed = subprocess.run(step, capture_output=True, text=True, timeout=1800, check=False)
-        if completed.returncode != 0:
-            raise RuntimeError(
-                f"TorchServe venv step {' '.join(step[:4])} failed: {completed.stderr[-1500:]}"
-            )
+    build_peer_venv(VENV_DIR, "TorchServe", packages)
     marker.write_text(
         json.dumps({"torch": TORCH_VERSION, "torchserve": TORCHSERVE_VERSION}), encoding="utf-8"
     )
@@ -250,17 +241,13 @@ def torchserve_server(
     work_dir.mkdir(parents=True, exist_ok=True)
     store = archive_model(checkpoint, work_dir)
     config = write_config(work_dir, store, port, batch_size, max_batch_delay_ms, workers)
-    env = {
-        **os.environ,
-        "PATH": f"{VENV_DIR / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
-        "VIRTUAL_ENV": str(VENV_DIR),
-        "BENCH_TORCH_THREADS": str(torch_threads),
-        "TOKENIZERS_PARALLELISM": "false",
+    env = peer_env(
+        VENV_DIR,
+        BENCH_TORCH_THREADS=str(torch_threads),
         # TorchServe writes logs/ under the working directory unless told otherwise.
-        "LOG_LOCATION": str(work_dir / "logs"),
-        "METRICS_LOCATION": str(work_dir / "logs"),
-    }
-    env.pop("PYTHONPATH", None)
+        LOG_LOCATION=str(work_dir / "logs"),
+        METRICS_LOCATION=str(work_dir / "logs"),
+    )
     command = [
         str(venv_bin("torchserve")),
         "--start",

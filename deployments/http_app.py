@@ -315,11 +315,12 @@ async def call_node_one(handle: Any, timeout_s: float, item: Any) -> Any:
     settings = ingress_state.STATE.config.coalesce
     if not settings.enabled:
         return await call_node(handle.predict, timeout_s, item)
-    method = handle.predict_many
-    key = f"{node_name(method)}|{timeout_s}"
+    # Keyed by the handle's deployment: no method handle is built per request.
+    key = f"{node_name(handle)}|{timeout_s}"
     coalescers = ingress_state.STATE.coalescers
     coalescer = coalescers.get(key)
     if coalescer is None:
+        method = handle.predict_many
 
         async def bulk_call(items: list[Any]) -> Any:
             return await call_node(method, timeout_s, items)
