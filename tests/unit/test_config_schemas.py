@@ -87,3 +87,22 @@ def test_policy_reject_threshold_below_flag_is_refused() -> None:
 def test_ingress_config_bounds(bad: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         IngressConfig.model_validate(bad)
+
+
+@pytest.mark.parametrize(
+    ("coalesce", "field"),
+    [
+        ({"max_batch_size": 0}, "max_batch_size"),
+        ({"batch_wait_timeout_s": -0.1}, "batch_wait_timeout_s"),
+        ({"max_concurrent_batches": 0}, "max_concurrent_batches"),
+        ({"max_batch": 16}, "max_batch"),
+    ],
+)
+def test_bad_coalesce_settings_name_the_field(coalesce: dict[str, object], field: str) -> None:
+    with pytest.raises(ValidationError, match=field):
+        IngressConfig.model_validate({"coalesce": coalesce})
+
+
+def test_coalescing_is_on_by_default_and_can_be_turned_off() -> None:
+    assert IngressConfig().coalesce.enabled
+    assert not IngressConfig.model_validate({"coalesce": {"enabled": False}}).coalesce.enabled
