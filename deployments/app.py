@@ -40,8 +40,12 @@ def build_graph(
         # The decorators return Deployment objects; mypy sees the undecorated classes.
         return cast(Deployment, deployment).options(**options.get(name, {}))
 
-    moderation = node(TextModeration, "TextModeration").bind(args.moderation_model.model_dump())
-    sentiment = node(Sentiment, "Sentiment").bind(args.sentiment_model.model_dump())
+    # Embed once: every node that runs MiniLM on text shares vectors through one store.
+    text_vectors = args.text_vectors.model_dump()
+    moderation = node(TextModeration, "TextModeration").bind(
+        args.moderation_model.model_dump(), text_vectors
+    )
+    sentiment = node(Sentiment, "Sentiment").bind(args.sentiment_model.model_dump(), text_vectors)
     # Image nodes are optional (``enabled``): a text-only graph stays small.
     image_nodes: dict[str, Application] = {}
     if args.nsfw_model.enabled:
@@ -55,7 +59,9 @@ def build_graph(
     # only to report it in /health: routes reach it through the Recommender, one hop.
     recommender_nodes: dict[str, Application] = {}
     if args.recommender.enabled:
-        embedder = node(Embedder, "Embedder").bind(args.recommender.embedding_model.model_dump())
+        embedder = node(Embedder, "Embedder").bind(
+            args.recommender.embedding_model.model_dump(), text_vectors
+        )
         recommender_nodes["embedder"] = embedder
         recommender_nodes["recommender"] = node(Recommender, "Recommender").bind(
             embedder, args.recommender.redis_key_prefix
@@ -68,7 +74,7 @@ def build_graph(
         )
     if args.replies.enabled:
         recommender_nodes["replies"] = node(SmartReply, "SmartReply").bind(
-            args.replies.model_dump()
+            args.replies.model_dump(), text_vectors
         )
     # Variants: the same node classes under their own deployment names, so serve_config.yaml
     # gives each its own replicas, resources and user_config; ingress experiments pick them.
@@ -78,14 +84,14 @@ def build_graph(
         variant_nodes[node_key("moderation", variant)] = (
             node(TextModeration, deployment_name)
             .options(name=deployment_name)
-            .bind(moderation_spec.model_dump())
+            .bind(moderation_spec.model_dump(), text_vectors)
         )
     for variant, sentiment_spec in args.sentiment_variants.items():
         deployment_name = f"Sentiment-{variant}"
         variant_nodes[node_key("sentiment", variant)] = (
             node(Sentiment, deployment_name)
             .options(name=deployment_name)
-            .bind(sentiment_spec.model_dump())
+            .bind(sentiment_spec.model_dump(), text_vectors)
         )
     return node(Ingress, "Ingress").bind(
         moderation=moderation,

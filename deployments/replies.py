@@ -3,7 +3,10 @@
 Retrieval (default): a `SmartReplier` over the curated bank, with MiniLM from
 ``models.embeddings`` as its encoder; the bank is embedded once when the replica starts. A
 batch of requests embeds all its messages (and their context) in ONE encoder call, then ranks
-each request. Generative: a `Seq2SeqReplier` from a local checkpoint, same interface.
+each request. With ``args.text_vectors`` on, that encoder is a `CachingEmbedder`: a message
+another node already embedded (a post the moderation head saw) is read from the shared vector
+store, and the bank itself is stored there too. Generative: a `Seq2SeqReplier` from a local
+checkpoint, same interface.
 
 Moderation is not asked here: the ingress asks the moderation node concurrently and drops the
 suggestions of a flagged message (see ``routes_replies``).
@@ -12,13 +15,14 @@ suggestions of a flagged message (see ``routes_replies``).
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from ray import serve
 
 from configs.trends_replies import RepliesArgs
-from deployments._node import BatchedNodeMixin
+from deployments.text_vectors import TextVectorNodeMixin
 from models.device import ModelInfo
 from models.embeddings import MiniLMEmbedder
 from models.replies import (
@@ -29,6 +33,7 @@ from models.replies import (
     Seq2SeqReplier,
     SmartReplier,
 )
+from models.text_vectors import TextEncoder
 
 
 class _PrecomputedEncoder:
@@ -39,7 +44,7 @@ class _PrecomputedEncoder:
     Texts not found (none, when the replier embeds what was expected) are embedded.
     """
 
-    def __init__(self, embedder: MiniLMEmbedder) -> None:
+    def __init__(self, embedder: TextEncoder) -> None:
         self.embedder = embedder
         # Per thread: a batch runs in a worker thread; its lookups must not see another's.
         self._local = threading.local()
@@ -70,8 +75,16 @@ class ReplyModel:
         self._config = config
 
     @classmethod
-    def load(cls, args: RepliesArgs) -> ReplyModel:
-        """Build the configured replier (retrieval: loads MiniLM and embeds the bank)."""
+    def load(
+        cls,
+        args: RepliesArgs,
+        wrap_encoder: Callable[[MiniLMEmbedder], TextEncoder] | None = None,
+    ) -> ReplyModel:
+        """Build the configured replier (retrieval: loads MiniLM and embeds the bank).
+
+        `wrap_encoder` (retrieval) puts MiniLM behind another encoder before anything is
+        embedded: the node's `CachingEmbedder`.
+        """
         if args.kind == "seq2seq":
             if args.path is None:
                 raise ValueError('replies.kind="seq2seq" needs replies.path')
@@ -82,7 +95,7 @@ class ReplyModel:
             return cls(seq2seq, ModelInfo(seq2seq.name, "local", args.device, ()))
         embedder = MiniLMEmbedder.load(args.path, args.device)
         bank = ReplyBank.load(args.bank_path)
-        encoder = _PrecomputedEncoder(embedder)
+        encoder = _PrecomputedEncoder(wrap_encoder(embedder) if wrap_encoder else embedder)
         config = ReplyConfig(
             max_message_chars=args.max_message_chars, min_similarity=args.min_similarity
         )
@@ -130,11 +143,14 @@ class ReplyModel:
 
 
 @serve.deployment(name="SmartReply", max_ongoing_requests=64)
-class SmartReply(BatchedNodeMixin):
+class SmartReply(TextVectorNodeMixin):
     """Up to a few short replies to a message, or the reason for none."""
 
-    def __init__(self, args: dict[str, Any] | None = None) -> None:
-        self.model = ReplyModel.load(RepliesArgs.model_validate(args or {}))
+    def __init__(
+        self, args: dict[str, Any] | None = None, text_vectors: dict[str, Any] | None = None
+    ) -> None:
+        self._configure_text_vectors(text_vectors)
+        self.model = ReplyModel.load(RepliesArgs.model_validate(args or {}), self._cache_encoder)
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
     async def predict(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:

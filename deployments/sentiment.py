@@ -8,18 +8,22 @@ from typing import Any
 from ray import serve
 
 from configs.schemas import SentimentModelSpec
-from deployments._node import BatchedNodeMixin, load_registered_head
+from deployments._node import load_registered_head
+from deployments.text_vectors import TextVectorNodeMixin
 from models.sentiment import load_sentiment
 
 
 @serve.deployment(name="Sentiment", max_ongoing_requests=64)
-class Sentiment(BatchedNodeMixin):
+class Sentiment(TextVectorNodeMixin):
     """Labels texts positive / negative / neutral."""
 
     # Scores are a pure function of (text, model version) and plain JSON: cacheable.
     result_cache_allowed = True
 
-    def __init__(self, model_spec: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, model_spec: dict[str, Any] | None = None, text_vectors: dict[str, Any] | None = None
+    ) -> None:
+        self._configure_text_vectors(text_vectors)
         spec = SentimentModelSpec.model_validate(model_spec or {})
         # Window length, stride, neutral band: they change answers, not the model version.
         self.result_cache_variant = json.dumps(spec.loader_kwargs(), sort_keys=True)
@@ -28,8 +32,17 @@ class Sentiment(BatchedNodeMixin):
             # Remembered so an alias is followed (user_config.registry_poll_s).
             self.init_registry_ref = spec.registry
             self.model = load_registered_head("sentiment", spec.registry, spec.device)
+        elif spec.kind == "head":
+            # Imported here: only head nodes need the MiniLM embedder.
+            from models.heads import shared_embedder
+
+            # Embed once: the head reads vectors other nodes stored (args.text_vectors).
+            embedder = self._cache_encoder(shared_embedder(spec.device))
+            self.model = load_sentiment("head", spec.path, spec.device, embedder=embedder)
         else:
             self.model = load_sentiment(spec.kind, spec.path, spec.device, **spec.loader_kwargs())
+        # A registered head embeds with the shared MiniLM: route it through the store too.
+        self._attach_text_vectors()
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
     async def predict(self, texts: list[str]) -> list[dict[str, Any]]:

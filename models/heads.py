@@ -58,6 +58,7 @@ from torch import nn
 from models.device import ModelInfo, resolve_device
 from models.embeddings import EMBEDDING_DIM, MiniLMEmbedder
 from models.moderation import ProfanityModerator
+from models.text_vectors import TextEncoder
 from models.text_windows import check_texts
 
 __all__ = [
@@ -419,7 +420,7 @@ class _HeadModel:
     def __init__(
         self,
         loaded: LoadedHead,
-        embedder: MiniLMEmbedder,
+        embedder: TextEncoder,
         name: str | None = None,
         version: str | None = None,
         embed_batch_size: int = 64,
@@ -445,9 +446,13 @@ class _HeadModel:
         device: str = "auto",
         name: str | None = None,
         version: str | None = None,
-        embedder: MiniLMEmbedder | None = None,
+        embedder: TextEncoder | None = None,
     ) -> Any:
-        """Load a head checkpoint and the (process-shared) MiniLM embedder."""
+        """Load a head checkpoint and the (process-shared) MiniLM embedder.
+
+        `embedder` replaces that embedder, e.g. a `models.text_vectors.CachingEmbedder` over
+        it, so a text another feature already embedded is not encoded again.
+        """
         loaded = load_head(path, device)
         expected = cls._task()
         if loaded.config.task != expected:

@@ -42,7 +42,11 @@ def redis_process(base_url: str) -> Iterator[subprocess.Popen[bytes]]:
                 "TextModeration": SMALL,
                 "Sentiment": SMALL,
                 "Embedder": {
-                    **SMALL,
+                    # On the module's Redis too: the shared text vector store (embed once).
+                    "ray_actor_options": {
+                        "num_cpus": 0.1,
+                        "runtime_env": {"env_vars": {"REDIS_URL": url}},
+                    },
                     "user_config": {
                         "batching": {"max_batch_size": 16, "batch_wait_timeout_s": 0.01}
                     },
@@ -113,6 +117,10 @@ def test_health_reports_embedder_and_where_the_state_lives(base_url, ingested) -
     assert "mongomock" in recommender["document_store"]["kind"]
     assert recommender["vector_index"] == {"kind": "hnswlib", "posts": len(ingested)}
     assert body["nodes"]["embedder"]["name"] == "all-MiniLM-L6-v2"
+    # Embed once: the Embedder stored every vector it computed in the shared Redis store.
+    vectors = body["nodes"]["embedder"]["text_vectors"]
+    assert vectors["state"] == "on" and vectors["store"]["backend"] == "redis", vectors
+    assert vectors["encoded"] >= len(ingested) and vectors["store_errors"] == 0, vectors
 
 
 def test_events_are_idempotent_and_the_cooking_fan_gets_cooking_first(client, ingested) -> None:
