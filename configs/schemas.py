@@ -108,6 +108,59 @@ class ResultCacheConfig(StrictModel):
     )
 
 
+class TextVectorCacheConfig(StrictModel):
+    """Embed once: MiniLM vectors shared by every node that embeds post text.
+
+    The Embedder, head moderation / sentiment and retrieval smart-reply nodes look a text's
+    vector up (by encoder name, version and text hash) before running MiniLM, and store what
+    they compute, so a post embedded by one feature is not encoded again by the next.
+    """
+
+    enabled: bool = Field(
+        default=True,
+        description=(
+            "Share vectors between nodes. Redis when REDIS_URL is set (shared by every node "
+            "and replica), else a bounded in-process LRU per replica (reuse within one node "
+            "only). false: each node runs its encoder on every text, as before."
+        ),
+    )
+    ttl_s: float = Field(
+        default=7 * 86400.0,
+        gt=0.0,
+        le=90 * 86400.0,
+        description=(
+            "Redis only: seconds a vector lives after it is stored. Keys name the encoder "
+            "version, so a new model never reads old vectors; this only bounds memory."
+        ),
+    )
+    key_prefix: str = Field(
+        default="sp:vec:",
+        min_length=1,
+        max_length=64,
+        description="Redis only: start of every vector key (one per environment).",
+    )
+    local_max_entries: int = Field(
+        default=20_000,
+        ge=1,
+        le=10_000_000,
+        description=(
+            "Without REDIS_URL: most vectors the in-process LRU keeps per replica (1.5 KiB each)."
+        ),
+    )
+    socket_timeout_s: float = Field(
+        default=0.1,
+        gt=0.0,
+        le=5.0,
+        description="Redis connect and read timeout: what a dead Redis costs one batch.",
+    )
+    retry_s: float = Field(
+        default=5.0,
+        ge=0.0,
+        le=3600.0,
+        description="After a Redis error the store is skipped for this long, then tried again.",
+    )
+
+
 class ModelNodeConfig(StrictModel):
     """``user_config`` of a model node."""
 
@@ -423,6 +476,13 @@ class AppArgs(StrictModel):
     replies: RepliesArgs = Field(
         default_factory=RepliesArgs, description="SmartReply node: reply suggestions."
     )
+    text_vectors: TextVectorCacheConfig = Field(
+        default_factory=TextVectorCacheConfig,
+        description=(
+            "Embed once: MiniLM vectors shared by the Embedder, head moderation / sentiment "
+            "and smart-reply nodes, keyed by encoder version and text hash."
+        ),
+    )
     moderation_variants: dict[str, ModerationModelSpec] = Field(
         default_factory=dict,
         description=(
@@ -509,7 +569,7 @@ class CoalesceConfig(StrictModel):
         description="Longest a text waits for others before its call leaves (0: never waits).",
     )
     max_concurrent_batches: int = Field(
-        default=2,
+        default=4,
         ge=1,
         le=64,
         description="Coalesced calls in flight per node; later texts queue into the next one.",
