@@ -29,33 +29,57 @@ def _ratio(value: float, reference: float | None) -> str:
     return f"{ratio:.2f}" if ratio >= 0.1 else f"{ratio:.4f}"
 
 
+# Setups every server row is compared with, one "ratio to" column each, when the workload
+# measured them: the FastAPI baseline (its column is always there) and TorchServe (W2 with
+# --torchserve, W3).
+_REFERENCE_SETUPS = (("fastapi-baseline", "FastAPI baseline"), ("torchserve", "TorchServe"))
+
+
+def _ok_per_s_by_connections(workload: dict[str, Any], key: str) -> dict[int, float]:
+    return {
+        run["connections"]: run["ok_per_s"]
+        for run in workload["servers"].get(key, {}).get("runs", [])
+    }
+
+
 def workload_table(workload: dict[str, Any]) -> str:
-    """One markdown table: offline ceiling, then each server at each connection count."""
+    """One markdown table: offline ceiling, then each server at each connection count.
+
+    Ratio columns: to the offline ceiling, to the FastAPI baseline, and to TorchServe when
+    the workload has TorchServe runs (at the same connection count).
+    """
     offline = workload["offline"]
     best = offline["best"]
     ceiling = float(best["texts_per_s"])
+    references = [
+        (title, _ok_per_s_by_connections(workload, key))
+        for key, title in _REFERENCE_SETUPS
+        if key == "fastapi-baseline" or _ok_per_s_by_connections(workload, key)
+    ]
+    header = "".join(f" | ratio to {title}" for title, _ in references)
+    dashes = " — |" * len(references)
     lines = [
         "| setup | connections | req/s | p50 ms | p99 ms | errors | degraded "
-        "| ratio to offline ceiling | ratio to FastAPI baseline |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"| ratio to offline ceiling{header} |",
+        "|---|---|---|---|---|---|---|---|" + "---|" * len(references),
         f"| model called directly, batch {best['batch_size']} (best) | — | "
-        f"{ceiling:.1f} texts/s | {best['batch_ms']:.1f} per batch | — | — | — | 1.00 | — |",
+        f"{ceiling:.1f} texts/s | {best['batch_ms']:.1f} per batch | — | — | — | 1.00 |{dashes}",
     ]
-    baseline_by_c = {
-        run["connections"]: run["ok_per_s"]
-        for run in workload["servers"].get("fastapi-baseline", {}).get("runs", [])
-    }
     for server_name, server in workload["servers"].items():
         label = server.get("label", server_name)
         if "error" in server:
-            lines.append(f"| {label} | — | failed: {server['error'][:80]} | | | | | | |")
+            empty = " |" * (5 + len(references))
+            lines.append(f"| {label} | — | failed: {server['error'][:80]} |{empty}")
             continue
         for run in server["runs"]:
+            ratios = "".join(
+                f" {_ratio(run['ok_per_s'], by_c.get(run['connections']))} |"
+                for _, by_c in references
+            )
             lines.append(
                 f"| {label} | {run['connections']} | {run['ok_per_s']:.1f} | "
                 f"{run['latency_p50_ms']:.1f} | {run['latency_p99_ms']:.1f} | {run['errors']} | "
-                f"{run['degraded']} | {_ratio(run['ok_per_s'], ceiling)} | "
-                f"{_ratio(run['ok_per_s'], baseline_by_c.get(run['connections']))} |"
+                f"{run['degraded']} | {_ratio(run['ok_per_s'], ceiling)} |{ratios}"
             )
     return "\n".join(lines)
 

@@ -11,6 +11,11 @@ the generated block of ``docs/benchmarks.md``.
     python -m bench.run_all                       # full: 20 s runs, 8 and 32 connections
     python -m bench.run_all --quick               # smoke check: 5 s runs, 8 connections
     python -m bench.run_all --workloads w2 --duration-s 15
+    python -m bench.run_all --workloads w2 --torchserve   # W2 also on TorchServe
+
+With ``--torchserve``, a workload whose model TorchServe can serve (W2) is also measured on
+TorchServe (``bench/torchserve_runner.py``) serving the same checkpoint, with server-side
+batching set like the Ray node's, on the same posts.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from bench.servers import (
     serve_config,
     snapshot_source,
 )
+from bench.torchserve_runner import TORCHSERVE_VERSION, model_kind, torchserve_server
 
 ROUTE = "/api/v1/moderation/text"
 # The bulk route measured after the single-text runs on Ray Serve (--batch-texts).
@@ -71,6 +77,8 @@ class Workload:
     request_timeout_s: float
     app_args: dict[str, Any] | None = None
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The `bench.torchserve_runner` kind that serves this model (--torchserve); None: none.
+    torchserve_kind: str | None = None
 
 
 def _workloads(checkpoint_dir: Path) -> dict[str, Workload]:
@@ -136,6 +144,7 @@ def _workloads(checkpoint_dir: Path) -> dict[str, Workload]:
                 },
                 "Sentiment": {"ray_actor_options": {"num_cpus": 0.25}},
             },
+            torchserve_kind="classifier",
         ),
     }
 
@@ -385,6 +394,67 @@ def _measured_run(
     }
 
 
+def torchserve_settings(workload: Workload) -> dict[str, int]:
+    """`torchserve_server` batching arguments matching the workload's TextModeration node.
+
+    Batch size, batch wait and torch threads are read from the node's Ray overrides, so both
+    servers batch alike; one worker, as the node has one replica.
+    """
+    node = workload.overrides["TextModeration"]
+    batching = node["user_config"]["batching"]
+    return {
+        "batch_size": int(batching["max_batch_size"]),
+        "max_batch_delay_ms": round(float(batching["batch_wait_timeout_s"]) * 1000),
+        "workers": 1,
+        "torch_threads": int(
+            node["ray_actor_options"]["runtime_env"]["env_vars"]["OMP_NUM_THREADS"]
+        ),
+    }
+
+
+def measure_torchserve(
+    workload: Workload,
+    args: argparse.Namespace,
+    bodies: Path,
+    checkpoint: Path | None,
+    api_key: str,
+    work_dir: Path,
+) -> dict[str, Any]:
+    """TorchServe serving `checkpoint` with `torchserve_settings`, measured by `measure_server`.
+
+    The same posts, connection counts and timeouts as the other servers, on TorchServe's own
+    route (the API key header is sent and ignored). A TorchServe that could not be prepared
+    (its venv, java, the archive) or started is recorded as the row's ``error``, and the run
+    goes on.
+    """
+    assert workload.torchserve_kind is not None
+    settings = torchserve_settings(workload)
+    label = (
+        f"TorchServe {TORCHSERVE_VERSION} (batch {settings['batch_size']}, "
+        f"{settings['max_batch_delay_ms']} ms, {settings['workers']} worker)"
+    )
+    summary = (
+        f"bench/torchserve_runner.py {workload.torchserve_kind} handler on the same checkpoint "
+        f"(one window per post, as our moderator, sigmoid per label); "
+        f"{json.dumps(settings, separators=(',', ':'))}"
+    )
+    try:
+        server = torchserve_server(
+            work_dir / "torchserve", args.torchserve_port, checkpoint,
+            kind=workload.torchserve_kind, **settings,
+        )  # fmt: skip
+        outcome = measure_server(
+            server, bodies, api_key, args.connections, args.duration_s, args.warmup_s,
+            workload.request_timeout_s, model_kind(workload.torchserve_kind).route,
+        )  # fmt: skip
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        # RuntimeError includes ServerStartError and LoadGenError; OSError a missing file;
+        # SubprocessError a pip or archiver step that timed out.
+        _log(f"{workload.name} torchserve failed: {exc}")
+        outcome = {"error": str(exc).splitlines()[0]}
+    return {"label": label, "settings": summary, **outcome}
+
+
 def _settings_summary(workload: Workload) -> str:
     if not workload.overrides:
         return "serve_config.yaml as shipped"
@@ -415,10 +485,11 @@ def run_workload(
     *,
     batch_bodies: Path | None = None,
 ) -> dict[str, Any]:
-    """Offline ceiling, FastAPI baseline and Ray Serve for one workload.
+    """Offline ceiling, FastAPI baseline and Ray Serve for one workload (and TorchServe).
 
     With `batch_bodies` (``args.batch_texts`` texts per line), each Ray Serve server is also
-    measured on the bulk route before it is stopped.
+    measured on the bulk route before it is stopped. With ``args.torchserve``, a workload that
+    has a `Workload.torchserve_kind` is then measured on TorchServe too (`measure_torchserve`).
     """
     _log(f"{workload.name}: offline ceiling (batch sizes {workload.offline_batch_sizes})")
     offline = measure_offline(workload, bodies, checkpoint, args.source_dir)
@@ -497,6 +568,10 @@ def run_workload(
         if batch_skipped and key.startswith("ray-serve") and "error" not in outcome:
             outcome.update({"batch_runs": [], "batch_error": batch_skipped})
         result["servers"][key] = {"label": label, "settings": settings, **outcome}
+    if args.torchserve and workload.torchserve_kind is not None:
+        result["servers"]["torchserve"] = measure_torchserve(
+            workload, args, bodies, checkpoint, api_key, work_dir
+        )
     return result
 
 
@@ -541,8 +616,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=True,
         help="start Ray with its dashboard (default) or without (--no-dashboard)",
     )
+    parser.add_argument(
+        "--torchserve",
+        action="store_true",
+        help="also measure TorchServe serving W2's checkpoint (batch size, wait and threads "
+        "of W2's TextModeration node, one worker); needs java and builds "
+        "bench/.venv-torchserve on first use",
+    )
     parser.add_argument("--serve-port", type=int, default=8123)
     parser.add_argument("--baseline-port", type=int, default=8124)
+    parser.add_argument(
+        "--torchserve-port", type=int, default=8125, help="TorchServe's port (+1, +2 used too)"
+    )
     parser.add_argument("--results-dir", type=Path, default=REPO_ROOT / "bench" / "results")
     parser.add_argument("--docs", type=Path, default=REPO_ROOT / "docs" / "benchmarks.md")
     parser.add_argument(
@@ -565,6 +650,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = set(args.workloads) - {"w1", "w2"}
     if unknown:
         parser.error(f"unknown workloads {sorted(unknown)}; choose from w1, w2")
+    definitions = _workloads(Path("unused"))
+    if args.torchserve and not any(definitions[w].torchserve_kind for w in args.workloads):
+        parser.error(
+            f"--torchserve measures W2 only, but --workloads is {','.join(args.workloads)}; add w2"
+        )
     args.ray_ingress = [i.strip() for i in args.ray_ingress.split(",") if i.strip()]
     if not set(args.ray_ingress) <= {"proxy", "haproxy"}:
         parser.error(f"--ray-ingress {args.ray_ingress}: use proxy and/or haproxy")
