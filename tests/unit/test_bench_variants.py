@@ -15,7 +15,7 @@ from bench.servers import REPO_ROOT, serve_config
 def test_ray_variants_parse_ingress_and_coalescing_settings() -> None:
     args = embed_bench.parse_args(["--ray-variants", "proxy:off,haproxy:on/32/0.002/1"])
     assert args.ray_variants == [
-        ("proxy", {"enabled": False}),
+        ("proxy", {"enabled": False}, {}),
         (
             "haproxy",
             {
@@ -24,12 +24,39 @@ def test_ray_variants_parse_ingress_and_coalescing_settings() -> None:
                 "batch_wait_timeout_s": 0.002,
                 "max_concurrent_batches": 1,
             },
+            {},
         ),
     ]
-    assert args.onnx_variants == [("haproxy", {"enabled": True})]
+    assert args.onnx_variants == [("haproxy", {"enabled": True}, {})]
 
 
-@pytest.mark.parametrize("variant", ["grpc:on", "proxy:maybe", "proxy:off/16/0.1/2", "proxy:on/16"])
+def test_variant_options_become_ray_env_log_level_and_node_batch_size() -> None:
+    args = embed_bench.parse_args(["--ray-variants", "haproxy+nice0+tput+warn+nb16:on"])
+    (ingress, coalesce, tuning) = args.ray_variants[0]
+    assert (ingress, coalesce) == ("haproxy", {"enabled": True})
+    assert tuning["env"] == {"RAY_worker_niceness": "0", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+    assert tuning["log_level"] == "WARNING"
+    config = embed_bench.embed_serve_config(8123, {"backend": "torch"}, coalesce, tuning)
+    embedder = config["applications"][0]["deployments"][1]
+    assert embedder["user_config"]["batching"]["max_batch_size"] == 16
+    assert config["logging_config"]["log_level"] == "WARNING"
+    # The shared defaults are not changed by one variant's tuning.
+    assert embed_bench.EMBEDDER_SETTINGS["user_config"]["batching"]["max_batch_size"] == 32
+    assert sorted(embed_bench._tuning_names(tuning)) == ["nb16", "nice0", "tput", "warn"]
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        "grpc:on",
+        "proxy:maybe",
+        "proxy:off/16/0.1/2",
+        "proxy:on/16",
+        "haproxy+fast:on",
+        "haproxy+nb0:on",
+        "haproxy+nicex:on",
+    ],
+)
 def test_bad_ray_variants_are_refused(variant: str) -> None:
     with pytest.raises(SystemExit):
         embed_bench.parse_args(["--ray-variants", variant])
