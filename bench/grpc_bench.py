@@ -38,6 +38,7 @@ from typing import Any
 import httpx
 
 from bench import procs
+from bench.embed_bench import VARIANT_ENV_OPTIONS
 from bench.posts import generate_posts
 from bench.run_all import DISTURBED_OTHER_CORES, ROUTE, _workloads
 from bench.servers import REPO_ROOT, Server, haproxy_env, ray_serve_server, serve_config
@@ -235,7 +236,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--ingress", default="proxy", help="any of proxy, haproxy")
+    parser.add_argument(
+        "--ingress",
+        default="proxy",
+        help="any of proxy, haproxy, each optionally with +OPTION for Ray-wide settings "
+        f"(one of {sorted(VARIANT_ENV_OPTIONS)}, as in bench.embed_bench), e.g. haproxy+tput",
+    )
     parser.add_argument("--connections", default="8,32")
     parser.add_argument("--runs", type=int, default=2, help="per protocol and count")
     parser.add_argument("--duration-s", type=float, default=20.0)
@@ -245,8 +251,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--results-dir", type=Path, default=REPO_ROOT / "bench" / "results")
     args = parser.parse_args(argv)
     args.ingress = [name.strip() for name in args.ingress.split(",") if name.strip()]
-    if not args.ingress or set(args.ingress) - {"proxy", "haproxy"}:
-        parser.error(f"--ingress {args.ingress}: use proxy, haproxy or both")
+    for entry in args.ingress:
+        ingress, *options = entry.split("+")
+        if ingress not in ("proxy", "haproxy") or set(options) - set(VARIANT_ENV_OPTIONS):
+            parser.error(
+                f"--ingress {entry!r}: use proxy or haproxy, optionally with "
+                f"+{'/+'.join(sorted(VARIANT_ENV_OPTIONS))}"
+            )
+    if not args.ingress:
+        parser.error("--ingress: name at least one of proxy, haproxy")
     args.connections = [int(count) for count in args.connections.split(",")]
     if args.runs < 1 or any(count < 1 for count in args.connections):
         parser.error("--runs and every --connections count must be at least 1")
@@ -298,16 +311,19 @@ def main(argv: list[str] | None = None) -> int:
         "post_chars": len(post),
         "ingress": {},
     }
-    for ingress in args.ingress:
+    for entry in args.ingress:
+        ingress, *options = entry.split("+")
         config = serve_config(REPO_ROOT / "serve_config.yaml", args.serve_port, None, w1.overrides)
         config["grpc_options"]["port"] = args.grpc_port
-        server = ray_serve_server(config, api_key, run_dir / ingress, REPO_ROOT)
+        server = ray_serve_server(config, api_key, run_dir / entry, REPO_ROOT)
+        for option in options:
+            server.env.update(VARIANT_ENV_OPTIONS[option])
         if ingress == "haproxy":
             state_dir = Path(tempfile.mkdtemp(prefix="sph-", dir="/tmp"))
             server.env.update(haproxy_env(state_dir))
             server.cleanup_paths.append(state_dir)
         outcome: dict[str, Any] = {"runs": []}
-        _log(f"starting the graph behind {ingress}")
+        _log(f"starting the graph behind {entry}")
         try:
             server.start()
             outcome["check_before"] = grpc_check(args.grpc_port, api_key, post)
@@ -322,18 +338,18 @@ def main(argv: list[str] | None = None) -> int:
                         )  # fmt: skip
                         outcome["runs"].append(run)
                         _log(
-                            f"{ingress} {protocol} c={count}: {run['ok_per_s']:.1f} req/s, "
+                            f"{entry} {protocol} c={count}: {run['ok_per_s']:.1f} req/s, "
                             f"p50 {run['latency_p50_ms']:.1f} ms, p99 "
                             f"{run['latency_p99_ms']:.1f} ms, failed {run['failed']:.0f}, "
                             f"other load {run['other_cores']:.2f}"
                         )
             outcome["check_after"] = grpc_check(args.grpc_port, api_key, post)
         except Exception as exc:  # noqa: BLE001 - one ingress failing must not lose the other
-            _log(f"{ingress} failed: {exc}")
+            _log(f"{entry} failed: {exc}")
             outcome["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
         finally:
             server.stop()
-        results["ingress"][ingress] = outcome
+        results["ingress"][entry] = outcome
     (run_dir / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
     markdown = results_markdown(results)
     (run_dir / "tables.md").write_text(markdown, encoding="utf-8")

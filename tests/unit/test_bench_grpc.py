@@ -78,3 +78,10 @@ def test_bad_options_are_refused() -> None:
         grpc_bench.parse_args(["--ingress", "nginx"])
     with pytest.raises(SystemExit):
         grpc_bench.parse_args(["--connections", "0"])
+
+
+def test_ingress_entries_take_ray_wide_options() -> None:
+    args = grpc_bench.parse_args(["--ingress", "proxy,haproxy+tput"])
+    assert args.ingress == ["proxy", "haproxy+tput"]
+    with pytest.raises(SystemExit):
+        grpc_bench.parse_args(["--ingress", "haproxy+fast"])
