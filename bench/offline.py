@@ -4,6 +4,7 @@ Run as a child process (so the benchmark driver never holds a model or torch's t
 
     python -m bench.offline measure --kind transformer --path DIR --bodies FILE \\
         --batch-sizes 1,8,16,32,64 --budget-s 3
+    python -m bench.offline measure --kind transformer-onnx --path ARTIFACT --bodies FILE
     python -m bench.offline build-checkpoint DIR
 
 ``measure`` prints one JSON line: texts/s and seconds per batch for each batch size.
@@ -30,7 +31,11 @@ def _read_texts(bodies_file: Path) -> list[str]:
 
 
 def _load_model(kind: str, path: str | None) -> Any:
-    """A moderation model, or the sentence encoder: ``minilm`` (torch) / ``minilm-onnx``."""
+    """A moderation model, or the sentence encoder: ``minilm`` (torch) / ``minilm-onnx``.
+
+    ``transformer-onnx``: the transformer moderator on a gated classifier artifact (`path`,
+    from ``python -m pipelines.export_onnx --model classifier``).
+    """
     if kind == "minilm":
         from models.embeddings import MiniLMEmbedder
 
@@ -42,6 +47,8 @@ def _load_model(kind: str, path: str | None) -> Any:
         return load_embedder("onnx", onnx_path=path)
     from models.moderation import load_moderator
 
+    if kind == "transformer-onnx":
+        return load_moderator("transformer", None, "cpu", backend="onnx", onnx_path=path)
     return load_moderator(kind, path, "cpu")
 
 
@@ -101,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("path", type=Path)
     run = commands.add_parser("measure", help="time the model at several batch sizes")
     run.add_argument(
-        "--kind", choices=("profanity", "transformer", "minilm", "minilm-onnx"), required=True
+        "--kind",
+        choices=("profanity", "transformer", "transformer-onnx", "minilm", "minilm-onnx"),
+        required=True,
     )
     run.add_argument("--path", default=None)
     run.add_argument("--bodies", type=Path, required=True, help="JSON-lines request bodies")
