@@ -46,6 +46,7 @@ from bench.posts import (
 from bench.run_all import Workload, machine_info, measure_offline, measure_server
 from bench.servers import (
     REPO_ROOT,
+    VARIANT_ENV_OPTIONS,
     Server,
     ServerStartError,
     baseline_server,
@@ -196,21 +197,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-# Ray-wide settings a variant can add (``INGRESS+OPTION:COALESCE``), as environment variables
-# of the `serve run` process: the local Ray instance it starts, and every worker, inherit them.
-VARIANT_ENV_OPTIONS: dict[str, dict[str, str]] = {
-    # Ray Serve's own throughput mode: user code and the router on the replica's main event
-    # loop, gRPC between handles, buffered request-path logs.
-    "tput": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"},
-    # OpenMP threads sleep at once after a parallel region instead of spinning for a while:
-    # spinning model threads take cycles the front and HAProxy need between batches.
-    "passive": {"OMP_WAIT_POLICY": "PASSIVE"},
-    # Ray's core metrics and task events every 60 s instead of every 10 s / 1 s.
-    "mi60": {
-        "RAY_metrics_report_interval_ms": "60000",
-        "RAY_task_events_report_interval_ms": "60000",
-    },
-}
 VARIANT_OPTION_HELP = (
     "OPTION: 'tput' (RAY_SERVE_THROUGHPUT_OPTIMIZED=1), 'mi60' (metrics and task events "
     "every 60 s), 'passive' (OMP_WAIT_POLICY=PASSIVE), 'warn' (Serve log level WARNING), "

@@ -38,10 +38,16 @@ from typing import Any
 import httpx
 
 from bench import procs
-from bench.embed_bench import VARIANT_ENV_OPTIONS
 from bench.posts import generate_posts
 from bench.run_all import DISTURBED_OTHER_CORES, ROUTE, _workloads
-from bench.servers import REPO_ROOT, Server, haproxy_env, ray_serve_server, serve_config
+from bench.servers import (
+    REPO_ROOT,
+    VARIANT_ENV_OPTIONS,
+    Server,
+    haproxy_env,
+    ray_serve_server,
+    serve_config,
+)
 
 GRPC_METHOD = "/AIService/ModerateContent"
 PROTOCOLS = ("http", "grpc")

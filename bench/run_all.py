@@ -46,6 +46,7 @@ from bench.posts import (
 )
 from bench.servers import (
     REPO_ROOT,
+    VARIANT_ENV_OPTIONS,
     Server,
     ServerStartError,
     baseline_server,
@@ -536,20 +537,23 @@ def run_workload(
         )
         _log(f"{workload.name}: bulk route {batch_skipped}")
         batch_bodies = None
-    for ingress in args.ray_ingress:
+    for entry in args.ray_ingress:
+        ingress, *options = entry.split("+")
         server = ray_serve_server(
             ray_config,
             api_key,
-            work_dir / f"ray-{ingress}",
+            work_dir / f"ray-{entry}",
             args.source_dir,
             dashboard=args.dashboard,
         )
+        for option in options:
+            server.env.update(VARIANT_ENV_OPTIONS[option])
         if ingress == "haproxy":
             state_dir = Path(tempfile.mkdtemp(prefix="sph-", dir="/tmp"))
             server.env.update(haproxy_env(state_dir))
             server.cleanup_paths.append(state_dir)
-        key = "ray-serve" if ingress == "proxy" else f"ray-serve-{ingress}"
-        label = f"Ray Serve graph ({ingress} → Ingress → TextModeration)"
+        key = "ray-serve" if entry == "proxy" else f"ray-serve-{entry}"
+        label = f"Ray Serve graph ({entry} → Ingress → TextModeration)"
         if not args.dashboard:
             key, label = key + "-no-dashboard", label[:-1] + ", no dashboard)"
         servers.append((key, label, settings_summary, server))
@@ -595,7 +599,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--ray-ingress",
         default="proxy,haproxy",
         help="Ray Serve runs per workload: 'proxy' (Ray's default Python proxy) and/or "
-        "'haproxy' (RAY_SERVE_ENABLE_HA_PROXY=1), comma-separated",
+        "'haproxy' (RAY_SERVE_ENABLE_HA_PROXY=1), comma-separated; each may add Ray-wide "
+        "settings as +OPTION, e.g. haproxy+tput (options as in bench.embed_bench)",
     )
     parser.add_argument(
         "--batch-texts",
@@ -656,8 +661,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             f"--torchserve measures W2 only, but --workloads is {','.join(args.workloads)}; add w2"
         )
     args.ray_ingress = [i.strip() for i in args.ray_ingress.split(",") if i.strip()]
-    if not set(args.ray_ingress) <= {"proxy", "haproxy"}:
-        parser.error(f"--ray-ingress {args.ray_ingress}: use proxy and/or haproxy")
+    for entry in args.ray_ingress:
+        ingress, *options = entry.split("+")
+        if ingress not in ("proxy", "haproxy") or set(options) - set(VARIANT_ENV_OPTIONS):
+            parser.error(
+                f"--ray-ingress {entry!r}: use proxy and/or haproxy, each optionally with "
+                f"+{'/+'.join(sorted(VARIANT_ENV_OPTIONS))} (Ray-wide settings), e.g. haproxy+tput"
+            )
     if args.update_docs is None:
         args.update_docs = not args.quick
     return args

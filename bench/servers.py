@@ -276,6 +276,23 @@ def peer_env(venv_dir: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+# Ray-wide settings a variant can add (``INGRESS+OPTION:COALESCE``), as environment variables
+# of the `serve run` process: the local Ray instance it starts, and every worker, inherit them.
+VARIANT_ENV_OPTIONS: dict[str, dict[str, str]] = {
+    # Ray Serve's own throughput mode: user code and the router on the replica's main event
+    # loop, gRPC between handles, buffered request-path logs.
+    "tput": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"},
+    # OpenMP threads sleep at once after a parallel region instead of spinning for a while:
+    # spinning model threads take cycles the front and HAProxy need between batches.
+    "passive": {"OMP_WAIT_POLICY": "PASSIVE"},
+    # Ray's core metrics and task events every 60 s instead of every 10 s / 1 s.
+    "mi60": {
+        "RAY_metrics_report_interval_ms": "60000",
+        "RAY_task_events_report_interval_ms": "60000",
+    },
+}
+
+
 def _child_env(api_key: str, source_dir: Path) -> dict[str, str]:
     env = dict(os.environ)
     env.update(

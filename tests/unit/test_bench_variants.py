@@ -83,3 +83,12 @@ def test_bentoml_service_source_is_valid_python_with_a_batchable_api() -> None:
     names = {node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)}
     assert "embed" in names
     assert "batchable=True" in bentoml_runner.SERVICE_SOURCE
+
+
+def test_run_all_ingress_entries_take_ray_wide_options() -> None:
+    from bench.run_all import parse_args
+
+    args = parse_args(["--ray-ingress", "proxy,haproxy+tput", "--workloads", "w1"])
+    assert args.ray_ingress == ["proxy", "haproxy+tput"]
+    with pytest.raises(SystemExit):
+        parse_args(["--ray-ingress", "haproxy+turbo", "--workloads", "w1"])
