@@ -45,6 +45,7 @@ from bench.servers import (
     VARIANT_ENV_OPTIONS,
     Server,
     haproxy_env,
+    ray_ingress_entry,
     ray_serve_server,
     serve_config,
 )
@@ -258,12 +259,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.ingress = [name.strip() for name in args.ingress.split(",") if name.strip()]
     for entry in args.ingress:
-        ingress, *options = entry.split("+")
-        if ingress not in ("proxy", "haproxy") or set(options) - set(VARIANT_ENV_OPTIONS):
-            parser.error(
-                f"--ingress {entry!r}: use proxy or haproxy, optionally with "
-                f"+{'/+'.join(sorted(VARIANT_ENV_OPTIONS))}"
-            )
+        try:
+            ray_ingress_entry(entry)
+        except ValueError as exc:
+            parser.error(f"--ingress {exc}")
     if not args.ingress:
         parser.error("--ingress: name at least one of proxy, haproxy")
     args.connections = [int(count) for count in args.connections.split(",")]
@@ -318,12 +317,11 @@ def main(argv: list[str] | None = None) -> int:
         "ingress": {},
     }
     for entry in args.ingress:
-        ingress, *options = entry.split("+")
+        ingress, ray_env = ray_ingress_entry(entry)
         config = serve_config(REPO_ROOT / "serve_config.yaml", args.serve_port, None, w1.overrides)
         config["grpc_options"]["port"] = args.grpc_port
         server = ray_serve_server(config, api_key, run_dir / entry, REPO_ROOT)
-        for option in options:
-            server.env.update(VARIANT_ENV_OPTIONS[option])
+        server.env.update(ray_env)
         if ingress == "haproxy":
             state_dir = Path(tempfile.mkdtemp(prefix="sph-", dir="/tmp"))
             server.env.update(haproxy_env(state_dir))

@@ -46,11 +46,11 @@ from bench.posts import (
 )
 from bench.servers import (
     REPO_ROOT,
-    VARIANT_ENV_OPTIONS,
     Server,
     ServerStartError,
     baseline_server,
     haproxy_env,
+    ray_ingress_entry,
     ray_serve_server,
     serve_config,
     snapshot_source,
@@ -538,7 +538,7 @@ def run_workload(
         _log(f"{workload.name}: bulk route {batch_skipped}")
         batch_bodies = None
     for entry in args.ray_ingress:
-        ingress, *options = entry.split("+")
+        ingress, ray_env = ray_ingress_entry(entry)
         server = ray_serve_server(
             ray_config,
             api_key,
@@ -546,8 +546,7 @@ def run_workload(
             args.source_dir,
             dashboard=args.dashboard,
         )
-        for option in options:
-            server.env.update(VARIANT_ENV_OPTIONS[option])
+        server.env.update(ray_env)
         if ingress == "haproxy":
             state_dir = Path(tempfile.mkdtemp(prefix="sph-", dir="/tmp"))
             server.env.update(haproxy_env(state_dir))
@@ -662,12 +661,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         )
     args.ray_ingress = [i.strip() for i in args.ray_ingress.split(",") if i.strip()]
     for entry in args.ray_ingress:
-        ingress, *options = entry.split("+")
-        if ingress not in ("proxy", "haproxy") or set(options) - set(VARIANT_ENV_OPTIONS):
-            parser.error(
-                f"--ray-ingress {entry!r}: use proxy and/or haproxy, each optionally with "
-                f"+{'/+'.join(sorted(VARIANT_ENV_OPTIONS))} (Ray-wide settings), e.g. haproxy+tput"
-            )
+        try:
+            ray_ingress_entry(entry)
+        except ValueError as exc:
+            parser.error(f"--ray-ingress {exc}")
     if args.update_docs is None:
         args.update_docs = not args.quick
     return args

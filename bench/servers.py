@@ -293,6 +293,25 @@ VARIANT_ENV_OPTIONS: dict[str, dict[str, str]] = {
 }
 
 
+def ray_ingress_entry(entry: str) -> tuple[str, dict[str, str]]:
+    """``INGRESS[+OPTION...]`` (e.g. ``haproxy+tput``) -> (ingress, the env its options add).
+
+    Raises:
+        ValueError: Not proxy / haproxy, or an option not in `VARIANT_ENV_OPTIONS`.
+    """
+    ingress, *options = entry.strip().split("+")
+    unknown = set(options) - set(VARIANT_ENV_OPTIONS)
+    if ingress not in ("proxy", "haproxy") or unknown:
+        raise ValueError(
+            f"{entry!r}: use proxy or haproxy, optionally with "
+            f"+{'/+'.join(sorted(VARIANT_ENV_OPTIONS))} (Ray-wide settings), e.g. haproxy+tput"
+        )
+    env: dict[str, str] = {}
+    for option in options:
+        env.update(VARIANT_ENV_OPTIONS[option])
+    return ingress, env
+
+
 def _child_env(api_key: str, source_dir: Path) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
