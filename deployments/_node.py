@@ -63,6 +63,10 @@ class BatchedNodeMixin:
     _model_lock: asyncio.Lock | None = None
     _bulk: CallCoalescer | None = None
 
+    def _head_embedder(self) -> Any:
+        """The encoder a head this node loads embeds with; None: the process-shared MiniLM."""
+        return None
+
     def _batched(self) -> _BatchedMethod:
         return self.predict  # type: ignore[attr-defined,no-any-return]
 
@@ -124,7 +128,11 @@ class BatchedNodeMixin:
                 return
             try:
                 new_model = load_registered_head(
-                    self.head_task, ref, self.model_device, current=self.model.info
+                    self.head_task,
+                    ref,
+                    self.model_device,
+                    current=self.model.info,
+                    embedder=self._head_embedder(),
                 )
             except (LookupError, OSError, ValueError) as exc:
                 self.model_update_error = f"{type(exc).__name__}: {exc}"
@@ -344,11 +352,16 @@ async def follow_alias(
 
 
 def load_registered_head(
-    task: str, ref: RegisteredModelRef, device: str, current: ModelInfo | None = None
+    task: str,
+    ref: RegisteredModelRef,
+    device: str,
+    current: ModelInfo | None = None,
+    embedder: Any = None,
 ) -> Any:
     """Fetch a registered head (MLflow) and load it; None when `current` is that version.
 
     The reported version is ``"<registered name>/<version>"``, e.g. ``heads-moderation/3``.
+    `embedder`: the encoder the head embeds with (None: the process-shared MiniLM).
     """
     # Imported here: mlflow is only needed by nodes that serve registered heads.
     from models.heads import HeadModerator, HeadSentiment
@@ -359,4 +372,4 @@ def load_registered_head(
     if current is not None and current.version == label:
         return None
     loader = HeadModerator if task == "moderation" else HeadSentiment
-    return loader.load(head_dir, device, name=name, version=label)
+    return loader.load(head_dir, device, name=name, version=label, embedder=embedder)

@@ -31,18 +31,15 @@ class TextModeration(TextVectorNodeMixin):
         if spec.kind == "head" and spec.registry is not None:
             # Remembered so an alias is followed (user_config.registry_poll_s).
             self.init_registry_ref = spec.registry
-            self.model = load_registered_head("moderation", spec.registry, spec.device)
+            self.model = load_registered_head(
+                "moderation", spec.registry, spec.device, embedder=self._head_embedder()
+            )
         elif spec.kind == "head":
-            # Imported here: only head nodes need the MiniLM embedder.
-            from models.heads import shared_embedder
-
             # Embed once: the head reads vectors other nodes stored (args.text_vectors).
-            embedder = self._cache_encoder(shared_embedder(spec.device))
+            embedder = self._head_embedder()
             self.model = load_moderator("head", spec.path, spec.device, embedder=embedder)
         else:
             self.model = load_moderator(spec.kind, spec.path, spec.device, **spec.loader_kwargs())
-        # A registered head embeds with the shared MiniLM: route it through the store too.
-        self._attach_text_vectors()
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
     async def predict(self, texts: list[str]) -> list[dict[str, float]]:

@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from configs.schemas import RegisteredModelRef, TextVectorCacheConfig
+from configs.schemas import TextVectorCacheConfig
 from configs.settings import Settings
 from deployments._node import BatchedNodeMixin
 from models.embeddings import EMBEDDING_DIM
@@ -234,26 +234,18 @@ class TextVectorNodeMixin(BatchedNodeMixin):
             return encoder
         return self.text_vectors
 
-    def _attach_text_vectors(self) -> None:
-        """Point a head that embeds with the raw shared encoder at the caching one.
+    def _head_embedder(self) -> Any:
+        """The shared MiniLM behind this node's `CachingEmbedder` when the store is on.
 
-        Registered heads are loaded by `deployments._node.load_registered_head`, which takes
-        no embedder; they get the process-shared MiniLM, the very object wrapped here (or
-        wrapped now, for the first head this node serves), so the swap changes where vectors
-        come from, never what they are.
+        Every head this node loads (from a path, from the registry, or swapped in later by
+        alias following) gets it at load time, so its vectors go through the store.
         """
-        model: Any = self.model
-        encoder = getattr(model, "embedder", None)
-        if encoder is None or isinstance(encoder, CachingEmbedder):
-            return
-        model.embedder = self._cache_encoder(encoder)
+        if self.text_vectors_config is None:
+            return None
+        # Imported here: only head nodes need the MiniLM embedder.
+        from models.heads import shared_embedder
 
-    def _swap_model(self, ref: RegisteredModelRef, generation: int | None = None) -> None:
-        """`BatchedNodeMixin._swap_model`, then the new head embeds through the store too."""
-        super()._swap_model(ref, generation)
-        # A batch that starts between the swap and this line embeds without the store:
-        # the same vectors, just not shared.
-        self._attach_text_vectors()
+        return self._cache_encoder(shared_embedder(self.model_device))
 
     def info(self) -> dict[str, object]:
         """The node's info plus ``text_vectors``: store backend, state and counters."""

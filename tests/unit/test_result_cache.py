@@ -374,7 +374,9 @@ def fake_registry(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     def resolve(ref: RegisteredModelRef) -> str:
         return registry["serving"] if ref.alias is not None else str(ref.version)
 
-    def load(task: str, ref: RegisteredModelRef, device: str, current: Any = None) -> Any:
+    def load(
+        task: str, ref: RegisteredModelRef, device: str, current: Any = None, embedder: Any = None
+    ) -> Any:
         label = f"{ref.model_name}/{resolve(ref)}"
         if current is not None and current.version == label:
             return None

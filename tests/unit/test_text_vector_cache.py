@@ -310,8 +310,9 @@ class VectorNode(TextVectorNodeMixin):
 
     def __init__(self, args: dict[str, Any] | None, encoder: CountingEncoder) -> None:
         self._configure_text_vectors(args)
-        self.model = SimpleNamespace(info=ModelInfo("head", "1", "cpu", ()), embedder=encoder)
-        self._attach_text_vectors()
+        # As the nodes build a head's embedder (`_head_embedder` wraps the shared MiniLM).
+        embedder = self._cache_encoder(encoder)
+        self.model = SimpleNamespace(info=ModelInfo("head", "1", "cpu", ()), embedder=embedder)
 
 
 @pytest.fixture
