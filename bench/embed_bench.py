@@ -211,8 +211,8 @@ def _variant(
     """``INGRESS[+OPTION...]:COALESCE`` -> (ingress, the front's ``coalesce`` args, tuning).
 
     COALESCE is ``off``, ``on`` (the service's defaults) or ``on/SIZE/WAIT_S/IN_FLIGHT``.
-    tuning holds what the options change: ``env`` (variables for the Ray instance),
-    ``log_level``, ``node_max_batch_size``; empty without options.
+    tuning holds the ``options`` as given and what they change: ``env`` (variables for the
+    Ray instance), ``log_level``, ``node_max_batch_size``; empty without options.
     """
     head, _, coalesce = text.strip().partition(":")
     ingress, *options = head.split("+")
@@ -237,7 +237,8 @@ def _variant(
             )
         except ValueError:
             parser.error(f"variant {text!r}: SIZE and IN_FLIGHT are integers, WAIT_S a number")
-    tuning: dict[str, Any] = {}
+    # The option names themselves name the variant (its key and label).
+    tuning: dict[str, Any] = {"options": options} if options else {}
     for option in options:
         if option in VARIANT_ENV_OPTIONS:
             tuning.setdefault("env", {}).update(VARIANT_ENV_OPTIONS[option])
@@ -250,22 +251,6 @@ def _variant(
         else:
             parser.error(f"variant {text!r}: unknown option {option!r}; {VARIANT_OPTION_HELP}")
     return ingress, settings, tuning
-
-
-def _tuning_names(tuning: dict[str, Any]) -> list[str]:
-    """The option names a variant's `tuning` came from, for its key and label."""
-    names = [
-        option
-        for option, env in VARIANT_ENV_OPTIONS.items()
-        if env.items() <= tuning.get("env", {}).items()
-    ]
-    if "RAY_worker_niceness" in tuning.get("env", {}):
-        names.append(f"nice{tuning['env']['RAY_worker_niceness']}")
-    if "log_level" in tuning:
-        names.append("warn")
-    if "node_max_batch_size" in tuning:
-        names.append(f"nb{tuning['node_max_batch_size']}")
-    return names
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -382,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
                     for name in ("max_batch_size", "batch_wait_timeout_s", "max_concurrent_batches")
                 )
             )
-            options = "".join(f"+{option}" for option in _tuning_names(tuning))
+            options = "".join(f"+{option}" for option in tuning.get("options", []))
             variant_key = (
                 f"{setup}-{ingress}{options}-{'coalesced' if coalesce else 'single'}{tuned}"
             )
