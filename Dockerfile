@@ -17,7 +17,7 @@ COPY pyproject.toml README.md ./
 COPY configs/ configs/
 COPY models/ models/
 COPY deployments/ deployments/
-COPY recsys/ recsys/
+COPY storage/ storage/
 RUN pip install .
 
 COPY serve_config.yaml ./

@@ -26,9 +26,9 @@ from pydantic import BaseModel
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from configs.schemas import CoalesceConfig
+from configs.ingress import CoalesceConfig
 from deployments.coalesce import CallCoalescer
-from deployments.embedder import Embedder
+from deployments.nodes.embedder import Embedder
 
 front = FastAPI(title="bench: Embedder route")
 

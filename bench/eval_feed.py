@@ -25,7 +25,7 @@ import numpy as np
 
 from bench.synthetic_social import DAY_S, SyntheticSocial, generate
 from configs.recommender import RecommenderConfig
-from recsys.service import RecommenderService, embed_missing
+from deployments.nodes.recommender_state import RecommenderService, embed_missing
 
 POSITIVE = frozenset({"like", "comment", "share"})
 K = 20

@@ -24,7 +24,7 @@ import numpy as np
 
 from bench.synthetic_social import generate
 from configs.recommender import RecommenderConfig
-from recsys.service import RecommenderService, embed_missing
+from deployments.nodes.recommender_state import RecommenderService, embed_missing
 
 
 def _percentiles(samples_ms: list[float]) -> dict[str, float]:

@@ -108,7 +108,7 @@ def start_service(num_threads: int) -> tuple[str, Callable[[], None]]:
     import ray
     from ray import serve
 
-    from configs.schemas import AppArgs
+    from configs.app import AppArgs
     from deployments.app import build_graph
 
     ray.init(

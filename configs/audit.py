@@ -2,7 +2,7 @@
 
 Every moderation decision the ingress returns is written to the ``moderation_decisions``
 collection (MongoDB when ``MONGODB_URL`` is set, else an in-process store), through a bounded
-in-memory buffer that a background task flushes in batches. ``configs/schemas.py`` embeds
+in-memory buffer that a background task flushes in batches. ``configs/ingress.py`` embeds
 ``AuditConfig`` in ``IngressConfig``.
 """
 

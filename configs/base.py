@@ -1,5 +1,5 @@
 """The base of every config model, in a module of its own so every config module can import it
-(``configs.schemas`` imports the others, so it cannot be the home of the base)."""
+(``configs.app`` and ``configs.ingress`` import the others, so neither can be its home)."""
 
 from __future__ import annotations
 

@@ -360,7 +360,7 @@ class BatchInferenceJobConfig(_Strict):
         default="serving", min_length=1, description="Alias of the registered head to load."
     )
     tracking_uri: str | None = Field(
-        default=None, description="MLflow tracking URI; default as pipelines.registry."
+        default=None, description="MLflow tracking URI; default as storage.registry."
     )
     concurrency: int = Field(
         default=2, ge=1, le=256, description="Model actors in the map_batches pool."

@@ -3,7 +3,7 @@
 ``RecommenderArgs`` is ``args.recommender`` in ``serve_config.yaml`` (read when the graph is
 built); ``RecommenderConfig`` is the Recommender deployment's ``user_config`` (applied live by
 ``reconfigure()``); ``RecommendationRoutesConfig`` is ``recommendations`` in the ingress's
-``user_config``. ``configs/schemas.py`` embeds the first and the last.
+``user_config``. ``configs/app.py`` embeds the first, ``configs/ingress.py`` the last.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ Everything that an operator tunes per deployment (replicas, batch sizes, thresho
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import secrets
@@ -92,6 +93,16 @@ class Settings(BaseSettings):
         if self.api_key_file:
             keys.extend(read_key_file(Path(self.api_key_file)))
         return list(dict.fromkeys(keys))
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read from the environment once.
+
+    Tests that change the environment call ``get_settings.cache_clear()`` (an autouse fixture
+    in ``tests/conftest.py`` does it before every test).
+    """
+    return Settings()
 
 
 class NoApiKeyError(RuntimeError):

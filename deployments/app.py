@@ -12,17 +12,17 @@ from typing import Any, cast
 from ray.serve import Application
 from ray.serve.deployment import Deployment
 
-from configs.schemas import AppArgs
-from deployments.embedder import Embedder
-from deployments.experiments import node_key
-from deployments.ingress import Ingress
-from deployments.moderation import TextModeration
-from deployments.nsfw import NsfwDetector
-from deployments.recommender import Recommender
-from deployments.replies import SmartReply
-from deployments.sentiment import Sentiment
-from deployments.tagger import ImageTaggerNode
-from deployments.trends import Trends
+from configs.app import AppArgs
+from deployments.ingress.deployment import Ingress
+from deployments.ingress.experiments import node_key
+from deployments.nodes.embedder import Embedder
+from deployments.nodes.moderation import TextModeration
+from deployments.nodes.nsfw import NsfwDetector
+from deployments.nodes.recommender import Recommender
+from deployments.nodes.replies import SmartReply
+from deployments.nodes.sentiment import Sentiment
+from deployments.nodes.tagger import ImageTaggerNode
+from deployments.nodes.trends import Trends
 
 
 def build_graph(

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from configs.settings import Settings, resolve_api_keys
+from configs.settings import get_settings, resolve_api_keys
 
 READY_TIMEOUT_S = 180.0
 STOP_TIMEOUT_S = 30.0
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     # Absolute, so replicas (whatever their working directory) find the same development key.
     state_dir = Path(env.get("SOCIALPLAY_STATE_DIR", ".socialplay")).resolve()
     env["SOCIALPLAY_STATE_DIR"] = os.environ["SOCIALPLAY_STATE_DIR"] = str(state_dir)
-    key = resolve_api_keys(Settings())[0]
+    key = resolve_api_keys(get_settings())[0]
     if args.ingress == "haproxy":
         # Short path: HAProxy's admin socket path (with a node id appended) must fit 97 bytes.
         env.update(haproxy_env(Path(tempfile.mkdtemp(prefix="sph-", dir="/tmp"))))

@@ -1,6 +1,6 @@
 """Feed ranking math: user profiles, score terms, diversity, collaborative factors, interests.
 
-Pure numpy / scikit-learn: the storage adapters (``recsys/``) feed arrays in and the serving
+Pure numpy / scikit-learn: the storage adapters (``storage/``) feed arrays in and the serving
 layer turns the results into HTTP answers. Every function here is deterministic given its
 inputs (the clock is an argument), so the offline evaluation replays history exactly.
 """

@@ -14,7 +14,7 @@ differently, never reads an older one's vectors. No text appears in a key.
 The store is an optimisation, never a dependency: a store that raises (Redis down) is
 counted and the texts are encoded as if nothing was stored. This module holds the protocol,
 the in-process LRU store and the wrapper; the Redis store lives in
-``deployments/text_vectors.py`` (only deployments talk to servers).
+``deployments/nodes/text_vectors.py`` (only deployments talk to servers).
 """
 
 from __future__ import annotations

@@ -123,8 +123,8 @@ def _head(config: BatchInferenceJobConfig) -> tuple[str | None, str | None]:
     if config.moderation_head_path:
         return str(Path(config.moderation_head_path).resolve()), None
     if config.moderation_model_name:
-        from configs.schemas import RegisteredModelRef
-        from pipelines.registry import fetch_registered_head
+        from configs.nodes import RegisteredModelRef
+        from storage.registry import fetch_registered_head
 
         ref = RegisteredModelRef(
             model_name=config.moderation_model_name,

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from configs.pipelines import RecommenderMFJobConfig, load_mf_job_config
-from configs.settings import Settings
+from configs.settings import get_settings
 from models.ranking import CollaborativeModel, hash_user_id
 from pipelines.ray_train import fit_to_checkpoint, trainer_configs
 
@@ -76,7 +76,7 @@ def _say(message: str) -> None:
 
 def state_dir() -> Path:
     """The service's state directory, absolute (Ray workers may run elsewhere)."""
-    return Path(Settings().state_dir).resolve()
+    return Path(get_settings().state_dir).resolve()
 
 
 # ---- 2. data ------------------------------------------------------------------------------
@@ -124,9 +124,9 @@ def _jsonl_rows(path: Path, salt: str) -> Iterator[dict[str, Any]]:
 
 
 def _mongodb_rows(config: RecommenderMFJobConfig) -> Iterator[dict[str, Any]]:
-    from recsys.documents import InteractionRepository, open_database
+    from storage.documents import InteractionRepository, open_database
 
-    url = Settings().mongodb_url
+    url = get_settings().mongodb_url
     if not url:
         raise ValueError(
             'source "mongodb" needs MONGODB_URL; set it, or use source "service" / "jsonl"'
@@ -623,7 +623,7 @@ def _serving_model(
 ) -> tuple[str | None, CollaborativeModel | None]:
     from mlflow.exceptions import MlflowException
 
-    from pipelines.registry import _client, download_version, resolve_tracking_uri
+    from storage.registry import _client, download_version, resolve_tracking_uri
 
     settings = config.mlflow
     client = _client(resolve_tracking_uri(settings.tracking_uri))
@@ -691,7 +691,7 @@ def _register_and_promote(
     import pandas as pd
     from mlflow.models import infer_signature
 
-    from pipelines.registry import _client, experiment_id_for, resolve_tracking_uri
+    from storage.registry import _client, experiment_id_for, resolve_tracking_uri
 
     settings = config.mlflow
     tracking_uri = resolve_tracking_uri(settings.tracking_uri)

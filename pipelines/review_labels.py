@@ -1,6 +1,6 @@
 """Moderator reviews as training labels for the moderation head.
 
-The ingress records every moderation decision (``deployments/audit_log.py``); a moderator's
+The ingress records every moderation decision (``storage/audit_log.py``); a moderator's
 review (``POST /api/v1/moderation/{decision_id}/review``) says what the content really was.
 This module reads the reviewed decisions that kept their text (``audit.store_text: true``)
 and turns each into a labelled row of the moderation head (``hate_speech``, ``offensive``),
@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 
 from configs.pipelines import ReviewLabelsSource
-from deployments.audit_log import DecisionRepository
 from models.heads import (
     DAVIDSON_HATE,
     DAVIDSON_NEITHER,
@@ -35,6 +34,7 @@ from models.heads import (
     MODERATION_HEAD_LABELS,
 )
 from pipelines.data import LabelledTexts, Split
+from storage.audit_log import DecisionRepository
 
 __all__ = [
     "LABEL_ALIASES",
@@ -144,10 +144,10 @@ def read_review_labels(
 
 def load_review_labels(source: ReviewLabelsSource) -> LabelledTexts:
     """Rows from the audit log that ``source`` names (MongoDB; default ``MONGODB_URL``)."""
-    from configs.settings import Settings
-    from recsys.documents import open_database
+    from configs.settings import get_settings
+    from storage.documents import open_database
 
-    url = source.mongodb_url if source.mongodb_url is not None else Settings().mongodb_url
+    url = source.mongodb_url if source.mongodb_url is not None else get_settings().mongodb_url
     if not url:
         logger.warning(
             "review_labels: no MongoDB URL (MONGODB_URL is empty); the embedded audit store "

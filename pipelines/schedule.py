@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol, cast
 
 from configs.schedules import JobSchedule, Schedules, load_schedules
-from configs.settings import Settings
+from configs.settings import get_settings
 
 __all__ = ["Due", "JobClient", "due_jobs", "load_state", "main", "submit_due", "save_state"]
 
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     state_file = (
         Path(args.state_file)
         if args.state_file
-        else Path(Settings().state_dir).resolve() / "schedule_state.json"
+        else Path(get_settings().state_dir).resolve() / "schedule_state.json"
     )
     try:
         schedules = load_schedules(args.schedules)

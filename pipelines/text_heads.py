@@ -12,7 +12,7 @@ Steps, in order (each fails with a clear message before the next starts):
    `ray.train.Checkpoint` on every improvement, one progress line per epoch);
 6. score the best head on the held-out test split next to the embedded default (report);
 7. log params, metrics, the model and the report to MLflow, register it, and promote it
-   when it beats the serving version by the configured margin (`pipelines.registry`).
+   when it beats the serving version by the configured margin (`storage.registry`).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from configs.pipelines import TextHeadJobConfig, load_job_config
-from configs.settings import Settings
+from configs.settings import get_settings
 from models.embeddings import EMBEDDING_DIM
 from models.heads import (
     HeadConfig,
@@ -88,7 +88,7 @@ class JobResult:
 
 def state_dir() -> Path:
     """The service's state directory, absolute (Ray workers may run elsewhere)."""
-    return Path(Settings().state_dir).resolve()
+    return Path(get_settings().state_dir).resolve()
 
 
 def _say(message: str) -> None:
@@ -395,7 +395,7 @@ def run_job(config: TextHeadJobConfig) -> JobResult:
     head_dir = storage_path / run_name / "best_head"
     save_head(head_dir, head.module, metrics={"validation": validation, "test": test})
 
-    from pipelines.registry import log_register_promote
+    from storage.registry import log_register_promote
 
     registration = log_register_promote(
         config,

@@ -30,3 +30,11 @@ def tiny_clip_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.fixtures.images import build_tiny_clip
 
     return build_tiny_clip(tmp_path_factory.mktemp("tiny_clip"))
+
+
+@pytest.fixture(autouse=True)
+def _fresh_settings() -> None:
+    """Settings are read once per process (``get_settings``); tests change the environment."""
+    from configs.settings import get_settings
+
+    get_settings.cache_clear()

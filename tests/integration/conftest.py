@@ -13,6 +13,8 @@ import httpx
 import pytest
 
 TEST_API_KEY = "test-key-0123456789"
+# Replicas import the code of this checkout (a worktree too), not whatever is installed.
+REPO_ROOT = Path(__file__).resolve().parents[2]
 OTHER_API_KEY = "second-key-abcdef"
 
 
@@ -52,6 +54,7 @@ def serve_port() -> Iterator[int]:
         _temp_dir=temp_dir,
         runtime_env={
             "env_vars": {
+                "PYTHONPATH": str(REPO_ROOT),
                 "API_KEYS": f"{TEST_API_KEY},{OTHER_API_KEY}",
                 "SOCIALPLAY_DEV_MODE": "0",
                 "SOCIALPLAY_STATE_DIR": state_dir,

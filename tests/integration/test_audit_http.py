@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from configs.schemas import AppArgs
+from configs.app import AppArgs
 from deployments.app import build_graph
 from tests.integration.conftest import deploy, undeploy
 

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from configs.schemas import AppArgs
+from configs.app import AppArgs
 from deployments.app import build_graph
 from tests.fixtures.redis_server import throwaway_redis
 from tests.integration.conftest import deploy, undeploy

@@ -11,10 +11,10 @@ from typing import Any
 import httpx
 import pytest
 
+from configs.app import AppArgs
 from configs.experiments import ExperimentConfig
-from configs.schemas import AppArgs
 from deployments.app import build_graph
-from deployments.experiments import assign_arm
+from deployments.ingress.experiments import assign_arm
 from tests.integration.conftest import deploy, undeploy
 
 pytestmark = pytest.mark.integration

@@ -12,10 +12,10 @@ import httpx
 import pytest
 from ray import serve
 
-from configs.schemas import ModerationModelSpec, SentimentModelSpec
-from deployments.ingress import Ingress
-from deployments.moderation import TextModeration
-from deployments.sentiment import Sentiment
+from configs.nodes import ModerationModelSpec, SentimentModelSpec
+from deployments.ingress.deployment import Ingress
+from deployments.nodes.moderation import TextModeration
+from deployments.nodes.sentiment import Sentiment
 from tests.integration.conftest import deploy, undeploy
 
 pytestmark = pytest.mark.integration

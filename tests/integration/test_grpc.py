@@ -13,7 +13,7 @@ import grpc
 import httpx
 import pytest
 
-from configs.schemas import AppArgs
+from configs.app import AppArgs
 from deployments.app import build_graph
 from deployments.protos import ai_service_pb2 as pb
 from deployments.protos.ai_service_pb2_grpc import AIServiceStub

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from configs.schemas import AppArgs
+from configs.app import AppArgs
 from deployments.app import build_graph
 from models.images import encode_png
 from tests.fixtures.image_server import ImageServer, image_server, silent_port

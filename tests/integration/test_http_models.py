@@ -12,9 +12,9 @@ import httpx
 import pytest
 from ray import serve
 
-from configs.schemas import AppArgs
+from configs.app import AppArgs
 from deployments.app import build_graph
-from deployments.ingress import Ingress
+from deployments.ingress.deployment import Ingress
 from models.device import checkpoint_version
 from tests.integration.conftest import deploy, undeploy
 

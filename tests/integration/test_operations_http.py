@@ -17,9 +17,9 @@ import httpx
 import pytest
 from ray import serve
 
-from configs.schemas import SentimentModelSpec
-from deployments.ingress import Ingress
-from deployments.sentiment import Sentiment
+from configs.nodes import SentimentModelSpec
+from deployments.ingress.deployment import Ingress
+from deployments.nodes.sentiment import Sentiment
 from tests.integration.conftest import undeploy
 
 pytestmark = pytest.mark.integration

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from bench.synthetic_social import post_text
-from configs.schemas import AppArgs
+from configs.app import AppArgs
 from deployments.app import build_graph
 from tests.fixtures.redis_server import throwaway_redis
 from tests.integration.conftest import deploy, undeploy

@@ -21,7 +21,7 @@ from ray import serve
 
 from bench.synthetic_social import generate
 from configs.pipelines import RecommenderMFJobConfig
-from deployments.recommender import Recommender
+from deployments.nodes.recommender import Recommender
 from models.embeddings import EMBEDDING_DIM
 
 pytestmark = pytest.mark.integration

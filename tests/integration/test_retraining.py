@@ -161,7 +161,7 @@ def test_worse_candidate_is_not_promoted(trained: dict[str, Any], workdir: Path)
     run = client.get_run(registration["run_id"])
     assert run.data.tags["promotion.decision"] == "rejected"
     assert "promotion_serving_score" in run.data.metrics
-    from pipelines.registry import set_serving_version
+    from storage.registry import set_serving_version
 
     with pytest.raises(LookupError, match="no version '99'"):
         set_serving_version(MODEL_NAME, "99", tracking_uri=registration["tracking_uri"])
@@ -209,7 +209,7 @@ def test_promoted_version_is_served_after_live_reconfigure(
 
         # Moving the alias (here by hand, as a rollback would; promotion moves it the same
         # way) reaches the running node with no redeploy: it follows the alias by itself.
-        from pipelines.registry import set_serving_version
+        from storage.registry import set_serving_version
 
         previous = set_serving_version(
             MODEL_NAME, "2", tracking_uri=registration["tracking_uri"], reason="test rollback"

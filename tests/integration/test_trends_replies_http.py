@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from configs.schemas import AppArgs
+from configs.app import AppArgs
 from deployments.app import build_graph
 from tests.integration.conftest import TEST_API_KEY, deploy, undeploy
 

@@ -1,0 +1,85 @@
+"""``AppArgs``: what ``serve_config.yaml`` passes as the application's ``args``
+(read once, when ``deployments.app.build_app`` builds the graph).
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from configs.base import StrictModel
+from configs.experiments import check_variant_names
+from configs.nodes import (
+    ModerationModelSpec,
+    NsfwModelSpec,
+    SentimentModelSpec,
+    TaggerModelSpec,
+    TextVectorCacheConfig,
+)
+from configs.recommender import RecommenderArgs
+from configs.replies import RepliesArgs
+from configs.trends import TrendsArgs
+
+
+class AppArgs(StrictModel):
+    """Arguments of the application builder (``args:`` in ``serve_config.yaml``)."""
+
+    moderation_model: ModerationModelSpec = Field(
+        default_factory=ModerationModelSpec, description="Model of the text moderation node."
+    )
+    sentiment_model: SentimentModelSpec = Field(
+        default_factory=SentimentModelSpec, description="Model of the sentiment node."
+    )
+    nsfw_model: NsfwModelSpec = Field(
+        default_factory=NsfwModelSpec, description="The NSFW image node (off by default)."
+    )
+    tagger_model: TaggerModelSpec = Field(
+        default_factory=TaggerModelSpec, description="The image tagger node (off by default)."
+    )
+    recommender: RecommenderArgs = Field(
+        default_factory=RecommenderArgs,
+        description="Embedder + Recommender nodes: events, feed, similar posts, interests.",
+    )
+    trends: TrendsArgs = Field(
+        default_factory=TrendsArgs,
+        description="Trends node: trending topics and topic sentiment (needs the recommender).",
+    )
+    replies: RepliesArgs = Field(
+        default_factory=RepliesArgs, description="SmartReply node: reply suggestions."
+    )
+    text_vectors: TextVectorCacheConfig = Field(
+        default_factory=TextVectorCacheConfig,
+        description=(
+            "Embed once: MiniLM vectors shared by the Embedder, head moderation / sentiment "
+            "and smart-reply nodes, keyed by encoder version and text hash."
+        ),
+    )
+    moderation_variants: dict[str, ModerationModelSpec] = Field(
+        default_factory=dict,
+        description=(
+            "Other moderation models run side by side, by variant name ([a-z0-9_-], not "
+            '"default"): deployment TextModeration-<name>, chosen by ingress experiments.'
+        ),
+    )
+    sentiment_variants: dict[str, SentimentModelSpec] = Field(
+        default_factory=dict,
+        description=(
+            "Other sentiment models run side by side, by variant name: deployment "
+            "Sentiment-<name>, chosen by ingress experiments."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _variant_names(self) -> AppArgs:
+        check_variant_names("moderation_variants", self.moderation_variants)
+        check_variant_names("sentiment_variants", self.sentiment_variants)
+        return self
+
+    @model_validator(mode="after")
+    def _trends_need_the_recommender(self) -> AppArgs:
+        # Trends read posts from the Recommender's store: without it there is nothing to read.
+        if self.trends.enabled and not self.recommender.enabled:
+            raise ValueError(
+                "trends.enabled is true but recommender.enabled is false; trends read the "
+                "posts the recommender stores, so enable the recommender or turn trends off"
+            )
+        return self

@@ -1,0 +1,1 @@
+"""The ingress deployment: the only HTTP and gRPC surface of the graph."""

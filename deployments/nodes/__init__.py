@@ -1,0 +1,1 @@
+"""Model nodes: thin Ray Serve deployments over the model classes in ``models``."""

@@ -1,0 +1,583 @@
+"""The recommender's state and logic: events in, feeds, similar posts and interests out.
+
+One `RecommenderService` owns the document repositories, the feature store and the vector
+index, so every reader sees one state. Text never becomes a vector here: callers embed the
+texts `missing_vectors` names (through the embedding node) and pass the vectors in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from configs.recommender import RecommenderConfig
+from models.embeddings import text_hash
+from models.ranking import (
+    CollaborativeModel,
+    ScoreWeights,
+    blend_scores,
+    cosine_to_profile,
+    freshness,
+    mmr_order,
+    popularity_score,
+    update_profile,
+    weighted_topics,
+)
+from models.vector_index import PostIndex
+from storage.documents import InteractionRepository, PostRepository, open_database
+from storage.features import FeatureStore, PostFeatures
+
+logger = logging.getLogger(__name__)
+
+FLAGGING_ACTIONS = frozenset({"flag_for_review", "reject"})
+HIDING_TYPES = frozenset({"hide", "report"})
+
+
+def log_id(value: str) -> str:
+    """A short hash of a user or post id: logs never carry the raw id."""
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()[:10]
+
+
+@dataclass
+class _Clusters:
+    """K-means clusters of post vectors, labelled by their most common tags."""
+
+    centroids: np.ndarray
+    labels: list[str]
+    fitted_on: int
+
+
+class RecommenderService:
+    """Events, feature store, ranking, similar posts and interests behind one lock."""
+
+    def __init__(
+        self,
+        config: RecommenderConfig | None = None,
+        redis_url: str = "",
+        mongodb_url: str = "",
+        redis_key_prefix: str = "sp:rec:",
+    ) -> None:
+        self.config = config or RecommenderConfig()
+        database, self.documents_info = open_database(mongodb_url)
+        self.posts = PostRepository(database)
+        self.interactions = InteractionRepository(database)
+        self.features = FeatureStore(redis_url, redis_key_prefix, self.config.redis_retry_s)
+        self.index = PostIndex()
+        self.collaborative: CollaborativeModel | None = None
+        self._collaborative_path: str | None = None
+        self._collaborative_error: str | None = None
+        self._clusters: _Clusters | None = None
+        # Part of every feed cache key: bumped when moderation flags or clears a post, so no
+        # cached feed outlives a moderation change; random per process, so a restart starts
+        # from fresh answers too.
+        self._boot_id = uuid.uuid4().hex[:8]
+        self._moderation_epoch = 0
+        # Writes (events) are serialised; reads run alongside them on consistent snapshots.
+        self._write_lock = threading.Lock()
+        self._rebuild()
+        self.reconfigure(self.config)
+
+    # ---- configuration ------------------------------------------------------------------
+    def reconfigure(self, config: RecommenderConfig) -> None:
+        """Apply weights, half-lives and TTLs; reload the collaborative model on a new path."""
+        self.config = config
+        path = config.collaborative_model_path
+        if path == self._collaborative_path:
+            return
+        self._collaborative_path = path
+        self.collaborative, self._collaborative_error = None, None
+        if path:
+            try:
+                self.collaborative = CollaborativeModel.load(path)
+                logger.info("collaborative model %s loaded", self.collaborative.version)
+            except (OSError, ValueError) as exc:
+                # The feed keeps working without the term; /health and each answer say why.
+                self._collaborative_error = f"collaborative model failed to load: {exc}"
+                logger.error("%s", self._collaborative_error)
+
+    def _rebuild(self) -> None:
+        """Refill post features and the index from the document store (after a restart)."""
+        posts = list(self.posts.all())
+        if not posts:
+            return
+        vectors = self.features.get_vectors(p["text_hash"] for p in posts if p.get("text_hash"))
+        for post in posts:
+            features = self._features_of(post)
+            self.features.put_post(post["_id"], features)
+            vector = vectors.get(post.get("text_hash") or "")
+            if vector is not None:
+                self.index.upsert(post["_id"], vector)
+                self.index.set_hidden(post["_id"], features.flagged)
+        logger.info("recommender rebuilt: %d posts, %d indexed", len(posts), len(self.index))
+
+    # ---- events -------------------------------------------------------------------------
+    def missing_vectors(self, posts: list[dict[str, Any]]) -> dict[str, str]:
+        """``{text_hash: text}`` for post texts that have no stored vector yet."""
+        hashes = {text_hash(p["text"]): p["text"] for p in posts if p.get("text", "").strip()}
+        stored = self.features.get_vectors(hashes)
+        return {h: text for h, text in hashes.items() if h not in stored}
+
+    @staticmethod
+    def _features_of(post: dict[str, Any]) -> PostFeatures:
+        return PostFeatures(
+            text_hash=post.get("text_hash") or None,
+            created_at_s=float(post["created_at_s"]),
+            flagged=post.get("moderation_action") in FLAGGING_ACTIONS,
+            tags=list(post.get("tags", [])),
+        )
+
+    def ingest_posts(
+        self, posts: list[dict[str, Any]], new_vectors: dict[str, list[float]] | None = None
+    ) -> dict[str, int]:
+        """Store posts (upsert by ``post_id``) with their vectors; re-sent posts change nothing.
+
+        Each post is a dict with post_id, author_id, text, image_urls, tags, created_at_s and
+        optionally moderation_action. ``new_vectors`` holds the vectors `missing_vectors` asked
+        for, keyed by text hash.
+        """
+        vectors = {h: np.asarray(v, dtype=np.float32) for h, v in (new_vectors or {}).items()}
+        if vectors:
+            self.features.put_vectors(vectors)
+        accepted = unchanged = reused = 0
+        with self._write_lock:
+            existing = self.posts.get_many(p["post_id"] for p in posts)
+            hashes = [text_hash(p["text"]) for p in posts if p.get("text", "").strip()]
+            stored = self.features.get_vectors(hashes)
+            for post in posts:
+                document = self._document_of(post)
+                if existing.get(post["post_id"]) == document:
+                    unchanged += 1
+                    continue
+                previous = self.features.get_posts([post["post_id"]]).get(post["post_id"])
+                self.posts.upsert(document)
+                existing[post["post_id"]] = document
+                features = self._features_of(document)
+                if previous is not None and previous.flagged != features.flagged:
+                    self._moderation_epoch += 1
+                self.features.put_post(post["post_id"], features)
+                vector = stored.get(features.text_hash or "")
+                if vector is not None:
+                    if features.text_hash not in vectors:
+                        reused += 1
+                    self.index.upsert(post["post_id"], vector)
+                elif features.text_hash is not None:
+                    logger.warning(
+                        "post %s has no vector; it is ranked without content",
+                        log_id(post["post_id"]),
+                    )
+                self.index.set_hidden(post["post_id"], features.flagged)
+                accepted += 1
+        return {
+            "accepted": accepted,
+            "unchanged": unchanged,
+            "embedded": len(vectors),
+            "reused_vectors": reused,
+        }
+
+    @staticmethod
+    def _document_of(post: dict[str, Any]) -> dict[str, Any]:
+        text = post.get("text", "")
+        return {
+            "_id": post["post_id"],
+            "author_id": post["author_id"],
+            "text": text,
+            "text_hash": text_hash(text) if text.strip() else None,
+            "image_urls": list(post.get("image_urls", [])),
+            "tags": list(post.get("tags", [])),
+            "created_at_s": float(post["created_at_s"]),
+            "moderation_action": post.get("moderation_action"),
+        }
+
+    def ingest_interactions(self, events: list[dict[str, Any]]) -> dict[str, Any]:
+        """Store new interactions (by ``event_id``) and update profiles, popularity, filters.
+
+        An event id seen before, in an earlier batch or earlier in this one, changes nothing.
+        Interactions on posts not (yet) known are stored and count for the hide filter, but
+        cannot move a profile: there is no vector to move it by.
+        """
+        weights = self.config.event_weights
+        duplicates = 0
+        unknown: list[str] = []
+        with self._write_lock:
+            seen = self.interactions.existing_ids(e["event_id"] for e in events)
+            fresh: list[dict[str, Any]] = []
+            for event in events:
+                if event["event_id"] in seen:
+                    duplicates += 1
+                    continue
+                seen.add(event["event_id"])
+                fresh.append(event)
+            self.interactions.insert_many(
+                [
+                    {
+                        "_id": e["event_id"],
+                        "user_id": e["user_id"],
+                        "post_id": e["post_id"],
+                        "type": e["type"],
+                        "timestamp_s": float(e["timestamp_s"]),
+                    }
+                    for e in fresh
+                ]
+            )
+            posts = self.features.get_posts(e["post_id"] for e in fresh)
+            vectors = self.features.get_vectors(
+                p.text_hash for p in posts.values() if p.text_hash is not None
+            )
+            changed_users: set[str] = set()
+            profiles: dict[str, Any] = {}
+            for event in fresh:
+                user_id, post_id = event["user_id"], event["post_id"]
+                weight = getattr(weights, event["type"])
+                if event["type"] in HIDING_TYPES:
+                    self.features.add_hidden(user_id, post_id)
+                    changed_users.add(user_id)
+                post = posts.get(post_id)
+                if post is None:
+                    if post_id not in unknown:
+                        unknown.append(post_id)
+                    continue
+                if weight > 0:
+                    self.features.add_popularity(post_id, weight)
+                vector = vectors.get(post.text_hash or "")
+                if vector is None or weight == 0:
+                    continue
+                if user_id not in profiles:
+                    profiles[user_id] = self.features.get_profile(user_id)
+                profiles[user_id] = update_profile(
+                    profiles[user_id],
+                    vector,
+                    weight,
+                    float(event["timestamp_s"]),
+                    self.config.profile_half_life_s,
+                )
+                changed_users.add(user_id)
+            for user_id, profile in profiles.items():
+                self.features.put_profile(user_id, profile)
+            for user_id in changed_users:
+                self.features.cache_drop_user(user_id)
+        return {"accepted": len(fresh), "duplicates": duplicates, "unknown_post_ids": unknown}
+
+    # ---- feed ---------------------------------------------------------------------------
+    def rank_feed(
+        self,
+        user_id: str,
+        candidate_post_ids: list[str],
+        limit: int,
+        now_s: float | None = None,
+        use_cache: bool = True,
+    ) -> dict[str, Any]:
+        """Rank candidates for a user: blended score, MMR diversity, filters, cache."""
+        candidates = list(dict.fromkeys(candidate_post_ids))
+        cache_key = hashlib.sha256(
+            json.dumps(
+                [candidates, limit, now_s, self._boot_id, self._moderation_epoch],
+                separators=(",", ":"),
+            ).encode("utf-8")
+        ).hexdigest()[:24]
+        if use_cache and self.config.cache_ttl_s > 0:
+            cached = self.features.cache_get(user_id, cache_key)
+            if cached is not None:
+                return self._from_cache(json.loads(cached))
+        answer = self._rank(user_id, candidates, limit, time.time() if now_s is None else now_s)
+        if use_cache:
+            self.features.cache_put(user_id, cache_key, json.dumps(answer), self.config.cache_ttl_s)
+        return {**answer, "cached": False, **self._degradation()}
+
+    def _from_cache(self, answer: dict[str, Any]) -> dict[str, Any]:
+        # A post flagged since the answer was cached must still disappear at once.
+        posts = self.features.get_posts(item["post_id"] for item in answer["posts"])
+        kept = [i for i in answer["posts"] if not posts.get(i["post_id"], _UNFLAGGED).flagged]
+        return {**answer, "posts": kept, "cached": True, **self._degradation()}
+
+    def _degradation(self) -> dict[str, Any]:
+        info = self.features.info()
+        degraded = info["status"] != "ok"
+        return {"degraded": degraded, "degraded_reason": info.get("reason") if degraded else None}
+
+    def _rank(
+        self, user_id: str, candidates: list[str], limit: int, now_s: float
+    ) -> dict[str, Any]:
+        config = self.config
+        known = self.features.get_posts(candidates)
+        unknown = [p for p in candidates if p not in known]
+        hidden = self.features.get_hidden(user_id)
+        filtered = [p for p in candidates if p in known and (known[p].flagged or p in hidden)]
+        excluded = set(filtered)
+        ids = [p for p in candidates if p in known and p not in excluded]
+        profile = self.features.get_profile(user_id)
+        personal = profile is not None and profile.is_informative()
+        cf_used = self.collaborative is not None and self.collaborative.knows_user(user_id)
+        terms = self._terms(personal, cf_used, profile is None)
+        result: dict[str, Any] = {
+            "posts": [],
+            "unknown_post_ids": unknown,
+            "filtered_post_ids": filtered,
+            "terms": terms,
+            "cold_start": not personal and not cf_used,
+        }
+        if not ids:
+            return result
+        features = [known[p] for p in ids]
+        stored = self.features.get_vectors(f.text_hash for f in features if f.text_hash)
+        vectors = np.zeros((len(ids), 384), dtype=np.float32)
+        for row, feature in enumerate(features):
+            vector = stored.get(feature.text_hash or "")
+            if vector is not None:
+                vectors[row] = vector
+        fresh = freshness(
+            np.array([f.created_at_s for f in features]), now_s, config.freshness_half_life_s
+        )
+        popular = popularity_score(self.features.get_popularity(ids))
+        content = cosine_to_profile(profile.vector, vectors) if personal and profile else None
+        collaborative = (
+            self.collaborative.scores(user_id, ids)
+            if cf_used and self.collaborative is not None
+            else None
+        )
+        weights = ScoreWeights(
+            content=config.weights.content,
+            freshness=config.weights.freshness,
+            popularity=config.weights.popularity,
+            collaborative=config.weights.collaborative,
+        )
+        scores = blend_scores(weights, fresh, popular, content, collaborative)
+        order = mmr_order(scores, vectors, limit, config.mmr_lambda)
+        result["posts"] = [{"post_id": ids[i], "score": round(float(scores[i]), 6)} for i in order]
+        return result
+
+    def _terms(self, personal: bool, cf_used: bool, no_profile: bool) -> dict[str, Any]:
+        config = self.config
+        cf_reason: str | None
+        if self.collaborative is None:
+            cf_reason = self._collaborative_error or (
+                "off: no matrix-factorisation model loaded yet (set collaborative_model_path "
+                "once the retraining job has written one)"
+            )
+        else:
+            cf_reason = None if cf_used else "off for this user: not in the model"
+        content_reason = None
+        if not personal:
+            content_reason = (
+                "off: the user has no interactions yet (cold start)"
+                if no_profile
+                else "off: the user's reactions cancel out"
+            )
+        return {
+            "collaborative": {
+                "used": cf_used,
+                "weight": config.weights.collaborative,
+                "model_version": self.collaborative.version if self.collaborative else None,
+                "reason": cf_reason,
+            },
+            "content": {
+                "used": personal,
+                "weight": config.weights.content,
+                "reason": content_reason,
+            },
+            "freshness": {
+                "used": True,
+                "weight": config.weights.freshness,
+                "half_life_s": config.freshness_half_life_s,
+            },
+            "popularity": {"used": True, "weight": config.weights.popularity},
+            "diversity": {"used": config.mmr_lambda < 1.0, "mmr_lambda": config.mmr_lambda},
+        }
+
+    # ---- similar posts ------------------------------------------------------------------
+    def similar_posts(self, post_id: str, limit: int) -> dict[str, Any] | None:
+        """Nearest posts by vector through the index; None when the post is unknown."""
+        post = self.features.get_posts([post_id]).get(post_id)
+        if post is None:
+            return None
+        vector = self.features.get_vectors([post.text_hash] if post.text_hash else []).get(
+            post.text_hash or ""
+        )
+        if vector is None:
+            return {"post_id": post_id, "posts": [], "reason": "the post has no text to compare"}
+        neighbours = self.index.nearest(vector, limit, exclude=post_id)
+        return {
+            "post_id": post_id,
+            "posts": [{"post_id": p, "score": round(s, 6)} for p, s in neighbours],
+            "reason": None,
+        }
+
+    # ---- interests ----------------------------------------------------------------------
+    def interests(self, user_id: str, limit: int, now_s: float | None = None) -> dict[str, Any]:
+        """Top topics from the tags and embedding clusters of the posts the user reacted to."""
+        now = time.time() if now_s is None else now_s
+        events = self.interactions.recent_for_user(user_id, self.config.interest_history)
+        posts = self.features.get_posts(e["post_id"] for e in events)
+        by_tag: dict[str, float] = {}
+        by_post: dict[str, float] = {}
+        for event in events:
+            post = posts.get(event["post_id"])
+            if post is None:
+                continue
+            age_s = max(now - float(event["timestamp_s"]), 0.0)
+            weight = getattr(self.config.event_weights, event["type"]) * 0.5 ** (
+                age_s / self.config.profile_half_life_s
+            )
+            by_post[event["post_id"]] = by_post.get(event["post_id"], 0.0) + weight
+            for tag in post.tags:
+                by_tag[tag] = by_tag.get(tag, 0.0) + weight
+        topics: list[dict[str, Any]] = [
+            {"topic": tag, "weight": round(w, 6), "source": "tag", "cluster_id": None}
+            for tag, w in weighted_topics(by_tag, limit)
+        ]
+        clusters = self._cluster_weights(by_post, posts)
+        topics += [
+            {"topic": label, "weight": round(w, 6), "source": "cluster", "cluster_id": cid}
+            for (cid, label), w in clusters[:limit]
+        ]
+        topics.sort(key=lambda t: -float(t["weight"]))
+        return {
+            "user_id": user_id,
+            "topics": topics[:limit],
+            "interactions_used": len(events),
+            "cold_start": not events,
+        }
+
+    def _cluster_weights(
+        self, by_post: dict[str, float], posts: dict[str, PostFeatures]
+    ) -> list[tuple[tuple[int, str], float]]:
+        clusters = self._fitted_clusters()
+        if clusters is None or not by_post:
+            return []
+        ids = [p for p in by_post if posts[p].text_hash]
+        stored = self.features.get_vectors(posts[p].text_hash or "" for p in ids)
+        weights: dict[tuple[int, str], float] = {}
+        for post_id in ids:
+            vector = stored.get(posts[post_id].text_hash or "")
+            if vector is None:
+                continue
+            cluster = int(np.argmax(clusters.centroids @ vector))
+            key = (cluster, clusters.labels[cluster])
+            weights[key] = weights.get(key, 0.0) + by_post[post_id]
+        positive = {k: w for k, w in weights.items() if w > 0}
+        total = sum(positive.values())
+        if total <= 0:
+            return []
+        return sorted(((k, w / total) for k, w in positive.items()), key=lambda kw: -kw[1])
+
+    def _fitted_clusters(self) -> _Clusters | None:
+        """K-means over all post vectors, refitted when the corpus grew by a quarter."""
+        posts = self.features.all_posts()
+        with_text = {p: f for p, f in posts.items() if f.text_hash}
+        count = len(with_text)
+        if count < 4:
+            return None
+        if self._clusters is not None and count < 1.25 * self._clusters.fitted_on:
+            return self._clusters
+        from sklearn.cluster import KMeans
+
+        stored = self.features.get_vectors(f.text_hash or "" for f in with_text.values())
+        ids = [p for p, f in with_text.items() if (f.text_hash or "") in stored]
+        matrix = np.stack([stored[with_text[p].text_hash or ""] for p in ids])
+        k = max(2, min(self.config.interest_clusters, count // 4))
+        model = KMeans(n_clusters=k, n_init=3, random_state=0).fit(matrix)
+        centroids = model.cluster_centers_ / np.maximum(
+            np.linalg.norm(model.cluster_centers_, axis=1, keepdims=True), 1e-12
+        )
+        labels = []
+        for cluster in range(k):
+            tags: Counter[str] = Counter()
+            for post_id, assigned in zip(ids, model.labels_, strict=True):
+                if assigned == cluster:
+                    tags.update(with_text[post_id].tags)
+            top = [tag for tag, _ in tags.most_common(2)]
+            labels.append("/".join(top) if top else f"cluster-{cluster}")
+        self._clusters = _Clusters(centroids.astype(np.float32), labels, count)
+        return self._clusters
+
+    # ---- trends -------------------------------------------------------------------------
+    def recent_posts(self, since_s: float, limit: int) -> dict[str, Any]:
+        """Posts created after ``since_s``, newest first, for the Trends node.
+
+        Returns ``{"posts": [{post_id, text, text_hash, created_at_s, moderation_action}],
+        "truncated": bool}``; ``truncated`` says more posts than ``limit`` were in range.
+        """
+        if limit < 1:
+            raise ValueError(f"limit={limit} must be >= 1")
+        # One more than asked: tells "exactly limit" from "limit and more" without a count.
+        documents = self.posts.recent(since_s, limit + 1)
+        posts = [
+            {
+                "post_id": d["_id"],
+                "text": d.get("text", ""),
+                "text_hash": d.get("text_hash"),
+                "created_at_s": float(d["created_at_s"]),
+                "moderation_action": d.get("moderation_action"),
+            }
+            for d in documents[:limit]
+        ]
+        return {"posts": posts, "truncated": len(documents) > limit}
+
+    def fallback_snapshot(self, limit: int) -> dict[str, Any]:
+        """Freshness and popularity inputs of the newest ``limit`` posts, for the ingress.
+
+        The ingress keeps this to rank a feed by freshness and popularity when this node
+        fails. ``posts`` maps post id to ``[created_at_s, engagement, flagged]``.
+        """
+        if limit < 1:
+            raise ValueError(f"limit={limit} must be >= 1")
+        ids = [d["_id"] for d in self.posts.recent(float("-inf"), limit)]
+        features = self.features.get_posts(ids)
+        ids = [p for p in ids if p in features]
+        engagement = self.features.get_popularity(ids)
+        config = self.config
+        return {
+            "posts": {
+                p: [features[p].created_at_s, float(e), bool(features[p].flagged)]
+                for p, e in zip(ids, engagement, strict=True)
+            },
+            "freshness_weight": config.weights.freshness,
+            "popularity_weight": config.weights.popularity,
+            "freshness_half_life_s": config.freshness_half_life_s,
+        }
+
+    # ---- health -------------------------------------------------------------------------
+    def info(self) -> dict[str, Any]:
+        """Where state lives (servers or embedded defaults) and whether it answers."""
+        features = self.features.info()
+        return {
+            "status": "ok" if features["status"] == "ok" else "degraded",
+            "document_store": self.documents_info.as_dict(),
+            "feature_store": features,
+            "feed_cache": {
+                "kind": "redis"
+                if features["kind"] == "redis" and features["status"] == "ok"
+                else "in-process",
+                "ttl_s": self.config.cache_ttl_s,
+            },
+            "vector_index": {"kind": "hnswlib", "posts": len(self.index)},
+            "collaborative_model": {
+                "loaded": self.collaborative is not None,
+                "version": self.collaborative.version if self.collaborative else None,
+                "error": self._collaborative_error,
+            },
+        }
+
+
+_UNFLAGGED = PostFeatures(text_hash=None, created_at_s=0.0)
+
+
+def embed_missing(
+    service: RecommenderService,
+    posts: list[dict[str, Any]],
+    embed: Callable[[list[str]], list[list[float]]],
+) -> dict[str, int]:
+    """Ingest posts embedding their new texts with ``embed`` (tests, offline evaluation)."""
+    missing = service.missing_vectors(posts)
+    hashes = list(missing)
+    vectors = embed([missing[h] for h in hashes]) if hashes else []
+    return service.ingest_posts(posts, dict(zip(hashes, vectors, strict=True)))

@@ -1,0 +1,158 @@
+"""SmartReply node: reply suggestions (``models.replies``), batched with ``@serve.batch``.
+
+Retrieval (default): a `SmartReplier` over the curated bank, with MiniLM from
+``models.embeddings`` as its encoder; the bank is embedded once when the replica starts. A
+batch of requests embeds all its messages (and their context) in ONE encoder call, then ranks
+each request. With ``args.text_vectors`` on, that encoder is a `CachingEmbedder`: a message
+another node already embedded (a post the moderation head saw) is read from the shared vector
+store, and the bank itself is stored there too. Generative: a `Seq2SeqReplier` from a local
+checkpoint, same interface.
+
+Moderation is not asked here: the ingress asks the moderation node concurrently and drops the
+suggestions of a flagged message (see ``routes_replies``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from ray import serve
+
+from configs.replies import RepliesArgs
+from deployments.nodes.text_vectors import TextVectorNodeMixin
+from models.device import ModelInfo
+from models.embeddings import MiniLMEmbedder
+from models.replies import (
+    ReplyBank,
+    ReplyConfig,
+    ReplySuggester,
+    Seq2SeqConfig,
+    Seq2SeqReplier,
+    SmartReplier,
+)
+from models.text_vectors import TextEncoder
+
+
+class _PrecomputedEncoder:
+    """MiniLM encoder that first looks texts up among the vectors of the current batch.
+
+    `ReplyModel.predict_batch` embeds the batch's texts in one call and puts them here; the
+    replier then asks for them one request at a time and gets them without a model call.
+    Texts not found (none, when the replier embeds what was expected) are embedded.
+    """
+
+    def __init__(self, embedder: TextEncoder) -> None:
+        self.embedder = embedder
+        # Per thread: a batch runs in a worker thread; its lookups must not see another's.
+        self._local = threading.local()
+
+    def set_batch(self, vectors: dict[str, np.ndarray]) -> None:
+        self._local.vectors = vectors
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        known: dict[str, np.ndarray] = getattr(self._local, "vectors", {})
+        missing = [t for t in dict.fromkeys(texts) if t not in known]
+        found = dict(zip(missing, self.embedder.embed(missing), strict=True)) if missing else {}
+        return np.stack([known[t] if t in known else found[t] for t in texts])
+
+
+class ReplyModel:
+    """A reply suggester with the ``info`` / ``predict_batch`` interface nodes serve."""
+
+    def __init__(
+        self,
+        suggester: ReplySuggester,
+        info: ModelInfo,
+        encoder: _PrecomputedEncoder | None = None,
+        config: ReplyConfig | None = None,
+    ) -> None:
+        self.suggester = suggester
+        self.info = info
+        self._encoder = encoder
+        self._config = config
+
+    @classmethod
+    def load(
+        cls,
+        args: RepliesArgs,
+        wrap_encoder: Callable[[MiniLMEmbedder], TextEncoder] | None = None,
+    ) -> ReplyModel:
+        """Build the configured replier (retrieval: loads MiniLM and embeds the bank).
+
+        `wrap_encoder` (retrieval) puts MiniLM behind another encoder before anything is
+        embedded: the node's `CachingEmbedder`.
+        """
+        if args.kind == "seq2seq":
+            if args.path is None:
+                raise ValueError('replies.kind="seq2seq" needs replies.path')
+            seq2seq = Seq2SeqReplier.load(
+                args.path,
+                Seq2SeqConfig(max_message_chars=args.max_message_chars, device=args.device),
+            )
+            return cls(seq2seq, ModelInfo(seq2seq.name, "local", args.device, ()))
+        embedder = MiniLMEmbedder.load(args.path, args.device)
+        bank = ReplyBank.load(args.bank_path)
+        encoder = _PrecomputedEncoder(wrap_encoder(embedder) if wrap_encoder else embedder)
+        config = ReplyConfig(
+            max_message_chars=args.max_message_chars, min_similarity=args.min_similarity
+        )
+        replier = SmartReplier(bank, encoder, config)
+        info = ModelInfo(
+            name=f"smart-reply/{embedder.info.name}",
+            version=embedder.info.version,
+            device=embedder.info.device,
+            labels=tuple(i.name for i in bank.intents),
+        )
+        return cls(replier, info, encoder, config)
+
+    def _texts_of(self, request: dict[str, Any]) -> list[str]:
+        """The texts the replier will embed for `request` (message, recent context)."""
+        if self._config is None:
+            return []
+        limit_chars = self._config.max_message_chars
+        recent = [c for c in request.get("context") or [] if c.strip()]
+        recent = recent[-self._config.max_context_messages :]
+        message = str(request["message"])
+        if len(message) > limit_chars:
+            return []  # answered without embedding (message_too_long)
+        return [message] + [c[:limit_chars] for c in recent]
+
+    def predict_batch(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """One ``ReplyDecision.as_dict()`` (plus ``yes_no_question``) per request."""
+        if self._encoder is not None:
+            texts = list(dict.fromkeys(t for r in requests for t in self._texts_of(r)))
+            vectors: Any = self._encoder.embedder.embed(texts) if texts else []
+            self._encoder.set_batch(dict(zip(texts, vectors, strict=True)))
+        try:
+            results = []
+            for request in requests:
+                decision = self.suggester.suggest(
+                    request["message"],
+                    request.get("context") or None,
+                    int(request["limit"]),
+                    bool(request.get("flagged_by_moderation", False)),
+                )
+                results.append({**decision.as_dict(), "yes_no_question": decision.yes_no_question})
+            return results
+        finally:
+            if self._encoder is not None:
+                self._encoder.set_batch({})
+
+
+@serve.deployment(name="SmartReply", max_ongoing_requests=64)
+class SmartReply(TextVectorNodeMixin):
+    """Up to a few short replies to a message, or the reason for none."""
+
+    def __init__(
+        self, args: dict[str, Any] | None = None, text_vectors: dict[str, Any] | None = None
+    ) -> None:
+        self._configure_text_vectors(text_vectors)
+        self.model = ReplyModel.load(RepliesArgs.model_validate(args or {}), self._cache_encoder)
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
+    async def predict(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Each request is ``{message, context, limit, flagged_by_moderation}``."""
+        return await self._run_model(requests)

@@ -1,0 +1,296 @@
+"""Trends node: trending topics and topic sentiment over the posts the Recommender stores.
+
+A background loop in the replica runs every ``period_s``: it reads the posts of the last two
+windows from the Recommender (one handle call, newest first, at most ``max_posts``), has the
+Sentiment node label the posts it has not labelled yet (bulk ``predict_many`` calls; labels
+are kept here by post id and text hash), then runs `models.trends.TrendDetector` in a worker
+thread. Requests for the background window read its latest result; another window is computed
+on demand (bounded by ``on_demand_max_posts``) and reused for ``on_demand_cache_s``.
+
+One replica: the label cache and the latest report are replica state, and one loop is enough
+(the computation is measured in docs/benchmarks.md, "Trends").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from configs.trends import TrendsNodeConfig
+from models.trend_inputs import HIDDEN_ACTIONS, LabelCache, resolve_topic, trend_posts
+from models.trends import TrendConfig, TrendDetector, topic_sentiment
+
+# The matcher topic_sentiment uses, so only posts on the topic are sent for labelling.
+from models.trends import _topic_pattern as topic_pattern
+
+logger = logging.getLogger("ray.serve")
+
+# A background result older than this many periods is reported as stale (runs failing or
+# taking longer than the period).
+STALE_AFTER_PERIODS = 2.0
+# Labels are kept for at most this many times max_posts posts before old ones are dropped.
+LABEL_CACHE_FACTOR = 2
+# Most on-demand windows kept: a window is any number of hours, so callers could otherwise
+# grow the cache without bound.
+MAX_ON_DEMAND_WINDOWS = 16
+
+
+def detector_for(config: TrendsNodeConfig) -> TrendDetector:
+    """The detector with the configured thresholds (everything else: model defaults)."""
+    tuning = config.detector
+    return TrendDetector(
+        TrendConfig(
+            min_cluster_posts=tuning.min_cluster_posts,
+            min_df=min(2, tuning.min_cluster_posts),
+            min_growth=tuning.min_growth,
+            kmeans_clusters=tuning.kmeans_clusters,
+        )
+    )
+
+
+@serve.deployment(name="Trends", num_replicas=1, max_ongoing_requests=32)
+class Trends:
+    """Latest trends of the background window, other windows on demand, topic sentiment."""
+
+    def __init__(
+        self, recommender: DeploymentHandle[Any], sentiment: DeploymentHandle[Any]
+    ) -> None:
+        self.recommender = recommender
+        self.sentiment = sentiment
+        self.config = TrendsNodeConfig()
+        self.detector = detector_for(self.config)
+        self.labels = LabelCache()
+        self._latest: dict[str, Any] | None = None
+        self._on_demand: dict[float, tuple[float, dict[str, Any]]] = {}
+        # One detection at a time: a run takes a core for seconds, and two would only slow
+        # each other down on a small node.
+        self._run_lock = asyncio.Lock()
+        self._wakeup = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._last_error: str | None = None
+        self._runs = 0
+        self._ensure_loop()
+
+    def _ensure_loop(self) -> None:
+        """Start the background loop (again, if it ever died) on the replica's event loop."""
+        if self._loop_task is not None and not self._loop_task.done():
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # constructed outside an event loop: the first async call starts it
+        self._loop_task = loop.create_task(self._background())
+
+    async def reconfigure(self, user_config: dict[str, Any] | None) -> None:
+        """Period, window, bounds and thresholds, live; a new window or threshold reruns now."""
+        new = TrendsNodeConfig.model_validate(user_config or {})
+        rerun = (new.window_hours, new.detector) != (self.config.window_hours, self.config.detector)
+        self.config = new
+        self.detector = detector_for(new)
+        if rerun:
+            self._latest = None
+            self._on_demand.clear()
+            self._wakeup.set()
+        self._ensure_loop()
+
+    async def _background(self) -> None:
+        while True:
+            try:
+                await self.refresh()
+            except Exception as exc:  # the loop must outlive a failed run; the next one retries
+                self._last_error = f"{type(exc).__name__}"
+                logger.warning("trend run failed (%s); retrying next period", type(exc).__name__)
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), timeout=self.config.period_s)
+            except TimeoutError:
+                pass
+            self._wakeup.clear()
+
+    async def refresh(self) -> dict[str, Any]:
+        """Compute the background window now (the loop calls it; tests call it through a
+        handle instead of waiting a period). Returns the new report."""
+        async with self._run_lock:
+            report = await self._compute(self.config.window_hours, self.config.max_posts)
+        self._latest = report
+        self._last_error = None
+        self._runs += 1
+        logger.info(
+            "trends computed: window_h=%.1f posts=%d previous=%d trends=%d detect_s=%.2f "
+            "run_s=%.2f labelled=%d",
+            report["window_hours"],
+            report["window_post_count"],
+            report["previous_window_post_count"],
+            len(report["trends"]),
+            report["duration_s"],
+            report["run_s"],
+            report["newly_labelled"],
+        )
+        return report
+
+    async def _fetch(self, since: datetime, limit: int) -> tuple[list[dict[str, Any]], bool]:
+        answer = await asyncio.wait_for(
+            self.recommender.recent_posts.remote(since.timestamp(), limit),
+            timeout=self.config.store_timeout_s,
+        )
+        return list(answer["posts"]), bool(answer["truncated"])
+
+    async def _label(self, rows: list[dict[str, Any]]) -> int:
+        """Label the rows without a label through the Sentiment node; returns how many.
+
+        A failed call stops labelling for this run: those posts stay unlabelled (answers
+        count them) and the next run tries again.
+        """
+        missing = [
+            r
+            for r in self.labels.unlabelled(rows)
+            if r.get("moderation_action") not in HIDDEN_ACTIONS
+        ]
+        stored = 0
+        batch = self.config.label_batch_size
+        for start in range(0, len(missing), batch):
+            chunk = missing[start : start + batch]
+            try:
+                outputs = await asyncio.wait_for(
+                    self.sentiment.predict_many.remote([str(r["text"]) for r in chunk]),
+                    timeout=self.config.label_timeout_s,
+                )
+            except Exception as exc:  # labelling is best effort; counts say what is missing
+                logger.warning(
+                    "sentiment labelling stopped after %d of %d posts (%s)",
+                    stored,
+                    len(missing),
+                    type(exc).__name__,
+                )
+                break
+            stored += self.labels.put(chunk, [o["result"]["label"] for o in outputs])
+        return stored
+
+    async def _compute(self, window_hours: float, max_posts: int) -> dict[str, Any]:
+        """Read both windows, label new posts, detect; the report as a dict.
+
+        Callers hold ``_run_lock``: one detection at a time.
+        """
+        started_s = time.perf_counter()
+        now = datetime.now(UTC)
+        rows, truncated = await self._fetch(now - timedelta(hours=2 * window_hours), max_posts)
+        newly_labelled = await self._label(rows)
+        posts = trend_posts(rows, self.labels)
+        report = await asyncio.to_thread(
+            self.detector.detect, posts, now, window_hours, self.config.top_trends
+        )
+        self.labels.prune(
+            (str(r["post_id"]) for r in rows), LABEL_CACHE_FACTOR * self.config.max_posts
+        )
+        return {
+            **report.as_dict(),
+            "truncated": truncated,
+            # Read + label + detect; duration_s is the detection alone.
+            "run_s": round(time.perf_counter() - started_s, 3),
+            "newly_labelled": newly_labelled,
+            "unlabelled_posts": sum(p.sentiment_label is None for p in posts),
+        }
+
+    async def trends(self, window_hours: float, limit: int) -> dict[str, Any]:
+        """The top `limit` trends of `window_hours`, with where the answer came from.
+
+        ``source``: ``background`` (the loop's latest run), ``cache`` (an on-demand result of
+        this window, younger than ``on_demand_cache_s``) or ``on_demand`` (computed now).
+        """
+        self._ensure_loop()
+        config = self.config
+        if window_hours == config.window_hours:
+            report = self._latest or await self.refresh()
+            source = "background"
+        else:
+            report, source = await self._on_demand_report(window_hours)
+        computed_at = datetime.fromisoformat(report["computed_at"])
+        age_s = max((datetime.now(UTC) - computed_at).total_seconds(), 0.0)
+        stale = source == "background" and age_s > STALE_AFTER_PERIODS * config.period_s
+        return {
+            **report,
+            "trends": report["trends"][:limit],
+            "source": source,
+            "age_s": round(age_s, 3),
+            "stale": stale,
+            "period_s": config.period_s,
+        }
+
+    async def _on_demand_report(self, window_hours: float) -> tuple[dict[str, Any], str]:
+        """A fresh cached report of this window, or one computed now (and cached)."""
+        max_age_s = self.config.on_demand_cache_s
+        cached = self._on_demand.get(window_hours)
+        if cached is not None and time.monotonic() - cached[0] <= max_age_s:
+            return cached[1], "cache"
+        async with self._run_lock:
+            # Requests for the same window that queued behind this lock reuse its result.
+            cached = self._on_demand.get(window_hours)
+            if cached is not None and time.monotonic() - cached[0] <= max_age_s:
+                return cached[1], "cache"
+            report = await self._compute(window_hours, self.config.on_demand_max_posts)
+        now_s = time.monotonic()
+        self._on_demand = {
+            w: entry for w, entry in self._on_demand.items() if now_s - entry[0] <= max_age_s
+        }
+        if len(self._on_demand) >= MAX_ON_DEMAND_WINDOWS:
+            oldest = min(self._on_demand, key=lambda w: self._on_demand[w][0])
+            del self._on_demand[oldest]
+        self._on_demand[window_hours] = (now_s, report)
+        return report, "on_demand"
+
+    async def topic_sentiment(self, topic: str, window_hours: float) -> dict[str, Any]:
+        """Counts and percentages of labels over the window's posts on `topic`.
+
+        `topic` is a trend id of a recent report (its keywords are matched) or a keyword or
+        phrase. Posts on the topic without a label yet are labelled first, so the answer is
+        measured, not sampled.
+        """
+        self._ensure_loop()
+        reports = [self._latest] if self._latest is not None else []
+        reports += [cached for _, cached in self._on_demand.values()]
+        resolved = resolve_topic(topic, reports)
+        _, pattern = topic_pattern(resolved.terms)
+        now = datetime.now(UTC)
+        rows, truncated = await self._fetch(
+            now - timedelta(hours=window_hours), self.config.on_demand_max_posts
+        )
+        on_topic = [r for r in rows if pattern.search(str(r.get("text") or "")) is not None]
+        await self._label(on_topic)
+        result = topic_sentiment(
+            trend_posts(on_topic, self.labels), resolved.terms, now, window_hours
+        )
+        return {
+            **result.as_dict(),
+            "kind": resolved.kind,
+            "trend_id": resolved.trend_id,
+            "computed_at": now.isoformat(),
+            "truncated": truncated,
+        }
+
+    async def info(self) -> dict[str, Any]:
+        """Loop settings, the last run and the label cache, for /health."""
+        self._ensure_loop()
+        latest = self._latest
+        return {
+            "name": "trends",
+            "window_hours": self.config.window_hours,
+            "period_s": self.config.period_s,
+            "runs": self._runs,
+            "last_run": None
+            if latest is None
+            else {
+                "computed_at": latest["computed_at"],
+                "duration_s": round(float(latest["duration_s"]), 3),
+                "run_s": latest["run_s"],
+                "window_post_count": latest["window_post_count"],
+                "trends": len(latest["trends"]),
+                "truncated": latest["truncated"],
+            },
+            "last_error": self._last_error,
+            "labelled_posts": len(self.labels),
+        }

@@ -1,0 +1,274 @@
+"""Result cache of a model node: one answer per (node, model name, model version, input).
+
+Keys are ``<key_prefix><sha256 hex>`` over the node, the model name, the model version, the
+load options that change answers, and the canonical JSON of the input, so a new model version
+never reads an older version's answers and no text appears in a key. Values are the JSON of
+the model's result.
+
+With ``REDIS_URL`` set the results live in Redis (shared by every replica, ``SET ... PX``
+for the TTL). Redis is an optimisation, never a dependency: any Redis error marks the cache
+down (state and last error in ``info()``), the batch is computed by the model as if nothing
+was cached, and Redis is tried again once ``retry_s`` has passed. Without ``REDIS_URL`` each
+replica keeps a bounded in-process LRU.
+
+Counters (``info()`` and ``socialplay_cache_total``) are per input: ``hit`` (answered from the
+cache), ``miss`` (computed, then stored) or ``error`` (the cache could not be read or written
+for it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+from configs.nodes import ResultCacheConfig
+from deployments import metrics
+
+logger = logging.getLogger("ray.serve")
+
+_NOT_FOUND: Any = object()
+
+
+def cache_key(
+    prefix: str, node: str, model_name: str, model_version: str, item: Any, variant: str = ""
+) -> str:
+    """``prefix`` + sha256 of node, model name, model version, variant and the item's JSON.
+
+    `variant` holds the load options that change answers without changing the model version
+    (a transformer's window length and stride, the sentiment neutral band).
+    """
+    canonical = json.dumps(item, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    # \x1f (unit separator) between parts: no name or version can shift bytes between fields.
+    digest = hashlib.sha256(
+        "\x1f".join((node, model_name, model_version, variant, canonical)).encode("utf-8")
+    ).hexdigest()
+    return prefix + digest
+
+
+class _LocalLRU:
+    """Bounded in-process store with a TTL per entry (the backend without REDIS_URL)."""
+
+    def __init__(self, max_entries: int) -> None:
+        self._max_entries = max_entries
+        self._entries: OrderedDict[str, tuple[float, str]] = OrderedDict()
+
+    def get_many(self, keys: Sequence[str]) -> list[str | None]:
+        now = time.monotonic()
+        found: list[str | None] = []
+        for key in keys:
+            entry = self._entries.get(key)
+            if entry is None or entry[0] <= now:
+                if entry is not None:
+                    del self._entries[key]
+                found.append(None)
+                continue
+            self._entries.move_to_end(key)
+            found.append(entry[1])
+        return found
+
+    def set_many(self, values: dict[str, str], ttl_s: float) -> None:
+        expires = time.monotonic() + ttl_s
+        for key, value in values.items():
+            self._entries[key] = (expires, value)
+            self._entries.move_to_end(key)
+        while len(self._entries) > self._max_entries:
+            self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class ResultCache:
+    """Looks results up and stores them for one node; never raises on a backend failure."""
+
+    def __init__(self, node: str, config: ResultCacheConfig, redis_url: str = "") -> None:
+        self.node = node
+        self.config = config
+        self._redis_url = redis_url
+        self._local = None if redis_url else _LocalLRU(config.local_max_entries)
+        self._client: Any = None
+        self._client_loop: asyncio.AbstractEventLoop | None = None
+        self._down_until = 0.0
+        self._state = "up"
+        self.last_error: str | None = None
+        self.hits = 0
+        self.misses = 0
+        self.errors = 0
+
+    @property
+    def backend(self) -> str:
+        """``"redis"`` or ``"in-process"``."""
+        return "redis" if self._redis_url else "in-process"
+
+    def key(self, model_name: str, model_version: str, item: Any, variant: str = "") -> str:
+        """The key of `item`'s result under this model version (and load options)."""
+        return cache_key(
+            self.config.key_prefix, self.node, model_name, model_version, item, variant
+        )
+
+    def info(self) -> dict[str, object]:
+        """Backend, state (up / down) and counters, for /health."""
+        info: dict[str, object] = {
+            "backend": self.backend,
+            "state": self._state,
+            "ttl_s": self.config.ttl_s,
+            "hits": self.hits,
+            "misses": self.misses,
+            "errors": self.errors,
+            "last_error": self.last_error,
+        }
+        if self._local is not None:
+            info["reason"] = "REDIS_URL is empty: per-replica in-process LRU"
+            info["entries"] = len(self._local)
+        return info
+
+    # ---- lookups ------------------------------------------------------------------------
+    async def get_many(self, keys: Sequence[str]) -> list[Any]:
+        """The cached result of each key, or ``NOT_FOUND``; counts hits and errors.
+
+        Misses are counted by `put_many`, once the model has computed them (or as errors when
+        the cache is unavailable), so each input counts exactly once.
+        """
+        if not keys:
+            return []
+        raws = await self._read(keys)
+        if raws is None:
+            return [_NOT_FOUND] * len(keys)
+        found: list[Any] = []
+        for raw in raws:
+            value = _NOT_FOUND
+            if raw is not None:
+                try:
+                    value = json.loads(raw)
+                except ValueError:
+                    value = _NOT_FOUND  # a foreign or truncated value: recompute it
+            found.append(value)
+        hits = sum(1 for value in found if value is not _NOT_FOUND)
+        self._count("hit", hits)
+        return found
+
+    async def put_many(self, values: dict[str, Any], computed: int) -> None:
+        """Store freshly computed results; `computed` inputs count as misses (or errors)."""
+        encoded: dict[str, str] = {}
+        for key, value in values.items():
+            try:
+                encoded[key] = json.dumps(value, separators=(",", ":"), allow_nan=False)
+            except (TypeError, ValueError) as exc:
+                # Not plain JSON (a numpy float, NaN): answered, just not cached.
+                self.last_error = f"result not JSON-serialisable: {type(exc).__name__}"
+        unstored = len(values) - len(encoded)
+        if unstored:
+            self._count("error", unstored)
+            computed -= unstored
+        if not encoded:
+            self._count("miss", computed)
+            return
+        if self._local is not None:
+            self._local.set_many(encoded, self.config.ttl_s)
+            self._count("miss", computed)
+            return
+        if not self._available():
+            self._count("error", computed)
+            return
+        try:
+            client = self._redis()
+            pipe = client.pipeline(transaction=False)
+            ttl_ms = max(1, int(self.config.ttl_s * 1000))
+            for key, value in encoded.items():
+                pipe.set(key, value, px=ttl_ms)
+            await pipe.execute()
+        except Exception as exc:  # noqa: BLE001 - any client failure: serve without the cache
+            self._mark_down(exc)
+            self._count("error", computed)
+            return
+        self._count("miss", computed)
+
+    @staticmethod
+    def found(value: Any) -> bool:
+        """Whether `get_many` found a value (results may be any JSON, ``null`` included)."""
+        return value is not _NOT_FOUND
+
+    async def aclose(self) -> None:
+        """Close the Redis connections (the cache is being replaced or the replica stops)."""
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                await client.aclose()
+            except Exception as exc:  # noqa: BLE001 - closing a dead connection may fail
+                logger.debug("result cache: close failed: %s", type(exc).__name__)
+
+    # ---- backend ------------------------------------------------------------------------
+    async def _read(self, keys: Sequence[str]) -> list[Any] | None:
+        """Raw values, or None when the cache cannot be read (inputs counted as errors)."""
+        if self._local is not None:
+            return self._local.get_many(keys)
+        if not self._available():
+            return None
+        try:
+            raws = await self._redis().mget(list(keys))
+        except Exception as exc:  # noqa: BLE001 - any client failure: serve without the cache
+            self._mark_down(exc)
+            return None
+        self._mark_up()
+        return list(raws)
+
+    def _available(self) -> bool:
+        """Redis is tried unless it failed less than ``retry_s`` ago."""
+        return self._state == "up" or time.monotonic() >= self._down_until
+
+    def _mark_down(self, exc: BaseException) -> None:
+        # The exception type and message only: redis errors name the host, never a key.
+        self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+        if self._state == "up":
+            logger.warning(
+                "result cache of %s: redis failed (%s); answering without the cache, "
+                "retry in %.1f s",
+                self.node,
+                self.last_error,
+                self.config.retry_s,
+            )
+        self._state = "down"
+        self._down_until = time.monotonic() + self.config.retry_s
+
+    def _mark_up(self) -> None:
+        if self._state == "down":
+            logger.info("result cache of %s: redis answers again", self.node)
+        self._state = "up"
+
+    def _redis(self) -> Any:
+        """The asyncio client, created in (and bound to) the running event loop."""
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._client_loop is not loop:
+            import redis.asyncio
+            from redis.asyncio.retry import Retry
+            from redis.backoff import NoBackoff
+
+            timeout = self.config.socket_timeout_s
+            self._client = redis.asyncio.Redis.from_url(
+                self._redis_url,
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
+                # No client-side retries: one failure marks the cache down, and a dead Redis
+                # costs a batch one timeout, not the client's default retries with backoff.
+                retry=Retry(NoBackoff(), 0),
+            )
+            self._client_loop = loop
+        return self._client
+
+    def _count(self, outcome: metrics.CacheOutcome, count: int) -> None:
+        if count <= 0:
+            return
+        if outcome == "hit":
+            self.hits += count
+        elif outcome == "miss":
+            self.misses += count
+        else:
+            self.errors += count
+        for _ in range(count):
+            metrics.record_cache(self.node, outcome)

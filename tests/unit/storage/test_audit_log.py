@@ -1,0 +1,286 @@
+"""The moderation audit log: documents, buffering, outages, overflow and reviews (no Ray)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from datetime import datetime
+from typing import Any, TypeVar
+
+import mongomock
+import pytest
+from pydantic import ValidationError
+
+from configs.audit import AuditConfig
+from configs.ingress import IngressConfig
+from deployments.ingress.schemas.common import ModelRef, ModerationResult
+from storage import audit_log
+from storage.audit_log import (
+    AuditLog,
+    AuditStoreError,
+    DecisionRepository,
+    StoreInfo,
+    audit_results,
+    content_hash,
+    decision_document,
+    is_decision_id,
+)
+
+T = TypeVar("T")
+EMBEDDED = StoreInfo("embedded (test)", False)
+TEXT = "you are a lovely person"
+
+
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coroutine)
+
+
+def result(action: str = "flag_for_review", offensive: float = 0.7) -> ModerationResult:
+    return ModerationResult(
+        is_safe=action == "approve",
+        action=action,  # type: ignore[arg-type]
+        scores={"offensive": offensive},
+        overall=offensive,
+        flagged_categories=["offensive"] if action != "approve" else [],
+        model=ModelRef(name="alt-profanity-check", version="1.2", device="cpu"),
+        degraded=False,
+    )
+
+
+def repository() -> DecisionRepository:
+    return DecisionRepository(mongomock.MongoClient(tz_aware=True)["test"])
+
+
+class FlakyRepository(DecisionRepository):
+    """Fails the first ``failures`` writes (and every read while ``down``), then works."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__(mongomock.MongoClient(tz_aware=True)["test"])
+        self.failures = failures
+        self.write_calls = 0
+
+    def insert_many(self, documents: Any) -> None:
+        self.write_calls += 1
+        if self.failures > 0:
+            self.failures -= 1
+            raise ConnectionError("store down")
+        super().insert_many(documents)
+
+    def set_review(self, decision_id: str, review: dict[str, Any]) -> dict[str, Any] | None:
+        if self.failures > 0:
+            raise ConnectionError("store down")
+        return super().set_review(decision_id, review)
+
+
+class Sleeps:
+    """Records backoff delays instead of waiting them."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, delay_s: float) -> None:
+        self.delays.append(delay_s)
+        await asyncio.sleep(0)
+
+
+def config(**overrides: Any) -> AuditConfig:
+    values: dict[str, Any] = {
+        "buffer_size": 10,
+        "max_batch": 4,
+        "flush_interval_s": 0.01,
+        "retry_backoff_s": 0.5,
+        "retry_backoff_max_s": 2.0,
+    }
+    return AuditConfig(**{**values, **overrides})
+
+
+def record_many(log: AuditLog, count: int) -> list[str]:
+    ids = []
+    for index in range(count):
+        document = decision_document(result(), f"text {index}", "text", log.config)
+        log.record(document)
+        ids.append(document["_id"])
+    return ids
+
+
+async def wait_until_written(log: AuditLog, count: int) -> None:
+    for _ in range(2000):
+        if log.written >= count:
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"only {log.written} of {count} decisions written")
+
+
+def test_decisions_land_in_the_store_with_every_field_and_no_text() -> None:
+    repo = repository()
+
+    async def scenario() -> list[ModerationResult]:
+        log = AuditLog(config(), repo, EMBEDDED)
+        stamped = audit_results(log, "text", [TEXT], [result()], user_id="user-42")
+        await wait_until_written(log, 1)  # the background writer, not an explicit flush
+        await log.close()
+        return stamped
+
+    stamped = run(scenario())
+    decision_id = stamped[0].decision_id
+    assert decision_id is not None and is_decision_id(decision_id)
+    stored = repo.get(decision_id)
+    assert stored is not None
+    assert stored["content_hash"] == content_hash(TEXT) != TEXT
+    assert stored["scores"] == {"offensive": 0.7}
+    assert stored["action"] == "flag_for_review"
+    assert stored["flagged_categories"] == ["offensive"]
+    assert stored["model"] == {"name": "alt-profanity-check", "version": "1.2"}
+    assert stored["degraded"] is False
+    assert stored["route"] == "text"
+    assert isinstance(stored["created_at"], datetime)
+    assert "request_id" in stored  # None outside a Serve replica
+    assert stored["user_id_hash"] and "user-42" not in stored["user_id_hash"]
+    assert "text" not in stored
+    assert TEXT not in repr(stored)
+
+
+def test_user_id_hash_is_salted_and_stable() -> None:
+    salted = decision_document(result(), TEXT, "text", config(user_id_salt="a"), user_id="u1")
+    same = decision_document(result(), TEXT, "text", config(user_id_salt="a"), user_id="u1")
+    other_salt = decision_document(result(), TEXT, "text", config(user_id_salt="b"), user_id="u1")
+    anonymous = decision_document(result(), TEXT, "text", config())
+    assert salted["user_id_hash"] == same["user_id_hash"] != other_salt["user_id_hash"]
+    assert anonymous["user_id_hash"] is None
+    assert salted["_id"] != same["_id"]
+
+
+def test_text_is_stored_only_with_store_text() -> None:
+    repo = repository()
+
+    async def scenario() -> list[ModerationResult]:
+        log = AuditLog(config(store_text=True), repo, EMBEDDED)
+        stamped = audit_results(log, "batch", [TEXT, "second"], [result(), result("approve")])
+        await log.flush()
+        await log.close()
+        return stamped
+
+    stamped = run(scenario())
+    assert [repo.get(str(r.decision_id))["text"] for r in stamped] == [TEXT, "second"]  # type: ignore[index]
+
+
+def test_store_outage_loses_nothing_up_to_the_buffer_bound() -> None:
+    repo = FlakyRepository(failures=3)
+    sleeps = Sleeps()
+
+    async def scenario() -> tuple[list[str], AuditLog]:
+        log = AuditLog(config(), repo, EMBEDDED, sleep=sleeps)
+        ids = record_many(log, 10)  # exactly buffer_size
+        await wait_until_written(log, 10)
+        await log.close()
+        return ids, log
+
+    ids, log = run(scenario())
+    assert log.dropped == 0
+    assert repo.count() == 10 and all(repo.get(i) is not None for i in ids)
+    assert repo.write_calls >= 3 + 3  # three failures, then 10 rows in batches of <= 4
+    # Exponential backoff between the failed attempts, capped by retry_backoff_max_s.
+    assert sleeps.delays[:3] == [0.5, 1.0, 2.0]
+    assert log.last_error is None and log.buffered == 0
+
+
+def test_overflow_drops_exactly_the_oldest_and_counts_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    metric_counts: list[int] = []
+    monkeypatch.setattr(audit_log, "record_audit_dropped", metric_counts.append)
+    repo = FlakyRepository(failures=2)
+
+    async def scenario() -> tuple[list[str], AuditLog]:
+        log = AuditLog(config(), repo, EMBEDDED, sleep=Sleeps())
+        ids = record_many(log, 13)  # buffer_size 10: three too many
+        await wait_until_written(log, 10)
+        await log.close()
+        return ids, log
+
+    ids, log = run(scenario())
+    assert log.dropped == 3 and sum(metric_counts) == 3
+    assert log.status()["dropped"] == 3
+    assert all(repo.get(i) is None for i in ids[:3])
+    assert all(repo.get(i) is not None for i in ids[3:])
+    assert repo.count() == 10
+
+
+def test_a_failing_store_never_raises_into_the_caller() -> None:
+    def broken_factory() -> DecisionRepository:
+        raise ConnectionError("no server")
+
+    async def scenario() -> tuple[list[ModerationResult], AuditLog]:
+        log = AuditLog(config(), broken_factory, EMBEDDED, sleep=Sleeps())
+        stamped = audit_results(log, "text", [TEXT], [result()])
+        for _ in range(5):
+            await asyncio.sleep(0.02)  # let the writer fail a few times
+        await log.close()
+        return stamped, log
+
+    stamped, log = run(scenario())
+    assert stamped[0].decision_id is not None  # the answer still carries its id
+    assert log.last_error == "ConnectionError"
+    assert log.buffered == 1 and log.dropped == 0  # kept for the next attempt
+
+
+def test_audit_results_survives_a_broken_log() -> None:
+    class BrokenLog(AuditLog):
+        def record(self, document: dict[str, Any]) -> None:
+            raise RuntimeError("bug")
+
+    log = BrokenLog(config(), repository(), EMBEDDED)
+    answers = [result()]
+    assert audit_results(log, "text", [TEXT], answers) == answers
+    assert audit_results(None, "text", [TEXT], answers)[0].decision_id is None
+
+
+def test_review_of_a_buffered_decision_writes_it_first() -> None:
+    repo = repository()
+
+    async def scenario() -> tuple[dict[str, Any] | None, dict[str, Any] | None, AuditLog]:
+        log = AuditLog(config(flush_interval_s=3600), repo, EMBEDDED)
+        decision_id = record_many(log, 1)[0]
+        found = await log.get(decision_id)  # from the buffer: nothing written yet
+        assert repo.count() == 0 and found is not None and found["_id"] == decision_id
+        reviewed = await log.review(decision_id, {"verdict": "reject", "labels": None})
+        await log.close()
+        return found, reviewed, log
+
+    _, reviewed, log = run(scenario())
+    assert reviewed is not None and reviewed["review"]["verdict"] == "reject"
+    assert repo.get(reviewed["_id"])["review"] == {"verdict": "reject", "labels": None}  # type: ignore[index]
+    assert log.buffered == 0
+
+
+def test_review_of_an_unknown_decision_is_none_and_store_down_raises() -> None:
+    async def scenario() -> None:
+        log = AuditLog(config(), repository(), EMBEDDED)
+        assert await log.review("0" * 32, {"verdict": "approve"}) is None
+        assert await log.get("0" * 32) is None
+
+        down = FlakyRepository(failures=100)
+        outage = AuditLog(config(flush_interval_s=3600), down, EMBEDDED)
+        decision_id = record_many(outage, 1)[0]
+        with pytest.raises(AuditStoreError):
+            await outage.review(decision_id, {"verdict": "approve"})
+        assert outage.buffered == 1  # still kept for a later write
+        await log.close()
+        await outage.close()
+
+    run(scenario())
+
+
+def test_retried_batch_already_written_is_not_an_error() -> None:
+    repo = repository()
+    documents = [decision_document(result(), TEXT, "text", config()) for _ in range(3)]
+    repo.insert_many(documents[:2])
+    repo.insert_many(documents)  # the first two are duplicates: skipped
+    assert repo.count() == 3
+
+
+def test_config_rejects_a_batch_larger_than_the_buffer() -> None:
+    with pytest.raises(ValidationError, match="max_batch"):
+        AuditConfig(buffer_size=10, max_batch=20)
+    assert IngressConfig().audit.store_text is False
+    assert IngressConfig.model_validate({"audit": {"store_text": True}}).audit.store_text
