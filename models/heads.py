@@ -55,9 +55,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.device import ModelInfo, resolve_device
+from models.answers import ModelInfo
+from models.device import resolve_device
 from models.embeddings import EMBEDDING_DIM, MiniLMEmbedder
 from models.moderation import ProfanityModerator
+from models.sentiment import PolarityScores, SentimentScores
 from models.text_vectors import TextEncoder
 from models.text_windows import check_texts
 
@@ -509,17 +511,14 @@ class HeadSentiment(_HeadModel):
     def _task() -> HeadTask:
         return "sentiment"
 
-    def predict_batch(self, texts: list[str]) -> list[dict[str, object]]:
+    def predict_batch(self, texts: list[str]) -> list[SentimentScores]:
         """Softmax scores per label; the label is the top one, confidence its probability."""
-        results: list[dict[str, object]] = []
+        results: list[SentimentScores] = []
         for row in self.probabilities(texts):
             scores = dict(zip(self.info.labels, row, strict=True))
             label = max(scores, key=scores.__getitem__)
-            results.append(
-                {
-                    "label": label,
-                    "scores": {name: scores[name] for name in SENTIMENT_HEAD_LABELS},
-                    "confidence": scores[label],
-                }
+            polarity = PolarityScores(
+                positive=scores["positive"], negative=scores["negative"], neutral=scores["neutral"]
             )
+            results.append(SentimentScores(label, polarity, scores[label]))
         return results

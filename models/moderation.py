@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import torch
 
-from models.device import ModelInfo
+from models.answers import ModelInfo
 from models.text_windows import (
     TextWindows,
     WindowedSequenceClassifier,

@@ -50,6 +50,7 @@ __all__ = [
     "ReplyConfig",
     "ReplyDecision",
     "ReplyIntent",
+    "ReplyQuery",
     "ReplySuggester",
     "Seq2SeqConfig",
     "Seq2SeqReplier",
@@ -299,6 +300,23 @@ class ReplyDecision:
             "suggestions": [s.as_dict() for s in self.suggestions],
             "reason": self.reason,
         }
+
+
+@dataclass(frozen=True)
+class ReplyQuery:
+    """A message to suggest replies to, as a reply model receives it.
+
+    Attributes:
+        message: The message being answered.
+        context: Earlier messages of the conversation, oldest first.
+        limit: Most suggestions.
+        flagged_by_moderation: The message was flagged: the decision has no suggestions.
+    """
+
+    message: str
+    context: tuple[str, ...] = ()
+    limit: int = 3
+    flagged_by_moderation: bool = False
 
 
 class ReplySuggester(Protocol):

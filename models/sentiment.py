@@ -1,12 +1,8 @@
 """Sentiment models: a positive / negative / neutral label with scores per text.
 
-Every implementation returns, per text, plain Python types::
-
-    {"label": "positive" | "negative" | "neutral",
-     "scores": {"positive": float, "negative": float, "neutral": float | None},
-     "confidence": float}
-
-`VaderSentiment` (embedded default, lexicon based, CPU) adds a ``"compound"`` key.
+Every implementation returns one `SentimentScores` per text: the label (positive / negative /
+neutral), the `PolarityScores` behind it (``neutral`` None for binary checkpoints) and a
+confidence. `VaderSentiment` (embedded default, lexicon based, CPU) also sets ``compound``.
 `TransformerSentiment` wraps an SST-2 style classifier from a local checkpoint directory.
 """
 
@@ -14,12 +10,13 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, Protocol
 
 import torch
 
-from models.device import ModelInfo
+from models.answers import ModelInfo
 from models.text_windows import (
     LoadedClassifier,
     TextWindows,
@@ -30,7 +27,9 @@ from models.text_windows import (
 
 __all__ = [
     "ModelInfo",
+    "PolarityScores",
     "SentimentModel",
+    "SentimentScores",
     "VaderSentiment",
     "TransformerSentiment",
     "load_sentiment",
@@ -51,13 +50,39 @@ VADER_NEGATIVE_MAX_COMPOUND = -0.05
 _LABEL_MARKERS = {"pos": "positive", "neg": "negative", "neu": "neutral"}
 
 
+@dataclass(frozen=True)
+class PolarityScores:
+    """Probability (or proportion) of each sentiment; ``neutral`` None when the model has none."""
+
+    positive: float
+    negative: float
+    neutral: float | None
+
+
+@dataclass(frozen=True)
+class SentimentScores:
+    """The sentiment of one text.
+
+    Attributes:
+        label: ``"positive"``, ``"negative"`` or ``"neutral"``.
+        scores: The scores the label was read from.
+        confidence: How sure the model is of `label`, in [0, 1].
+        compound: VADER's compound score in [-1, 1]; None for other models.
+    """
+
+    label: str
+    scores: PolarityScores
+    confidence: float
+    compound: float | None = None
+
+
 class SentimentModel(Protocol):
     """What the serving layer needs from a sentiment model."""
 
     info: ModelInfo
 
-    def predict_batch(self, texts: list[str]) -> list[dict[str, object]]:
-        """Return one result dict (label, scores, confidence) per text, in input order."""
+    def predict_batch(self, texts: list[str]) -> list[SentimentScores]:
+        """Return one `SentimentScores` per text, in input order."""
         ...
 
 
@@ -76,7 +101,7 @@ class VaderSentiment:
 
         return cls(SentimentIntensityAnalyzer(), metadata.version("vaderSentiment"))
 
-    def predict_batch(self, texts: list[str]) -> list[dict[str, object]]:
+    def predict_batch(self, texts: list[str]) -> list[SentimentScores]:
         """Score each text with VADER.
 
         label: from the compound score with VADER's thresholds (>= 0.05 positive,
@@ -85,7 +110,7 @@ class VaderSentiment:
         instead of VADER's all-zero triple). confidence: ``abs(compound)`` for a polar label,
         ``1 - abs(compound)`` for neutral. ``compound`` (in [-1, 1]) is included as well.
         """
-        results: list[dict[str, object]] = []
+        results: list[SentimentScores] = []
         for text in check_texts(texts):
             raw = self._analyzer.polarity_scores(text)
             compound = float(raw["compound"])
@@ -98,14 +123,8 @@ class VaderSentiment:
                 label, confidence = "negative", abs(compound)
             else:
                 label, confidence = "neutral", 1.0 - abs(compound)
-            results.append(
-                {
-                    "label": label,
-                    "scores": {"positive": positive, "negative": negative, "neutral": neutral},
-                    "confidence": confidence,
-                    "compound": compound,
-                }
-            )
+            scores = PolarityScores(positive=positive, negative=negative, neutral=neutral)
+            results.append(SentimentScores(label, scores, confidence, compound))
         return results
 
 
@@ -217,12 +236,12 @@ class TransformerSentiment(WindowedSequenceClassifier):
 
     def postprocess(
         self, windows: TextWindows, window_logits: torch.Tensor
-    ) -> list[dict[str, object]]:
+    ) -> list[SentimentScores]:
         """Softmax each window, average over each text's windows, and label the result."""
         per_text = self.text_probabilities(windows, window_logits)
         labels = self.info.labels
         has_neutral = "neutral" in labels
-        results: list[dict[str, object]] = []
+        results: list[SentimentScores] = []
         for row in per_text.tolist():
             by_label = dict(zip(labels, row, strict=True))
             top_label = max(by_label, key=by_label.__getitem__)
@@ -232,15 +251,15 @@ class TransformerSentiment(WindowedSequenceClassifier):
                 confidence = 1.0 - abs(by_label["positive"] - by_label["negative"])
             else:
                 label, confidence = top_label, top_probability
-            scores: dict[str, float | None] = {
-                "positive": by_label["positive"],
-                "negative": by_label["negative"],
-                "neutral": by_label["neutral"] if has_neutral else None,
-            }
-            results.append({"label": label, "scores": scores, "confidence": confidence})
+            scores = PolarityScores(
+                positive=by_label["positive"],
+                negative=by_label["negative"],
+                neutral=by_label["neutral"] if has_neutral else None,
+            )
+            results.append(SentimentScores(label, scores, confidence))
         return results
 
-    def predict_batch(self, texts: list[str]) -> list[dict[str, object]]:
+    def predict_batch(self, texts: list[str]) -> list[SentimentScores]:
         """Return one sentiment result per text, in input order (see class docstring)."""
         checked = check_texts(texts)
         if not checked:

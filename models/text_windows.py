@@ -28,7 +28,8 @@ if TYPE_CHECKING:
     # embedded defaults (alt-profanity-check, VADER) share this module without needing it.
     from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-from models.device import ModelInfo, checkpoint_version, require_checkpoint_dir, resolve_device
+from models.answers import ModelInfo
+from models.device import checkpoint_version, require_checkpoint_dir, resolve_device
 
 # BERT-family checkpoints are trained on at most 512 positions; a larger default would only
 # cost memory (attention is quadratic) for checkpoints that report more.

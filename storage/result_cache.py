@@ -3,7 +3,8 @@
 Keys are ``<key_prefix><sha256 hex>`` over the node, the model name, the model version, the
 load options that change answers, and the canonical JSON of the input, so a new model version
 never reads an older version's answers and no text appears in a key. Values are the JSON of
-the model's result.
+the model's result, written and read back through a pydantic ``TypeAdapter`` of the node's
+result type, so typed results (frozen dataclasses) come back as the same types.
 
 With ``REDIS_URL`` set the results live in Redis (shared by every replica, ``SET ... PX``
 for the TTL). Redis is an optimisation, never a dependency: any Redis error marks the cache
@@ -26,6 +27,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
 
 from configs.nodes import ResultCacheConfig
 from deployments import metrics
@@ -87,9 +90,13 @@ class _LocalLRU:
 class ResultCache:
     """Looks results up and stores them for one node; never raises on a backend failure."""
 
-    def __init__(self, node: str, config: ResultCacheConfig, redis_url: str = "") -> None:
+    def __init__(
+        self, node: str, config: ResultCacheConfig, redis_url: str = "", result_type: Any = Any
+    ) -> None:
+        """`result_type`: what the node's model returns (e.g. ``SentimentScores``)."""
         self.node = node
         self.config = config
+        self._codec: TypeAdapter[Any] = TypeAdapter(result_type)
         self._redis_url = redis_url
         self._local = None if redis_url else _LocalLRU(config.local_max_entries)
         self._client: Any = None
@@ -145,9 +152,9 @@ class ResultCache:
             value = _NOT_FOUND
             if raw is not None:
                 try:
-                    value = json.loads(raw)
-                except ValueError:
-                    value = _NOT_FOUND  # a foreign or truncated value: recompute it
+                    value = self._codec.validate_json(raw)
+                except ValidationError:
+                    value = _NOT_FOUND  # a foreign, truncated or older value: recompute it
             found.append(value)
         hits = sum(1 for value in found if value is not _NOT_FOUND)
         self._count("hit", hits)
@@ -158,9 +165,11 @@ class ResultCache:
         encoded: dict[str, str] = {}
         for key, value in values.items():
             try:
-                encoded[key] = json.dumps(value, separators=(",", ":"), allow_nan=False)
+                plain = self._codec.dump_python(value, warnings=False)
+                encoded[key] = json.dumps(plain, separators=(",", ":"), allow_nan=False)
             except (TypeError, ValueError) as exc:
                 # Not plain JSON (a numpy float, NaN): answered, just not cached.
+                # (dataclasses become dicts first; pydantic errors are ValueErrors too.)
                 self.last_error = f"result not JSON-serialisable: {type(exc).__name__}"
         unstored = len(values) - len(encoded)
         if unstored:

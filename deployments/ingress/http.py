@@ -29,6 +29,7 @@ from deployments.ingress import state as ingress_state
 from deployments.ingress.circuit import CircuitOpenError
 from deployments.ingress.schemas.common import ErrorBody
 from deployments.metrics import record_degraded, record_node_call
+from models.answers import Answer
 from models.exceptions import (
     FeatureNotEnabledError,
     ImageInputError,
@@ -258,10 +259,8 @@ def result_version(result: Any) -> str:
     """``model.version`` of a node's answer (or of the first of a list of answers)."""
     if isinstance(result, list) and result:
         result = result[0]
-    if isinstance(result, dict):
-        model = result.get("model")
-        if isinstance(model, dict) and model.get("version"):
-            return str(model["version"])
+    if isinstance(result, Answer) and result.model.version:
+        return result.model.version
     return "unknown"
 
 

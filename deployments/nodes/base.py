@@ -10,7 +10,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from ray import serve
 
@@ -18,29 +18,47 @@ from configs.nodes import ModelNodeConfig, RegisteredModelRef, ResultCacheConfig
 from configs.settings import get_settings
 from deployments.coalesce import CallCoalescer
 from deployments.metrics import record_batch
-from models.device import ModelInfo
+from models.answers import (
+    AliasFollowInfo,
+    Answer,
+    BatchingInfo,
+    ModelInfo,
+    ModelNodeInfo,
+    ModelRef,
+    json_object,
+)
 from storage.result_cache import ResultCache
 
 logger = logging.getLogger("ray.serve")
+
+ItemT = TypeVar("ItemT")
+ResultT = TypeVar("ResultT")
 
 
 class _BatchedMethod(Protocol):
     def set_max_batch_size(self, new_max_batch_size: int) -> None: ...
     def set_batch_wait_timeout_s(self, new_batch_wait_timeout_s: float) -> None: ...
-    async def __call__(self, item: Any) -> Any: ...
 
 
-class _Model(Protocol):
+class BatchModel(Protocol[ItemT, ResultT]):
+    """What a node serves: the model's identity and one result per item of a batch."""
+
     @property
     def info(self) -> ModelInfo: ...
 
-    def predict_batch(self, items: list[Any]) -> list[Any]: ...
+    def predict_batch(self, items: list[ItemT], /) -> list[ResultT]: ...
 
 
-class BatchedNodeMixin:
-    """Shared behaviour of model nodes; subclasses set ``model`` and define ``predict``."""
+class BatchedNodeMixin(Generic[ItemT, ResultT]):
+    """Shared behaviour of model nodes; subclasses set ``model`` and define ``predict``.
 
-    model: _Model
+    `ItemT` is what one request sends (a text, an image, a typed request) and `ResultT` what
+    the model computes for it; every answer is an ``Answer[ResultT]``.
+    """
+
+    model: BatchModel[ItemT, ResultT]
+    # The type results are cached as (nodes that may cache set it; see `result_cache_allowed`).
+    result_type: Any = Any
     node_config: ModelNodeConfig = ModelNodeConfig()
     # Nodes that can serve a registered head set these (see `load_registered_head`).
     head_task: str | None = None
@@ -198,29 +216,32 @@ class BatchedNodeMixin:
             return
         self.result_cache = None
         if config.enabled:
-            self.result_cache = ResultCache(self.node_name, config, get_settings().redis_url)
+            self.result_cache = ResultCache(
+                self.node_name, config, get_settings().redis_url, result_type=self.result_type
+            )
             logger.info("result cache on: %s, ttl %.0f s", self.result_cache.backend, config.ttl_s)
         if old is not None:
             await old.aclose()
 
-    async def _run_model(self, items: list[Any]) -> list[Any]:
+    async def _run_model(self, items: list[ItemT]) -> list[Answer[ResultT]]:
         # One read of self.model: a reconfigure may swap it while this batch runs, and the
         # answer must name the model that really computed it.
         model = self.model
         self._ensure_alias_follow()
         # Each answer carries the model that produced it: versions can change under
         # reconfigure, and every response must name the version that answered.
-        info = model.info.as_dict()
-        model_ref = {key: info[key] for key in ("name", "version", "device")}
+        model_ref = ModelRef.of(model.info)
         cache = self.result_cache
         if cache is None:
             results = await self._compute(model, items)
         else:
-            results = await self._compute_cached(cache, model, info, items)
-        record_batch(type(self).__name__, str(info["version"]), len(items))
-        return [{"result": result, "model": model_ref} for result in results]
+            results = await self._compute_cached(cache, model, model_ref, items)
+        record_batch(type(self).__name__, model_ref.version, len(items))
+        return [Answer(result, model_ref) for result in results]
 
-    async def _compute(self, model: _Model, items: list[Any]) -> list[Any]:
+    async def _compute(
+        self, model: BatchModel[ItemT, ResultT], items: list[ItemT]
+    ) -> list[ResultT]:
         """``model.predict_batch`` in a worker thread, checked to return one result per item.
 
         One model call at a time per replica: `predict_many`'s bulk batches and the
@@ -238,19 +259,22 @@ class BatchedNodeMixin:
         return results
 
     async def _compute_cached(
-        self, cache: ResultCache, model: _Model, info: dict[str, object], items: list[Any]
-    ) -> list[Any]:
+        self,
+        cache: ResultCache,
+        model: BatchModel[ItemT, ResultT],
+        model_ref: ModelRef,
+        items: list[ItemT],
+    ) -> list[ResultT]:
         """Results from the cache where present; the model computes the rest once each."""
-        name, version = str(info["name"]), str(info["version"])
         variant = self.result_cache_variant
-        keys = [cache.key(name, version, item, variant) for item in items]
+        keys = [cache.key(model_ref.name, model_ref.version, item, variant) for item in items]
         found = await cache.get_many(keys)
         # Key -> item, first occurrence only: a text repeated in one batch is computed once.
-        missing: dict[str, Any] = {}
+        missing: dict[str, ItemT] = {}
         for key, item, value in zip(keys, items, found, strict=True):
             if not cache.found(value):
                 missing.setdefault(key, item)
-        fresh: dict[str, Any] = {}
+        fresh: dict[str, ResultT] = {}
         if missing:
             computed = await self._compute(model, list(missing.values()))
             fresh = dict(zip(missing, computed, strict=True))
@@ -272,7 +296,7 @@ class BatchedNodeMixin:
             batcher = self._bulk = CallCoalescer(self._run_model, size, 0.0, 1)
         return batcher
 
-    async def predict_many(self, items: list[Any]) -> list[Any]:
+    async def predict_many(self, items: list[ItemT]) -> list[Answer[ResultT]]:
         """Score many items in one handle call, in model batches of up to ``max_batch_size``.
 
         The items of concurrent bulk calls are merged while the model is busy, so the next
@@ -284,29 +308,31 @@ class BatchedNodeMixin:
         batcher = self._bulk_batcher()
         return list(await asyncio.gather(*(batcher.submit(item) for item in items)))
 
-    def info(self) -> dict[str, object]:
+    def info(self) -> ModelNodeInfo:
         """Model name, version, device and labels, the batching in force, cache and follower."""
-        extra: dict[str, object] = {}
-        if self.model_update_error:
-            extra["model_update_error"] = self.model_update_error
+        cache = None
         if self.result_cache_allowed:
-            cache = self.result_cache
-            extra["cache"] = cache.info() if cache is not None else {"state": "off"}
+            result_cache = self.result_cache
+            cache = json_object(result_cache.info() if result_cache else {"state": "off"})
         followed = self._followed_ref()
+        alias_follow = None
         if followed is not None:
-            extra["alias_follow"] = {
-                "model_name": followed.model_name,
-                "alias": followed.alias,
-                "poll_s": self.node_config.registry_poll_s,
-                "running": self._alias_task is not None and not self._alias_task.done(),
-                "last_error": self.alias_follow_error,
-            }
-        return {
-            **self.model.info.as_dict(),
-            "batching": self.node_config.batching.model_dump(),
-            "replica_id": serve.get_replica_context().replica_id.unique_id,
-            **extra,
-        }
+            alias_follow = AliasFollowInfo(
+                model_name=followed.model_name,
+                alias=followed.alias,
+                poll_s=self.node_config.registry_poll_s,
+                running=self._alias_task is not None and not self._alias_task.done(),
+                last_error=self.alias_follow_error,
+            )
+        batching = self.node_config.batching
+        return ModelNodeInfo(
+            model=self.model.info,
+            batching=BatchingInfo(batching.max_batch_size, batching.batch_wait_timeout_s),
+            replica_id=str(serve.get_replica_context().replica_id.unique_id),
+            model_update_error=self.model_update_error,
+            cache=cache,
+            alias_follow=alias_follow,
+        )
 
 
 async def follow_alias(

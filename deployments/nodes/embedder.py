@@ -14,11 +14,12 @@ from ray import serve
 
 from configs.recommender import EmbeddingModelSpec
 from deployments.nodes.text_vectors import TextVectorNodeMixin
+from models.answers import Answer
 from models.embeddings import load_embedder
 
 
 @serve.deployment(name="Embedder", max_ongoing_requests=64)
-class Embedder(TextVectorNodeMixin):
+class Embedder(TextVectorNodeMixin[str, list[float]]):
     """Unit 384-dimensional vectors for texts (batched across concurrent requests)."""
 
     def __init__(
@@ -38,6 +39,6 @@ class Embedder(TextVectorNodeMixin):
         self.model = self._cache_encoder(encoder)
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
-    async def predict(self, texts: list[str]) -> list[dict[str, Any]]:
-        """One ``{"result": vector, "model": ...}`` per text."""
+    async def predict(self, texts: list[str]) -> list[Answer[list[float]]]:
+        """One unit vector per text, with the encoder that made it."""
         return await self._run_model(texts)

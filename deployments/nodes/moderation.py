@@ -10,15 +10,17 @@ from ray import serve
 from configs.nodes import ModerationModelSpec
 from deployments.nodes.base import load_registered_head
 from deployments.nodes.text_vectors import TextVectorNodeMixin
+from models.answers import Answer
 from models.moderation import load_moderator
 
 
 @serve.deployment(name="TextModeration", max_ongoing_requests=64)
-class TextModeration(TextVectorNodeMixin):
+class TextModeration(TextVectorNodeMixin[str, dict[str, float]]):
     """Scores texts per moderation category; the ingress turns scores into actions."""
 
     # Scores are a pure function of (text, model version) and plain JSON: cacheable.
     result_cache_allowed = True
+    result_type = dict[str, float]
 
     def __init__(
         self, model_spec: dict[str, Any] | None = None, text_vectors: dict[str, Any] | None = None
@@ -42,6 +44,6 @@ class TextModeration(TextVectorNodeMixin):
             self.model = load_moderator(spec.kind, spec.path, spec.device, **spec.loader_kwargs())
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
-    async def predict(self, texts: list[str]) -> list[dict[str, float]]:
+    async def predict(self, texts: list[str]) -> list[Answer[dict[str, float]]]:
         """Category scores for each text (batched across concurrent requests)."""
         return await self._run_model(texts)

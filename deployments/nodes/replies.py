@@ -23,11 +23,13 @@ from ray import serve
 
 from configs.replies import RepliesArgs
 from deployments.nodes.text_vectors import TextVectorNodeMixin
-from models.device import ModelInfo
+from models.answers import Answer, ModelInfo
 from models.embeddings import MiniLMEmbedder
 from models.replies import (
     ReplyBank,
     ReplyConfig,
+    ReplyDecision,
+    ReplyQuery,
     ReplySuggester,
     Seq2SeqConfig,
     Seq2SeqReplier,
@@ -108,42 +110,41 @@ class ReplyModel:
         )
         return cls(replier, info, encoder, config)
 
-    def _texts_of(self, request: dict[str, Any]) -> list[str]:
+    def _texts_of(self, request: ReplyQuery) -> list[str]:
         """The texts the replier will embed for `request` (message, recent context)."""
         if self._config is None:
             return []
         limit_chars = self._config.max_message_chars
-        recent = [c for c in request.get("context") or [] if c.strip()]
+        recent = [c for c in request.context if c.strip()]
         recent = recent[-self._config.max_context_messages :]
-        message = str(request["message"])
+        message = request.message
         if len(message) > limit_chars:
             return []  # answered without embedding (message_too_long)
         return [message] + [c[:limit_chars] for c in recent]
 
-    def predict_batch(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """One ``ReplyDecision.as_dict()`` (plus ``yes_no_question``) per request."""
+    def predict_batch(self, requests: list[ReplyQuery]) -> list[ReplyDecision]:
+        """One `ReplyDecision` per request, in input order."""
         if self._encoder is not None:
             texts = list(dict.fromkeys(t for r in requests for t in self._texts_of(r)))
             vectors: Any = self._encoder.embedder.embed(texts) if texts else []
             self._encoder.set_batch(dict(zip(texts, vectors, strict=True)))
         try:
-            results = []
-            for request in requests:
-                decision = self.suggester.suggest(
-                    request["message"],
-                    request.get("context") or None,
-                    int(request["limit"]),
-                    bool(request.get("flagged_by_moderation", False)),
+            return [
+                self.suggester.suggest(
+                    request.message,
+                    list(request.context) or None,
+                    request.limit,
+                    request.flagged_by_moderation,
                 )
-                results.append({**decision.as_dict(), "yes_no_question": decision.yes_no_question})
-            return results
+                for request in requests
+            ]
         finally:
             if self._encoder is not None:
                 self._encoder.set_batch({})
 
 
 @serve.deployment(name="SmartReply", max_ongoing_requests=64)
-class SmartReply(TextVectorNodeMixin):
+class SmartReply(TextVectorNodeMixin[ReplyQuery, ReplyDecision]):
     """Up to a few short replies to a message, or the reason for none."""
 
     def __init__(
@@ -153,6 +154,6 @@ class SmartReply(TextVectorNodeMixin):
         self.model = ReplyModel.load(RepliesArgs.model_validate(args or {}), self._cache_encoder)
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
-    async def predict(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Each request is ``{message, context, limit, flagged_by_moderation}``."""
+    async def predict(self, requests: list[ReplyQuery]) -> list[Answer[ReplyDecision]]:
+        """One decision per request (batched across concurrent requests)."""
         return await self._run_model(requests)

@@ -10,15 +10,17 @@ from ray import serve
 from configs.nodes import SentimentModelSpec
 from deployments.nodes.base import load_registered_head
 from deployments.nodes.text_vectors import TextVectorNodeMixin
-from models.sentiment import load_sentiment
+from models.answers import Answer
+from models.sentiment import SentimentScores, load_sentiment
 
 
 @serve.deployment(name="Sentiment", max_ongoing_requests=64)
-class Sentiment(TextVectorNodeMixin):
+class Sentiment(TextVectorNodeMixin[str, SentimentScores]):
     """Labels texts positive / negative / neutral."""
 
     # Scores are a pure function of (text, model version) and plain JSON: cacheable.
     result_cache_allowed = True
+    result_type = SentimentScores
 
     def __init__(
         self, model_spec: dict[str, Any] | None = None, text_vectors: dict[str, Any] | None = None
@@ -42,6 +44,6 @@ class Sentiment(TextVectorNodeMixin):
             self.model = load_sentiment(spec.kind, spec.path, spec.device, **spec.loader_kwargs())
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
-    async def predict(self, texts: list[str]) -> list[dict[str, Any]]:
+    async def predict(self, texts: list[str]) -> list[Answer[SentimentScores]]:
         """Sentiment of each text (batched across concurrent requests)."""
         return await self._run_model(texts)

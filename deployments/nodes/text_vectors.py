@@ -25,13 +25,15 @@ import logging
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import numpy as np
 
 from configs.nodes import TextVectorCacheConfig
 from configs.settings import get_settings
-from deployments.nodes.base import BatchedNodeMixin
+from deployments.nodes.base import BatchedNodeMixin, ItemT, ResultT
+from models.answers import JsonObject, ModelNodeInfo, json_object
 from models.embeddings import EMBEDDING_DIM
 from models.text_vectors import CachingEmbedder, LocalVectorStore, TextEncoder, TextVectorStore
 
@@ -192,7 +194,7 @@ def open_text_vector_store(
     return LocalVectorStore(config.local_max_entries, reason=_LOCAL_REASON)
 
 
-class TextVectorNodeMixin(BatchedNodeMixin):
+class TextVectorNodeMixin(BatchedNodeMixin[ItemT, ResultT]):
     """A model node that embeds text: builds its `CachingEmbedder`, reports it in ``info()``.
 
     ``text_vectors`` args are the application's ``args.text_vectors``; a node bound without
@@ -247,12 +249,12 @@ class TextVectorNodeMixin(BatchedNodeMixin):
 
         return self._cache_encoder(shared_embedder(self.model_device))
 
-    def info(self) -> dict[str, object]:
+    def info(self) -> ModelNodeInfo:
         """The node's info plus ``text_vectors``: store backend, state and counters."""
         cache = self.text_vectors
-        vectors: dict[str, object] = (
-            {"state": "on", **cache.stats()}
+        vectors: JsonObject = (
+            json_object({"state": "on", **cache.stats()})
             if cache is not None
             else {"state": "off", "reason": self.text_vectors_off_reason}
         )
-        return {**super().info(), "text_vectors": vectors}
+        return replace(super().info(), text_vectors=vectors)

@@ -20,6 +20,7 @@ from ray import serve
 from configs.nodes import SentimentModelSpec
 from deployments.ingress.deployment import Ingress
 from deployments.nodes.sentiment import Sentiment
+from models.answers import Answer, BatchingInfo, ModelInfo, ModelNodeInfo, ModelRef
 from tests.integration.conftest import undeploy
 
 pytestmark = pytest.mark.integration
@@ -43,12 +44,11 @@ class FlakyModeration:
     def calls_made(self) -> int:
         return self.calls
 
-    def _answer(self) -> dict[str, Any]:
+    def _answer(self) -> Answer[dict[str, float]]:
         self.calls += 1
         if self.broken:
             raise RuntimeError("model crashed")
-        model = {"name": "flaky", "version": "7", "device": "cpu"}
-        return {"result": {"offensive": 0.01}, "model": model}
+        return Answer({"offensive": 0.01}, ModelRef(name="flaky", version="7", device="cpu"))
 
     async def predict(self, text: str) -> Any:
         return self._answer()
@@ -56,8 +56,9 @@ class FlakyModeration:
     async def predict_many(self, texts: list[str]) -> Any:
         return [self._answer() for _ in texts]
 
-    def info(self) -> dict[str, Any]:
-        return {"name": "flaky", "version": "7", "device": "cpu"}
+    def info(self) -> ModelNodeInfo:
+        model = ModelInfo(name="flaky", version="7", device="cpu", labels=("offensive",))
+        return ModelNodeInfo(model=model, batching=BatchingInfo(1, 0.0), replica_id="flaky-1")
 
 
 @pytest.fixture(scope="module")

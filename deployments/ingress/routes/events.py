@@ -6,6 +6,7 @@ the Recommender node, in one handle call per request.
 """
 
 import time
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,6 +27,7 @@ from deployments.ingress.schemas.recommender import (
     PostEventsResult,
 )
 from models.exceptions import InvalidInputError
+from models.recommender import Interaction, NewPost
 
 FEATURE = "events"
 
@@ -100,23 +102,21 @@ class EventRoutes(RouteGroup):
         """Store posts (upsert by post_id) and embed their texts; re-sending changes nothing."""
         limits = self.config.recommendations
         check_count(len(body.posts), "posts", limits.max_events_per_request)
-        posts: list[dict[str, Any]] = []
+        posts: list[NewPost] = []
         for i, post in enumerate(body.posts):
             field = f"posts[{i}]"
             posts.append(
-                {
-                    "post_id": check_id(post.post_id, f"{field}.post_id", limits.max_id_chars),
-                    "author_id": check_id(
-                        post.author_id, f"{field}.author_id", limits.max_id_chars
-                    ),
-                    "text": check_text(post.text, f"{field}.text") if post.text else "",
-                    "image_urls": list(post.image_urls),
-                    "tags": normalise_tags(post.tags, f"{field}.tags", limits.max_tags),
-                    "created_at_s": check_time(
+                NewPost(
+                    post_id=check_id(post.post_id, f"{field}.post_id", limits.max_id_chars),
+                    author_id=check_id(post.author_id, f"{field}.author_id", limits.max_id_chars),
+                    text=check_text(post.text, f"{field}.text") if post.text else "",
+                    image_urls=tuple(post.image_urls),
+                    tags=tuple(normalise_tags(post.tags, f"{field}.tags", limits.max_tags)),
+                    created_at_s=check_time(
                         post.created_at, f"{field}.created_at", limits.max_future_skew_s
                     ),
-                    "moderation_action": post.moderation_action,
-                }
+                    moderation_action=post.moderation_action,
+                )
             )
         handle = self.node("recommender", FEATURE)
         try:
@@ -125,7 +125,7 @@ class EventRoutes(RouteGroup):
             return node_unavailable(
                 "recommender", exc, what="take the events", hint=EVENTS_RETRY_HINT
             )
-        return PostEventsResult(**result)
+        return PostEventsResult(**asdict(result))
 
     @app.post(
         "/api/v1/events/interactions",
@@ -138,19 +138,19 @@ class EventRoutes(RouteGroup):
         """Store interactions (idempotent by event_id); profiles and filters update online."""
         limits = self.config.recommendations
         check_count(len(body.interactions), "interactions", limits.max_events_per_request)
-        events: list[dict[str, Any]] = []
+        events: list[Interaction] = []
         for i, event in enumerate(body.interactions):
             field = f"interactions[{i}]"
             events.append(
-                {
-                    "event_id": check_id(event.event_id, f"{field}.event_id", limits.max_id_chars),
-                    "user_id": check_id(event.user_id, f"{field}.user_id", limits.max_id_chars),
-                    "post_id": check_id(event.post_id, f"{field}.post_id", limits.max_id_chars),
-                    "type": event.type,
-                    "timestamp_s": check_time(
+                Interaction(
+                    event_id=check_id(event.event_id, f"{field}.event_id", limits.max_id_chars),
+                    user_id=check_id(event.user_id, f"{field}.user_id", limits.max_id_chars),
+                    post_id=check_id(event.post_id, f"{field}.post_id", limits.max_id_chars),
+                    type=event.type,
+                    timestamp_s=check_time(
                         event.timestamp, f"{field}.timestamp", limits.max_future_skew_s
                     ),
-                }
+                )
             )
         handle = self.node("recommender", FEATURE)
         try:
@@ -159,4 +159,4 @@ class EventRoutes(RouteGroup):
             return node_unavailable(
                 "recommender", exc, what="take the events", hint=EVENTS_RETRY_HINT
             )
-        return InteractionEventsResult(**result)
+        return InteractionEventsResult(**asdict(result))

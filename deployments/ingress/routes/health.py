@@ -28,7 +28,7 @@ class ServiceRoutes(RouteGroup):
             try:
                 # Unguarded: /health asks the node even while its breaker is open.
                 info = await call_node(handle.info, self.config.timeouts.health_s, guarded=False)
-                nodes[name] = {"status": "ok", **info}
+                nodes[name] = {"status": "ok", **info.as_json()}
             except Exception as exc:  # a broken node must not break /health
                 nodes[name] = {"status": "unavailable", "reason": failure_reason(exc)}
         # Keyed like `nodes`; a node never called yet has a closed breaker.

@@ -14,7 +14,7 @@ that fails an image is flagged for review, never approved.
 import asyncio
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from fastapi import Depends, Request
@@ -27,7 +27,6 @@ from deployments.ingress.http import (
     app,
     call_node,
     failure_reason,
-    model_ref,
     note_degraded,
     require_api_key,
 )
@@ -49,8 +48,12 @@ from deployments.ingress.schemas.common import (
     PostModerationResult,
     TagRequest,
 )
+from models import answers
+from models.answers import Answer
 from models.exceptions import FeatureNotEnabledError, ImageInputError, InvalidInputError
 from models.images import DecodedImage, decode_image
+from models.nsfw import NsfwResult
+from models.tagger import ImageTagRequest
 
 logger = logging.getLogger("ray.serve")
 
@@ -217,7 +220,7 @@ async def moderate_decoded(
 ) -> ImageModerationResult:
     """NSFW verdict for one decoded image: node first, then the in-ingress fallback."""
     reason: str | None = None
-    output: dict[str, Any] | None = None
+    output: Answer[NsfwResult] | None = None
     try:
         node = image_node(group, "nsfw", "images")
         output = await call_node(node.predict, group.config.timeouts.nsfw_s, decoded.pixels)
@@ -229,16 +232,16 @@ async def moderate_decoded(
         try:
             fallback = await _fallback(group, "nsfw")
             results = await asyncio.to_thread(fallback.predict_batch, [decoded.pixels])
-            output = {"result": results[0], "model": model_ref(fallback.info.as_dict())}
+            output = Answer(results[0], answers.ModelRef.of(fallback.info))
         except Exception as exc:  # no model at all: flag, never approve silently
             logger.error("nsfw fallback failed (%s)", type(exc).__name__)
             reason = f"{reason}; fallback failed"
-    result = output["result"] if output else None
-    scores = {k: float(result[k]) for k in ("safe", "questionable", "unsafe")} if result else None
+    result = output.result if output else None
+    scores = result.probabilities() if result else None
     action = image_action(scores, group.config.image_policy)
     detections = [
-        NsfwDetection(label=d["label"], score=d["score"], box=_scale_box(d["box"], decoded.scale))
-        for d in (result["detections"] if result else [])
+        NsfwDetection(label=d.label, score=d.score, box=_scale_box(list(d.box), decoded.scale))
+        for d in (result.detections if result else ())
     ]
     return ImageModerationResult(
         is_safe=action == "approve",
@@ -247,7 +250,7 @@ async def moderate_decoded(
         scores=NsfwScores(**scores) if scores else None,
         detections=detections,
         image=_meta(decoded, size_bytes),
-        model=ModelRef(**output["model"]) if output else None,
+        model=ModelRef(**asdict(output.model)) if output else None,
         degraded=reason is not None,
         degraded_reason=reason,
     )
@@ -348,7 +351,7 @@ class ImageRoutes(RouteGroup):
         data, field_name, body, extra = await read_image_request(self, request, TagRequest)
         top_k = body.top_k if isinstance(body, TagRequest) else _form_top_k(extra)
         decoded = await decode(self, data, field_name)
-        item = {"image": decoded.pixels, "top_k": top_k}
+        item = ImageTagRequest(decoded.pixels, top_k)
         reason: str | None = None
         try:
             node = image_node(self, "tagger", "image")
@@ -359,18 +362,18 @@ class ImageRoutes(RouteGroup):
             logger.warning("tagger node unavailable (%s); using fallback", reason)
             fallback = await _fallback(self, "tagger")
             results = await asyncio.to_thread(fallback.predict_batch, [decoded.pixels], [top_k])
-            output = {"result": results[0], "model": model_ref(fallback.info.as_dict())}
-        result = output["result"]
-        faces = result["faces"]
+            output = Answer(results[0], answers.ModelRef.of(fallback.info))
+        result = output.result
+        faces = result.faces
         return ImageTagsResult(
-            tags=[ImageTag(**tag) for tag in result["tags"]],
+            tags=[ImageTag(**asdict(tag)) for tag in result.tags],
             faces=FacesResult(
-                count=faces["count"],
-                boxes=[_scale_box(box, decoded.scale) for box in faces["boxes"]],
+                count=faces.count,
+                boxes=[_scale_box(list(box), decoded.scale) for box in faces.boxes],
             ),
-            models=result["models"],
+            models=list(result.models),
             image=_meta(decoded, len(data)),
-            model=ModelRef(**output["model"]),
+            model=ModelRef(**asdict(output.model)),
             degraded=reason is not None,
             degraded_reason=reason,
         )

@@ -6,6 +6,7 @@ Each makes one handle call to the Recommender node, which owns the state they re
 import asyncio
 import logging
 import time
+from dataclasses import asdict
 from typing import Any
 
 from fastapi import Depends, Query
@@ -29,6 +30,7 @@ from deployments.ingress.schemas.recommender import (
 )
 from models.exceptions import InvalidInputError
 from models.ranking import fallback_order
+from models.recommender import FallbackSnapshot
 
 logger = logging.getLogger("ray.serve")
 
@@ -85,11 +87,11 @@ class RecommendationRoutes(RouteGroup):
             )
             return self._fallback_feed(body.candidate_post_ids, limit, reason)
         self._refresh_feed_snapshot(handle)
-        return FeedResult(**result)
+        return FeedResult(**asdict(result))
 
     # The snapshot of post freshness and popularity the fallback ranks with: refreshed in the
     # background after successful feeds, so a failing Recommender finds one already here.
-    _feed_snapshot: dict[str, Any] | None = None
+    _feed_snapshot: FallbackSnapshot | None = None
     _feed_snapshot_at_s: float = 0.0
     _feed_snapshot_task: "asyncio.Task[None] | None" = None
 
@@ -124,14 +126,13 @@ class RecommendationRoutes(RouteGroup):
             posts = [{"post_id": p, "score": 0.0} for p in ordered]
             how = "candidates returned unranked, in the order sent"
         else:
-            posts_map = {p: (v[0], v[1], bool(v[2])) for p, v in snapshot["posts"].items()}
             ranked = fallback_order(
                 candidates,
-                posts_map,
+                snapshot.posts,
                 time.time(),
-                snapshot["freshness_half_life_s"],
-                snapshot["freshness_weight"],
-                snapshot["popularity_weight"],
+                snapshot.freshness_half_life_s,
+                snapshot.freshness_weight,
+                snapshot.popularity_weight,
                 limit,
             )
             posts = [{"post_id": p, "score": score} for p, score in ranked]
@@ -179,7 +180,7 @@ class RecommendationRoutes(RouteGroup):
                 "post_id is not known; send it to /api/v1/events/posts first",
                 "post_id",
             )
-        return SimilarPostsResult(**result)
+        return SimilarPostsResult(**asdict(result))
 
     @app.get(
         "/api/v1/users/{user_id}/interests",
@@ -201,4 +202,4 @@ class RecommendationRoutes(RouteGroup):
             result = await call_node(handle.interests, limits.query_timeout_s, user_id, limit)
         except Exception as exc:  # no fallback has the history
             return node_unavailable("recommender", exc)
-        return InterestsResult(**result)
+        return InterestsResult(**asdict(result))

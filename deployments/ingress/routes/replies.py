@@ -9,16 +9,17 @@ worse than none). If the moderation node and its fallback both fail, the verdict
 
 import asyncio
 import logging
+from dataclasses import asdict
 from typing import Any
 
 from fastapi import Depends
 
 from deployments.ingress.http import app, call_node, check_text, failure_reason, require_api_key
 from deployments.ingress.routes.base import RouteGroup
-from deployments.ingress.schemas.common import ModerationResult
+from deployments.ingress.schemas.common import ModelRef, ModerationResult
 from deployments.ingress.schemas.social import ReplyRequest, ReplyResult
 from models.exceptions import InvalidInputError
-from models.replies import REASON_FLAGGED
+from models.replies import REASON_FLAGGED, ReplyQuery
 
 logger = logging.getLogger("ray.serve")
 
@@ -56,12 +57,7 @@ class ReplyRoutes(RouteGroup):
             )
         context = [check_text(c, f"context[{i}]") for i, c in enumerate(body.context)]
         handle = self.node("replies", FEATURE)
-        request = {
-            "message": message,
-            "context": context,
-            "limit": body.limit,
-            "flagged_by_moderation": False,
-        }
+        request = ReplyQuery(message=message, context=tuple(context), limit=body.limit)
         outcomes: tuple[Any, Any] = await asyncio.gather(
             self._moderate([message]),
             call_node(handle.predict, limits.timeout_s, request),
@@ -86,4 +82,6 @@ class ReplyRoutes(RouteGroup):
                 degraded=True,
                 degraded_reason=reason,
             )
-        return ReplyResult(**reply["result"], moderation_action=action, model=reply["model"])
+        return ReplyResult(
+            **asdict(reply.result), moderation_action=action, model=ModelRef(**asdict(reply.model))
+        )

@@ -7,6 +7,7 @@ default answers here with ``degraded: true``.
 import asyncio
 import logging
 import time
+from dataclasses import asdict
 from typing import Any
 
 from fastapi import Depends
@@ -142,13 +143,13 @@ class TextRoutes(RouteGroup):
             else:
                 outputs = await call_node(handle.predict_many, timeout_s, texts)
             choice.record(time.perf_counter() - started_s)
-            results = [self._verdict(o["result"], o["model"]) for o in outputs]
+            results = [self._verdict(o.result, asdict(o.model)) for o in outputs]
             shadow_copy(
                 self,
                 choice,
                 texts,
                 [moderation_summary(r) for r in results],
-                lambda o: moderation_summary(self._verdict(o["result"], o["model"])),
+                lambda o: moderation_summary(self._verdict(o.result, asdict(o.model))),
             )
             return tag_results(results, choice)
         except Exception as exc:  # any node failure: answer from the fallback, say so
@@ -232,11 +233,13 @@ class TextRoutes(RouteGroup):
                 self,
                 choice,
                 texts,
-                [sentiment_summary(o["result"]) for o in outputs],
-                lambda o: sentiment_summary(o["result"]),
+                [sentiment_summary(asdict(o.result)) for o in outputs],
+                lambda o: sentiment_summary(asdict(o.result)),
             )
             answers = [
-                SentimentResult(**o["result"], model=ModelRef(**o["model"]), degraded=False)
+                SentimentResult(
+                    **asdict(o.result), model=ModelRef(**asdict(o.model)), degraded=False
+                )
                 for o in outputs
             ]
             return tag_results(answers, choice)
@@ -249,7 +252,7 @@ class TextRoutes(RouteGroup):
         results = await asyncio.to_thread(fallback.predict_batch, texts)
         model = ModelRef(**model_ref(fallback.info.as_dict()))
         return [
-            SentimentResult(**r, model=model, degraded=True, degraded_reason=reason)
+            SentimentResult(**asdict(r), model=model, degraded=True, degraded_reason=reason)
             for r in results
         ]
 

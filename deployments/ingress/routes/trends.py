@@ -60,7 +60,7 @@ class TrendRoutes(RouteGroup):
             result = await call_node(handle.trends, limits.timeout_s, window, limit)
         except Exception as exc:  # no fallback: the state lives in the node
             return node_unavailable("trends", exc, label="trends node")
-        return TrendsResult(**result)
+        return TrendsResult(**result.as_json())
 
     @app.get(
         "/api/v1/sentiment/topics/{topic}",
@@ -94,4 +94,4 @@ class TrendRoutes(RouteGroup):
             result = await call_node(handle.topic_sentiment, limits.timeout_s, topic, window)
         except Exception as exc:  # no fallback: the labels live in the node
             return node_unavailable("trends", exc, label="trends node")
-        return TopicSentimentResult(**result)
+        return TopicSentimentResult(**result.as_json())

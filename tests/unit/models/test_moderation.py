@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.device import ModelInfo, checkpoint_version, resolve_device
+from models.answers import ModelInfo
+from models.device import checkpoint_version, resolve_device
 from models.moderation import (
     ProfanityModerator,
     TransformerModerator,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -260,10 +261,10 @@ def test_sentiment_onnx_keeps_labels_and_scores(
     )
     assert onnx_model.info.labels == torch_model.info.labels
     expected, actual = torch_model.predict_batch(TEXTS), onnx_model.predict_batch(TEXTS)
-    assert [row["label"] for row in actual] == [row["label"] for row in expected]
+    assert [row.label for row in actual] == [row.label for row in expected]
     for got, want in zip(actual, expected, strict=True):
-        assert got["scores"] == pytest.approx(want["scores"], abs=1e-4)
-        assert got["confidence"] == pytest.approx(want["confidence"], abs=1e-4)
+        assert asdict(got.scores) == pytest.approx(asdict(want.scores), abs=1e-4)
+        assert got.confidence == pytest.approx(want.confidence, abs=1e-4)
 
 
 def test_onnx_backend_refuses_a_gpu_device_and_a_missing_path(

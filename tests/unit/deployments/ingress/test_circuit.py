@@ -7,6 +7,7 @@ from pydantic import ValidationError
 
 from configs.ingress import CircuitBreakerConfig, IngressConfig
 from deployments.ingress.circuit import BreakerRegistry, CircuitBreaker, CircuitOpenError, Ticket
+from models.answers import Answer, ModelRef
 
 SETTINGS = CircuitBreakerConfig(failure_threshold=3, open_s=10.0, half_open_max_calls=1)
 
@@ -202,8 +203,8 @@ def test_call_node_opens_the_breaker_and_then_fails_fast(
     assert breaker_states()["TextModeration"]["state"] == "open"
     assert fresh_state == [("TextModeration", "unknown", False)] * 2
     # Another node's breaker is its own.
-    healthy = _FakeMethod({"result": {}, "model": {"version": "v3"}}, "Sentiment")
-    assert asyncio.run(call_node(healthy, 1.0, "text"))["model"]["version"] == "v3"
+    healthy = _FakeMethod(Answer({}, ModelRef("m", "v3", "cpu")), "Sentiment")
+    assert asyncio.run(call_node(healthy, 1.0, "text")).model.version == "v3"
     assert fresh_state[-1] == ("Sentiment", "v3", True)
 
 
@@ -244,7 +245,7 @@ def test_call_node_versions_of_lists_and_unguarded_calls(
 
     from deployments.ingress.http import call_node, result_version
 
-    batch = [{"result": {}, "model": {"version": "2"}}, {"result": {}, "model": {"version": "2"}}]
+    batch = [Answer({}, ModelRef("m", "2", "cpu")), Answer({}, ModelRef("m", "2", "cpu"))]
     assert result_version(batch) == "2"
     assert result_version({"posts": []}) == "unknown"
     assert result_version([]) == "unknown"
