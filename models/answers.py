@@ -16,19 +16,22 @@ mypy checks both, and the ingress turns them into its HTTP bodies at the edge.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
-from typing import Generic, Protocol, TypeAlias, TypeVar, Union, cast
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Generic, Protocol, TypeAlias, TypeVar, Union, cast
+
+from configs.nodes import BatchingConfig
 
 __all__ = [
     "AliasFollowInfo",
     "Answer",
-    "BatchingInfo",
+    "BatchModel",
     "JsonObject",
     "JsonValue",
     "ModelInfo",
     "ModelNodeInfo",
     "ModelRef",
     "NodeInfo",
+    "flattened",
     "json_object",
 ]
 
@@ -38,6 +41,7 @@ JsonValue: TypeAlias = Union[  # noqa: UP007
 ]
 JsonObject: TypeAlias = dict[str, JsonValue]
 
+ItemT = TypeVar("ItemT")
 ResultT = TypeVar("ResultT")
 
 
@@ -97,20 +101,21 @@ class Answer(Generic[ResultT]):
     model: ModelRef
 
 
+class BatchModel(Protocol[ItemT, ResultT]):
+    """What a model node serves: the model's identity and one result per item of a batch."""
+
+    @property
+    def info(self) -> ModelInfo: ...
+
+    def predict_batch(self, items: list[ItemT], /) -> list[ResultT]: ...
+
+
 class NodeInfo(Protocol):
     """What every node's ``info()`` answers: a document for ``/health``."""
 
     def as_json(self) -> JsonObject:
         """The node's part of ``/health`` as plain JSON types."""
         ...
-
-
-@dataclass(frozen=True)
-class BatchingInfo:
-    """The ``@serve.batch`` settings in force on a replica."""
-
-    max_batch_size: int
-    batch_wait_timeout_s: float
 
 
 @dataclass(frozen=True)
@@ -139,7 +144,7 @@ class ModelNodeInfo:
     """
 
     model: ModelInfo
-    batching: BatchingInfo
+    batching: BatchingConfig
     replica_id: str
     model_update_error: str | None = None
     cache: JsonObject | None = None
@@ -148,15 +153,26 @@ class ModelNodeInfo:
 
     def as_json(self) -> JsonObject:
         """Model name, version, device, labels, batching, replica id, then the set parts."""
-        document = json_object(self.model.as_dict())
-        document["batching"] = json_object(asdict(self.batching))
-        document["replica_id"] = self.replica_id
-        if self.model_update_error:
-            document["model_update_error"] = self.model_update_error
-        if self.cache is not None:
-            document["cache"] = self.cache
-        if self.alias_follow is not None:
-            document["alias_follow"] = json_object(asdict(self.alias_follow))
-        if self.text_vectors is not None:
-            document["text_vectors"] = self.text_vectors
-        return document
+        follow = self.alias_follow
+        optional = {
+            "model_update_error": self.model_update_error or None,
+            "cache": self.cache,
+            "alias_follow": json_object(asdict(follow)) if follow is not None else None,
+            "text_vectors": self.text_vectors,
+        }
+        return json_object(
+            {
+                **self.model.as_dict(),
+                "batching": self.batching.model_dump(),
+                "replica_id": self.replica_id,
+                **{key: part for key, part in optional.items() if part is not None},
+            }
+        )
+
+
+def flattened(answer: object, nested: str, nested_json: Mapping[str, object]) -> JsonObject:
+    """One flat JSON object: `nested_json` (the field `nested` of dataclass `answer`, as JSON)
+    followed by `answer`'s other fields, in declaration order."""
+    own = {field.name: getattr(answer, field.name) for field in fields(cast(Any, answer))}
+    del own[nested]
+    return json_object({**nested_json, **own})

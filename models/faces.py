@@ -1,8 +1,8 @@
 """Face counting with OpenCV's Haar cascade (the XML ships in opencv-python-headless < 5).
 
 A classic Viola-Jones detector: no scores, only boxes, and frontal faces only. It is cheap
-(~25 ms for a 640x480 photo on one core) and good enough to tell "nobody", "one person" and
-"a group" apart, which is what the tags built on it need.
+(see docs/benchmarks.md) and good enough to tell "nobody", "one person" and "a group" apart,
+which is what the tags built on it need.
 """
 
 from __future__ import annotations

@@ -19,7 +19,6 @@ __all__ = [
     "DiversityTerm",
     "ExportedInteraction",
     "FallbackSnapshot",
-    "FeedCacheInfo",
     "FeedRanking",
     "FeedTerms",
     "FreshnessTerm",
@@ -29,14 +28,13 @@ __all__ = [
     "InterestTopic",
     "Interests",
     "NewPost",
-    "PopularityTerm",
     "PostIngestSummary",
     "RecentPost",
     "RecentPosts",
     "RecommenderInfo",
+    "ScoreTerm",
     "ScoredPost",
     "SimilarPosts",
-    "VectorIndexInfo",
 ]
 
 
@@ -105,39 +103,33 @@ class ScoredPost:
 
 
 @dataclass(frozen=True)
-class CollaborativeTerm:
-    """The matrix-factorisation term: used for this user or why not."""
+class ScoreTerm:
+    """One weighted term of the feed score, and whether it took part (popularity: always)."""
 
     used: bool
     weight: float
+
+
+@dataclass(frozen=True)
+class CollaborativeTerm(ScoreTerm):
+    """The matrix-factorisation term, its model version, and why it is off."""
+
     model_version: str | None
     reason: str | None
 
 
 @dataclass(frozen=True)
-class ContentTerm:
-    """The profile-to-post similarity term: used for this user or why not."""
+class ContentTerm(ScoreTerm):
+    """The profile-to-post similarity term, and why it is off."""
 
-    used: bool
-    weight: float
     reason: str | None
 
 
 @dataclass(frozen=True)
-class FreshnessTerm:
+class FreshnessTerm(ScoreTerm):
     """The age term (always used) and its half-life."""
 
-    used: bool
-    weight: float
     half_life_s: float
-
-
-@dataclass(frozen=True)
-class PopularityTerm:
-    """The engagement term (always used)."""
-
-    used: bool
-    weight: float
 
 
 @dataclass(frozen=True)
@@ -155,7 +147,7 @@ class FeedTerms:
     collaborative: CollaborativeTerm
     content: ContentTerm
     freshness: FreshnessTerm
-    popularity: PopularityTerm
+    popularity: ScoreTerm
     diversity: DiversityTerm
 
 
@@ -271,22 +263,6 @@ class InteractionPage:
 
 # ---- health -------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class FeedCacheInfo:
-    """Where cached feeds live and for how long."""
-
-    kind: str
-    ttl_s: float
-
-
-@dataclass(frozen=True)
-class VectorIndexInfo:
-    """The nearest-neighbour index and how many posts it holds."""
-
-    kind: str
-    posts: int
-
-
-@dataclass(frozen=True)
 class CollaborativeModelInfo:
     """The matrix-factorisation model: loaded, its version, or why it failed."""
 
@@ -299,14 +275,15 @@ class CollaborativeModelInfo:
 class RecommenderInfo:
     """Where the Recommender's state lives and whether it answers (for /health).
 
-    ``document_store`` and ``feature_store`` are the stores' own status documents.
+    The stores' parts are their own status documents: the document store, the feature
+    store, the feed cache (kind, ttl_s) and the vector index (kind, posts).
     """
 
     status: str
     document_store: JsonObject
     feature_store: JsonObject
-    feed_cache: FeedCacheInfo
-    vector_index: VectorIndexInfo
+    feed_cache: JsonObject
+    vector_index: JsonObject
     collaborative_model: CollaborativeModelInfo
 
     def as_json(self) -> JsonObject:

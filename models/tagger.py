@@ -3,7 +3,7 @@
 * `ClipZeroShot` loads ``CLIPModel`` / ``CLIPProcessor`` from a LOCAL directory (nothing is
   downloaded). The candidate tags' text embeddings are computed once, at load; a request only
   runs the vision tower, then one matrix product against the cached text embeddings.
-* `ImageTagger` combines it with `HaarFaceDetector`. Without a CLIP checkpoint it still
+* `ImageTagModel` combines it with `HaarFaceDetector`. Without a CLIP checkpoint it still
   answers, with only the tags a shipped detector supports (``people``, ``selfie``,
   ``group photo`` from face counts): no tag is ever made up, and every tag lists the models
   that produced it (``sources``).
@@ -220,7 +220,7 @@ def merge_tags(
     return [ImageTag(tag, score, tuple(sources)) for tag, (score, sources) in listed.items()]
 
 
-class ImageTagger:
+class ImageTagModel:
     """Tags for images: CLIP zero-shot when a checkpoint is configured, face-backed tags always."""
 
     def __init__(
@@ -252,7 +252,7 @@ class ImageTagger:
         top_k: int = DEFAULT_TOP_K,
         device: str = "auto",
         prompt_template: str = DEFAULT_PROMPT_TEMPLATE,
-    ) -> ImageTagger:
+    ) -> ImageTagModel:
         """Load the face detector and, when ``clip_path`` is set, CLIP from that directory."""
         clip = ClipZeroShot.load(clip_path, tags, device, prompt_template) if clip_path else None
         return cls(HaarFaceDetector.load(), clip, tags, top_k)

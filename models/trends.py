@@ -62,7 +62,7 @@ import scipy.sparse as sp
 from sklearn.cluster import AgglomerativeClustering, MiniBatchKMeans
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from models.answers import JsonObject, json_object
+from models.answers import JsonObject, flattened, json_object
 
 __all__ = [
     "SENTIMENT_LABELS",
@@ -320,23 +320,15 @@ class TrendRun:
 
     def as_json(self) -> JsonObject:
         """The report's JSON plus the run's fields."""
-        return json_object(
-            {
-                **self.report.as_dict(),
-                "truncated": self.truncated,
-                "run_s": self.run_s,
-                "newly_labelled": self.newly_labelled,
-                "unlabelled_posts": self.unlabelled_posts,
-            }
-        )
+        return flattened(self, "report", self.report.as_dict())
 
 
 @dataclass(frozen=True)
-class TrendsAnswer:
-    """The Trends node's answer for a window: a run's top trends and how fresh they are.
+class TrendsAnswer(TrendRun):
+    """The Trends node's answer for a window: a run (its trends cut to the number asked
+    for) and how fresh it is.
 
     Attributes:
-        run: The run answered from, its trends cut to the requested number.
         source: ``background`` (the loop's latest run), ``cache`` (an earlier on-demand run
             of this window) or ``on_demand`` (computed for this request).
         age_s: Seconds since the run's windows ended.
@@ -344,21 +336,10 @@ class TrendsAnswer:
         period_s: Seconds between background runs.
     """
 
-    run: TrendRun
     source: str
     age_s: float
     stale: bool
     period_s: float
-
-    def as_json(self) -> JsonObject:
-        """One flat JSON object: the run's fields, then source, age, staleness and period."""
-        return {
-            **self.run.as_json(),
-            "source": self.source,
-            "age_s": self.age_s,
-            "stale": self.stale,
-            "period_s": self.period_s,
-        }
 
 
 @dataclass(frozen=True)
@@ -381,15 +362,7 @@ class TopicSentimentAnswer:
 
     def as_json(self) -> JsonObject:
         """One flat JSON object: the counts, then kind, trend id, time and truncation."""
-        return json_object(
-            {
-                **self.sentiment.as_dict(),
-                "kind": self.kind,
-                "trend_id": self.trend_id,
-                "computed_at": self.computed_at,
-                "truncated": self.truncated,
-            }
-        )
+        return flattened(self, "sentiment", self.sentiment.as_dict())
 
 
 @dataclass(frozen=True)

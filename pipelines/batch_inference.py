@@ -21,7 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from configs.nodes import RegisteredModelRef
 from configs.pipelines import BatchInferenceJobConfig, load_batch_job_config
+from models.heads import load_head, shared_embedder
+from storage.registry import fetch_registered_head
 
 __all__ = ["PostScorer", "done_ids", "main", "read_posts", "run_job"]
 
@@ -83,8 +86,6 @@ class PostScorer:
     """A Ray Data actor: MiniLM and (optionally) a moderation head, loaded once per actor."""
 
     def __init__(self, embed: bool, head_dir: str | None, head_version: str | None) -> None:
-        from models.heads import load_head, shared_embedder
-
         self.embed = embed
         self.embedder = shared_embedder("auto")
         self.head = load_head(head_dir) if head_dir else None
@@ -123,9 +124,6 @@ def _head(config: BatchInferenceJobConfig) -> tuple[str | None, str | None]:
     if config.moderation_head_path:
         return str(Path(config.moderation_head_path).resolve()), None
     if config.moderation_model_name:
-        from configs.nodes import RegisteredModelRef
-        from storage.registry import fetch_registered_head
-
         ref = RegisteredModelRef(
             model_name=config.moderation_model_name,
             alias=config.moderation_alias,

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Awaitable, Callable
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, cast, overload
 
 from ray import serve
 
@@ -21,12 +21,15 @@ from deployments.metrics import record_batch
 from models.answers import (
     AliasFollowInfo,
     Answer,
-    BatchingInfo,
+    BatchModel,
     ModelInfo,
     ModelNodeInfo,
     ModelRef,
     json_object,
 )
+from models.text_classifier import TextClassifierModel, load_text_classifier
+from models.text_vectors import TextEncoder
+from storage.registry import fetch_registered_head, resolve_registered_version
 from storage.result_cache import ResultCache
 
 logger = logging.getLogger("ray.serve")
@@ -38,15 +41,6 @@ ResultT = TypeVar("ResultT")
 class _BatchedMethod(Protocol):
     def set_max_batch_size(self, new_max_batch_size: int) -> None: ...
     def set_batch_wait_timeout_s(self, new_batch_wait_timeout_s: float) -> None: ...
-
-
-class BatchModel(Protocol[ItemT, ResultT]):
-    """What a node serves: the model's identity and one result per item of a batch."""
-
-    @property
-    def info(self) -> ModelInfo: ...
-
-    def predict_batch(self, items: list[ItemT], /) -> list[ResultT]: ...
 
 
 class BatchedNodeMixin(Generic[ItemT, ResultT]):
@@ -81,7 +75,7 @@ class BatchedNodeMixin(Generic[ItemT, ResultT]):
     _model_lock: asyncio.Lock | None = None
     _bulk: CallCoalescer | None = None
 
-    def _head_embedder(self) -> Any:
+    def _head_embedder(self) -> TextEncoder | None:
         """The encoder a head this node loads embeds with; None: the process-shared MiniLM."""
         return None
 
@@ -161,7 +155,8 @@ class BatchedNodeMixin(Generic[ItemT, ResultT]):
                 return
             if new_model is not None:
                 old = self.model.info
-                self.model = new_model
+                # A head of this node's task (head_task): it answers the node's result type.
+                self.model = cast(BatchModel[ItemT, ResultT], new_model)
                 logger.info(
                     "model swapped: %s %s -> %s", old.name, old.version, new_model.info.version
                 )
@@ -236,7 +231,7 @@ class BatchedNodeMixin(Generic[ItemT, ResultT]):
             results = await self._compute(model, items)
         else:
             results = await self._compute_cached(cache, model, model_ref, items)
-        record_batch(type(self).__name__, model_ref.version, len(items))
+        record_batch(self.node_name, model_ref.version, len(items))
         return [Answer(result, model_ref) for result in results]
 
     async def _compute(
@@ -301,9 +296,8 @@ class BatchedNodeMixin(Generic[ItemT, ResultT]):
 
         The items of concurrent bulk calls are merged while the model is busy, so the next
         model call takes every item waiting (up to ``max_batch_size``). Not through the
-        ``@serve.batch`` queue, item by item: on W3 (MiniLM, 32 connections, the ingress
-        sending up to 4 calls of 16 texts at once; 2026-11-29) that served 132 req/s, this
-        167, with the model running batches of 16 instead of a mix of 2-16.
+        ``@serve.batch`` queue, item by item: that leaves the model a mix of small batches
+        where this gives it full ones (measured in docs/benchmarks.md, "W3").
         """
         batcher = self._bulk_batcher()
         return list(await asyncio.gather(*(batcher.submit(item) for item in items)))
@@ -324,10 +318,9 @@ class BatchedNodeMixin(Generic[ItemT, ResultT]):
                 running=self._alias_task is not None and not self._alias_task.done(),
                 last_error=self.alias_follow_error,
             )
-        batching = self.node_config.batching
         return ModelNodeInfo(
             model=self.model.info,
-            batching=BatchingInfo(batching.max_batch_size, batching.batch_wait_timeout_s),
+            batching=self.node_config.batching,
             replica_id=str(serve.get_replica_context().replica_id.unique_id),
             model_update_error=self.model_update_error,
             cache=cache,
@@ -350,10 +343,7 @@ async def follow_alias(
     node's current ``"<name>/<version>"``. Registry errors are passed to `report` (None once
     a check succeeds again) and never end the loop: a registry outage must not stop it.
     """
-    if resolve is None:
-        from storage.registry import resolve_registered_version
-
-        resolve = resolve_registered_version
+    resolve = resolve or resolve_registered_version
     while True:
         await asyncio.sleep(poll_s)
         try:
@@ -377,25 +367,42 @@ async def follow_alias(
             logger.warning("alias check of %s failed: %s", ref.model_name, exc)
 
 
+@overload
+def load_registered_head(
+    task: str,
+    ref: RegisteredModelRef,
+    device: str,
+    current: None = None,
+    embedder: TextEncoder | None = None,
+) -> TextClassifierModel[Any]: ...
+
+
+@overload
+def load_registered_head(
+    task: str,
+    ref: RegisteredModelRef,
+    device: str,
+    current: ModelInfo,
+    embedder: TextEncoder | None = None,
+) -> TextClassifierModel[Any] | None: ...
+
+
 def load_registered_head(
     task: str,
     ref: RegisteredModelRef,
     device: str,
     current: ModelInfo | None = None,
-    embedder: Any = None,
-) -> Any:
+    embedder: TextEncoder | None = None,
+) -> TextClassifierModel[Any] | None:
     """Fetch a registered head (MLflow) and load it; None when `current` is that version.
 
     The reported version is ``"<registered name>/<version>"``, e.g. ``heads-moderation/3``.
     `embedder`: the encoder the head embeds with (None: the process-shared MiniLM).
     """
-    # Imported here: mlflow is only needed by nodes that serve registered heads.
-    from models.heads import HeadModerator, HeadSentiment
-    from storage.registry import fetch_registered_head
-
     head_dir, name, version = fetch_registered_head(ref)
     label = f"{name}/{version}"
     if current is not None and current.version == label:
         return None
-    loader = HeadModerator if task == "moderation" else HeadSentiment
-    return loader.load(head_dir, device, name=name, version=label, embedder=embedder)
+    return load_text_classifier(
+        task, "head", head_dir, device, name=name, version=label, embedder=embedder
+    )

@@ -8,10 +8,12 @@ replies) is read from the shared vector store instead of encoded (``deployments/
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from ray import serve
 
+from configs.nodes import TextVectorCacheConfig
 from configs.recommender import EmbeddingModelSpec
 from deployments.nodes.text_vectors import TextVectorNodeMixin
 from models.answers import Answer
@@ -23,7 +25,9 @@ class Embedder(TextVectorNodeMixin[str, list[float]]):
     """Unit 384-dimensional vectors for texts (batched across concurrent requests)."""
 
     def __init__(
-        self, model_spec: dict[str, Any] | None = None, text_vectors: dict[str, Any] | None = None
+        self,
+        model_spec: EmbeddingModelSpec | Mapping[str, Any] | None = None,
+        text_vectors: TextVectorCacheConfig | Mapping[str, Any] | None = None,
     ) -> None:
         spec = EmbeddingModelSpec.model_validate(model_spec or {})
         self._configure_text_vectors(text_vectors)

@@ -6,6 +6,7 @@ concurrent requests with ``@serve.batch`` and runs one onnxruntime call per batc
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from ray import serve
@@ -26,7 +27,7 @@ from models.nsfw import (
 class NsfwDetector(BatchedNodeMixin[RGBImage, NsfwResult]):
     """Per image: safe / questionable / unsafe probabilities and the labelled boxes."""
 
-    def __init__(self, model_spec: dict[str, Any] | None = None) -> None:
+    def __init__(self, model_spec: NsfwModelSpec | Mapping[str, Any] | None = None) -> None:
         spec = NsfwModelSpec.model_validate(model_spec or {})
         self.model = NudeNetDetector.load(
             spec.path,

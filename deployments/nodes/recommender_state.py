@@ -42,7 +42,6 @@ from models.recommender import (
     ContentTerm,
     DiversityTerm,
     FallbackSnapshot,
-    FeedCacheInfo,
     FeedRanking,
     FeedTerms,
     FreshnessTerm,
@@ -51,14 +50,13 @@ from models.recommender import (
     Interests,
     InterestTopic,
     NewPost,
-    PopularityTerm,
     PostIngestSummary,
     RecentPost,
     RecentPosts,
     RecommenderInfo,
     ScoredPost,
+    ScoreTerm,
     SimilarPosts,
-    VectorIndexInfo,
 )
 from models.vector_index import PostIndex
 from storage.documents import InteractionRepository, PostRepository, open_database
@@ -415,7 +413,7 @@ class RecommenderService:
                 weight=config.weights.freshness,
                 half_life_s=config.freshness_half_life_s,
             ),
-            popularity=PopularityTerm(used=True, weight=config.weights.popularity),
+            popularity=ScoreTerm(used=True, weight=config.weights.popularity),
             diversity=DiversityTerm(used=config.mmr_lambda < 1.0, mmr_lambda=config.mmr_lambda),
         )
 
@@ -575,10 +573,11 @@ class RecommenderService:
             status="ok" if features["status"] == "ok" else "degraded",
             document_store=json_object(self.documents_info.as_dict()),
             feature_store=json_object(features),
-            feed_cache=FeedCacheInfo(
-                kind="redis" if redis_ok else "in-process", ttl_s=self.config.cache_ttl_s
-            ),
-            vector_index=VectorIndexInfo(kind="hnswlib", posts=len(self.index)),
+            feed_cache={
+                "kind": "redis" if redis_ok else "in-process",
+                "ttl_s": self.config.cache_ttl_s,
+            },
+            vector_index={"kind": "hnswlib", "posts": len(self.index)},
             collaborative_model=CollaborativeModelInfo(
                 loaded=self.collaborative is not None,
                 version=self.collaborative.version if self.collaborative else None,

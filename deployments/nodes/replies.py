@@ -15,12 +15,14 @@ suggestions of a flagged message (see ``routes_replies``).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from ray import serve
 
+from configs.nodes import TextVectorCacheConfig
 from configs.replies import RepliesArgs
 from deployments.nodes.text_vectors import TextVectorNodeMixin
 from models.answers import Answer, ModelInfo
@@ -61,20 +63,18 @@ class _PrecomputedEncoder:
         return np.stack([known[t] if t in known else found[t] for t in texts])
 
 
+@dataclass
 class ReplyModel:
-    """A reply suggester with the ``info`` / ``predict_batch`` interface nodes serve."""
+    """A reply suggester with the ``info`` / ``predict_batch`` interface nodes serve.
 
-    def __init__(
-        self,
-        suggester: ReplySuggester,
-        info: ModelInfo,
-        encoder: _PrecomputedEncoder | None = None,
-        config: ReplyConfig | None = None,
-    ) -> None:
-        self.suggester = suggester
-        self.info = info
-        self._encoder = encoder
-        self._config = config
+    Retrieval repliers also hold the `encoder` that embeds a batch's texts at once and the
+    `config` that says which texts a request embeds.
+    """
+
+    suggester: ReplySuggester
+    info: ModelInfo
+    encoder: _PrecomputedEncoder | None = None
+    config: ReplyConfig | None = None
 
     @classmethod
     def load(
@@ -112,11 +112,11 @@ class ReplyModel:
 
     def _texts_of(self, request: ReplyQuery) -> list[str]:
         """The texts the replier will embed for `request` (message, recent context)."""
-        if self._config is None:
+        if self.config is None:
             return []
-        limit_chars = self._config.max_message_chars
+        limit_chars = self.config.max_message_chars
         recent = [c for c in request.context if c.strip()]
-        recent = recent[-self._config.max_context_messages :]
+        recent = recent[-self.config.max_context_messages :]
         message = request.message
         if len(message) > limit_chars:
             return []  # answered without embedding (message_too_long)
@@ -124,10 +124,11 @@ class ReplyModel:
 
     def predict_batch(self, requests: list[ReplyQuery]) -> list[ReplyDecision]:
         """One `ReplyDecision` per request, in input order."""
-        if self._encoder is not None:
+        encoder = self.encoder
+        if encoder is not None:
             texts = list(dict.fromkeys(t for r in requests for t in self._texts_of(r)))
-            vectors: Any = self._encoder.embedder.embed(texts) if texts else []
-            self._encoder.set_batch(dict(zip(texts, vectors, strict=True)))
+            vectors: Any = encoder.embedder.embed(texts) if texts else []
+            encoder.set_batch(dict(zip(texts, vectors, strict=True)))
         try:
             return [
                 self.suggester.suggest(
@@ -139,8 +140,8 @@ class ReplyModel:
                 for request in requests
             ]
         finally:
-            if self._encoder is not None:
-                self._encoder.set_batch({})
+            if encoder is not None:
+                encoder.set_batch({})
 
 
 @serve.deployment(name="SmartReply", max_ongoing_requests=64)
@@ -148,7 +149,9 @@ class SmartReply(TextVectorNodeMixin[ReplyQuery, ReplyDecision]):
     """Up to a few short replies to a message, or the reason for none."""
 
     def __init__(
-        self, args: dict[str, Any] | None = None, text_vectors: dict[str, Any] | None = None
+        self,
+        args: RepliesArgs | Mapping[str, Any] | None = None,
+        text_vectors: TextVectorCacheConfig | Mapping[str, Any] | None = None,
     ) -> None:
         self._configure_text_vectors(text_vectors)
         self.model = ReplyModel.load(RepliesArgs.model_validate(args or {}), self._cache_encoder)

@@ -7,6 +7,7 @@ detector backs; without a checkpoint, only those. Items are `ImageTagRequest` (i
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from ray import serve
@@ -14,13 +15,13 @@ from ray import serve
 from configs.nodes import TaggerModelSpec
 from deployments.nodes.base import BatchedNodeMixin
 from models.answers import Answer, ModelInfo
-from models.tagger import DEFAULT_TAGS, ImageTagger, ImageTagRequest, ImageTags
+from models.tagger import DEFAULT_TAGS, ImageTagModel, ImageTagRequest, ImageTags
 
 
-class _TagItems:
-    """Adapts `ImageTagger` to the one-list ``predict_batch`` that BatchedNodeMixin calls."""
+class _TagRequests:
+    """`ImageTagModel` behind the one-list ``predict_batch`` that BatchedNodeMixin calls."""
 
-    def __init__(self, tagger: ImageTagger) -> None:
+    def __init__(self, tagger: ImageTagModel) -> None:
         self.tagger = tagger
 
     @property
@@ -32,13 +33,13 @@ class _TagItems:
 
 
 @serve.deployment(name="ImageTagger", max_ongoing_requests=64, ray_actor_options={"num_cpus": 0.5})
-class ImageTaggerNode(BatchedNodeMixin[ImageTagRequest, ImageTags]):
+class ImageTagger(BatchedNodeMixin[ImageTagRequest, ImageTags]):
     """Per image: tags with scores and the models behind each, and the faces found."""
 
-    def __init__(self, model_spec: dict[str, Any] | None = None) -> None:
+    def __init__(self, model_spec: TaggerModelSpec | Mapping[str, Any] | None = None) -> None:
         spec = TaggerModelSpec.model_validate(model_spec or {})
-        self.model = _TagItems(
-            ImageTagger.load(
+        self.model = _TagRequests(
+            ImageTagModel.load(
                 spec.path,
                 tags=spec.tags or DEFAULT_TAGS,
                 top_k=spec.top_k,

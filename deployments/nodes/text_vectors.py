@@ -35,6 +35,7 @@ from configs.settings import get_settings
 from deployments.nodes.base import BatchedNodeMixin, ItemT, ResultT
 from models.answers import JsonObject, ModelNodeInfo, json_object
 from models.embeddings import EMBEDDING_DIM
+from models.heads import shared_embedder
 from models.text_vectors import CachingEmbedder, LocalVectorStore, TextEncoder, TextVectorStore
 
 logger = logging.getLogger("ray.serve")
@@ -206,11 +207,13 @@ class TextVectorNodeMixin(BatchedNodeMixin[ItemT, ResultT]):
     text_vectors_config: TextVectorCacheConfig | None = None
     text_vectors_off_reason: str = "the node was bound without text_vectors args"
 
-    def _configure_text_vectors(self, args: Mapping[str, Any] | None) -> None:
+    def _configure_text_vectors(
+        self, args: TextVectorCacheConfig | Mapping[str, Any] | None
+    ) -> None:
         """Validate ``args.text_vectors``; the store opens with the first encoder wrapped."""
         if args is None:
             return
-        config = TextVectorCacheConfig.model_validate(dict(args))
+        config = TextVectorCacheConfig.model_validate(args)
         if config.enabled:
             self.text_vectors_config = config
             self.text_vectors_off_reason = "the served model does not embed text with MiniLM"
@@ -236,7 +239,7 @@ class TextVectorNodeMixin(BatchedNodeMixin[ItemT, ResultT]):
             return encoder
         return self.text_vectors
 
-    def _head_embedder(self) -> Any:
+    def _head_embedder(self) -> TextEncoder | None:
         """The shared MiniLM behind this node's `CachingEmbedder` when the store is on.
 
         Every head this node loads (from a path, from the registry, or swapped in later by
@@ -244,9 +247,6 @@ class TextVectorNodeMixin(BatchedNodeMixin[ItemT, ResultT]):
         """
         if self.text_vectors_config is None:
             return None
-        # Imported here: only head nodes need the MiniLM embedder.
-        from models.heads import shared_embedder
-
         return self._cache_encoder(shared_embedder(self.model_device))
 
     def info(self) -> ModelNodeInfo:

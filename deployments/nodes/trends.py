@@ -218,9 +218,16 @@ class Trends:
             run, source = await self._on_demand_run(window_hours)
         age_s = max((datetime.now(UTC) - run.report.computed_at).total_seconds(), 0.0)
         stale = source == "background" and age_s > STALE_AFTER_PERIODS * config.period_s
-        top = replace(run, report=replace(run.report, trends=run.report.trends[:limit]))
         return TrendsAnswer(
-            run=top, source=source, age_s=round(age_s, 3), stale=stale, period_s=config.period_s
+            report=replace(run.report, trends=run.report.trends[:limit]),
+            truncated=run.truncated,
+            run_s=run.run_s,
+            newly_labelled=run.newly_labelled,
+            unlabelled_posts=run.unlabelled_posts,
+            source=source,
+            age_s=round(age_s, 3),
+            stale=stale,
+            period_s=config.period_s,
         )
 
     async def _on_demand_run(self, window_hours: float) -> tuple[TrendRun, str]:

@@ -14,8 +14,7 @@ from ray import serve
 
 from configs.nodes import ModerationModelSpec, SentimentModelSpec
 from deployments.ingress.deployment import Ingress
-from deployments.nodes.moderation import TextModeration
-from deployments.nodes.sentiment import Sentiment
+from deployments.nodes.text_classifier import text_classifier_deployment
 from models.answers import JsonObject
 from models.recommender import (
     CollaborativeTerm,
@@ -25,8 +24,8 @@ from models.recommender import (
     FeedRanking,
     FeedTerms,
     FreshnessTerm,
-    PopularityTerm,
     ScoredPost,
+    ScoreTerm,
 )
 from tests.integration.conftest import deploy, undeploy
 
@@ -67,7 +66,7 @@ class FakeRecommender:
                 collaborative=CollaborativeTerm(False, 0.0, None, "off"),
                 content=ContentTerm(False, 0.0, "off"),
                 freshness=FreshnessTerm(True, 0.3, DAY_S),
-                popularity=PopularityTerm(True, 0.2),
+                popularity=ScoreTerm(True, 0.2),
                 diversity=DiversityTerm(False, 1.0),
             ),
             cold_start=False,
@@ -96,12 +95,12 @@ class FakeRecommender:
 def recommender(base_url: str) -> Iterator[Any]:
     small = {"num_cpus": 0.1}
     graph = Ingress.options(ray_actor_options=small).bind(  # type: ignore[attr-defined]
-        moderation=TextModeration.options(ray_actor_options=small).bind(  # type: ignore[attr-defined]
-            ModerationModelSpec().model_dump()
-        ),
-        sentiment=Sentiment.options(ray_actor_options=small).bind(  # type: ignore[attr-defined]
-            SentimentModelSpec().model_dump()
-        ),
+        moderation=text_classifier_deployment("moderation")
+        .options(ray_actor_options=small)
+        .bind("moderation", ModerationModelSpec()),
+        sentiment=text_classifier_deployment("sentiment")
+        .options(ray_actor_options=small)
+        .bind("sentiment", SentimentModelSpec()),
         recommender=FakeRecommender.options(ray_actor_options=small).bind(),
     )
     deploy(graph, base_url)

@@ -17,10 +17,10 @@ import httpx
 import pytest
 from ray import serve
 
-from configs.nodes import SentimentModelSpec
+from configs.nodes import BatchingConfig, SentimentModelSpec
 from deployments.ingress.deployment import Ingress
-from deployments.nodes.sentiment import Sentiment
-from models.answers import Answer, BatchingInfo, ModelInfo, ModelNodeInfo, ModelRef
+from deployments.nodes.text_classifier import text_classifier_deployment
+from models.answers import Answer, ModelInfo, ModelNodeInfo, ModelRef
 from tests.integration.conftest import undeploy
 
 pytestmark = pytest.mark.integration
@@ -58,7 +58,7 @@ class FlakyModeration:
 
     def info(self) -> ModelNodeInfo:
         model = ModelInfo(name="flaky", version="7", device="cpu", labels=("offensive",))
-        return ModelNodeInfo(model=model, batching=BatchingInfo(1, 0.0), replica_id="flaky-1")
+        return ModelNodeInfo(model=model, batching=BatchingConfig(), replica_id="flaky-1")
 
 
 @pytest.fixture(scope="module")
@@ -72,9 +72,9 @@ def flaky_app(base_url: str) -> Iterator[Any]:
         user_config=ingress_config, ray_actor_options=small
     ).bind(
         moderation=FlakyModeration.options(ray_actor_options=small).bind(),
-        sentiment=Sentiment.options(ray_actor_options=small).bind(
-            SentimentModelSpec().model_dump()
-        ),
+        sentiment=text_classifier_deployment("sentiment")
+        .options(ray_actor_options=small)
+        .bind("sentiment", SentimentModelSpec()),
     )
     # JSON replica logs, as serve_config.yaml sets them (conftest's `deploy` sets TEXT).
     serve.run(

@@ -127,9 +127,9 @@ def load_image_fallback(task: str) -> Any:
         from models.nsfw import NudeNetDetector
 
         return NudeNetDetector.load(num_threads=1)
-    from models.tagger import ImageTagger
+    from models.tagger import ImageTagModel
 
-    return ImageTagger.load(None)
+    return ImageTagModel.load(None)
 
 
 async def _fallback(group: RouteGroup, task: str) -> Any:

@@ -28,8 +28,7 @@ from models.heads import (
     sentiment_class,
     shared_profanity,
 )
-from models.moderation import load_moderator
-from models.sentiment import load_sentiment
+from models.text_classifier import load_text_classifier
 
 
 class FakeEmbedder:
@@ -156,9 +155,9 @@ def test_a_head_of_the_wrong_task_is_refused(tmp_path: Path) -> None:
 
 def test_loaders_know_kind_head(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match='kind "head" needs a checkpoint'):
-        load_moderator("head")
+        load_text_classifier("moderation", "head")
     with pytest.raises(ValueError, match='kind "head" needs a checkpoint'):
-        load_sentiment("head", None)
+        load_text_classifier("sentiment", "head", None)
 
 
 def test_head_spec_needs_exactly_one_source() -> None:

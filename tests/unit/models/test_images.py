@@ -24,7 +24,7 @@ from models.tagger import (
     DEFAULT_TAGS,
     ClipZeroShot,
     ImageTag,
-    ImageTagger,
+    ImageTagModel,
     ImageTagRequest,
     face_tags,
     merge_tags,
@@ -186,7 +186,7 @@ def test_face_tags_follow_face_counts() -> None:
 
 
 def test_fallback_tagger_emits_only_detector_backed_tags() -> None:
-    tagger = ImageTagger.load(None)
+    tagger = ImageTagModel.load(None)
     assert tagger.clip is None and tagger.models == ["opencv-haar-frontalface"]
     assert set(tagger.info.labels) == {"people", "selfie", "group photo"}
     noise, group = tagger.predict_batch([noise_image(6), faces_image(3)])
@@ -220,7 +220,7 @@ def test_clip_zero_shot_top_k_label_order_and_batching(tiny_clip_checkpoint: Pat
         assert sum(scores.values()) == pytest.approx(1.0, abs=1e-5)
         single = clip.predict_batch([image])[0]
         assert single == pytest.approx(scores, abs=1e-5)
-    tagger = ImageTagger(HaarFaceDetector.load(), clip, top_k=2)
+    tagger = ImageTagModel(HaarFaceDetector.load(), clip, top_k=2)
     result = tagger.predict_batch(images, top_k=[2, 2, 4])
     clip_only = [[t for t in r.tags if "clip" in t.sources] for r in result]
     assert [len(tags_) for tags_ in clip_only] == [2, 2, 4]

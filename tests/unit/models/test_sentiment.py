@@ -15,7 +15,6 @@ from models.sentiment import (
     SentimentScores,
     TransformerSentiment,
     VaderSentiment,
-    load_sentiment,
 )
 from tests.fixtures.tiny_checkpoints import build_tiny_distilbert_sentiment
 
@@ -189,18 +188,3 @@ def test_result_types_are_plain_python(sentiment: TransformerSentiment) -> None:
     assert all(type(v) is float for k, v in _scores(result).items() if k != "neutral")
     assert sentiment.predict_batch([]) == []
     assert sentiment.info.device == "cpu"
-
-
-def test_load_sentiment_kinds(tiny_sentiment_checkpoint: Path) -> None:
-    assert isinstance(load_sentiment("vader"), VaderSentiment)
-    model = load_sentiment(
-        "transformer", str(tiny_sentiment_checkpoint), "cpu", stride=STRIDE, neutral_threshold=0.6
-    )
-    assert isinstance(model, TransformerSentiment)
-    assert model.neutral_threshold == 0.6
-    with pytest.raises(ValueError, match="set the path"):
-        load_sentiment("transformer")
-    with pytest.raises(ValueError, match="vader, transformer"):
-        load_sentiment("textblob")
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        load_sentiment("transformer", "/nonexistent/sst2")

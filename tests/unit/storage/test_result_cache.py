@@ -432,9 +432,7 @@ def fake_registry(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
             return None
         return CountingModel(version=label, name=ref.model_name)
 
-    import storage.registry
-
-    monkeypatch.setattr(storage.registry, "resolve_registered_version", resolve)
+    monkeypatch.setattr(_node, "resolve_registered_version", resolve)
     monkeypatch.setattr(_node, "load_registered_head", load)
     return registry
 

@@ -369,8 +369,8 @@ def test_real_nodes_embed_a_post_once_across_moderation_replies_and_ingest(
 ) -> None:
     """The production node classes (no Ray), real MiniLM, vectors shared through Redis."""
     from deployments.nodes.embedder import Embedder
-    from deployments.nodes.moderation import TextModeration
     from deployments.nodes.replies import SmartReply
+    from deployments.nodes.text_classifier import TextClassifier
     from models.embeddings import MiniLMEmbedder
     from models.replies import ReplyQuery
 
@@ -382,8 +382,8 @@ def test_real_nodes_embed_a_post_once_across_moderation_replies_and_ingest(
     head_dir = save_head(tmp_path / "head", module, version="v-test")
     (tmp_path / "bank.yaml").write_text(_TINY_BANK, encoding="utf-8")
 
-    moderation = node_class(TextModeration)(
-        {"kind": "head", "path": str(head_dir), "device": "cpu"}, args
+    moderation = node_class(TextClassifier)(
+        "moderation", {"kind": "head", "path": str(head_dir), "device": "cpu"}, args
     )
     replies = node_class(SmartReply)(
         {"enabled": True, "device": "cpu", "bank_path": str(tmp_path / "bank.yaml")}, args
