@@ -251,7 +251,7 @@ def test_redis_comes_back_and_receives_what_changed_meanwhile(corpus, embedder):
         assert service.info()["status"] == "degraded"
         with throwaway_redis() as (url2, _):
             # A new server on another port: point the client at it, as a restart would.
-            service.features._redis = redis.Redis.from_url(url2, socket_timeout=0.5)
+            service.features._redis.client = redis.Redis.from_url(url2, socket_timeout=0.5)
             time.sleep(0.2)
             assert service.info()["status"] == "ok"
             client = redis.Redis.from_url(url2)
