@@ -26,7 +26,7 @@ from configs.nodes import RegisteredModelRef
 from configs.pipelines import BatchInferenceJobConfig, load_batch_job_config
 from models.embeddings import EMBEDDING_DIM
 from models.heads import load_head, shared_embedder
-from pipelines.jobs import run_cli, say
+from pipelines.jobs import read_jsonl, run_cli, say
 from storage.registry import fetch_registered_head
 
 __all__ = ["PostScorer", "done_ids", "main", "read_posts", "run_job"]
@@ -49,6 +49,10 @@ def done_ids(output_path: Path) -> set[str]:
     return done
 
 
+def _post(row: Any) -> dict[str, str]:
+    return {"post_id": str(row["post_id"]), "text": str(row.get("text") or "")}
+
+
 def read_posts(input_path: Path, skip: set[str]) -> list[dict[str, str]]:
     """``{post_id, text}`` rows not in `skip`, first occurrence of each id.
 
@@ -62,21 +66,11 @@ def read_posts(input_path: Path, skip: set[str]) -> list[dict[str, str]]:
         )
     rows: list[dict[str, str]] = []
     seen = set(skip)
-    with input_path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                post = json.loads(line)
-                post_id, text = str(post["post_id"]), str(post.get("text") or "")
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise ValueError(
-                    f"{input_path.name} line {number} is not a post ({type(exc).__name__}); "
-                    "each line needs a JSON object with post_id and text"
-                ) from exc
-            if post_id not in seen:
-                seen.add(post_id)
-                rows.append({"post_id": post_id, "text": text})
+    posts = read_jsonl(input_path, _post, "a post", "a JSON object with post_id and text")
+    for post in posts:
+        if post["post_id"] not in seen:
+            seen.add(post["post_id"])
+            rows.append(post)
     return rows
 
 

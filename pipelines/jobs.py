@@ -8,12 +8,15 @@ import logging
 import sys
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any, TypeVar
 
 from storage.registry import state_dir
 
-__all__ = ["job_dir", "new_run_name", "run_cli", "say", "write_json_report"]
+__all__ = ["job_dir", "new_run_name", "read_jsonl", "run_cli", "say", "write_json_report"]
+
+RowT = TypeVar("RowT")
 
 
 def say(message: str) -> None:
@@ -38,6 +41,28 @@ def write_json_report(report_dir: Path, run_name: str, report: Mapping[str, obje
     path = report_dir / f"{run_name}.json"
     path.write_text(json.dumps(report, indent=2, sort_keys=True), encoding="utf-8")
     return path
+
+
+def read_jsonl(path: Path, parse: Callable[[Any], RowT], what: str, needs: str) -> Iterator[RowT]:
+    """`parse` of each non-blank line's JSON value, in file order.
+
+    Raises:
+        ValueError: A line is not JSON or `parse` rejects it (KeyError, TypeError, ValueError);
+            the message names the file, the line number, `what` it should be and what it
+            `needs`. The line itself is never quoted: it may hold a raw user id or a post.
+    """
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = parse(json.loads(line))
+            except (KeyError, TypeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+                raise ValueError(
+                    f"{path.name} line {number} is not {what} ({type(exc).__name__}: {exc}); "
+                    f"each line needs {needs}"
+                ) from exc
+            yield row
 
 
 def run_cli(

@@ -26,7 +26,6 @@ as a miss for every ranker alike.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import shutil
@@ -45,29 +44,22 @@ import ray.train
 import ray.train.torch
 import torch
 from mlflow.pyfunc.model import PythonModel
-from mlflow.tracking import MlflowClient
 from ray import serve
 
 from configs.pipelines import RecommenderMFJobConfig, load_mf_job_config
 from configs.settings import get_settings
 from models.ranking import CollaborativeModel, hash_user_id
-from pipelines.jobs import job_dir, new_run_name, run_cli, say, write_json_report
+from pipelines.jobs import job_dir, new_run_name, read_jsonl, run_cli, say, write_json_report
 from pipelines.ray_train import fit_torch, read_history, write_history
 from pipelines.registry import (
     PyfuncModel,
     Registration,
     RunRecord,
     ServingScore,
-    alias_version,
     log_and_register,
+    serving_version_files,
 )
 from storage.documents import InteractionRepository, open_database
-from storage.registry import (
-    download_version,
-    registry_cache_dir,
-    registry_client,
-    resolve_tracking_uri,
-)
 
 __all__ = [
     "Interactions",
@@ -108,29 +100,22 @@ def _jsonl_rows(path: Path, salt: str) -> Iterator[dict[str, Any]]:
             f"interactions file {str(path)!r} does not exist; export one (one JSON object per "
             "line: user_id or user_hash, post_id, type, timestamp_s) or fix data_path"
         )
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                user = (
-                    row["user_hash"]
-                    if "user_hash" in row
-                    else hash_user_id(str(row["user_id"]), salt)
-                )
-                yield {
-                    "user_hash": str(user),
-                    "post_id": str(row["post_id"]),
-                    "type": str(row["type"]),
-                    "timestamp_s": float(row["timestamp_s"]),
-                }
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-                # The line itself is not quoted: it may hold a raw user id.
-                raise ValueError(
-                    f"{path.name} line {number} is not an interaction ({type(exc).__name__}: "
-                    f"{exc}); each line needs user_id or user_hash, post_id, type, timestamp_s"
-                ) from exc
+
+    def interaction(row: Any) -> dict[str, Any]:
+        user = row["user_hash"] if "user_hash" in row else hash_user_id(str(row["user_id"]), salt)
+        return {
+            "user_hash": str(user),
+            "post_id": str(row["post_id"]),
+            "type": str(row["type"]),
+            "timestamp_s": float(row["timestamp_s"]),
+        }
+
+    yield from read_jsonl(
+        path,
+        interaction,
+        "an interaction",
+        "user_id or user_hash, post_id, type, timestamp_s",
+    )
 
 
 def _mongodb_rows(config: RecommenderMFJobConfig) -> Iterator[dict[str, Any]]:
@@ -617,18 +602,10 @@ def _serving_model(
     config: RecommenderMFJobConfig,
 ) -> tuple[str | None, CollaborativeModel | None]:
     """The version holding the serving alias and its factors; (None, None) when none does."""
-    settings = config.mlflow
-    client = registry_client(resolve_tracking_uri(settings.tracking_uri))
-    version = alias_version(client, settings.registered_model_name, settings.serving_alias)
-    if version is None:
-        return None, None  # nothing holds the alias yet: the first candidate takes it
-    directory = download_version(
-        settings.registered_model_name,
-        version,
-        registry_cache_dir(),
-        FACTORS_FILENAME,
-        "pipelines.recommender_mf",
-    )
+    serving = serving_version_files(config.mlflow, FACTORS_FILENAME, "pipelines.recommender_mf")
+    if serving is None:
+        return None, None
+    version, directory = serving
     return version, CollaborativeModel.load(directory)
 
 
@@ -701,10 +678,6 @@ def _register_and_promote(
         pip_requirements=["numpy>=2.0", "pandas>=2.2"],
     )
     serving = ServingScore(serving_version, report["validation"].get("serving", {}).get(metric))
-
-    def score_serving(client: MlflowClient) -> ServingScore:
-        return serving
-
     return log_and_register(
         config.mlflow,
         run_name,
@@ -712,7 +685,7 @@ def _register_and_promote(
         model,
         metric,
         float(report["validation"]["model"][metric]),
-        score_serving,
+        lambda: serving,
     )
 
 

@@ -29,7 +29,13 @@ from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
 from configs.pipelines import MlflowConfig
-from storage.registry import registry_client, resolve_tracking_uri, state_dir
+from storage.registry import (
+    download_version,
+    registry_cache_dir,
+    registry_client,
+    resolve_tracking_uri,
+    state_dir,
+)
 
 __all__ = [
     "PromotionDecision",
@@ -43,6 +49,7 @@ __all__ = [
     "experiment_id_for",
     "log_and_register",
     "open_tracking",
+    "serving_version_files",
     "set_serving_version",
 ]
 
@@ -167,6 +174,19 @@ def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
         return None
 
 
+def serving_version_files(
+    settings: MlflowConfig, marker: str, trained_by: str
+) -> tuple[str, Path] | None:
+    """The version holding the serving alias and its downloaded directory holding `marker`;
+    None when no version holds the alias (the first candidate takes it)."""
+    name = settings.registered_model_name
+    client = registry_client(resolve_tracking_uri(settings.tracking_uri))
+    version = alias_version(client, name, settings.serving_alias)
+    if version is None:
+        return None
+    return version, download_version(name, version, registry_cache_dir(), marker, trained_by)
+
+
 def decide_promotion(
     settings: MlflowConfig,
     metric: str,
@@ -235,7 +255,7 @@ def log_and_register(
     model: PyfuncModel,
     metric: str,
     candidate_score: float,
-    score_serving: Callable[[MlflowClient], ServingScore],
+    score_serving: Callable[[], ServingScore],
 ) -> Registration:
     """Log one run, register its model, and promote it (see the module docstring).
 
@@ -256,7 +276,7 @@ def log_and_register(
         )
         version = str(info.registered_model_version)
         if settings.promote:
-            serving = score_serving(tracking.client)
+            serving = score_serving()
             decision = decide_promotion(settings, metric, version, candidate_score, serving)
             _log_decision(tracking.client, settings, decision)
         else:

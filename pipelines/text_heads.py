@@ -33,11 +33,11 @@ import ray.train
 import ray.train.torch
 import torch
 from mlflow.pyfunc.model import PythonModel
-from mlflow.tracking import MlflowClient
 
 from configs.pipelines import TextHeadJobConfig, load_job_config
 from models.embeddings import EMBEDDING_DIM
 from models.heads import (
+    HEAD_CONFIG_FILENAME,
     HeadConfig,
     HeadModerator,
     HeadSentiment,
@@ -63,11 +63,11 @@ from pipelines.registry import (
     Registration,
     RunRecord,
     ServingScore,
-    alias_version,
     log_and_register,
+    serving_version_files,
 )
 from pipelines.review_labels import append_training_rows, load_review_labels
-from storage.registry import download_head, state_dir
+from storage.registry import state_dir
 
 __all__ = [
     "JobResult",
@@ -401,7 +401,6 @@ def head_pyfunc_model() -> PythonModel:
 
 
 def _serving_head_score(
-    client: MlflowClient,
     config: TextHeadJobConfig,
     candidate_labels: tuple[str, ...],
     validation_texts: list[str],
@@ -412,11 +411,11 @@ def _serving_head_score(
 
     The serving head builds its own inputs from them (its checkpoint's ``features``).
     """
-    settings = config.mlflow
-    version = alias_version(client, settings.registered_model_name, settings.serving_alias)
-    if version is None:
-        return ServingScore(None)  # no version holds the alias yet: the first candidate takes it
-    serving_head = load_head(download_head(settings.registered_model_name, version))
+    serving = serving_version_files(config.mlflow, HEAD_CONFIG_FILENAME, "pipelines.text_heads")
+    if serving is None:
+        return ServingScore(None)
+    version, head_dir = serving
+    serving_head = load_head(head_dir)
     if serving_head.config.labels != candidate_labels:
         return ServingScore(
             version,
@@ -471,8 +470,7 @@ def register_head(
         model,
         config.metric,
         float(validation_metrics[config.metric]),
-        lambda client: _serving_head_score(
-            client,
+        lambda: _serving_head_score(
             config,
             labels,
             [prepared.data.texts[i] for i in validation],
