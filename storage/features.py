@@ -132,11 +132,17 @@ class FeatureStore:
         self._dirty_posts: set[str] = set()
         self._dirty_users: set[str] = set()
         self._redis: RedisConnection | None = None
+        # Why Redis is down, as feed answers and /health say it: the error type only (a
+        # client's message names the server, which a feed answer must not show).
+        self._down_reason = ""
         if redis_url:
             gate = RedisGate("feature store", retry_s, "serving from the in-process mirror")
             self._redis = RedisConnection(redis_url, gate, _SOCKET_TIMEOUT_S)
-            if self._ping():
+            failure = self._ping()
+            if failure is None:
                 self._load_mirror()
+            else:
+                self._down_reason = "unreachable at start"
 
     # ---- health -------------------------------------------------------------------------
     @property
@@ -157,18 +163,17 @@ class FeatureStore:
         return {
             "kind": "redis",
             "status": "degraded",
-            "reason": (
-                f"redis unavailable ({self._redis.gate.last_error}); serving from the "
-                "in-process mirror"
-            ),
+            "reason": f"redis {self._down_reason}; serving from the in-process mirror",
         }
 
-    def _ping(self) -> bool:
+    def _ping(self) -> str | None:
+        """None when Redis answers, else the error's type (and Redis is marked down)."""
         assert self._redis is not None
         try:
-            return bool(self._redis.run(lambda client: client.ping()))
-        except Exception:  # noqa: BLE001 - any client error means "not available" (marked down)
-            return False
+            self._redis.run(lambda client: client.ping())
+        except Exception as exc:  # noqa: BLE001 - any client error means "not available"
+            return type(exc).__name__
+        return None
 
     def _available(self) -> bool:
         if self._redis is None:
@@ -176,7 +181,11 @@ class FeatureStore:
         gate = self._redis.gate
         if gate.up:
             return True
-        if not gate.available() or not self._ping():
+        if not gate.available():
+            return False
+        failure = self._ping()
+        if failure is not None:
+            self._down_reason = f"unreachable ({failure})"
             return False
         logger.info("feature store: writing back the changes made while redis was down")
         self._resync()
@@ -188,7 +197,8 @@ class FeatureStore:
             return _MISSING
         try:
             return self._redis.run(action)
-        except redis.RedisError:  # connection, timeout or server errors: fail over
+        except redis.RedisError as exc:  # connection, timeout or server errors: fail over
+            self._down_reason = f"failed ({type(exc).__name__})"
             return _MISSING
 
     def _write(self, action: Callable[[SyncClient], object]) -> bool:

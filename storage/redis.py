@@ -31,11 +31,13 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 __all__ = [
+    "AsyncClient",
     "AsyncRedisConnection",
     "RedisConnection",
     "RedisGate",
     "RedisHealth",
     "RedisUnavailableError",
+    "SyncClient",
     "async_client",
     "describe_error",
     "sync_client",
