@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 from ray import serve
 
-from bench.synthetic_social import generate
 from configs.pipelines import RecommenderMFJobConfig
 from deployments.nodes.recommender import Recommender
 from models.embeddings import EMBEDDING_DIM
+from pipelines.synthetic_social import generate
 
 pytestmark = pytest.mark.integration
 

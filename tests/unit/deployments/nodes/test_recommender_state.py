@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bench.synthetic_social import post_text
 from configs.recommender import RecommenderConfig
 from deployments.nodes.recommender_state import RecommenderService, embed_missing
 from models.embeddings import MiniLMEmbedder
 from models.ranking import CollaborativeModel
+from pipelines.synthetic_social import post_text
 from tests.fixtures.redis_server import shared_redis_or_skip, throwaway_redis, unique_prefix
 
 NOW = time.time()
