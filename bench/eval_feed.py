@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from bench.synthetic_social import DAY_S, SyntheticSocial, generate
 from configs.recommender import RecommenderConfig
 from deployments.nodes.recommender_state import RecommenderService, embed_missing
 from models.recommender import Interaction, NewPost
+from pipelines.synthetic_social import DAY_S, SyntheticSocial, generate
 
 POSITIVE = frozenset({"like", "comment", "share"})
 K = 20

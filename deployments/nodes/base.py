@@ -17,7 +17,7 @@ from ray import serve
 from configs.nodes import ModelNodeConfig, RegisteredModelRef, ResultCacheConfig
 from configs.settings import get_settings
 from deployments.coalesce import CallCoalescer
-from deployments.metrics import record_batch
+from deployments.metrics import record_batch, record_cache
 from models.answers import (
     AliasFollowInfo,
     Answer,
@@ -212,7 +212,11 @@ class BatchedNodeMixin(Generic[ItemT, ResultT]):
         self.result_cache = None
         if config.enabled:
             self.result_cache = ResultCache(
-                self.node_name, config, get_settings().redis_url, result_type=self.result_type
+                self.node_name,
+                config,
+                get_settings().redis_url,
+                count=record_cache,
+                result_type=self.result_type,
             )
             logger.info("result cache on: %s, ttl %.0f s", self.result_cache.backend, config.ttl_s)
         if old is not None:

@@ -20,12 +20,12 @@ import numpy as np
 import pytest
 from ray import serve
 
-from bench.synthetic_social import generate
 from configs.pipelines import RecommenderMFJobConfig
 from deployments.nodes.recommender import Recommender
 from models.answers import Answer, ModelRef
 from models.embeddings import EMBEDDING_DIM
 from models.recommender import Interaction, InteractionPage, NewPost
+from pipelines.synthetic_social import generate
 
 pytestmark = pytest.mark.integration
 
@@ -147,7 +147,7 @@ def test_promoted_factors_are_served_after_live_reconfigure(handle: Any, workdir
     started_s = time.monotonic()
     result = run_job(_job(workdir))
     registration = result.registration
-    assert registration["version"] == "1" and registration["promotion"]["promoted"] is True
+    assert registration.version == "1" and registration.promotion.promoted is True
     assert result.collaborative_model_path is not None
     report = result.report
     assert set(report["test"]) == {"model", "popularity"}  # nothing served before
