@@ -1,9 +1,14 @@
-"""The base of every config model, in a module of its own so every config module can import it
-(``configs.app`` and ``configs.ingress`` import the others, so neither can be its home)."""
+"""The base of every config model, and the field types several of them share, in a module of
+its own so every config module can import it (``configs.app`` and ``configs.ingress`` import
+the others, so neither can be its home).
+
+A shared field type carries its bounds and, where every user means the same thing, its
+description; the model that uses it gives the default (``device: Device = "auto"``).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -18,3 +23,77 @@ def section(model: type[StrictModel], description: str) -> Any:
     """A nested block of config (``field: Model = section(Model, "...")``): omitted, it
     takes `model`'s defaults."""
     return Field(default_factory=model, description=description)
+
+
+RedisKeyPrefix = Annotated[str, Field(min_length=1, max_length=64)]
+
+Device = Annotated[
+    str, Field(description='"auto" (GPU when the replica has one), "cpu" or "cuda[:N]".')
+]
+
+# The ONNX backend of a transformer model (the Embedder's MiniLM, a text classifier);
+# `onnx_backend_rules` checks them together.
+OnnxBackend = Annotated[
+    Literal["torch", "onnx"],
+    Field(
+        description=(
+            '"torch" (the checkpoint at `path`) or "onnx" (a gated artifact at `onnx_path` '
+            "written by `python -m pipelines.export_onnx`, run with onnxruntime on CPU). A "
+            'text classifier: kind "transformer" only, exported with `--model classifier`; '
+            "windows, labels and scores as torch."
+        )
+    ),
+]
+OnnxPath = Annotated[
+    str | None,
+    Field(
+        description=(
+            "backend onnx: the artifact directory (model.onnx, tokenizer, a classifier's "
+            "config.json, a passing gate.json); one without a passing accuracy gate is "
+            "refused at load."
+        )
+    ),
+]
+OnnxThreads = Annotated[
+    int,
+    Field(
+        ge=0,
+        le=64,
+        description="backend onnx: onnxruntime intra-op threads per call; 0 = one per core.",
+    ),
+]
+
+
+def onnx_backend_rules(
+    prefix: str, backend: str, onnx_path: str | None, device: str, export_command: str
+) -> tuple[tuple[bool, str], ...]:
+    """The checks of `OnnxBackend`, `OnnxPath` and the device, as ``(broken, message)`` pairs.
+
+    `prefix` names the block in messages (``"moderation_model."``, or ``""`` at the top of
+    the model); `export_command` is what writes the artifact.
+    """
+    onnx = backend == "onnx"
+    return (
+        (
+            onnx and not onnx_path,
+            f"{prefix}backend is 'onnx' but {prefix}onnx_path is empty; set onnx_path to a "
+            f"directory written by `{export_command}`, or use backend 'torch'",
+        ),
+        (
+            onnx and device.strip().lower() not in ("auto", "cpu"),
+            f"{prefix}backend 'onnx' runs on CPU, but {prefix}device is {device!r}; set device "
+            "to 'cpu' (or 'auto'), or use backend 'torch' for a GPU",
+        ),
+        (
+            not onnx and onnx_path is not None,
+            f"{prefix}onnx_path is set but {prefix}backend is 'torch', so it would be ignored; "
+            "set backend: onnx to serve it, or remove onnx_path",
+        ),
+    )
+
+
+def first_broken_rule(rules: tuple[tuple[bool, str], ...]) -> None:
+    """Raise ValueError with the message of the first broken ``(broken, message)`` rule."""
+    for broken, message in rules:
+        if broken:
+            raise ValueError(message)

@@ -5,11 +5,21 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import Field, model_validator
 
-from configs.base import StrictModel, section
+from configs.base import (
+    Device,
+    OnnxBackend,
+    OnnxPath,
+    OnnxThreads,
+    RedisKeyPrefix,
+    StrictModel,
+    first_broken_rule,
+    onnx_backend_rules,
+    section,
+)
 
 
 class BatchingConfig(StrictModel):
@@ -55,24 +65,24 @@ class RegisteredModelRef(StrictModel):
         return self
 
 
-def _key_prefix_field(default: str, description: str) -> Any:
-    return Field(default=default, min_length=1, max_length=64, description=description)
-
-
-def _local_max_entries_field(default: int, description: str) -> Any:
-    return Field(default=default, ge=1, le=10_000_000, description=description)
-
-
-def _redis_timeout_field(costs: str) -> Any:
-    """Connect and read timeout of a Redis-backed store (what a dead Redis costs `costs`)."""
-    description = f"Redis connect and read timeout: what a dead Redis costs {costs}."
-    return Field(default=0.1, gt=0.0, le=5.0, description=description)
-
-
-def _redis_retry_field(what: str) -> Any:
-    """How long a Redis-backed store (`what`) is skipped after an error."""
-    description = f"After a Redis error {what} is skipped for this long, then tried again."
-    return Field(default=5.0, ge=0.0, le=3600.0, description=description)
+# The Redis-backed stores' shared fields; each store gives its defaults.
+LocalMaxEntries = Annotated[int, Field(ge=1, le=10_000_000)]
+RedisTimeout = Annotated[
+    float,
+    Field(
+        gt=0.0,
+        le=5.0,
+        description="Redis connect and read timeout: what a dead Redis costs one batch.",
+    ),
+]
+RedisRetry = Annotated[
+    float,
+    Field(
+        ge=0.0,
+        le=3600.0,
+        description="After a Redis error the store is skipped for this long, then tried again.",
+    ),
+]
 
 
 class ResultCacheConfig(StrictModel):
@@ -91,13 +101,15 @@ class ResultCacheConfig(StrictModel):
         le=30 * 86400.0,
         description="Seconds a cached result lives; a new model version never reads old ones.",
     )
-    key_prefix: str = _key_prefix_field(
-        "sp:cache:", "Start of every cache key (followed by the sha256 of node, model, input)."
+    key_prefix: RedisKeyPrefix = Field(
+        default="sp:cache:",
+        description="Start of every cache key (followed by the sha256 of node, model, input).",
     )
-    socket_timeout_s: float = _redis_timeout_field("a batch")
-    retry_s: float = _redis_retry_field("the cache")
-    local_max_entries: int = _local_max_entries_field(
-        10_000, "Without REDIS_URL: most results the in-process LRU keeps per replica."
+    socket_timeout_s: RedisTimeout = 0.1
+    retry_s: RedisRetry = 5.0
+    local_max_entries: LocalMaxEntries = Field(
+        default=10_000,
+        description="Without REDIS_URL: most results the in-process LRU keeps per replica.",
     )
 
 
@@ -126,15 +138,18 @@ class TextVectorCacheConfig(StrictModel):
             "version, so a new model never reads old vectors; this only bounds memory."
         ),
     )
-    key_prefix: str = _key_prefix_field(
-        "sp:vec:", "Redis only: start of every vector key (one per environment)."
+    key_prefix: RedisKeyPrefix = Field(
+        default="sp:vec:",
+        description="Redis only: start of every vector key (one per environment).",
     )
-    local_max_entries: int = _local_max_entries_field(
-        20_000,
-        "Without REDIS_URL: most vectors the in-process LRU keeps per replica (1.5 KiB each).",
+    local_max_entries: LocalMaxEntries = Field(
+        default=20_000,
+        description=(
+            "Without REDIS_URL: most vectors the in-process LRU keeps per replica (1.5 KiB each)."
+        ),
     )
-    socket_timeout_s: float = _redis_timeout_field("one batch")
-    retry_s: float = _redis_retry_field("the store")
+    socket_timeout_s: RedisTimeout = 0.1
+    retry_s: RedisRetry = 5.0
 
 
 class ModelNodeConfig(StrictModel):
@@ -175,9 +190,7 @@ class TextClassifierSpec(StrictModel):
     path: str | None = Field(
         default=None, description="Local checkpoint directory (save_pretrained layout)."
     )
-    device: str = Field(
-        default="auto", description='"auto" (GPU when the replica has one), "cpu" or "cuda[:N]".'
-    )
+    device: Device = "auto"
     max_length: int | None = Field(
         default=None,
         ge=8,
@@ -190,27 +203,9 @@ class TextClassifierSpec(StrictModel):
     max_windows_per_forward: int = Field(
         default=64, ge=1, le=4096, description="Most windows run through the model at once."
     )
-    backend: Literal["torch", "onnx"] = Field(
-        default="torch",
-        description=(
-            'kind "transformer" only: "torch" (the checkpoint at `path`) or "onnx" (a gated '
-            "artifact at `onnx_path` written by `python -m pipelines.export_onnx --model "
-            "classifier`, run with onnxruntime on CPU; windows, labels and scores as torch)."
-        ),
-    )
-    onnx_path: str | None = Field(
-        default=None,
-        description=(
-            "backend onnx: directory with model.onnx, tokenizer, config.json and a passing "
-            "gate.json; an artifact without a passing accuracy gate is refused at load."
-        ),
-    )
-    onnx_threads: int = Field(
-        default=0,
-        ge=0,
-        le=64,
-        description="backend onnx: onnxruntime intra-op threads per call; 0 = one per core.",
-    )
+    backend: OnnxBackend = "torch"
+    onnx_path: OnnxPath = None
+    onnx_threads: OnnxThreads = 0
 
     kind: str = Field(
         description="Which model: the task's embedded default, a checkpoint or a head."
@@ -252,21 +247,12 @@ class TextClassifierSpec(StrictModel):
                 'serves kind "transformer" checkpoints only, so set kind: transformer or '
                 "backend: torch",
             ),
-            (
-                onnx and not self.onnx_path,
-                f"{field}.backend is 'onnx' but {field}.onnx_path is empty; set onnx_path "
-                "to a directory written by `python -m pipelines.export_onnx --model "
-                "classifier`, or use backend 'torch'",
-            ),
-            (
-                onnx and self.device.strip().lower() not in ("auto", "cpu"),
-                f"{field}.backend 'onnx' runs on CPU, but {field}.device is {self.device!r}; "
-                "set device to 'cpu' (or 'auto'), or use backend 'torch' for a GPU",
-            ),
-            (
-                not onnx and self.onnx_path is not None,
-                f"{field}.onnx_path is set but {field}.backend is 'torch', so it would be "
-                "ignored; set backend: onnx to serve it, or remove onnx_path",
+            *onnx_backend_rules(
+                f"{field}.",
+                self.backend,
+                self.onnx_path,
+                self.device,
+                "python -m pipelines.export_onnx --model classifier",
             ),
             (
                 kind == "transformer" and not self.path and not onnx,
@@ -285,9 +271,7 @@ class TextClassifierSpec(StrictModel):
                 'remove it or set kind: "head"',
             ),
         )
-        for broken, message in rules:
-            if broken:
-                raise ValueError(message)
+        first_broken_rule(rules)
         return self
 
 
@@ -391,9 +375,7 @@ class TaggerModelSpec(StrictModel):
             "layout). Unset: only the tags the face detector supports."
         ),
     )
-    device: str = Field(
-        default="auto", description='"auto" (GPU when the replica has one), "cpu" or "cuda[:N]".'
-    )
+    device: Device = "auto"
     tags: list[str] | None = Field(
         default=None,
         min_length=1,

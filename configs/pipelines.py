@@ -35,6 +35,15 @@ HeadFeatureName = Literal["embedding", "profanity"]
 _DEFAULT_HEAD_FEATURES: tuple[HeadFeatureName, ...] = ("embedding",)
 
 
+def _check_training_share(test_fraction: float, validation_fraction: float) -> None:
+    """Refuse splits that leave under 20% of the data for training."""
+    if test_fraction + validation_fraction >= 0.8:
+        raise ValueError(
+            f"test_fraction={test_fraction} + validation_fraction={validation_fraction} "
+            "leaves under 20% for training; lower them"
+        )
+
+
 class ReviewLabelsSource(_Strict):
     """Moderator-reviewed decisions of the ingress's audit log, read as extra training rows."""
 
@@ -205,11 +214,7 @@ class TextHeadJobConfig(RayTrainOptions):
 
     @model_validator(mode="after")
     def _fractions_leave_training_data(self) -> TextHeadJobConfig:
-        if self.test_fraction + self.validation_fraction >= 0.8:
-            raise ValueError(
-                f"test_fraction={self.test_fraction} + validation_fraction="
-                f"{self.validation_fraction} leaves under 20% for training; lower them"
-            )
+        _check_training_share(self.test_fraction, self.validation_fraction)
         if self.review_labels is not None and self.task != "moderation":
             raise ValueError(
                 f"review_labels is set for task {self.task!r}; reviews label moderation "
@@ -327,11 +332,7 @@ class RecommenderMFJobConfig(RayTrainOptions):
     def _source_has_its_input(self) -> RecommenderMFJobConfig:
         if self.source == "jsonl" and not self.data_path:
             raise ValueError('source "jsonl" needs data_path: the export file to read')
-        if self.test_fraction + self.validation_fraction >= 0.8:
-            raise ValueError(
-                f"test_fraction={self.test_fraction} + validation_fraction="
-                f"{self.validation_fraction} leaves under 20% for training; lower them"
-            )
+        _check_training_share(self.test_fraction, self.validation_fraction)
         return self
 
 

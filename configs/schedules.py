@@ -10,13 +10,11 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
+
+from configs.base import StrictModel as _Strict
 
 __all__ = ["JobSchedule", "Schedules", "load_schedules"]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class JobSchedule(_Strict):
