@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 from pydantic import Field, model_validator
 
-from configs.base import StrictModel, section
+from configs.base import StrictModel
 from configs.experiments import check_variant_names
 from configs.nodes import (
     ModerationModelSpec,
@@ -26,44 +26,29 @@ from configs.trends import TrendsArgs
 class AppArgs(StrictModel):
     """Arguments of the application builder (``args:`` in ``serve_config.yaml``)."""
 
-    moderation_model: ModerationModelSpec = section(
-        ModerationModelSpec, "Model of the text moderation node."
-    )
-    sentiment_model: SentimentModelSpec = section(
-        SentimentModelSpec, "Model of the sentiment node."
-    )
-    nsfw_model: NsfwModelSpec = section(NsfwModelSpec, "The NSFW image node (off by default).")
-    tagger_model: TaggerModelSpec = section(
-        TaggerModelSpec, "The image tagger node (off by default)."
-    )
-    recommender: RecommenderArgs = section(
-        RecommenderArgs, "Embedder + Recommender nodes: events, feed, similar posts, interests."
-    )
-    trends: TrendsArgs = section(
-        TrendsArgs, "Trends node: trending topics and topic sentiment (needs the recommender)."
-    )
-    replies: RepliesArgs = section(RepliesArgs, "SmartReply node: reply suggestions.")
-    text_vectors: TextVectorCacheConfig = section(
-        TextVectorCacheConfig,
-        (
-            "Embed once: MiniLM vectors shared by the Embedder, head moderation / sentiment "
-            "and smart-reply nodes, keyed by encoder version and text hash."
-        ),
-    )
-    moderation_variants: dict[str, ModerationModelSpec] = Field(
-        default_factory=dict,
-        description=(
-            "Other moderation models run side by side, by variant name ([a-z0-9_-], not "
-            '"default"): deployment TextModeration-<name>, chosen by ingress experiments.'
-        ),
-    )
-    sentiment_variants: dict[str, SentimentModelSpec] = Field(
-        default_factory=dict,
-        description=(
-            "Other sentiment models run side by side, by variant name: deployment "
-            "Sentiment-<name>, chosen by ingress experiments."
-        ),
-    )
+    moderation_model: ModerationModelSpec = Field(default_factory=ModerationModelSpec)
+    """Model of the text moderation node."""
+    sentiment_model: SentimentModelSpec = Field(default_factory=SentimentModelSpec)
+    """Model of the sentiment node."""
+    nsfw_model: NsfwModelSpec = Field(default_factory=NsfwModelSpec)
+    """The NSFW image node (off by default)."""
+    tagger_model: TaggerModelSpec = Field(default_factory=TaggerModelSpec)
+    """The image tagger node (off by default)."""
+    recommender: RecommenderArgs = Field(default_factory=RecommenderArgs)
+    """Embedder + Recommender nodes: events, feed, similar posts, interests."""
+    trends: TrendsArgs = Field(default_factory=TrendsArgs)
+    """Trends node: trending topics and topic sentiment (needs the recommender)."""
+    replies: RepliesArgs = Field(default_factory=RepliesArgs)
+    """SmartReply node: reply suggestions."""
+    text_vectors: TextVectorCacheConfig = Field(default_factory=TextVectorCacheConfig)
+    """Embed once: MiniLM vectors shared by the Embedder, head moderation / sentiment and
+    smart-reply nodes, keyed by encoder version and text hash."""
+    moderation_variants: dict[str, ModerationModelSpec] = Field(default_factory=dict)
+    """Other moderation models run side by side, by variant name ([a-z0-9_-], not "default"):
+    deployment TextModeration-<name>, chosen by ingress experiments."""
+    sentiment_variants: dict[str, SentimentModelSpec] = Field(default_factory=dict)
+    """Other sentiment models run side by side, by variant name: deployment Sentiment-<name>,
+    chosen by ingress experiments."""
 
     def text_classifiers(
         self,

@@ -16,67 +16,28 @@ from configs.base import StrictModel as _Strict
 class AuditConfig(_Strict):
     """The audit/prediction log of moderation decisions, and moderator reviews of them."""
 
-    enabled: bool = Field(
-        default=True,
-        description=(
-            "Record every moderation decision and give it a decision_id; false: responses "
-            "carry decision_id null and the review routes answer 422 feature_not_enabled."
-        ),
-    )
-    store_text: bool = Field(
-        default=False,
-        description=(
-            "Also store the moderated text (needed to retrain on reviewed decisions); "
-            "default false: only its sha256 is kept."
-        ),
-    )
-    buffer_size: int = Field(
-        default=10_000,
-        ge=1,
-        le=1_000_000,
-        description=(
-            "Most decisions held in memory while waiting to be written; when full, the "
-            "oldest pending decision is dropped and counted."
-        ),
-    )
-    flush_interval_s: float = Field(
-        default=1.0,
-        gt=0.0,
-        le=3600.0,
-        description="Longest a decision waits in the buffer before a write, in seconds.",
-    )
-    max_batch: int = Field(
-        default=500,
-        ge=1,
-        le=100_000,
-        description="Most decisions per insert_many; a full batch is written without waiting.",
-    )
-    retry_backoff_s: float = Field(
-        default=0.5,
-        gt=0.0,
-        le=600.0,
-        description="Wait after the first failed write; doubled after each further failure.",
-    )
-    retry_backoff_max_s: float = Field(
-        default=30.0,
-        gt=0.0,
-        le=3600.0,
-        description="Longest wait between two write attempts while the store is down.",
-    )
-    max_note_chars: int = Field(
-        default=2_000,
-        ge=0,
-        le=100_000,
-        description="Longest moderator note a review may carry.",
-    )
-    user_id_salt: str = Field(
-        default="socialplay-audit",
-        min_length=1,
-        description=(
-            "Salt of the sha256 hash that replaces user and reviewer ids (raw ids are never "
-            "stored); set a private value per deployment."
-        ),
-    )
+    enabled: bool = True
+    """Record every moderation decision and give it a decision_id; false: responses carry
+    decision_id null and the review routes answer 422 feature_not_enabled."""
+    store_text: bool = False
+    """Also store the moderated text (needed to retrain on reviewed decisions); default false:
+    only its sha256 is kept."""
+    buffer_size: int = Field(default=10_000, ge=1, le=1_000_000)
+    """Most decisions held in memory while waiting to be written; when full, the oldest pending
+    decision is dropped and counted."""
+    flush_interval_s: float = Field(default=1.0, gt=0.0, le=3600.0)
+    """Longest a decision waits in the buffer before a write, in seconds."""
+    max_batch: int = Field(default=500, ge=1, le=100_000)
+    """Most decisions per insert_many; a full batch is written without waiting."""
+    retry_backoff_s: float = Field(default=0.5, gt=0.0, le=600.0)
+    """Wait after the first failed write; doubled after each further failure."""
+    retry_backoff_max_s: float = Field(default=30.0, gt=0.0, le=3600.0)
+    """Longest wait between two write attempts while the store is down."""
+    max_note_chars: int = Field(default=2_000, ge=0, le=100_000)
+    """Longest moderator note a review may carry."""
+    user_id_salt: str = Field(default="socialplay-audit", min_length=1)
+    """Salt of the sha256 hash that replaces user and reviewer ids (raw ids are never stored);
+    set a private value per deployment."""
 
     @model_validator(mode="after")
     def _batch_fits_buffer(self) -> AuditConfig:

@@ -8,22 +8,53 @@ description; the model that uses it gives the default (``device: Device = "auto"
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from pathlib import Path
+from typing import Annotated, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 
 class StrictModel(BaseModel):
-    """Base for every config model: unknown keys are an error, not silently ignored."""
+    """Base for every config model: unknown keys are an error, not silently ignored.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    A field's description is the docstring under it (``configs.docs`` writes the reference
+    from them), or the one its shared field type carries.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
-def section(model: type[StrictModel], description: str) -> Any:
-    """A nested block of config (``field: Model = section(Model, "...")``): omitted, it
-    takes `model`'s defaults."""
-    return Field(default_factory=model, description=description)
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
+
+def load_yaml_file(path: str | Path, model: type[ModelT], what: str, example: str) -> ModelT:
+    """Read and validate one YAML file; errors name `what` it is, the file and the bad field.
+
+    `example` is a file of that kind in the checkout, offered when `path` cannot be read.
+    """
+    source = Path(path)
+    try:
+        raw = yaml.safe_load(source.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValueError(
+            f"{what} {str(source)!r} cannot be read ({exc.strerror}); pass an existing YAML "
+            f"file, e.g. {example}"
+        ) from exc
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{what} {str(source)!r} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ValueError(f"{what} {str(source)!r} must be a YAML mapping of fields")
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise ValueError(f"{what} {str(source)!r} is invalid:\n{exc}") from exc
+
+
+# A wait, period or age in seconds that must be positive (timeouts, half-lives, intervals).
+PositiveSeconds = Annotated[float, Field(gt=0)]
+# A share, probability or score threshold.
+Fraction = Annotated[float, Field(ge=0, le=1)]
 
 RedisKeyPrefix = Annotated[str, Field(min_length=1, max_length=64)]
 

