@@ -30,10 +30,11 @@ import math
 import os
 import re
 import unicodedata
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -319,20 +320,6 @@ class ReplyQuery:
     flagged_by_moderation: bool = False
 
 
-class ReplySuggester(Protocol):
-    """What the serving layer needs from a reply model (retrieval or generative)."""
-
-    def suggest(
-        self,
-        message: str,
-        context: Sequence[str] | None = None,
-        limit: int = 3,
-        flagged_by_moderation: bool = False,
-    ) -> ReplyDecision:
-        """Return up to `limit` replies to `message`, or the reason for none."""
-        ...
-
-
 def _require_positive(config: object, names: Sequence[str]) -> None:
     """Raise naming the first of `config`'s fields `names` that is below 1."""
     for name in names:
@@ -456,6 +443,42 @@ def _screen(
     return _Screened(message, texts, limit, is_yes_no_question(message))
 
 
+class ReplySuggester(ABC):
+    """A reply model (retrieval or generative) behind one `suggest`: the request is
+    validated and screened here, the same way for every model; `_reply` answers what passes.
+    """
+
+    config: ReplyConfig | Seq2SeqConfig
+
+    def suggest(
+        self,
+        message: str,
+        context: Sequence[str] | None = None,
+        limit: int = 3,
+        flagged_by_moderation: bool = False,
+    ) -> ReplyDecision:
+        """Return up to `limit` replies to `message`, or why there are none.
+
+        Args:
+            message: The message being replied to.
+            context: Earlier messages of the conversation, oldest first (optional).
+            limit: 1..``max_limit`` suggestions.
+            flagged_by_moderation: The moderation node flagged the message: suggest nothing
+                (a cheerful canned reply to abuse is worse than none).
+
+        Raises:
+            InvalidInputError: Empty message, non-string context item or bad `limit`.
+        """
+        screened = _screen(message, context, limit, flagged_by_moderation, self.config)
+        if isinstance(screened, ReplyDecision):
+            return screened
+        return self._reply(screened)
+
+    @abstractmethod
+    def _reply(self, request: _Screened) -> ReplyDecision:
+        """The model's answer to a request that passed `_screen`."""
+
+
 def _unit_rows(matrix: FloatMatrix) -> FloatMatrix:
     """L2-normalise rows (zero rows stay zero)."""
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
@@ -463,8 +486,10 @@ def _unit_rows(matrix: FloatMatrix) -> FloatMatrix:
     return unit
 
 
-class SmartReplier:
+class SmartReplier(ReplySuggester):
     """Retrieval Smart Reply over a `ReplyBank` with an injected sentence encoder."""
+
+    config: ReplyConfig
 
     def __init__(self, bank: ReplyBank, encode: Encoder, config: ReplyConfig | None = None) -> None:
         """Embed the bank's examples and replies once (batched).
@@ -539,32 +564,13 @@ class SmartReplier:
         unit: npt.NDArray[np.float32] = query / norm if norm > 0 else query
         return unit
 
-    def suggest(
-        self,
-        message: str,
-        context: Sequence[str] | None = None,
-        limit: int = 3,
-        flagged_by_moderation: bool = False,
-    ) -> ReplyDecision:
-        """Return up to `limit` diverse replies to `message`, or why there are none.
-
-        Args:
-            message: The message being replied to.
-            context: Earlier messages of the conversation, oldest first (optional).
-            limit: 1..``max_limit`` suggestions.
-            flagged_by_moderation: The moderation node flagged the message: suggest nothing
-                (a cheerful canned reply to abuse is worse than none).
+    def _reply(self, request: _Screened) -> ReplyDecision:
+        """Up to `limit` diverse replies, or why there are none.
 
         A yes/no question with ``limit >= 2`` always gets one "yes" and one "no" reply;
         with ``limit == 1`` only the best-ranked candidate is returned.
-
-        Raises:
-            InvalidInputError: Empty message, non-string context item or bad `limit`.
         """
-        screened = _screen(message, context, limit, flagged_by_moderation, self.config)
-        if isinstance(screened, ReplyDecision):
-            return screened
-        message, context_texts, limit, yes_no = screened
+        message, context_texts, limit, yes_no = request
         query = self._query(message, context_texts)
 
         # Intent relevance: best similarity to any example message of the intent.
@@ -669,7 +675,7 @@ class Seq2SeqConfig:
 
 
 @dataclass
-class Seq2SeqReplier:
+class Seq2SeqReplier(ReplySuggester):
     """Generative replies from a local seq2seq checkpoint, behind `ReplySuggester`.
 
     Holds a loaded ``AutoModelForSeq2SeqLM`` and its tokenizer; `load` builds one.
@@ -718,25 +724,11 @@ class Seq2SeqReplier:
             return message
         return "context: " + " | ".join(recent) + " message: " + message
 
-    def suggest(
-        self,
-        message: str,
-        context: Sequence[str] | None = None,
-        limit: int = 3,
-        flagged_by_moderation: bool = False,
-    ) -> ReplyDecision:
-        """Generate up to `limit` distinct replies by beam search (same contract as
-        `SmartReplier.suggest`; suggestions carry ``intent=None``).
-
-        Raises:
-            InvalidInputError: Empty message, non-string context item or bad `limit`.
-        """
+    def _reply(self, request: _Screened) -> ReplyDecision:
+        """Up to `limit` distinct replies by beam search (suggestions carry ``intent=None``)."""
         import torch
 
-        screened = _screen(message, context, limit, flagged_by_moderation, self.config)
-        if isinstance(screened, ReplyDecision):
-            return screened
-        message, context_texts, limit, yes_no = screened
+        message, context_texts, limit, yes_no = request
         inputs = self.tokenizer(
             [self._prompt(message, context_texts)],
             return_tensors="pt",
