@@ -36,7 +36,7 @@ import shutil
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, overload
+from typing import Any, Literal, TypedDict, overload
 
 import numpy as np
 import torch
@@ -53,6 +53,7 @@ __all__ = [
     "LOGITS_OUTPUT",
     "MODEL_FILE",
     "ArtifactNotServableError",
+    "ArtifactOrigin",
     "ClassifierGateReport",
     "GateReport",
     "OnnxClassifier",
@@ -60,6 +61,7 @@ __all__ = [
     "SentenceEncoder",
     "SequenceClassifierLogits",
     "additive_attention_mask",
+    "artifact_origin",
     "check_servable",
     "classifier_input_names",
     "cosine_rows",
@@ -371,41 +373,69 @@ def cosine_rows(reference: NDArray[np.float32], candidate: NDArray[np.float32]) 
     return result
 
 
-class _JsonReport:
-    """`as_dict` of the gate reports (dataclasses)."""
+class ArtifactOrigin(TypedDict):
+    """What an artifact was exported from and gated on (every gate report records it)."""
 
-    def as_dict(self) -> dict[str, Any]:
-        """Plain JSON types."""
-        # Only dataclasses inherit this; mypy cannot see that from here.
-        result: dict[str, Any] = asdict(self)  # type: ignore[call-overload]
-        return result
+    sample_sha256: str
+    source_checkpoint: str
+    source_version: str
+    name: str
 
 
-@dataclass(frozen=True)
-class GateReport(_JsonReport):
-    """What the accuracy gate measured, and whether the artifact may serve."""
+def artifact_origin(
+    checkpoint: str | os.PathLike[str], texts: list[str], name: str | None = None
+) -> ArtifactOrigin:
+    """The origin of an artifact exported from `checkpoint` and gated on `texts`.
+
+    The texts are kept only as a hash; `name` defaults to the checkpoint directory's name.
+    """
+    directory = require_checkpoint_dir(checkpoint)
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(text.encode("utf-8") + b"\0")
+    return ArtifactOrigin(
+        sample_sha256=digest.hexdigest(),
+        source_checkpoint=str(directory),
+        source_version=checkpoint_version(directory),
+        name=name or directory.resolve().name,
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class _GateReport:
+    """What every accuracy gate records: the verdict, the model file and its origin."""
 
     servable: bool
     model_sha256: str
     quantized: bool
     num_texts: int
-    mean_cosine: float
-    min_cosine: float
-    p05_cosine: float
-    min_mean_cosine: float
-    min_text_cosine: float
     sample_sha256: str
     source_checkpoint: str
     source_version: str
     name: str
     reasons: list[str] = field(default_factory=list)
     quantization: dict[str, Any] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON types."""
+        return asdict(self)
+
+
+@dataclass(frozen=True, kw_only=True)
+class GateReport(_GateReport):
+    """What the accuracy gate of a sentence encoder measured, and whether it may serve."""
+
+    mean_cosine: float
+    min_cosine: float
+    p05_cosine: float
+    min_mean_cosine: float
+    min_text_cosine: float
     # Reports written before classifiers had artifacts carry no kind: they are embedders.
     kind: str = "embedder"
 
 
-@dataclass(frozen=True)
-class ClassifierGateReport(_JsonReport):
+@dataclass(frozen=True, kw_only=True)
+class ClassifierGateReport(_GateReport):
     """The accuracy gate of a sequence-classifier artifact (``kind`` "classifier").
 
     Per label, ROC AUC of the fp32 torch scores and of the artifact's scores against the
@@ -416,25 +446,15 @@ class ClassifierGateReport(_JsonReport):
     AUCs of labels with one class only in the sample are ``None`` (undefined, not gated).
     """
 
-    servable: bool
-    model_sha256: str
-    quantized: bool
     task: str
     gate_mode: str
     labels: list[str]
-    num_texts: int
     auc_fp32: dict[str, float | None]
     auc_artifact: dict[str, float | None]
     auc_drop: dict[str, float | None]
     max_auc_drop: float
     max_allowed_auc_drop: float
     sample: str
-    sample_sha256: str
-    source_checkpoint: str
-    source_version: str
-    name: str
-    reasons: list[str] = field(default_factory=list)
-    quantization: dict[str, Any] | None = None
     kind: str = "classifier"
 
 
@@ -450,10 +470,7 @@ def evaluate_gate(
     candidate: NDArray[np.float32],
     *,
     model_path: Path,
-    sample_sha256: str,
-    source_checkpoint: str,
-    source_version: str,
-    name: str,
+    origin: ArtifactOrigin,
     quantization: dict[str, Any] | None = None,
     min_mean_cosine: float = DEFAULT_MIN_MEAN_COSINE,
     min_text_cosine: float = DEFAULT_MIN_TEXT_COSINE,
@@ -476,6 +493,7 @@ def evaluate_gate(
     if lowest < min_text_cosine:
         reasons.append(f"lowest cosine to fp32 {lowest:.4f} is below {min_text_cosine}")
     return GateReport(
+        **origin,
         servable=not reasons,
         model_sha256=file_sha256(model_path),
         quantized=quantization is not None,
@@ -485,10 +503,6 @@ def evaluate_gate(
         p05_cosine=float(np.percentile(cosines, 5)) if count else 0.0,
         min_mean_cosine=min_mean_cosine,
         min_text_cosine=min_text_cosine,
-        sample_sha256=sample_sha256,
-        source_checkpoint=source_checkpoint,
-        source_version=source_version,
-        name=name,
         reasons=reasons,
         quantization=quantization,
     )
@@ -797,12 +811,6 @@ class OnnxClassifier:
         }
         outputs = self._session.run([LOGITS_OUTPUT], feeds)
         return np.asarray(outputs[0], dtype=np.float32)
-
-
-def source_identity(checkpoint: str | os.PathLike[str]) -> tuple[str, str]:
-    """(directory, version id) of the checkpoint an artifact was exported from."""
-    directory = require_checkpoint_dir(checkpoint)
-    return str(directory), checkpoint_version(directory)
 
 
 def copy_tokenizer(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:

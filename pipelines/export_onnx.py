@@ -35,7 +35,6 @@ for inspection). No text is printed or stored.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import math
@@ -60,13 +59,13 @@ from models.onnx_backend import (
     GateReport,
     OnnxClassifier,
     OnnxEmbedder,
+    artifact_origin,
     copy_tokenizer,
     evaluate_gate,
     export_sentence_encoder,
     export_sequence_classifier,
     file_sha256,
     quantize_int8,
-    source_identity,
     write_gate_report,
 )
 from models.sentiment import canonical_sentiment_labels
@@ -136,13 +135,6 @@ def gate_sample(files: list[Path], per_file: int, seed: int = 0) -> list[str]:
     return texts
 
 
-def _sample_sha256(texts: list[str]) -> str:
-    digest = hashlib.sha256()
-    for text in texts:
-        digest.update(text.encode("utf-8") + b"\0")
-    return digest.hexdigest()
-
-
 def _embed_all(model: MiniLMEmbedder | OnnxEmbedder, texts: list[str]) -> np.ndarray:
     parts = [model.embed(texts[i : i + _GATE_BATCH]) for i in range(0, len(texts), _GATE_BATCH)]
     return np.concatenate(parts).astype(np.float32)
@@ -190,16 +182,12 @@ def export_and_gate(
     )
     reference = _embed_all(MiniLMEmbedder.load(checkpoint, "cpu", max_length), texts)
     candidate = _embed_all(OnnxEmbedder.load_for_gate(out_dir, max_length), texts)
-    source_dir, source_version = source_identity(checkpoint)
     report = evaluate_gate(
         reference,
         candidate,
         model_path=out_dir / MODEL_FILE,
+        origin=artifact_origin(checkpoint, texts, name),
         quantization=recipe,
-        sample_sha256=_sample_sha256(texts),
-        source_checkpoint=source_dir,
-        source_version=source_version,
-        name=name,
         min_mean_cosine=min_mean_cosine,
         min_text_cosine=min_text_cosine,
         min_texts=min_texts,
@@ -338,8 +326,8 @@ def export_and_gate_classifier(
         )
     if len(texts) < min_texts:
         reasons.append(f"sample has {len(texts)} texts; the gate needs at least {min_texts}")
-    source_dir, source_version = source_identity(checkpoint)
     report = ClassifierGateReport(
+        **artifact_origin(checkpoint, texts, name),
         servable=not reasons,
         model_sha256=file_sha256(out_dir / MODEL_FILE),
         quantized=recipe is not None,
@@ -353,10 +341,6 @@ def export_and_gate_classifier(
         max_auc_drop=max(gated) if gated else 0.0,
         max_allowed_auc_drop=max_auc_drop,
         sample=sample,
-        sample_sha256=_sample_sha256(texts),
-        source_checkpoint=source_dir,
-        source_version=source_version,
-        name=name or Path(source_dir).resolve().name,
         reasons=reasons,
         quantization=recipe,
     )

@@ -20,6 +20,7 @@ from models.onnx_backend import (
     GATE_FILE,
     MODEL_FILE,
     ArtifactNotServableError,
+    ArtifactOrigin,
     GateReport,
     OnnxEmbedder,
     check_servable,
@@ -140,10 +141,12 @@ def test_failed_gate_is_refused_at_load(
         torch_vectors,
         vectors,
         model_path=copy / MODEL_FILE,
-        sample_sha256=passed.sample_sha256,
-        source_checkpoint=passed.source_checkpoint,
-        source_version=passed.source_version,
-        name=passed.name,
+        origin=ArtifactOrigin(
+            sample_sha256=passed.sample_sha256,
+            source_checkpoint=passed.source_checkpoint,
+            source_version=passed.source_version,
+            name=passed.name,
+        ),
         quantization=passed.quantization,
         min_mean_cosine=1.0,
         min_texts=len(TEXTS),
@@ -162,8 +165,8 @@ def test_too_small_sample_or_one_bad_text_fails_the_gate(tmp_path: Path) -> None
     reference = np.eye(4, dtype=np.float32)
     close = reference.copy()
     close[3] = [0.0, 0.3, 0.0, 1.0]  # cosine 0.958 for this row, the others 1.0
-    identity = {"sample_sha256": "s", "source_checkpoint": "c", "source_version": "v", "name": "n"}
-    few = evaluate_gate(reference, reference, model_path=model_path, **identity)
+    origin = ArtifactOrigin(sample_sha256="s", source_checkpoint="c", source_version="v", name="n")
+    few = evaluate_gate(reference, reference, model_path=model_path, origin=origin)
     assert not few.servable
     assert few.reasons == ["sample has 4 texts; the gate needs at least 200"]
     one_bad = evaluate_gate(
@@ -173,13 +176,13 @@ def test_too_small_sample_or_one_bad_text_fails_the_gate(tmp_path: Path) -> None
         min_texts=4,
         min_mean_cosine=0.98,
         min_text_cosine=0.96,
-        **identity,
+        origin=origin,
     )
     assert one_bad.mean_cosine > 0.98
     assert not one_bad.servable
     assert one_bad.reasons == ["lowest cosine to fp32 0.9578 is below 0.96"]
     ok = evaluate_gate(
-        reference, close, model_path=model_path, min_texts=4, min_mean_cosine=0.98, **identity
+        reference, close, model_path=model_path, min_texts=4, min_mean_cosine=0.98, origin=origin
     )
     assert ok.servable and ok.reasons == []
 
