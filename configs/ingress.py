@@ -63,6 +63,15 @@ class CoalesceConfig(StrictModel):
     """Coalesced calls in flight per node; later texts queue into the next one."""
 
 
+def _check_reject_not_below_flag(label: str, flag: float, reject: float) -> None:
+    """Refuse a reject threshold below its flag threshold (`label` names the pair)."""
+    if reject < flag:
+        raise ValueError(
+            f"{label} reject threshold {reject} is below its flag threshold {flag}; "
+            "a reject threshold must be >= the flag threshold"
+        )
+
+
 class ModerationPolicyConfig(StrictModel):
     """Per-category thresholds that turn moderation scores into an action."""
 
@@ -87,12 +96,9 @@ class ModerationPolicyConfig(StrictModel):
         for category in categories | {"*"}:
             flag = self.category_flag_thresholds.get(category, self.flag_threshold)
             reject = self.category_reject_thresholds.get(category, self.reject_threshold)
-            if reject < flag:
-                label = "default" if category == "*" else repr(category)
-                raise ValueError(
-                    f"{label} reject threshold {reject} is below its flag threshold {flag}; "
-                    "a reject threshold must be >= the flag threshold"
-                )
+            _check_reject_not_below_flag(
+                "default" if category == "*" else repr(category), flag, reject
+            )
         return self
 
 
@@ -132,11 +138,7 @@ class ImagePolicyConfig(StrictModel):
 
     @model_validator(mode="after")
     def _ordered(self) -> ImagePolicyConfig:
-        if self.reject_threshold < self.flag_threshold:
-            raise ValueError(
-                f"image_policy.reject_threshold {self.reject_threshold} is below "
-                f"flag_threshold {self.flag_threshold}; it must be >= the flag threshold"
-            )
+        _check_reject_not_below_flag("image_policy", self.flag_threshold, self.reject_threshold)
         return self
 
 
