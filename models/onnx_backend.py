@@ -46,8 +46,10 @@ from models.answers import ModelInfo
 from models.device import checkpoint_version, require_checkpoint_dir
 
 __all__ = [
+    "DEFAULT_COSINE_GATE",
     "DEFAULT_MAX_AUC_DROP",
     "DEFAULT_MIN_MEAN_COSINE",
+    "DEFAULT_MIN_TEXTS",
     "DEFAULT_MIN_TEXT_COSINE",
     "GATE_FILE",
     "LOGITS_OUTPUT",
@@ -55,6 +57,7 @@ __all__ = [
     "ArtifactNotServableError",
     "ArtifactOrigin",
     "ClassifierGateReport",
+    "CosineGate",
     "GateReport",
     "OnnxClassifier",
     "OnnxEmbedder",
@@ -92,6 +95,8 @@ DEFAULT_MIN_TEXT_COSINE = 0.95
 # Classifiers (issue 8): the artifact's ROC AUC may move at most this far from fp32's, per
 # label that has both classes in the gate sample.
 DEFAULT_MAX_AUC_DROP = 0.005
+# Either gate refuses a smaller sample.
+DEFAULT_MIN_TEXTS = 200
 _HASH_CHUNK_BYTES = 1 << 20
 # Two texts of different lengths: the traced example is padded, so the mask is in the graph.
 _TRACE_TEXTS = ["an example post to trace", "a second, longer example post to trace the padding"]
@@ -465,6 +470,19 @@ _REPORT_TYPES: dict[str, type[GateReport] | type[ClassifierGateReport]] = {
 _EXPORT_MODEL = {"embedder": "minilm", "classifier": "classifier"}
 
 
+@dataclass(frozen=True)
+class CosineGate:
+    """The bar of a sentence-encoder artifact: at least `min_texts` texts, a mean cosine to
+    the fp32 vectors of at least `min_mean_cosine`, and no text below `min_text_cosine`."""
+
+    min_mean_cosine: float = DEFAULT_MIN_MEAN_COSINE
+    min_text_cosine: float = DEFAULT_MIN_TEXT_COSINE
+    min_texts: int = DEFAULT_MIN_TEXTS
+
+
+DEFAULT_COSINE_GATE = CosineGate()
+
+
 def evaluate_gate(
     reference: NDArray[np.float32],
     candidate: NDArray[np.float32],
@@ -472,26 +490,20 @@ def evaluate_gate(
     model_path: Path,
     origin: ArtifactOrigin,
     quantization: dict[str, Any] | None = None,
-    min_mean_cosine: float = DEFAULT_MIN_MEAN_COSINE,
-    min_text_cosine: float = DEFAULT_MIN_TEXT_COSINE,
-    min_texts: int = 200,
+    gate: CosineGate = DEFAULT_COSINE_GATE,
 ) -> GateReport:
-    """Compare `candidate` vectors to the fp32 `reference` ones; servable only if all pass.
-
-    Passes when the sample has at least `min_texts` texts, the mean cosine is at least
-    `min_mean_cosine` and no single text is below `min_text_cosine`.
-    """
+    """Compare `candidate` vectors to the fp32 `reference` ones; servable if they clear `gate`."""
     cosines = cosine_rows(reference, candidate)
     reasons: list[str] = []
     count = int(cosines.shape[0])
-    if count < min_texts:
-        reasons.append(f"sample has {count} texts; the gate needs at least {min_texts}")
+    if count < gate.min_texts:
+        reasons.append(f"sample has {count} texts; the gate needs at least {gate.min_texts}")
     mean = float(cosines.mean()) if count else 0.0
     lowest = float(cosines.min()) if count else 0.0
-    if mean < min_mean_cosine:
-        reasons.append(f"mean cosine to fp32 {mean:.4f} is below {min_mean_cosine}")
-    if lowest < min_text_cosine:
-        reasons.append(f"lowest cosine to fp32 {lowest:.4f} is below {min_text_cosine}")
+    if mean < gate.min_mean_cosine:
+        reasons.append(f"mean cosine to fp32 {mean:.4f} is below {gate.min_mean_cosine}")
+    if lowest < gate.min_text_cosine:
+        reasons.append(f"lowest cosine to fp32 {lowest:.4f} is below {gate.min_text_cosine}")
     return GateReport(
         **origin,
         servable=not reasons,
@@ -501,8 +513,8 @@ def evaluate_gate(
         mean_cosine=mean,
         min_cosine=lowest,
         p05_cosine=float(np.percentile(cosines, 5)) if count else 0.0,
-        min_mean_cosine=min_mean_cosine,
-        min_text_cosine=min_text_cosine,
+        min_mean_cosine=gate.min_mean_cosine,
+        min_text_cosine=gate.min_text_cosine,
         reasons=reasons,
         quantization=quantization,
     )

@@ -50,12 +50,15 @@ from configs.pipelines import load_job_config
 from models.embeddings import MiniLMEmbedder, default_model_dir
 from models.heads import DAVIDSON_HATE, DAVIDSON_NEITHER, SENTIMENT_HEAD_LABELS
 from models.onnx_backend import (
+    DEFAULT_COSINE_GATE,
     DEFAULT_MAX_AUC_DROP,
     DEFAULT_MIN_MEAN_COSINE,
     DEFAULT_MIN_TEXT_COSINE,
+    DEFAULT_MIN_TEXTS,
     GATE_FILE,
     MODEL_FILE,
     ClassifierGateReport,
+    CosineGate,
     GateReport,
     OnnxClassifier,
     OnnxEmbedder,
@@ -171,9 +174,7 @@ def export_and_gate(
     quantize: bool,
     keep_ffn_output_fp32: bool = True,
     max_length: int = 256,
-    min_mean_cosine: float = DEFAULT_MIN_MEAN_COSINE,
-    min_text_cosine: float = DEFAULT_MIN_TEXT_COSINE,
-    min_texts: int = 200,
+    gate: CosineGate = DEFAULT_COSINE_GATE,
     name: str = "all-MiniLM-L6-v2",
 ) -> GateReport:
     """Export (and quantise) `checkpoint` into `out_dir`, gate it on `texts`, write gate.json."""
@@ -188,9 +189,7 @@ def export_and_gate(
         model_path=out_dir / MODEL_FILE,
         origin=artifact_origin(checkpoint, texts, name),
         quantization=recipe,
-        min_mean_cosine=min_mean_cosine,
-        min_text_cosine=min_text_cosine,
-        min_texts=min_texts,
+        gate=gate,
     )
     write_gate_report(out_dir, report)
     return report
@@ -260,7 +259,7 @@ def export_and_gate_classifier(
     max_length: int | None = None,
     stride: int = 64,
     max_auc_drop: float = DEFAULT_MAX_AUC_DROP,
-    min_texts: int = 200,
+    min_texts: int = DEFAULT_MIN_TEXTS,
     name: str | None = None,
     sample: str = "texts given by the caller",
 ) -> ClassifierGateReport:
@@ -470,7 +469,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--gate-max-texts", type=int, default=1000, help="classifier sample cap")
     parser.add_argument("--max-auc-drop", type=float, default=DEFAULT_MAX_AUC_DROP)
-    parser.add_argument("--min-texts", type=int, default=200, help="smallest gate sample")
+    parser.add_argument(
+        "--min-texts", type=int, default=DEFAULT_MIN_TEXTS, help="smallest gate sample"
+    )
     parser.add_argument("--name", default=None, help="reported model name (classifier)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -500,9 +501,7 @@ def main(argv: list[str] | None = None) -> int:
         args.quantize,
         keep_ffn_output_fp32=not args.quantize_ffn_output,
         max_length=args.max_length or 256,
-        min_mean_cosine=args.min_mean_cosine,
-        min_text_cosine=args.min_text_cosine,
-        min_texts=args.min_texts,
+        gate=CosineGate(args.min_mean_cosine, args.min_text_cosine, args.min_texts),
     )
     return _finish(report, f"mean cosine {report.mean_cosine:.4f}, lowest {report.min_cosine:.4f}")
 

@@ -21,6 +21,7 @@ from models.onnx_backend import (
     MODEL_FILE,
     ArtifactNotServableError,
     ArtifactOrigin,
+    CosineGate,
     GateReport,
     OnnxEmbedder,
     check_servable,
@@ -59,7 +60,11 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path,
     for kind in ("fp32", "int8"):
         out = root / kind
         report = export_and_gate(
-            default_model_dir(), out, TEXTS, quantize=kind == "int8", min_texts=len(TEXTS)
+            default_model_dir(),
+            out,
+            TEXTS,
+            quantize=kind == "int8",
+            gate=CosineGate(min_texts=len(TEXTS)),
         )
         built[kind] = (out, report)
     return built
@@ -148,8 +153,7 @@ def test_failed_gate_is_refused_at_load(
             name=passed.name,
         ),
         quantization=passed.quantization,
-        min_mean_cosine=1.0,
-        min_texts=len(TEXTS),
+        gate=CosineGate(min_mean_cosine=1.0, min_texts=len(TEXTS)),
     )
     assert not report.servable
     assert any("mean cosine" in reason for reason in report.reasons)
@@ -173,16 +177,18 @@ def test_too_small_sample_or_one_bad_text_fails_the_gate(tmp_path: Path) -> None
         reference,
         close,
         model_path=model_path,
-        min_texts=4,
-        min_mean_cosine=0.98,
-        min_text_cosine=0.96,
         origin=origin,
+        gate=CosineGate(min_mean_cosine=0.98, min_text_cosine=0.96, min_texts=4),
     )
     assert one_bad.mean_cosine > 0.98
     assert not one_bad.servable
     assert one_bad.reasons == ["lowest cosine to fp32 0.9578 is below 0.96"]
     ok = evaluate_gate(
-        reference, close, model_path=model_path, min_texts=4, min_mean_cosine=0.98, origin=origin
+        reference,
+        close,
+        model_path=model_path,
+        origin=origin,
+        gate=CosineGate(min_mean_cosine=0.98, min_texts=4),
     )
     assert ok.servable and ok.reasons == []
 
