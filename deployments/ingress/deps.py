@@ -1,0 +1,60 @@
+"""What a route needs, as typed dependencies: the key check, the replica's state, its live
+config and the handles of the nodes it calls.
+
+``build_fastapi_app`` keeps the state on ``app.state.ingress``; everything else derives
+from it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader
+
+from configs.ingress import IngressConfig
+from deployments.ingress.middleware import API_KEY_HEADER
+from deployments.ingress.services.images import image_node
+from deployments.ingress.state import IngressState, NodeHandle
+
+_api_key_scheme = APIKeyHeader(name=API_KEY_HEADER, auto_error=False)
+
+
+def require_api_key(key: str | None = Depends(_api_key_scheme)) -> str:
+    """Documents the key in OpenAPI; ``GuardMiddleware`` has already enforced it."""
+    return key or ""
+
+
+ApiKey = Annotated[str, Depends(require_api_key)]
+
+
+def get_state(request: Request) -> IngressState:
+    """The replica's state, kept on the app by ``build_fastapi_app``."""
+    state = request.app.state.ingress
+    if not isinstance(state, IngressState):
+        raise TypeError("the app has no IngressState; build it with build_fastapi_app(state)")
+    return state
+
+
+State = Annotated[IngressState, Depends(get_state)]
+
+
+def get_config(state: State) -> IngressConfig:
+    """The live ``user_config`` (limits, timeouts, policies) of this request."""
+    return state.config
+
+
+Config = Annotated[IngressConfig, Depends(get_config)]
+
+
+def _image_node_dependency(name: str) -> Callable[[IngressState], NodeHandle]:
+    def dependency(state: State) -> NodeHandle:
+        return image_node(state, name, "image")
+
+    return dependency
+
+
+# Resolved before the body is read: a graph without the node answers 422 before any fetch.
+NsfwNode = Annotated[NodeHandle, Depends(_image_node_dependency("nsfw"))]
+TaggerNode = Annotated[NodeHandle, Depends(_image_node_dependency("tagger"))]

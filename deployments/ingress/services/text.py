@@ -1,0 +1,194 @@
+"""Moderation and sentiment of texts: one path for every text classification task.
+
+A request goes to the task's node (or the variant an experiment picks) in one handle call,
+coalesced with concurrent single texts; when the node fails or times out, the task's embedded
+model answers here with ``degraded: true``. A ``TextTask`` says what differs between tasks:
+how an answer is shaped and summarised, and what to say when even the fallback fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+
+from configs.ingress import IngressConfig, TimeoutsConfig
+from deployments.ingress.calls import answer_degraded, call_text_node
+from deployments.ingress.experiments import Summary, sentiment_score
+from deployments.ingress.schemas.common import ModelRef
+from deployments.ingress.schemas.moderation import ModerationResult
+from deployments.ingress.schemas.sentiment import SentimentResult
+from deployments.ingress.services.audit import audited
+from deployments.ingress.services.experiments import start_shadow, tag_results
+from deployments.ingress.state import Fallbacks, IngressState
+from models.policy import decide_action
+
+if TYPE_CHECKING:
+    from models.device import ModelInfo
+
+logger = logging.getLogger("ray.serve")
+
+ResultT = TypeVar("ResultT", ModerationResult, SentimentResult)
+
+
+class TextModel(Protocol):
+    """What the services use of an embedded text model."""
+
+    info: ModelInfo
+
+    def predict_batch(self, texts: list[str]) -> Sequence[Any]:
+        """One answer per text, in input order."""
+        ...
+
+
+def model_ref(info: ModelInfo) -> ModelRef:
+    """Name, version and device of a loaded model."""
+    return ModelRef(name=info.name, version=info.version, device=info.device)
+
+
+@dataclass(frozen=True)
+class TextTask(Generic[ResultT]):
+    """One text classification task as the services see it."""
+
+    # The node key, the experiment task and the degraded metric's node label.
+    name: str
+    # Names the feature when the graph lacks the node.
+    feature: str
+    timeout_s: Callable[[TimeoutsConfig], float]
+    fallback: Callable[[Fallbacks], Awaitable[TextModel]]
+    # The answer from one item's output and the model that gave it; degraded with a reason.
+    answer: Callable[[IngressConfig, Any, ModelRef, str | None], ResultT]
+    summarise: Callable[[ResultT], Summary]
+    # The answer when the fallback fails too; None: the failure propagates.
+    unanswered: Callable[[IngressConfig, str], ResultT] | None = None
+
+
+async def classify(
+    state: IngressState, task: TextTask[ResultT], texts: list[str], user_id: str | None = None
+) -> list[ResultT]:
+    """One ``task`` answer per text, from the node, a variant or the embedded fallback."""
+    config = state.config
+    timeout_s = task.timeout_s(config.timeouts)
+    # An enabled experiment may send the request to a variant node (the user's sticky A/B
+    # arm) or copy it to a shadow candidate; else the main node answers.
+    choice = state.experiments.choose(task.name, user_id)
+
+    def answer(output: Any) -> ResultT:
+        return task.answer(config, output["result"], ModelRef(**output["model"]), None)
+
+    try:
+        handle = state.node(choice.node_key, task.feature)
+        started_s = time.perf_counter()
+        outputs = await call_text_node(state, handle, timeout_s, texts)
+        choice.record(time.perf_counter() - started_s)
+        results = [answer(output) for output in outputs]
+        live = [task.summarise(result) for result in results]
+        start_shadow(state, choice, texts, live, lambda output: task.summarise(answer(output)))
+        return tag_results(results, choice)
+    except Exception as exc:  # any node failure: answer from the fallback, say so
+        choice.record(0.0, ok=False)
+        reason = answer_degraded(task.name, exc)
+    try:
+        model = await task.fallback(state.fallbacks)
+        answers = await asyncio.to_thread(model.predict_batch, texts)
+        return [task.answer(config, output, model_ref(model.info), reason) for output in answers]
+    except Exception as exc:
+        if task.unanswered is None:
+            raise
+        # No model at all: never approve silently.
+        logger.error("%s fallback failed (%s)", task.name, type(exc).__name__)
+        return [task.unanswered(config, f"{reason}; fallback failed") for _ in texts]
+
+
+# ---- moderation -----------------------------------------------------------------------------
+def verdict(
+    config: IngressConfig,
+    scores: dict[str, float],
+    model: ModelRef | None,
+    degraded_reason: str | None = None,
+) -> ModerationResult:
+    """The moderation answer for ``scores`` under the live policy's thresholds."""
+    policy = config.moderation_policy
+    action, flagged = decide_action(
+        scores,
+        policy.category_flag_thresholds,
+        policy.category_reject_thresholds,
+        policy.flag_threshold,
+        policy.reject_threshold,
+    )
+    return ModerationResult(
+        is_safe=action == "approve",
+        action=action,  # type: ignore[arg-type]
+        scores=scores,
+        overall=max(scores.values(), default=0.0),
+        flagged_categories=flagged,
+        model=model,
+        degraded=degraded_reason is not None,
+        degraded_reason=degraded_reason,
+    )
+
+
+async def _profanity(fallbacks: Fallbacks) -> TextModel:
+    return await fallbacks.moderation.get()
+
+
+MODERATION = TextTask[ModerationResult](
+    name="moderation",
+    feature="text moderation",
+    timeout_s=lambda timeouts: timeouts.moderation_s,
+    fallback=_profanity,
+    answer=verdict,
+    # What a moderation comparison looks at: the action and the overall score.
+    summarise=lambda result: (result.action, result.overall),
+    unanswered=lambda config, reason: verdict(config, {}, None, reason),
+)
+
+
+async def moderate(
+    state: IngressState, texts: list[str], user_id: str | None = None
+) -> list[ModerationResult]:
+    """One moderation verdict per (checked) text; never fails for a node outage."""
+    return await classify(state, MODERATION, texts, user_id)
+
+
+async def moderate_audited(
+    state: IngressState, route: str, texts: list[str], user_id: str | None = None
+) -> list[ModerationResult]:
+    """``moderate``, each verdict recorded in the audit log under ``route``."""
+    results = await moderate(state, texts, user_id)
+    return audited(state, route, texts, results, user_id)
+
+
+# ---- sentiment ------------------------------------------------------------------------------
+def sentiment_answer(
+    config: IngressConfig, result: Any, model: ModelRef, degraded_reason: str | None
+) -> SentimentResult:
+    """The sentiment answer from a model's label, scores and confidence."""
+    return SentimentResult(
+        **result, model=model, degraded=degraded_reason is not None, degraded_reason=degraded_reason
+    )
+
+
+async def _vader(fallbacks: Fallbacks) -> TextModel:
+    return await fallbacks.sentiment.get()
+
+
+SENTIMENT = TextTask[SentimentResult](
+    name="sentiment",
+    feature="sentiment",
+    timeout_s=lambda timeouts: timeouts.sentiment_s,
+    fallback=_vader,
+    answer=sentiment_answer,
+    # What a sentiment comparison looks at: the label and the signed score.
+    summarise=lambda result: (result.label, sentiment_score(result.model_dump())),
+)
+
+
+async def sentiment_of(
+    state: IngressState, texts: list[str], user_id: str | None = None
+) -> list[SentimentResult]:
+    """One sentiment answer per (checked) text."""
+    return await classify(state, SENTIMENT, texts, user_id)
