@@ -8,9 +8,9 @@ from it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.security import APIKeyHeader
 
 from configs.ingress import IngressConfig
@@ -27,6 +27,11 @@ def require_api_key(key: str | None = Depends(_api_key_scheme)) -> str:
 
 
 ApiKey = Annotated[str, Depends(require_api_key)]
+
+
+def api_router(**options: Any) -> APIRouter:
+    """A router of ``/api/`` routes: every route needs (and documents) the API key."""
+    return APIRouter(dependencies=[Depends(require_api_key)], **options)
 
 
 def get_state(request: Request) -> IngressState:

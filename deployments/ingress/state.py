@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from models.sentiment import VaderSentiment
     from models.tagger import ImageTagger
 
-ModelT = TypeVar("ModelT")
+ModelT = TypeVar("ModelT", covariant=True)
 
 
 class NodeHandle(Protocol):

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
-
-from deployments.ingress.deps import State, require_api_key
+from deployments.ingress.deps import State, api_router
 from deployments.ingress.schemas.recommender import (
     InteractionEventsRequest,
     InteractionEventsResult,
@@ -13,20 +11,19 @@ from deployments.ingress.schemas.recommender import (
 )
 from deployments.ingress.services import recommender
 
-router = APIRouter(
+router = api_router(
     tags=["Events"],
-    dependencies=[Depends(require_api_key)],
     responses={503: {"description": "Recommender unavailable; retry."}},
 )
 
 
-@router.post("/api/v1/events/posts", response_model=PostEventsResult)
+@router.post("/api/v1/events/posts")
 async def post_events(body: PostEventsRequest, state: State) -> PostEventsResult:
     """Store posts (upsert by post_id) and embed their texts; re-sending changes nothing."""
     return await recommender.ingest_posts(state, body.posts)
 
 
-@router.post("/api/v1/events/interactions", response_model=InteractionEventsResult)
+@router.post("/api/v1/events/interactions")
 async def interaction_events(
     body: InteractionEventsRequest, state: State
 ) -> InteractionEventsResult:

@@ -6,17 +6,15 @@ routed); they start again when an experiment's config changes.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
-
-from deployments.ingress.deps import State, require_api_key
+from deployments.ingress.deps import State, api_router
 from deployments.ingress.schemas.common import ErrorBody
 from deployments.ingress.schemas.experiments import ExperimentList, ExperimentReport
 from deployments.ingress.services import experiments
 
-router = APIRouter(tags=["Experiments"], dependencies=[Depends(require_api_key)])
+router = api_router(tags=["Experiments"])
 
 
-@router.get("/api/v1/experiments", response_model=ExperimentList)
+@router.get("/api/v1/experiments")
 async def list_experiments(state: State) -> ExperimentList:
     """The configured experiments: name, task, mode and whether each is enabled."""
     return experiments.list_experiments(state)
@@ -24,7 +22,6 @@ async def list_experiments(state: State) -> ExperimentList:
 
 @router.get(
     "/api/v1/experiments/{name}",
-    response_model=ExperimentReport,
     responses={404: {"model": ErrorBody, "description": "No experiment of that name."}},
 )
 async def get_experiment(name: str, state: State) -> ExperimentReport:

@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
 from configs.ingress import ImageInputConfig
-from deployments.ingress.deps import NsfwNode, State, TaggerNode, require_api_key
+from deployments.ingress.deps import NsfwNode, State, TaggerNode, api_router
 from deployments.ingress.schemas.images import (
     ImageModerationResult,
     ImageRequest,
@@ -29,7 +29,7 @@ from models.exceptions import ImageInputError, InvalidInputError
 
 UPLOAD_FIELD = "file"
 
-router = APIRouter(dependencies=[Depends(require_api_key)])
+router = api_router()
 
 
 def _body_doc(model: type[BaseModel]) -> dict[str, Any]:
@@ -50,6 +50,10 @@ def _body_doc(model: type[BaseModel]) -> dict[str, Any]:
             },
         }
     }
+
+
+IMAGE_BODY = _body_doc(ImageRequest)
+TAG_BODY = _body_doc(TagRequest)
 
 
 async def read_image_request(
@@ -99,24 +103,14 @@ def _form_top_k(extra: dict[str, Any]) -> int | None:
     return int(raw)
 
 
-@router.post(
-    "/api/v1/moderation/image",
-    response_model=ImageModerationResult,
-    tags=["Moderation"],
-    openapi_extra=_body_doc(ImageRequest),
-)
+@router.post("/api/v1/moderation/image", tags=["Moderation"], openapi_extra=IMAGE_BODY)
 async def moderate_image(request: Request, state: State, nsfw: NsfwNode) -> ImageModerationResult:
     """NSFW verdict for one image: action, safe/questionable/unsafe, labelled boxes."""
     source, _, _ = await read_image_request(request, ImageRequest, state.config.images)
     return await images.moderate_image(state, nsfw, source)
 
 
-@router.post(
-    "/api/v1/image/tags",
-    response_model=ImageTagsResult,
-    tags=["Image"],
-    openapi_extra=_body_doc(TagRequest),
-)
+@router.post("/api/v1/image/tags", tags=["Image"], openapi_extra=TAG_BODY)
 async def tag_image(request: Request, state: State, tagger: TaggerNode) -> ImageTagsResult:
     """Tags of one image (CLIP top-k and face-backed tags), with the models behind each."""
     source, body, extra = await read_image_request(request, TagRequest, state.config.images)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
-
-from deployments.ingress.deps import State, require_api_key
+from deployments.ingress.deps import State, api_router
 from deployments.ingress.schemas.common import TextBatchRequest, TextRequest
 from deployments.ingress.schemas.moderation import (
     ModerateRequest,
@@ -16,17 +14,17 @@ from deployments.ingress.services import posts
 from deployments.ingress.services.text import moderate_audited
 from deployments.ingress.services.validation import check_text, check_texts
 
-router = APIRouter(tags=["Moderation"], dependencies=[Depends(require_api_key)])
+router = api_router(tags=["Moderation"])
 
 
-@router.post("/api/v1/moderation/text", response_model=ModerationResult)
+@router.post("/api/v1/moderation/text")
 async def moderate_text(body: TextRequest, state: State) -> ModerationResult:
     """Moderate one text: action, per-category scores and the model that answered."""
     text = check_text(body.text, "text", state.config.limits)
     return (await moderate_audited(state, "text", [text], body.user_id))[0]
 
 
-@router.post("/api/v1/moderation/batch", response_model=ModerationBatchResult)
+@router.post("/api/v1/moderation/batch")
 async def moderate_batch(body: TextBatchRequest, state: State) -> ModerationBatchResult:
     """Moderate up to `max_batch_texts` texts in one request."""
     texts = check_texts(body.texts, state.config.limits)
@@ -35,7 +33,7 @@ async def moderate_batch(body: TextBatchRequest, state: State) -> ModerationBatc
     )
 
 
-@router.post("/api/v1/moderation/moderate", response_model=PostModerationResult)
+@router.post("/api/v1/moderation/moderate")
 async def moderate_post(body: ModerateRequest, state: State) -> PostModerationResult:
     """Moderate a post before it is published: its text and its image URLs."""
     return await posts.moderate_post(state, body.content, body.images, body.user_id)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends
-
-from deployments.ingress.deps import State, require_api_key
+from deployments.ingress.deps import State, api_router
 from deployments.ingress.schemas.review import DecisionRecord, ReviewRequest
 from deployments.ingress.services import review
 
@@ -15,18 +13,16 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     503: {"description": "The decision store is unavailable; retry."},
 }
 
-router = APIRouter(
-    tags=["Moderation"], dependencies=[Depends(require_api_key)], responses=_RESPONSES
-)
+router = api_router(tags=["Moderation"], responses=_RESPONSES)
 
 
-@router.get("/api/v1/moderation/decisions/{decision_id}", response_model=DecisionRecord)
+@router.get("/api/v1/moderation/decisions/{decision_id}")
 async def get_decision(decision_id: str, state: State) -> DecisionRecord:
     """A recorded moderation decision and its review, if any (for moderators)."""
     return await review.get_decision(state, decision_id)
 
 
-@router.post("/api/v1/moderation/{decision_id}/review", response_model=DecisionRecord)
+@router.post("/api/v1/moderation/{decision_id}/review")
 async def review_decision(decision_id: str, body: ReviewRequest, state: State) -> DecisionRecord:
     """Record a moderator's verdict (and per-category labels) on a decision.
 

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import Query
 
-from deployments.ingress.deps import State, require_api_key
+from deployments.ingress.deps import State, api_router
 from deployments.ingress.schemas.trends import TopicSentimentResult, TrendsResult
 from deployments.ingress.services import trends as trends_service
 
-router = APIRouter(
+router = api_router(
     tags=["Trends"],
-    dependencies=[Depends(require_api_key)],
     responses={503: {"description": "Trends node unavailable; retry."}},
 )
 
 
-@router.get("/api/v1/trends", response_model=TrendsResult)
+@router.get("/api/v1/trends")
 async def trends(
     state: State,
     window_hours: float = Query(
@@ -27,9 +26,7 @@ async def trends(
     return await trends_service.trends(state, window_hours, limit)
 
 
-@router.get(
-    "/api/v1/sentiment/topics/{topic}", response_model=TopicSentimentResult, tags=["Sentiment"]
-)
+@router.get("/api/v1/sentiment/topics/{topic}", tags=["Sentiment"])
 async def topic_sentiment(
     topic: str,
     state: State,

@@ -94,67 +94,77 @@ def check_limit(limit: int, max_results: int) -> int:
 
 
 # ---- events -------------------------------------------------------------------------------
-async def _send_events(state: IngressState, method_name: str, events: list[dict[str, Any]]) -> Any:
-    handle = state.node("recommender", EVENTS_FEATURE)
+async def _ask_recommender(
+    state: IngressState, method: str, *args: Any, feature: str = FEATURE, **unavailable: str
+) -> Any:
+    """One call to a Recommender method that has no fallback; ``unavailable`` words the 503."""
+    handle = state.node("recommender", feature)
+    limits = state.config.recommendations
+    timeout_s = limits.events_timeout_s if feature == EVENTS_FEATURE else limits.query_timeout_s
     try:
-        return await call_node(
-            state,
-            getattr(handle, method_name),
-            state.config.recommendations.events_timeout_s,
-            events,
-        )
-    except Exception as exc:  # nothing stored for sure: tell the caller to retry
-        raise node_unavailable(
-            "recommender", exc, what="take the events", hint=EVENTS_RETRY_HINT
-        ) from exc
+        return await call_node(state, getattr(handle, method), timeout_s, *args)
+    except Exception as exc:  # nothing to answer from: the node owns the state
+        raise node_unavailable("recommender", exc, **unavailable) from exc
+
+
+async def _ingest(state: IngressState, method: str, events: list[dict[str, Any]]) -> Any:
+    # Nothing was stored for sure when the call failed: the caller may retry as it is.
+    return await _ask_recommender(
+        state,
+        method,
+        events,
+        feature=EVENTS_FEATURE,
+        what="take the events",
+        hint=EVENTS_RETRY_HINT,
+    )
+
+
+def _post_record(post: PostEvent, field: str, state: IngressState) -> dict[str, Any]:
+    limits = state.config.recommendations
+    return {
+        "post_id": check_id(post.post_id, f"{field}.post_id", limits.max_id_chars),
+        "author_id": check_id(post.author_id, f"{field}.author_id", limits.max_id_chars),
+        "text": check_text(post.text, f"{field}.text", state.config.limits) if post.text else "",
+        "image_urls": list(post.image_urls),
+        "tags": normalise_tags(post.tags, f"{field}.tags", limits.max_tags),
+        "created_at_s": check_time(
+            post.created_at, f"{field}.created_at", limits.max_future_skew_s
+        ),
+        "moderation_action": post.moderation_action,
+    }
+
+
+def _interaction_record(event: InteractionEvent, field: str, state: IngressState) -> dict[str, Any]:
+    limits = state.config.recommendations
+    record: dict[str, Any] = {
+        name: check_id(getattr(event, name), f"{field}.{name}", limits.max_id_chars)
+        for name in ("event_id", "user_id", "post_id")
+    }
+    record["type"] = event.type
+    record["timestamp_s"] = check_time(
+        event.timestamp, f"{field}.timestamp", limits.max_future_skew_s
+    )
+    return record
 
 
 async def ingest_posts(state: IngressState, posts: list[PostEvent]) -> PostEventsResult:
     """Store posts (upsert by post_id) and embed their texts; re-sending changes nothing."""
-    limits = state.config.recommendations
-    check_count(len(posts), "posts", limits.max_events_per_request)
-    checked: list[dict[str, Any]] = []
-    for i, post in enumerate(posts):
-        field = f"posts[{i}]"
-        checked.append(
-            {
-                "post_id": check_id(post.post_id, f"{field}.post_id", limits.max_id_chars),
-                "author_id": check_id(post.author_id, f"{field}.author_id", limits.max_id_chars),
-                "text": (
-                    check_text(post.text, f"{field}.text", state.config.limits) if post.text else ""
-                ),
-                "image_urls": list(post.image_urls),
-                "tags": normalise_tags(post.tags, f"{field}.tags", limits.max_tags),
-                "created_at_s": check_time(
-                    post.created_at, f"{field}.created_at", limits.max_future_skew_s
-                ),
-                "moderation_action": post.moderation_action,
-            }
-        )
-    return PostEventsResult(**await _send_events(state, "ingest_posts", checked))
+    check_count(len(posts), "posts", state.config.recommendations.max_events_per_request)
+    records = [_post_record(post, f"posts[{i}]", state) for i, post in enumerate(posts)]
+    return PostEventsResult(**await _ingest(state, "ingest_posts", records))
 
 
 async def ingest_interactions(
     state: IngressState, interactions: list[InteractionEvent]
 ) -> InteractionEventsResult:
     """Store interactions (idempotent by event_id); profiles and filters update online."""
-    limits = state.config.recommendations
-    check_count(len(interactions), "interactions", limits.max_events_per_request)
-    checked: list[dict[str, Any]] = []
-    for i, event in enumerate(interactions):
-        field = f"interactions[{i}]"
-        checked.append(
-            {
-                "event_id": check_id(event.event_id, f"{field}.event_id", limits.max_id_chars),
-                "user_id": check_id(event.user_id, f"{field}.user_id", limits.max_id_chars),
-                "post_id": check_id(event.post_id, f"{field}.post_id", limits.max_id_chars),
-                "type": event.type,
-                "timestamp_s": check_time(
-                    event.timestamp, f"{field}.timestamp", limits.max_future_skew_s
-                ),
-            }
-        )
-    return InteractionEventsResult(**await _send_events(state, "ingest_interactions", checked))
+    limit = state.config.recommendations.max_events_per_request
+    check_count(len(interactions), "interactions", limit)
+    records = [
+        _interaction_record(event, f"interactions[{i}]", state)
+        for i, event in enumerate(interactions)
+    ]
+    return InteractionEventsResult(**await _ingest(state, "ingest_interactions", records))
 
 
 # ---- feed ---------------------------------------------------------------------------------
@@ -263,13 +273,7 @@ async def similar_posts(state: IngressState, post_id: str, limit: int) -> Simila
     limits = state.config.recommendations
     check_id(post_id, "post_id", limits.max_id_chars)
     limit = check_limit(limit, limits.max_results)
-    handle = state.node("recommender", FEATURE)
-    try:
-        result = await call_node(
-            state, handle.similar_posts, limits.query_timeout_s, post_id, limit
-        )
-    except Exception as exc:  # no fallback has the index
-        raise node_unavailable("recommender", exc) from exc
+    result = await _ask_recommender(state, "similar_posts", post_id, limit)
     if result is None:
         raise NotFoundError(
             "post_id",
@@ -284,9 +288,4 @@ async def user_interests(state: IngressState, user_id: str, limit: int) -> Inter
     limits = state.config.recommendations
     check_id(user_id, "user_id", limits.max_id_chars)
     limit = check_limit(limit, limits.max_results)
-    handle = state.node("recommender", FEATURE)
-    try:
-        result = await call_node(state, handle.interests, limits.query_timeout_s, user_id, limit)
-    except Exception as exc:  # no fallback has the history
-        raise node_unavailable("recommender", exc) from exc
-    return InterestsResult(**result)
+    return InterestsResult(**await _ask_recommender(state, "interests", user_id, limit))

@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
 from configs.ingress import IngressConfig, TimeoutsConfig
 from deployments.ingress.calls import answer_degraded, call_text_node
@@ -23,7 +23,7 @@ from deployments.ingress.schemas.moderation import ModerationResult
 from deployments.ingress.schemas.sentiment import SentimentResult
 from deployments.ingress.services.audit import audited
 from deployments.ingress.services.experiments import start_shadow, tag_results
-from deployments.ingress.state import Fallbacks, IngressState
+from deployments.ingress.state import Fallbacks, IngressState, LazyModel
 from models.policy import decide_action
 
 if TYPE_CHECKING:
@@ -53,17 +53,24 @@ def model_ref(info: ModelInfo) -> ModelRef:
 class TextTask(Generic[ResultT]):
     """One text classification task as the services see it."""
 
-    # The node key, the experiment task and the degraded metric's node label.
-    name: str
+    # The node key, the experiment task, the degraded metric's node label, and the name of
+    # the task's timeout and embedded fallback.
+    name: Literal["moderation", "sentiment"]
     # Names the feature when the graph lacks the node.
     feature: str
-    timeout_s: Callable[[TimeoutsConfig], float]
-    fallback: Callable[[Fallbacks], Awaitable[TextModel]]
     # The answer from one item's output and the model that gave it; degraded with a reason.
     answer: Callable[[IngressConfig, Any, ModelRef, str | None], ResultT]
     summarise: Callable[[ResultT], Summary]
     # The answer when the fallback fails too; None: the failure propagates.
     unanswered: Callable[[IngressConfig, str], ResultT] | None = None
+
+    def timeout_s(self, timeouts: TimeoutsConfig) -> float:
+        """How long the task's node may take."""
+        return timeouts.moderation_s if self.name == "moderation" else timeouts.sentiment_s
+
+    def fallback(self, fallbacks: Fallbacks) -> LazyModel[TextModel]:
+        """The embedded model that answers when the node cannot."""
+        return fallbacks.moderation if self.name == "moderation" else fallbacks.sentiment
 
 
 async def classify(
@@ -92,7 +99,7 @@ async def classify(
         choice.record(0.0, ok=False)
         reason = answer_degraded(task.name, exc)
     try:
-        model = await task.fallback(state.fallbacks)
+        model = await task.fallback(state.fallbacks).get()
         answers = await asyncio.to_thread(model.predict_batch, texts)
         return [task.answer(config, output, model_ref(model.info), reason) for output in answers]
     except Exception as exc:
@@ -131,19 +138,18 @@ def verdict(
     )
 
 
-async def _profanity(fallbacks: Fallbacks) -> TextModel:
-    return await fallbacks.moderation.get()
+def unmoderated(config: IngressConfig, reason: str) -> ModerationResult:
+    """No model could judge the text: flag it for review, never approve silently."""
+    return verdict(config, {}, None, reason)
+
+
+def moderation_summary(result: ModerationResult) -> Summary:
+    """What a moderation comparison looks at: the action and the overall score."""
+    return result.action, result.overall
 
 
 MODERATION = TextTask[ModerationResult](
-    name="moderation",
-    feature="text moderation",
-    timeout_s=lambda timeouts: timeouts.moderation_s,
-    fallback=_profanity,
-    answer=verdict,
-    # What a moderation comparison looks at: the action and the overall score.
-    summarise=lambda result: (result.action, result.overall),
-    unanswered=lambda config, reason: verdict(config, {}, None, reason),
+    "moderation", "text moderation", verdict, moderation_summary, unanswered=unmoderated
 )
 
 
@@ -172,23 +178,10 @@ def sentiment_answer(
     )
 
 
-async def _vader(fallbacks: Fallbacks) -> TextModel:
-    return await fallbacks.sentiment.get()
+def sentiment_summary(result: SentimentResult) -> Summary:
+    """What a sentiment comparison looks at: the label and the signed score."""
+    return result.label, sentiment_score(result.model_dump())
 
 
-SENTIMENT = TextTask[SentimentResult](
-    name="sentiment",
-    feature="sentiment",
-    timeout_s=lambda timeouts: timeouts.sentiment_s,
-    fallback=_vader,
-    answer=sentiment_answer,
-    # What a sentiment comparison looks at: the label and the signed score.
-    summarise=lambda result: (result.label, sentiment_score(result.model_dump())),
-)
-
-
-async def sentiment_of(
-    state: IngressState, texts: list[str], user_id: str | None = None
-) -> list[SentimentResult]:
-    """One sentiment answer per (checked) text."""
-    return await classify(state, SENTIMENT, texts, user_id)
+# Sentiment has no ``unanswered``: when VADER fails too, the request fails.
+SENTIMENT = TextTask[SentimentResult]("sentiment", "sentiment", sentiment_answer, sentiment_summary)

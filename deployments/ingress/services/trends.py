@@ -8,6 +8,7 @@ fallback: the state lives in the node.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from deployments.ingress.calls import call_node
 from deployments.ingress.schemas.trends import TopicSentimentResult, TrendsResult
@@ -36,17 +37,20 @@ def check_trend_limit(limit: int, max_limit: int) -> int:
     return limit
 
 
+async def _ask_trends(state: IngressState, method: str, *args: Any) -> Any:
+    handle = state.node("trends", FEATURE)
+    try:
+        return await call_node(state, getattr(handle, method), state.config.trends.timeout_s, *args)
+    except Exception as exc:  # no fallback: the state and the labels live in the node
+        raise node_unavailable("trends", exc, label=NODE_LABEL) from exc
+
+
 async def trends(state: IngressState, window_hours: float, limit: int) -> TrendsResult:
     """Topics rising against the previous window of the same length, with sentiment."""
     limits = state.config.trends
     window = check_window_hours(window_hours, limits.min_window_hours, limits.max_window_hours)
     limit = check_trend_limit(limit, limits.max_limit)
-    handle = state.node("trends", FEATURE)
-    try:
-        result = await call_node(state, handle.trends, limits.timeout_s, window, limit)
-    except Exception as exc:  # no fallback: the state lives in the node
-        raise node_unavailable("trends", exc, label=NODE_LABEL) from exc
-    return TrendsResult(**result)
+    return TrendsResult(**await _ask_trends(state, "trends", window, limit))
 
 
 async def topic_sentiment(
@@ -62,9 +66,4 @@ async def topic_sentiment(
             f"topic has {len(topic)} characters; the limit is {limits.max_topic_chars}",
         )
     window = check_window_hours(window_hours, limits.min_window_hours, limits.max_window_hours)
-    handle = state.node("trends", FEATURE)
-    try:
-        result = await call_node(state, handle.topic_sentiment, limits.timeout_s, topic, window)
-    except Exception as exc:  # no fallback: the labels live in the node
-        raise node_unavailable("trends", exc, label=NODE_LABEL) from exc
-    return TopicSentimentResult(**result)
+    return TopicSentimentResult(**await _ask_trends(state, "topic_sentiment", topic, window))
