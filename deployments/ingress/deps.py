@@ -1,5 +1,5 @@
 """What a route needs, as typed dependencies: the key check, the replica's state, its live
-config and the handles of the nodes it calls.
+limits and the handles of the nodes it calls.
 
 ``build_fastapi_app`` keeps the state on ``app.state.ingress``; everything else derives
 from it.
@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.security import APIKeyHeader
 
-from configs.ingress import IngressConfig
+from configs.ingress import LimitsConfig
 from deployments.ingress.middleware import API_KEY_HEADER
 from deployments.ingress.services.images import image_node
 from deployments.ingress.state import IngressState, NodeHandle
@@ -45,12 +45,12 @@ def get_state(request: Request) -> IngressState:
 State = Annotated[IngressState, Depends(get_state)]
 
 
-def get_config(state: State) -> IngressConfig:
-    """The live ``user_config`` (limits, timeouts, policies) of this request."""
-    return state.config
+def get_limits(state: State) -> LimitsConfig:
+    """The live request limits (``user_config.limits``) for this request."""
+    return state.config.limits
 
 
-Config = Annotated[IngressConfig, Depends(get_config)]
+Limits = Annotated[LimitsConfig, Depends(get_limits)]
 
 
 def _image_node_dependency(name: str) -> Callable[[IngressState], NodeHandle]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from deployments.ingress.deps import State, api_router
+from deployments.ingress.deps import Limits, State, api_router
 from deployments.ingress.schemas.common import TextBatchRequest, TextRequest
 from deployments.ingress.schemas.moderation import (
     ModerateRequest,
@@ -18,16 +18,18 @@ router = api_router(tags=["Moderation"])
 
 
 @router.post("/api/v1/moderation/text")
-async def moderate_text(body: TextRequest, state: State) -> ModerationResult:
+async def moderate_text(body: TextRequest, state: State, limits: Limits) -> ModerationResult:
     """Moderate one text: action, per-category scores and the model that answered."""
-    text = check_text(body.text, "text", state.config.limits)
+    text = check_text(body.text, "text", limits)
     return (await moderate_audited(state, "text", [text], body.user_id))[0]
 
 
 @router.post("/api/v1/moderation/batch")
-async def moderate_batch(body: TextBatchRequest, state: State) -> ModerationBatchResult:
+async def moderate_batch(
+    body: TextBatchRequest, state: State, limits: Limits
+) -> ModerationBatchResult:
     """Moderate up to `max_batch_texts` texts in one request."""
-    texts = check_texts(body.texts, state.config.limits)
+    texts = check_texts(body.texts, limits)
     return ModerationBatchResult(
         results=await moderate_audited(state, "batch", texts, body.user_id)
     )

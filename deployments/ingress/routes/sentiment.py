@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from deployments.ingress.deps import State, api_router
+from deployments.ingress.deps import Limits, State, api_router
 from deployments.ingress.schemas.common import TextBatchRequest, TextRequest
 from deployments.ingress.schemas.sentiment import SentimentBatchResult, SentimentResult
 from deployments.ingress.services.text import SENTIMENT, classify
@@ -12,14 +12,16 @@ router = api_router(tags=["Sentiment"])
 
 
 @router.post("/api/v1/sentiment/analyze")
-async def analyze_sentiment(body: TextRequest, state: State) -> SentimentResult:
+async def analyze_sentiment(body: TextRequest, state: State, limits: Limits) -> SentimentResult:
     """Sentiment of one text: label, scores per label, confidence, model."""
-    text = check_text(body.text, "text", state.config.limits)
+    text = check_text(body.text, "text", limits)
     return (await classify(state, SENTIMENT, [text], body.user_id))[0]
 
 
 @router.post("/api/v1/sentiment/batch")
-async def analyze_sentiment_batch(body: TextBatchRequest, state: State) -> SentimentBatchResult:
+async def analyze_sentiment_batch(
+    body: TextBatchRequest, state: State, limits: Limits
+) -> SentimentBatchResult:
     """Sentiment of up to `max_batch_texts` texts in one request."""
-    texts = check_texts(body.texts, state.config.limits)
+    texts = check_texts(body.texts, limits)
     return SentimentBatchResult(results=await classify(state, SENTIMENT, texts, body.user_id))
