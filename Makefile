@@ -5,11 +5,12 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.socialplay-installed
+BENCH_STAMP := $(VENV)/.socialplay-bench-installed
 # pip on this kind of machine warns about every local index folder it skips; hide only that.
 # The braces keep pip's own exit status (pipefail) while grep may find nothing to print.
 PIP_QUIET := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: venv serve test test-unit test-integration lint bench clean
+.PHONY: venv bench-venv serve test test-unit test-integration lint bench bench-test clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +24,13 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# The benchmarks' extra (pyproject [bench]) on top of the service's venv.
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e ".[bench]" $(PIP_QUIET)
+	touch $(BENCH_STAMP)
+
+bench-venv: $(BENCH_STAMP)
 
 serve: venv
 	SOCIALPLAY_DEV_MODE=$${SOCIALPLAY_DEV_MODE:-1} $(PY) -m deployments.launch
@@ -40,8 +48,12 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-bench: venv
+bench: bench-venv
 	$(PY) -m bench.run_all
+
+# The benchmark harness's own tests (bench/tests); `make test` leaves them out.
+bench-test: bench-venv
+	$(PY) -m pytest -q bench/tests
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from bench.synthetic_social import DAY_S, SyntheticSocial, generate
 from configs.recommender import RecommenderConfig
 from deployments.nodes.recommender_state import RecommenderService, embed_missing
+from pipelines.synthetic_social import DAY_S, SyntheticSocial, generate
 
 POSITIVE = frozenset({"like", "comment", "share"})
 K = 20

@@ -12,7 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-from bench.synthetic_social import generate
+from pipelines.synthetic_social import generate
 
 
 def main(argv: list[str] | None = None) -> None:

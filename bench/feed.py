@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from bench.synthetic_social import generate
 from configs.recommender import RecommenderConfig
 from deployments.nodes.recommender_state import RecommenderService, embed_missing
+from pipelines.synthetic_social import generate
 
 
 def _percentiles(samples_ms: list[float]) -> dict[str, float]:

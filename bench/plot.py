@@ -11,8 +11,8 @@ connection count was measured more than once, the point is the mean and the erro
 min to max. Setups that failed (an ``error`` instead of ``runs``) are left out; the markdown
 tables already report them.
 
-matplotlib is not a declared dependency of the project, so the import happens inside
-``plot_results``, which returns None when it is missing.
+matplotlib comes with the bench extra (``pip install -e ".[bench]"``), not with the service,
+so the import happens inside ``plot_results``, which returns None when it is missing.
 """
 
 from __future__ import annotations

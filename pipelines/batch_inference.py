@@ -11,7 +11,6 @@ finished posts are never scored twice. A post's text never reaches the output or
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -20,17 +19,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import ray
+import ray.data
 
+from configs.nodes import RegisteredModelRef
 from configs.pipelines import BatchInferenceJobConfig, load_batch_job_config
+from models.embeddings import EMBEDDING_DIM
+from models.heads import load_head, shared_embedder
+from pipelines.jobs import read_jsonl, run_cli, say
+from storage.registry import fetch_registered_head
 
 __all__ = ["PostScorer", "done_ids", "main", "read_posts", "run_job"]
 
 logger = logging.getLogger("pipelines.batch_inference")
-
-
-def _say(message: str) -> None:
-    # The progress display: plain flushed lines.
-    print(message, flush=True)
 
 
 def done_ids(output_path: Path) -> set[str]:
@@ -48,6 +49,10 @@ def done_ids(output_path: Path) -> set[str]:
     return done
 
 
+def _post(row: Any) -> dict[str, str]:
+    return {"post_id": str(row["post_id"]), "text": str(row.get("text") or "")}
+
+
 def read_posts(input_path: Path, skip: set[str]) -> list[dict[str, str]]:
     """``{post_id, text}`` rows not in `skip`, first occurrence of each id.
 
@@ -61,21 +66,11 @@ def read_posts(input_path: Path, skip: set[str]) -> list[dict[str, str]]:
         )
     rows: list[dict[str, str]] = []
     seen = set(skip)
-    with input_path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                post = json.loads(line)
-                post_id, text = str(post["post_id"]), str(post.get("text") or "")
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise ValueError(
-                    f"{input_path.name} line {number} is not a post ({type(exc).__name__}); "
-                    "each line needs a JSON object with post_id and text"
-                ) from exc
-            if post_id not in seen:
-                seen.add(post_id)
-                rows.append({"post_id": post_id, "text": text})
+    posts = read_jsonl(input_path, _post, "a post", "a JSON object with post_id and text")
+    for post in posts:
+        if post["post_id"] not in seen:
+            seen.add(post["post_id"])
+            rows.append(post)
     return rows
 
 
@@ -83,8 +78,6 @@ class PostScorer:
     """A Ray Data actor: MiniLM and (optionally) a moderation head, loaded once per actor."""
 
     def __init__(self, embed: bool, head_dir: str | None, head_version: str | None) -> None:
-        from models.heads import load_head, shared_embedder
-
         self.embed = embed
         self.embedder = shared_embedder("auto")
         self.head = load_head(head_dir) if head_dir else None
@@ -93,7 +86,7 @@ class PostScorer:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         post_ids = [str(p) for p in batch["post_id"]]
         texts = [str(t) for t in batch["text"]]
-        vectors = np.zeros((len(texts), 384), dtype=np.float32)
+        vectors = np.zeros((len(texts), EMBEDDING_DIM), dtype=np.float32)
         has_text = [i for i, text in enumerate(texts) if text.strip()]
         if has_text:
             vectors[has_text] = self.embedder.embed([texts[i] for i in has_text])
@@ -123,9 +116,6 @@ def _head(config: BatchInferenceJobConfig) -> tuple[str | None, str | None]:
     if config.moderation_head_path:
         return str(Path(config.moderation_head_path).resolve()), None
     if config.moderation_model_name:
-        from configs.nodes import RegisteredModelRef
-        from storage.registry import fetch_registered_head
-
         ref = RegisteredModelRef(
             model_name=config.moderation_model_name,
             alias=config.moderation_alias,
@@ -138,15 +128,12 @@ def _head(config: BatchInferenceJobConfig) -> tuple[str | None, str | None]:
 
 def run_job(config: BatchInferenceJobConfig) -> dict[str, Any]:
     """Score every post not yet in the output; returns counts (see the module docstring)."""
-    import ray
-    import ray.data
-
     output = Path(config.output_path)
     already = done_ids(output)
     rows = read_posts(Path(config.input_path), already)
     if config.max_rows is not None:
         rows = rows[: config.max_rows]
-    _say(f"batch inference: {len(already)} posts already done, {len(rows)} to score")
+    say(f"batch inference: {len(already)} posts already done, {len(rows)} to score")
     if not rows:
         return {"already_done": len(already), "processed": 0}
     head_dir, head_version = _head(config)  # before any actor starts: a bad ref fails fast
@@ -172,25 +159,21 @@ def run_job(config: BatchInferenceJobConfig) -> dict[str, Any]:
             # Flushed per batch: what is on disk is done, whatever happens next.
             out.flush()
             processed += len(batch["result"])
-            _say(f"batch inference: {processed}/{len(rows)} posts")
+            say(f"batch inference: {processed}/{len(rows)} posts")
     elapsed_s = time.monotonic() - started_s
-    _say(f"batch inference: {processed} posts in {elapsed_s:.1f} s")
+    say(f"batch inference: {processed} posts in {elapsed_s:.1f} s")
     return {"already_done": len(already), "processed": processed, "elapsed_s": elapsed_s}
 
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: ``python -m pipelines.batch_inference --config <job YAML>``."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", required=True, help="job YAML (configs/pipelines/*.yaml)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    try:
-        result = run_job(load_batch_job_config(args.config))
-    except (ValueError, LookupError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    _say(json.dumps(result))
-    return 0
+    return run_cli(
+        __doc__.split("\n\n")[0],
+        argv,
+        lambda config_path: run_job(load_batch_job_config(config_path)),
+        user_errors=(ValueError, LookupError),
+        indent=None,
+    )
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ import numpy as np
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
 from models.heads import DAVIDSON_HATE, DAVIDSON_NEITHER, SENTIMENT_HEAD_LABELS
+from models.moderation import ProfanityModerator
+from models.sentiment import VaderSentiment
 
 __all__ = [
     "auc",
@@ -98,8 +100,6 @@ def baseline_report(task: str, texts: list[str], classes: np.ndarray) -> dict[st
     and for "hate vs offensive". VADER's label comes from its compound cut-offs (+-0.05).
     """
     if task == "moderation":
-        from models.moderation import ProfanityModerator
-
         profanity = ProfanityModerator.load()
         scores = np.array([row["offensive"] for row in profanity.predict_batch(texts)])
         toxic = classes != DAVIDSON_NEITHER
@@ -108,8 +108,6 @@ def baseline_report(task: str, texts: list[str], classes: np.ndarray) -> dict[st
             "auc_toxic_vs_neither": auc(toxic, scores),
             "auc_hate_vs_offensive": auc(classes[toxic] == DAVIDSON_HATE, scores[toxic]),
         }
-    from models.sentiment import VaderSentiment
-
     vader = VaderSentiment.load()
     predicted = np.array(
         [SENTIMENT_HEAD_LABELS.index(str(row["label"])) for row in vader.predict_batch(texts)]

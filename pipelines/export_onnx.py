@@ -50,6 +50,7 @@ import numpy as np
 from configs.pipelines import load_job_config
 from models.embeddings import MiniLMEmbedder, default_model_dir
 from models.heads import DAVIDSON_HATE, DAVIDSON_NEITHER, SENTIMENT_HEAD_LABELS
+from models.moderation import TransformerModerator
 from models.onnx_backend import (
     DEFAULT_MAX_AUC_DROP,
     DEFAULT_MIN_MEAN_COSINE,
@@ -69,6 +70,7 @@ from models.onnx_backend import (
     source_identity,
     write_gate_report,
 )
+from models.sentiment import TransformerSentiment, canonical_sentiment_labels
 from models.text_windows import WindowedSequenceClassifier
 from pipelines.data import (
     LabelledTexts,
@@ -210,8 +212,6 @@ def infer_task(checkpoint: Path) -> str:
     """``"sentiment"`` when id2label names positive/negative(/neutral), else ``"moderation"``."""
     from transformers import AutoConfig
 
-    from models.sentiment import canonical_sentiment_labels
-
     config = AutoConfig.from_pretrained(str(checkpoint), local_files_only=True)
     names = [str(config.id2label[i]) for i in sorted(config.id2label)]
     try:
@@ -295,9 +295,6 @@ def export_and_gate_classifier(
         name: Reported model name; default the checkpoint directory's name.
         sample: Description of the sample, recorded in gate.json.
     """
-    from models.moderation import TransformerModerator
-    from models.sentiment import TransformerSentiment
-
     resolved_task = task or infer_task(checkpoint)
     if resolved_task not in _TASKS:
         raise ValueError(f"task {resolved_task!r} is not one of {', '.join(_TASKS)}")

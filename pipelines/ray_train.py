@@ -1,16 +1,24 @@
-"""Ray Train set-up shared by the training jobs: scaling, storage, and the best checkpoint."""
+"""Ray Train set-up shared by the training jobs: scaling, storage, the run, the best checkpoint.
+
+A job's train loop writes its best weights and the whole history (`HISTORY_FILENAME`) into
+the last checkpoint it reports, so the driver needs only that checkpoint.
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import ray.train
 import torch
+from ray.train.torch import TorchTrainer
 
 from configs.pipelines import RayTrainOptions
+from pipelines.jobs import say
 
-if TYPE_CHECKING:
-    import ray.train
+HISTORY_FILENAME = "history.json"
 
 
 def resolve_use_gpu(options: RayTrainOptions) -> bool:
@@ -22,8 +30,6 @@ def trainer_configs(
     options: RayTrainOptions, run_name: str, storage_path: Path
 ) -> tuple[ray.train.ScalingConfig, ray.train.RunConfig]:
     """ScalingConfig and RunConfig of one run; only the best checkpoint is kept."""
-    import ray.train
-
     use_gpu = resolve_use_gpu(options)
     scaling = ray.train.ScalingConfig(
         num_workers=options.num_workers,
@@ -45,3 +51,41 @@ def fit_to_checkpoint(trainer: Any, run_name: str) -> ray.train.Checkpoint:
         raise RuntimeError(f"Ray Train run {run_name} ended without a checkpoint: {result.error}")
     checkpoint: ray.train.Checkpoint = result.checkpoint
     return checkpoint
+
+
+def fit_torch(
+    train_loop: Callable[[dict[str, Any]], None],
+    loop_config: dict[str, Any],
+    options: RayTrainOptions,
+    run_name: str,
+    storage_path: Path,
+    model_summary: str,
+) -> ray.train.Checkpoint:
+    """Fit `train_loop` with a `TorchTrainer` (one progress line first); its last checkpoint.
+
+    `model_summary` is said in the progress line ("rank 32, ").
+    """
+    scaling_config, run_config = trainer_configs(options, run_name, storage_path)
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config=loop_config,
+        scaling_config=scaling_config,
+        run_config=run_config,
+    )
+    say(
+        f"training: {options.num_workers} worker(s), "
+        f"{'GPU' if scaling_config.use_gpu else 'CPU'}, {model_summary}up to "
+        f"{loop_config['epochs']} epochs, run {run_name}"
+    )
+    return fit_to_checkpoint(trainer, run_name)
+
+
+def write_history(directory: Path, history: list[dict[str, float]]) -> None:
+    """Store the per-epoch history next to a checkpoint's weights."""
+    (directory / HISTORY_FILENAME).write_text(json.dumps(history))
+
+
+def read_history(directory: Path) -> list[dict[str, float]]:
+    """The per-epoch history a checkpoint holds."""
+    history: list[dict[str, float]] = json.loads((directory / HISTORY_FILENAME).read_text())
+    return history

@@ -26,27 +26,40 @@ as a miss for every ranker alike.
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import math
 import shutil
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
+import ray
+import ray.train
+import ray.train.torch
 import torch
+from mlflow.pyfunc.model import PythonModel
+from ray import serve
 
 from configs.pipelines import RecommenderMFJobConfig, load_mf_job_config
 from configs.settings import get_settings
 from models.ranking import CollaborativeModel, hash_user_id
-from pipelines.ray_train import fit_to_checkpoint, trainer_configs
+from pipelines.jobs import job_dir, new_run_name, read_jsonl, run_cli, say, write_json_report
+from pipelines.ray_train import fit_torch, read_history, write_history
+from pipelines.registry import (
+    PyfuncModel,
+    Registration,
+    RunRecord,
+    ServingScore,
+    log_and_register,
+    serving_version_files,
+)
+from storage.documents import InteractionRepository, open_database
 
 __all__ = [
     "Interactions",
@@ -63,20 +76,9 @@ __all__ = [
 
 logger = logging.getLogger("pipelines.recommender_mf")
 
-HISTORY_FILENAME = "history.json"
 FACTORS_FILENAME = "factors.npz"
 # Rows of the score matrix scored at once: bounds memory at chunk x n_posts floats.
 _EVAL_CHUNK_USERS = 512
-
-
-def _say(message: str) -> None:
-    # The progress display: plain flushed lines, so `nohup ... > log` shows them live.
-    print(message, flush=True)
-
-
-def state_dir() -> Path:
-    """The service's state directory, absolute (Ray workers may run elsewhere)."""
-    return Path(get_settings().state_dir).resolve()
 
 
 # ---- 2. data ------------------------------------------------------------------------------
@@ -98,34 +100,25 @@ def _jsonl_rows(path: Path, salt: str) -> Iterator[dict[str, Any]]:
             f"interactions file {str(path)!r} does not exist; export one (one JSON object per "
             "line: user_id or user_hash, post_id, type, timestamp_s) or fix data_path"
         )
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                user = (
-                    row["user_hash"]
-                    if "user_hash" in row
-                    else hash_user_id(str(row["user_id"]), salt)
-                )
-                yield {
-                    "user_hash": str(user),
-                    "post_id": str(row["post_id"]),
-                    "type": str(row["type"]),
-                    "timestamp_s": float(row["timestamp_s"]),
-                }
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-                # The line itself is not quoted: it may hold a raw user id.
-                raise ValueError(
-                    f"{path.name} line {number} is not an interaction ({type(exc).__name__}: "
-                    f"{exc}); each line needs user_id or user_hash, post_id, type, timestamp_s"
-                ) from exc
+
+    def interaction(row: Any) -> dict[str, Any]:
+        user = row["user_hash"] if "user_hash" in row else hash_user_id(str(row["user_id"]), salt)
+        return {
+            "user_hash": str(user),
+            "post_id": str(row["post_id"]),
+            "type": str(row["type"]),
+            "timestamp_s": float(row["timestamp_s"]),
+        }
+
+    yield from read_jsonl(
+        path,
+        interaction,
+        "an interaction",
+        "user_id or user_hash, post_id, type, timestamp_s",
+    )
 
 
 def _mongodb_rows(config: RecommenderMFJobConfig) -> Iterator[dict[str, Any]]:
-    from storage.documents import InteractionRepository, open_database
-
     url = get_settings().mongodb_url
     if not url:
         raise ValueError(
@@ -148,8 +141,6 @@ def _mongodb_rows(config: RecommenderMFJobConfig) -> Iterator[dict[str, Any]]:
 
 
 def _service_rows(config: RecommenderMFJobConfig) -> Iterator[dict[str, Any]]:
-    from ray import serve
-
     try:
         handle = serve.get_deployment_handle("Recommender", app_name=config.app_name)
     except (KeyError, ValueError, RuntimeError) as exc:
@@ -475,7 +466,7 @@ def fit_bpr(
         elif epoch > 0:
             stale += 1
         if rank == 0:
-            _say(
+            say(
                 f"epoch {epoch:3d}/{loop_config['epochs']}: loss {train_loss:.4f} val "
                 f"{metric.replace('_k', f'_{k}')} {score:.4f} (best {best_score:.4f} @ "
                 f"{best_epoch}){' *best' if improved else ''}"
@@ -486,7 +477,7 @@ def fit_bpr(
             report(row_out, best_factors if (stop or improved) else None, history)
         if stop:
             if rank == 0 and epoch < loop_config["epochs"]:
-                _say(f"early stop: no better {metric} for {stale} epochs")
+                say(f"early stop: no better {metric} for {stale} epochs")
             break
     return best_factors[0], best_factors[1], history
 
@@ -497,10 +488,6 @@ def _train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     All workers see the same validation users and (DDP-synchronised) weights, so all stop on
     the same epoch; rank 0 writes the checkpoints, and the last one holds the best factors.
     """
-    import ray
-    import ray.train
-    import ray.train.torch
-
     context = ray.train.get_context()
     rank = context.get_world_rank()
 
@@ -516,7 +503,7 @@ def _train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             checkpoint = None
             if rank == 0:
                 np.savez(Path(tmp) / FACTORS_FILENAME, users=best[0], posts=best[1])
-                (Path(tmp) / HISTORY_FILENAME).write_text(json.dumps(history))
+                write_history(Path(tmp), history)
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(row, checkpoint=checkpoint)
 
@@ -540,9 +527,6 @@ def train_factors(
     storage_path: Path,
 ) -> tuple[np.ndarray, np.ndarray, list[dict[str, float]]]:
     """Step 4: fit BPR with `TorchTrainer`; returns the best (user, post) factors and history."""
-    import ray
-    from ray.train.torch import TorchTrainer
-
     arrays_ref = ray.put(
         {
             "n_users": len(data.user_hashes),
@@ -552,35 +536,31 @@ def train_factors(
             "validation_sets": sets.args("validation"),
         }
     )
-    scaling_config, run_config = trainer_configs(config, run_name, storage_path)
-    use_gpu = scaling_config.use_gpu
-    trainer = TorchTrainer(
+    loop_config = {
+        "arrays_ref": arrays_ref,
+        "seed": config.seed,
+        "rank": config.rank,
+        "epochs": config.epochs,
+        "batch_size": config.batch_size,
+        "learning_rate": config.learning_rate,
+        "l2": config.l2,
+        "negatives_per_positive": config.negatives_per_positive,
+        "patience": config.early_stopping_patience,
+        "metric": config.promotion_metric,
+        "k": config.k,
+    }
+    checkpoint = fit_torch(
         _train_loop_per_worker,
-        train_loop_config={
-            "arrays_ref": arrays_ref,
-            "seed": config.seed,
-            "rank": config.rank,
-            "epochs": config.epochs,
-            "batch_size": config.batch_size,
-            "learning_rate": config.learning_rate,
-            "l2": config.l2,
-            "negatives_per_positive": config.negatives_per_positive,
-            "patience": config.early_stopping_patience,
-            "metric": config.promotion_metric,
-            "k": config.k,
-        },
-        scaling_config=scaling_config,
-        run_config=run_config,
+        loop_config,
+        config,
+        run_name,
+        storage_path,
+        model_summary=f"rank {config.rank}, ",
     )
-    _say(
-        f"training: {config.num_workers} worker(s), {'GPU' if use_gpu else 'CPU'}, rank "
-        f"{config.rank}, up to {config.epochs} epochs, run {run_name}"
-    )
-    checkpoint = fit_to_checkpoint(trainer, run_name)
     with checkpoint.as_directory() as directory:
         with np.load(Path(directory) / FACTORS_FILENAME) as saved:
             users, posts = saved["users"], saved["posts"]
-        history = json.loads((Path(directory) / HISTORY_FILENAME).read_text())
+        history = read_history(Path(directory))
     return users, posts, history
 
 
@@ -621,34 +601,21 @@ def _serving_scorer(model: CollaborativeModel, data: Interactions, popularity: A
 def _serving_model(
     config: RecommenderMFJobConfig,
 ) -> tuple[str | None, CollaborativeModel | None]:
-    from mlflow.exceptions import MlflowException
-
-    from storage.registry import _client, download_version, resolve_tracking_uri
-
-    settings = config.mlflow
-    client = _client(resolve_tracking_uri(settings.tracking_uri))
-    try:
-        version = str(
-            client.get_model_version_by_alias(
-                settings.registered_model_name, settings.serving_alias
-            ).version
-        )
-    except MlflowException:
-        return None, None  # nothing holds the alias yet: the first candidate takes it
-    directory = download_version(
-        client,
-        settings.registered_model_name,
-        version,
-        state_dir() / "registry-cache",
-        FACTORS_FILENAME,
-        "pipelines.recommender_mf",
-    )
+    """The version holding the serving alias and its factors; (None, None) when none does."""
+    serving = serving_version_files(config.mlflow, FACTORS_FILENAME, "pipelines.recommender_mf")
+    if serving is None:
+        return None, None
+    version, directory = serving
     return version, CollaborativeModel.load(directory)
 
 
 # ---- 6. MLflow ----------------------------------------------------------------------------
-def _factors_pyfunc_model() -> Any:
-    from mlflow.pyfunc.model import PythonModel
+def _factors_pyfunc_model() -> PythonModel:
+    """A pyfunc PythonModel instance scoring (user, post) pairs with its ``factors`` artifact.
+
+    The class is built inside this function so that MLflow pickles it by value: loading the
+    registered model needs ``models``, not this job's module.
+    """
 
     class FactorsPyfunc(PythonModel):
         """pyfunc wrapper: ``user_hash``, ``post_id`` columns in, a ``score`` column out."""
@@ -658,8 +625,6 @@ def _factors_pyfunc_model() -> Any:
             self._model = CollaborativeModel.load(context.artifacts["factors"])
 
         def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
-            import pandas as pd
-
             users = {u: i for i, u in enumerate(self._model.user_ids)}
             posts = {p: i for i, p in enumerate(self._model.post_ids)}
             scores = []
@@ -686,104 +651,42 @@ def _register_and_promote(
     report: dict[str, Any],
     report_path: Path,
     serving_version: str | None,
-) -> dict[str, Any]:
-    import mlflow
-    import pandas as pd
-    from mlflow.models import infer_signature
+) -> Registration:
+    """Step 6: one MLflow run with params, metrics, report and factors; register; promote.
 
-    from storage.registry import _client, experiment_id_for, resolve_tracking_uri
-
-    settings = config.mlflow
-    tracking_uri = resolve_tracking_uri(settings.tracking_uri)
-    client = _client(tracking_uri)
-    experiment_id = experiment_id_for(
-        client, tracking_uri, settings.experiment_name, settings.artifact_location
+    The serving version was scored with the candidate in `report` (same users, same rows).
+    """
+    metric = config.promotion_metric
+    params: dict[str, object] = dict(
+        config.model_dump(exclude={"mlflow", "data_path", "user_id_salt"})
     )
-    name, alias, metric = (
-        settings.registered_model_name,
-        settings.serving_alias,
-        config.promotion_metric,
+    if config.data_path:
+        params["data_file"] = Path(config.data_path).name  # never a home-directory path
+    metrics = {
+        f"{part}_{ranker}_{key}": value
+        for part in ("validation", "test")
+        for ranker, values in report[part].items()
+        for key, value in values.items()
+    }
+    # A made-up pair: the input example must never be a row of the training data.
+    example = pd.DataFrame({"user_hash": ["0" * 32], "post_id": ["post-example"]})
+    model = PyfuncModel(
+        python_model=_factors_pyfunc_model(),
+        artifacts={"factors": str(factors_dir)},
+        input_example=example,
+        output_example=pd.DataFrame({"score": [0.0]}),
+        pip_requirements=["numpy>=2.0", "pandas>=2.2"],
     )
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
-        params = config.model_dump(exclude={"mlflow", "data_path", "user_id_salt"})
-        if config.data_path:
-            params["data_file"] = Path(config.data_path).name  # never a home-directory path
-        mlflow.log_params({key: str(value) for key, value in params.items()})
-        for row in history:
-            mlflow.log_metrics(
-                {
-                    f"epoch_{key}": value
-                    for key, value in row.items()
-                    if key != "epoch" and not math.isnan(value)
-                },
-                step=int(row["epoch"]),
-            )
-        for part in ("validation", "test"):
-            for ranker, values in report[part].items():
-                mlflow.log_metrics(
-                    {
-                        f"{part}_{ranker}_{key}": value
-                        for key, value in values.items()
-                        if not math.isnan(value)
-                    }
-                )
-        mlflow.log_artifact(str(report_path), artifact_path="evaluation")
-        # A made-up pair: the input example must never be a row of the training data.
-        example = pd.DataFrame({"user_hash": ["0" * 32], "post_id": ["post-example"]})
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=_factors_pyfunc_model(),
-            artifacts={"factors": str(factors_dir)},
-            signature=infer_signature(example, pd.DataFrame({"score": [0.0]})),
-            input_example=example,
-            pip_requirements=["numpy>=2.0", "pandas>=2.2"],
-            registered_model_name=name,
-        )
-        version = str(info.registered_model_version)
-        candidate = report["validation"]["model"][metric]
-        serving = report["validation"].get("serving", {}).get(metric)
-        decision: dict[str, Any] = {
-            "metric": metric,
-            "margin": settings.promotion_margin,
-            "candidate_version": version,
-            "candidate_score": candidate,
-            "serving_version": serving_version,
-            "serving_score": serving,
-        }
-        if not settings.promote:
-            decision.update(promoted=False, reason="promotion disabled")
-        elif serving_version is None:
-            decision.update(promoted=True, reason=f"no version held alias {alias!r}")
-        else:
-            wins = candidate > serving + settings.promotion_margin
-            decision.update(
-                promoted=wins,
-                reason=(
-                    f"candidate {metric} {candidate:.4f} {'>' if wins else '<='} serving "
-                    f"{serving:.4f} + margin {settings.promotion_margin}"
-                ),
-            )
-        if decision["promoted"]:
-            client.set_registered_model_alias(name, alias, version)
-        client.set_model_version_tag(
-            name, version, "promotion", "promoted" if decision["promoted"] else "rejected"
-        )
-        logger.info("promotion of %s v%s: %s", name, version, decision["reason"])
-        mlflow.log_dict(decision, "promotion.json")
-        mlflow.set_tags(
-            {
-                "promotion.decision": "promoted" if decision["promoted"] else "rejected",
-                "promotion.reason": decision["reason"],
-                "registered_version": version,
-            }
-        )
-        return {
-            "tracking_uri": tracking_uri,
-            "run_id": run.info.run_id,
-            "model_name": name,
-            "version": version,
-            "promotion": decision,
-        }
+    serving = ServingScore(serving_version, report["validation"].get("serving", {}).get(metric))
+    return log_and_register(
+        config.mlflow,
+        run_name,
+        RunRecord(params, history, metrics, (report_path,)),
+        model,
+        metric,
+        float(report["validation"]["model"][metric]),
+        lambda: serving,
+    )
 
 
 # ---- the job ------------------------------------------------------------------------------
@@ -794,14 +697,12 @@ class MFJobResult:
     run_name: str
     history: list[dict[str, float]]
     report: dict[str, Any]
-    registration: dict[str, Any]
+    registration: Registration
     collaborative_model_path: Path | None  # set when promoted: give it to the Recommender
 
 
 def run_job(config: RecommenderMFJobConfig) -> MFJobResult:
     """Run every step of the job; see the module docstring."""
-    import ray
-
     if not ray.is_initialized():
         # A local cluster unless RAY_ADDRESS points at a running one (needed for "service").
         ray.init(include_dashboard=False)
@@ -812,15 +713,14 @@ def run_job(config: RecommenderMFJobConfig) -> MFJobResult:
             f"{len(data.user_hashes)} users but none has 3+ positives to hold out; collect "
             "more history before training"
         )
-    _say(
+    say(
         f"data: {data.events_read} interactions -> {len(data.users)} positive pairs, "
         f"{len(data.user_hashes)} users, {len(data.post_ids)} posts; train {len(split.train)}, "
         f"validation {len(split.validation)}, test {len(split.test)} (held out, latest by time)"
     )
     sets = _eval_sets(data, split, config.candidate_window_s)
-    run_name = f"recommender-mf-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    base = state_dir()
-    storage = Path(config.storage_path).resolve() if config.storage_path else base / "ray_results"
+    run_name = new_run_name("recommender-mf")
+    storage = job_dir(config.storage_path, "ray_results")
     users, posts, history = train_factors(config, data, split, sets, run_name, storage)
 
     n_posts = len(data.post_ids)
@@ -853,14 +753,11 @@ def run_job(config: RecommenderMFJobConfig) -> MFJobResult:
     }
     for part in ("validation", "test"):
         for name, values in report[part].items():
-            _say(
+            say(
                 f"{part:10s} {name:10s} recall@{config.k} {values['recall_at_k']:.4f} "
                 f"NDCG@{config.k} {values['ndcg_at_k']:.4f} ({int(values['users'])} users)"
             )
-    report_dir = Path(config.report_dir).resolve() if config.report_dir else base / "reports"
-    report_dir.mkdir(parents=True, exist_ok=True)
-    report_path = report_dir / f"{run_name}.json"
-    report_path.write_text(json.dumps(report, indent=2, sort_keys=True), encoding="utf-8")
+    report_path = write_json_report(job_dir(config.report_dir, "reports"), run_name, report)
 
     factors_dir = storage / run_name / "factors"
     CollaborativeModel(
@@ -870,46 +767,33 @@ def run_job(config: RecommenderMFJobConfig) -> MFJobResult:
         config, run_name, factors_dir, history, report, report_path, serving_version
     )
     served: Path | None = None
-    if registration["promotion"]["promoted"]:
+    if registration.promotion.promoted:
         # A fresh directory per version: the node reloads when collaborative_model_path
         # changes, and a replica still reading the old version is never disturbed.
-        name, version = registration["model_name"], registration["version"]
-        out_root = Path(config.output_dir).resolve() if config.output_dir else base / "models"
-        served = out_root / name / f"v{version}"
+        name, version = registration.model_name, registration.version
+        served = job_dir(config.output_dir, "models") / name / f"v{version}"
         partial = served.with_name(f"{served.name}.partial")
         shutil.rmtree(partial, ignore_errors=True)
         shutil.copytree(factors_dir, partial)
         (partial / "VERSION").write_text(f"{name}/{version}\n", encoding="utf-8")
         shutil.rmtree(served, ignore_errors=True)
         partial.replace(served)
-        _say(f"promoted: set the Recommender user_config collaborative_model_path: {served}")
+        say(f"promoted: set the Recommender user_config collaborative_model_path: {served}")
     return MFJobResult(run_name, history, report, registration, served)
 
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: ``python -m pipelines.recommender_mf --config <job YAML>``."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", required=True, help="job YAML (configs/pipelines/*.yaml)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    try:
-        result = run_job(load_mf_job_config(args.config))
-    except ValueError as exc:
-        # Config and data errors: the message names the file and the fix; no traceback.
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    _say(
-        json.dumps(
-            {
-                "run_name": result.run_name,
-                "collaborative_model_path": str(result.collaborative_model_path or ""),
-                **result.registration,
-            },
-            indent=2,
-            default=str,
-        )
-    )
-    return 0
+
+    def run(config_path: str) -> dict[str, object]:
+        result = run_job(load_mf_job_config(config_path))
+        return {
+            "run_name": result.run_name,
+            "collaborative_model_path": str(result.collaborative_model_path or ""),
+            **result.registration.as_dict(),
+        }
+
+    return run_cli(__doc__.split("\n\n")[0], argv, run)
 
 
 if __name__ == "__main__":

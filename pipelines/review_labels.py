@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from configs.pipelines import ReviewLabelsSource
+from configs.settings import get_settings
 from models.heads import (
     DAVIDSON_HATE,
     DAVIDSON_NEITHER,
@@ -35,6 +36,7 @@ from models.heads import (
 )
 from pipelines.data import LabelledTexts, Split
 from storage.audit_log import DecisionRepository
+from storage.documents import open_database
 
 __all__ = [
     "LABEL_ALIASES",
@@ -144,9 +146,6 @@ def read_review_labels(
 
 def load_review_labels(source: ReviewLabelsSource) -> LabelledTexts:
     """Rows from the audit log that ``source`` names (MongoDB; default ``MONGODB_URL``)."""
-    from configs.settings import get_settings
-    from storage.documents import open_database
-
     url = source.mongodb_url if source.mongodb_url is not None else get_settings().mongodb_url
     if not url:
         logger.warning(

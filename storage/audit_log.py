@@ -27,12 +27,12 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from configs.audit import AuditConfig
 from models.ranking import hash_user_id
+from storage.documents import DocumentStoreInfo, open_database
 
 logger = logging.getLogger("ray.serve")
 
@@ -154,20 +154,14 @@ class DecisionRepository:
         return int(self._decisions.count_documents({}))
 
 
-@dataclass(frozen=True)
-class StoreInfo:
-    """What /health says about where decisions go."""
-
-    kind: str
-    persisted: bool
+# What /health says about where decisions go: the document store's own description.
+StoreInfo = DocumentStoreInfo
 
 
 def open_repository(mongodb_url: str) -> tuple[DecisionRepository, StoreInfo]:
     """The repository on MongoDB (``mongodb_url`` set) or on the embedded in-process store."""
-    from storage.documents import open_database
-
     database, info = open_database(mongodb_url)
-    return DecisionRepository(database), StoreInfo(info.kind, info.persisted)
+    return DecisionRepository(database), info
 
 
 RepositoryFactory = Callable[[], DecisionRepository]

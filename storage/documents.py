@@ -1,8 +1,14 @@
-"""Pymongo-style repositories for posts and interactions.
+"""MongoDB, written once: the document database, and the recommender's repositories on it.
 
-``MONGODB_URL`` set: a real MongoDB through pymongo. Empty: mongomock, an in-process store
-with the pymongo API (the same repository code runs on both); it is not persisted, so a
-restart of the Recommender replica starts from an empty history.
+``MONGODB_URL`` set: a real MongoDB through pymongo, with short connect and server-selection
+timeouts so an unreachable server fails a call in seconds. Empty: mongomock, an in-process
+store with the pymongo API (the same repository code runs on both); it is not persisted, so a
+restart of the replica that holds it starts from an empty store. `open_database` says which in
+its `DocumentStoreInfo` (for /health) and in the log.
+
+Users: the recommender (`PostRepository`, `InteractionRepository`), the audit log
+(`storage.audit_log.open_repository`) and the jobs that read them (`pipelines.recommender_mf`,
+`pipelines.review_labels`).
 """
 
 from __future__ import annotations
@@ -10,11 +16,35 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias, cast
+
+import mongomock
+import pymongo
+from pymongo.database import Database
+
+__all__ = [
+    "DEFAULT_DATABASE",
+    "DocumentDatabase",
+    "DocumentStoreInfo",
+    "InteractionRepository",
+    "PostRepository",
+    "document_store_info",
+    "open_database",
+]
 
 logger = logging.getLogger(__name__)
 
-_DEFAULT_DATABASE = "socialplay"
+DEFAULT_DATABASE = "socialplay"
+# Finding (or connecting to) a server: an unreachable MongoDB fails a call after this long.
+_SERVER_SELECTION_TIMEOUT_MS = 3000
+_CONNECT_TIMEOUT_MS = 3000
+# One operation on a connected server. Generous: exports page through large collections and
+# index builds run at start-up; it only bounds a server that stopped answering.
+_SOCKET_TIMEOUT_MS = 30_000
+
+Document: TypeAlias = dict[str, Any]
+# pymongo's Database; mongomock's has the same API (and is typed as pymongo's here).
+DocumentDatabase: TypeAlias = Database[Document]
 
 
 @dataclass(frozen=True)
@@ -25,51 +55,68 @@ class DocumentStoreInfo:
     persisted: bool
 
     def as_dict(self) -> dict[str, object]:
+        """``{"kind", "persisted"}``."""
         return {"kind": self.kind, "persisted": self.persisted}
 
 
+_MONGODB = DocumentStoreInfo("mongodb", True)
+_EMBEDDED = DocumentStoreInfo("embedded (mongomock, in-process, not persisted)", False)
+
+
+def document_store_info(mongodb_url: str) -> DocumentStoreInfo:
+    """The store `mongodb_url` selects (MongoDB when set, else embedded), without connecting."""
+    return _MONGODB if mongodb_url else _EMBEDDED
+
+
 def open_database(
-    mongodb_url: str, database: str = _DEFAULT_DATABASE
-) -> tuple[Any, DocumentStoreInfo]:
-    """The database behind the repositories: pymongo when a URL is given, else mongomock."""
+    mongodb_url: str, database: str = DEFAULT_DATABASE
+) -> tuple[DocumentDatabase, DocumentStoreInfo]:
+    """The database: MongoDB at `mongodb_url` (its default database, else `database`), or
+    mongomock's in-process `database` when the URL is empty.
+
+    pymongo connects lazily: an unreachable server fails the first call, not this one.
+    """
+    info = document_store_info(mongodb_url)
     if mongodb_url:
-        import pymongo
-
-        client: Any = pymongo.MongoClient(mongodb_url, serverSelectionTimeoutMS=3000, tz_aware=True)
-        name = client.get_default_database(default=database).name
-        return client[name], DocumentStoreInfo("mongodb", True)
-    import mongomock
-
-    logger.info("MONGODB_URL is empty: events are kept in an in-process document store")
-    return mongomock.MongoClient(tz_aware=True)[database], DocumentStoreInfo(
-        "embedded (mongomock, in-process, not persisted)", False
-    )
+        client: pymongo.MongoClient[Document] = pymongo.MongoClient(
+            mongodb_url,
+            serverSelectionTimeoutMS=_SERVER_SELECTION_TIMEOUT_MS,
+            connectTimeoutMS=_CONNECT_TIMEOUT_MS,
+            socketTimeoutMS=_SOCKET_TIMEOUT_MS,
+            tz_aware=True,
+        )
+        selected = client.get_default_database(default=database)
+        # The database name only: the URL may hold credentials.
+        logger.info("document store: MongoDB, database %s", selected.name)
+        return selected, info
+    logger.info("MONGODB_URL is empty: documents are kept in an in-process store (%s)", info.kind)
+    return cast(DocumentDatabase, mongomock.MongoClient(tz_aware=True)[database]), info
 
 
 class PostRepository:
     """Posts by ``post_id`` (the document ``_id``): upserts make re-sent posts a no-op."""
 
-    def __init__(self, database: Any) -> None:
+    def __init__(self, database: DocumentDatabase) -> None:
         self._posts = database["posts"]
         # Trends read the newest posts of a window; without this index MongoDB scans them all.
         self._posts.create_index([("created_at_s", -1)])
 
-    def get_many(self, post_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    def get_many(self, post_ids: Iterable[str]) -> dict[str, Document]:
         """Stored posts among ``post_ids``, by id."""
         ids = list(dict.fromkeys(post_ids))
         if not ids:
             return {}
         return {doc["_id"]: doc for doc in self._posts.find({"_id": {"$in": ids}})}
 
-    def upsert(self, post: dict[str, Any]) -> None:
+    def upsert(self, post: Document) -> None:
         """Insert or replace one post (``post["_id"]`` is its id)."""
         self._posts.replace_one({"_id": post["_id"]}, post, upsert=True)
 
-    def all(self) -> Iterator[dict[str, Any]]:
+    def all(self) -> Iterator[Document]:
         """Every post (start-up rebuild of the index)."""
         yield from self._posts.find({})
 
-    def recent(self, since_s: float, limit: int) -> list[dict[str, Any]]:
+    def recent(self, since_s: float, limit: int) -> list[Document]:
         """Posts created after ``since_s`` (epoch seconds), newest first, at most ``limit``.
 
         Only the fields trend detection reads are returned (no image URLs, no tags).
@@ -89,7 +136,7 @@ class PostRepository:
 class InteractionRepository:
     """Interactions by ``event_id`` (the document ``_id``), indexed by user for interests."""
 
-    def __init__(self, database: Any) -> None:
+    def __init__(self, database: DocumentDatabase) -> None:
         self._events = database["interactions"]
         self._events.create_index([("user_id", 1), ("timestamp_s", -1)])
 
@@ -100,16 +147,16 @@ class InteractionRepository:
             return set()
         return {doc["_id"] for doc in self._events.find({"_id": {"$in": ids}}, {"_id": 1})}
 
-    def insert_many(self, events: list[dict[str, Any]]) -> None:
+    def insert_many(self, events: list[Document]) -> None:
         if events:
             self._events.insert_many(events, ordered=True)
 
-    def recent_for_user(self, user_id: str, limit: int) -> list[dict[str, Any]]:
+    def recent_for_user(self, user_id: str, limit: int) -> list[Document]:
         """The user's latest ``limit`` interactions, newest first."""
         cursor = self._events.find({"user_id": user_id}).sort("timestamp_s", -1).limit(limit)
         return list(cursor)
 
-    def page_after(self, after_event_id: str | None, limit: int) -> list[dict[str, Any]]:
+    def page_after(self, after_event_id: str | None, limit: int) -> list[Document]:
         """Up to ``limit`` interactions with ``event_id`` above ``after_event_id``, by id.
 
         For training exports: the ``_id`` index makes each page a range scan, and the last id

@@ -2,8 +2,9 @@
 
 With ``REDIS_URL`` set, Redis holds them (shared, survives restarts, and later features read the
 post vectors by text hash from it). An in-process mirror always receives every write too, so
-when Redis stops answering the store keeps serving from the mirror, says so in `info`, retries
-Redis every ``retry_s`` and, once it is back, writes what changed meanwhile to it.
+when Redis stops answering (the outage rule of `storage.redis`) the store keeps serving from the
+mirror, says so in `info`, pings Redis again once ``retry_s`` has passed and, once it is back,
+writes what changed meanwhile to it.
 
 Without ``REDIS_URL`` the mirror is the store.
 
@@ -20,23 +21,40 @@ Redis layout (``P`` is the key prefix, default ``sp:rec:``)::
 
 from __future__ import annotations
 
+import enum
 import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Final, TypeVar
 
 import numpy as np
+import redis
 
 from models.embeddings import EMBEDDING_DIM
 from models.ranking import Profile
+from storage.redis import RedisConnection, RedisGate, SyncClient
+
+if TYPE_CHECKING:
+    from redis.typing import EncodableT, FieldT
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-_MISSING: Any = object()
+# Short timeouts: a dead Redis must cost a feed request milliseconds, not seconds, before the
+# mirror answers.
+_SOCKET_TIMEOUT_S = 0.5
+
+
+class _Missing(enum.Enum):
+    """What `FeatureStore._redis_do` returns when Redis did not answer."""
+
+    MISSING = enum.auto()
+
+
+_MISSING: Final = _Missing.MISSING
 
 
 @dataclass
@@ -69,41 +87,67 @@ def _vector_from(raw: bytes) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.float32).copy()
 
 
+def _post_map(features: PostFeatures) -> dict[FieldT, EncodableT]:
+    return {
+        "text_hash": features.text_hash or "",
+        "created_at_s": repr(features.created_at_s),
+        "flagged": "1" if features.flagged else "0",
+        "tags": json.dumps(features.tags),
+    }
+
+
+def _profile_map(profile: Profile) -> dict[FieldT, EncodableT]:
+    return {
+        "vector": _vector_bytes(profile.vector),
+        "weight": repr(profile.weight),
+        "t_ref_s": repr(profile.t_ref_s),
+        "events": str(profile.events),
+    }
+
+
+def _profile_from(raw: Mapping[bytes | str, bytes | str]) -> Profile:
+    vector = raw[b"vector"]
+    assert isinstance(vector, bytes)  # the client never decodes responses
+    return Profile(
+        _vector_from(vector), float(raw[b"weight"]), float(raw[b"t_ref_s"]), int(raw[b"events"])
+    )
+
+
+def _text(raw: bytes | str) -> str:
+    """A member or value read back as text (the client answers bytes)."""
+    return raw.decode("utf-8") if isinstance(raw, bytes) else raw
+
+
 class FeatureStore:
     """Redis-backed feature store with an in-process mirror that takes over when Redis fails."""
 
-    def __init__(self, redis_url: str = "", key_prefix: str = "sp:rec:", retry_s: float = 5.0):
+    def __init__(
+        self, redis_url: str = "", key_prefix: str = "sp:rec:", retry_s: float = 5.0
+    ) -> None:
         self._prefix = key_prefix
-        self._retry_s = retry_s
         self._mirror = _Mirror()
         self._lock = threading.RLock()
-        self._redis: Any = None
-        self._up = False
-        self._next_retry_s = 0.0
-        self._down_reason: str | None = None
         # What changed while Redis was down, written to it when it answers again.
         self._dirty_vectors: set[str] = set()
         self._dirty_posts: set[str] = set()
         self._dirty_users: set[str] = set()
+        self._redis: RedisConnection | None = None
+        # Why Redis is down, as feed answers and /health say it: the error type only (a
+        # client's message names the server, which a feed answer must not show).
+        self._down_reason = ""
         if redis_url:
-            import redis
-
-            self._redis = redis.Redis.from_url(
-                redis_url,
-                # Short timeouts: a dead Redis must cost a feed request milliseconds, not
-                # seconds, before the mirror answers.
-                socket_timeout=0.5,
-                socket_connect_timeout=0.5,
-            )
-            self._up = self._ping()
-            if self._up:
+            gate = RedisGate("feature store", retry_s, "serving from the in-process mirror")
+            self._redis = RedisConnection(redis_url, gate, _SOCKET_TIMEOUT_S)
+            failure = self._ping()
+            if failure is None:
                 self._load_mirror()
             else:
-                self._mark_down("unreachable at start")
+                self._down_reason = "unreachable at start"
 
     # ---- health -------------------------------------------------------------------------
     @property
     def uses_redis(self) -> bool:
+        """Whether a ``REDIS_URL`` was given (whether or not Redis answers now)."""
         return self._redis is not None
 
     def redis_up(self) -> bool:
@@ -122,49 +166,44 @@ class FeatureStore:
             "reason": f"redis {self._down_reason}; serving from the in-process mirror",
         }
 
-    def _ping(self) -> bool:
+    def _ping(self) -> str | None:
+        """None when Redis answers, else the error's type (and Redis is marked down)."""
+        assert self._redis is not None
         try:
-            return bool(self._redis.ping())
-        except Exception as exc:  # any client error means "not available"
-            self._down_reason = type(exc).__name__
-            return False
-
-    def _mark_down(self, reason: str) -> None:
-        if self._up or self._down_reason != reason:
-            logger.warning("feature store: redis %s; serving from the in-process mirror", reason)
-        self._up = False
-        self._down_reason = reason
-        self._next_retry_s = time.monotonic() + self._retry_s
+            self._redis.run(lambda client: client.ping())
+        except Exception as exc:  # noqa: BLE001 - any client error means "not available"
+            return type(exc).__name__
+        return None
 
     def _available(self) -> bool:
         if self._redis is None:
             return False
-        if self._up:
+        gate = self._redis.gate
+        if gate.up:
             return True
-        if time.monotonic() < self._next_retry_s:
+        if not gate.available():
             return False
-        if not self._ping():
-            self._mark_down(f"unreachable ({self._down_reason})")
+        failure = self._ping()
+        if failure is not None:
+            self._down_reason = f"unreachable ({failure})"
             return False
-        logger.info("feature store: redis answers again; writing back changes made meanwhile")
-        self._up = True
-        self._down_reason = None
+        logger.info("feature store: writing back the changes made while redis was down")
         self._resync()
-        return self._up
+        return gate.up
 
-    def _redis_do(self, action: Callable[[Any], T]) -> T:
+    def _redis_do(self, action: Callable[[SyncClient], T]) -> T | _Missing:
         """Run ``action(client)`` when Redis is up; ``_MISSING`` when it is not or it fails."""
-        if not self._available():
-            return _MISSING  # type: ignore[no-any-return]
+        if self._redis is None or not self._available():
+            return _MISSING
         try:
-            return action(self._redis)
-        except Exception as exc:  # connection, timeout or server errors: fail over
-            import redis
+            return self._redis.run(action)
+        except redis.RedisError as exc:  # connection, timeout or server errors: fail over
+            self._down_reason = f"failed ({type(exc).__name__})"
+            return _MISSING
 
-            if not isinstance(exc, redis.RedisError):
-                raise
-            self._mark_down(f"failed ({type(exc).__name__})")
-            return _MISSING  # type: ignore[no-any-return]
+    def _write(self, action: Callable[[SyncClient], object]) -> bool:
+        """Whether a write reached Redis (False without Redis, or when it failed)."""
+        return self._redis_do(action) is not _MISSING
 
     def _key(self, *parts: str) -> str:
         return self._prefix + ":".join(parts)
@@ -181,25 +220,26 @@ class FeatureStore:
             if raws is not _MISSING:
                 with self._lock:
                     for text_hash, raw in zip(missing, raws, strict=True):
-                        if raw is not None and len(raw) == EMBEDDING_DIM * 4:
+                        if isinstance(raw, bytes) and len(raw) == EMBEDDING_DIM * 4:
                             vector = _vector_from(raw)
                             self._mirror.vectors[text_hash] = vector
                             found[text_hash] = vector
         return found
 
     def put_vectors(self, vectors: dict[str, np.ndarray]) -> None:
+        """Keep vectors by text hash (mirror and Redis)."""
         with self._lock:
             self._mirror.vectors.update(vectors)
         if self._redis is None or not vectors:
             return
 
-        def write(r: Any) -> None:
+        def write(r: SyncClient) -> None:
             pipe = r.pipeline(transaction=False)
             for text_hash, vector in vectors.items():
                 pipe.set(self._key("vec", text_hash), _vector_bytes(vector))
             pipe.execute()
 
-        if self._redis_do(write) is _MISSING:
+        if not self._write(write):
             self._dirty_vectors.update(vectors)
 
     # ---- posts --------------------------------------------------------------------------
@@ -209,112 +249,84 @@ class FeatureStore:
             return {p: self._mirror.posts[p] for p in post_ids if p in self._mirror.posts}
 
     def all_posts(self) -> dict[str, PostFeatures]:
+        """Every known post's features (a copy)."""
         with self._lock:
             return dict(self._mirror.posts)
 
     def put_post(self, post_id: str, features: PostFeatures) -> None:
+        """Keep one post's features (mirror and Redis)."""
         with self._lock:
             self._mirror.posts[post_id] = features
         if self._redis is None:
             return
-        if (
-            self._redis_do(
-                lambda r: r.hset(self._key("post", post_id), mapping=self._post_map(features))
-            )
-            is _MISSING
+        if not self._write(
+            lambda r: r.hset(self._key("post", post_id), mapping=_post_map(features))
         ):
             self._dirty_posts.add(post_id)
 
-    @staticmethod
-    def _post_map(features: PostFeatures) -> dict[str, str]:
-        return {
-            "text_hash": features.text_hash or "",
-            "created_at_s": repr(features.created_at_s),
-            "flagged": "1" if features.flagged else "0",
-            "tags": json.dumps(features.tags),
-        }
-
     # ---- popularity ---------------------------------------------------------------------
     def add_popularity(self, post_id: str, amount: float) -> None:
+        """Add `amount` to a post's engagement."""
         with self._lock:
             self._mirror.popularity[post_id] = self._mirror.popularity.get(post_id, 0.0) + amount
         if self._redis is None:
             return
-        if self._redis_do(lambda r: r.hincrbyfloat(self._key("pop"), post_id, amount)) is _MISSING:
+        if not self._write(lambda r: r.hincrbyfloat(self._key("pop"), post_id, amount)):
             self._dirty_posts.add(post_id)
 
     def get_popularity(self, post_ids: list[str]) -> np.ndarray:
+        """Engagement of each post, in order (0 when unknown)."""
         with self._lock:
             return np.array([self._mirror.popularity.get(p, 0.0) for p in post_ids])
 
     # ---- users --------------------------------------------------------------------------
     def get_profile(self, user_id: str) -> Profile | None:
-        raw = (
-            self._redis_do(lambda r: r.hgetall(self._key("profile", user_id)))
-            if self._redis is not None
-            else _MISSING
-        )
+        """The user's profile: Redis when it answers and holds it, else the mirror."""
+        raw = self._redis_do(lambda r: r.hgetall(self._key("profile", user_id)))
         with self._lock:
             if raw is not _MISSING and user_id not in self._dirty_users:
                 if not raw:
                     return self._mirror.profiles.get(user_id)
-                profile = Profile(
-                    _vector_from(raw[b"vector"]),
-                    float(raw[b"weight"]),
-                    float(raw[b"t_ref_s"]),
-                    int(raw[b"events"]),
-                )
+                profile = _profile_from(raw)
                 self._mirror.profiles[user_id] = profile
                 return profile
             return self._mirror.profiles.get(user_id)
 
     def put_profile(self, user_id: str, profile: Profile) -> None:
+        """Keep the user's profile (mirror and Redis)."""
         with self._lock:
             self._mirror.profiles[user_id] = profile
         if self._redis is None:
             return
-        mapping = {
-            "vector": _vector_bytes(profile.vector),
-            "weight": repr(profile.weight),
-            "t_ref_s": repr(profile.t_ref_s),
-            "events": str(profile.events),
-        }
-        if (
-            self._redis_do(lambda r: r.hset(self._key("profile", user_id), mapping=mapping))
-            is _MISSING
-        ):
+        mapping = _profile_map(profile)
+        if not self._write(lambda r: r.hset(self._key("profile", user_id), mapping=mapping)):
             self._dirty_users.add(user_id)
 
     def get_hidden(self, user_id: str) -> set[str]:
-        raw = (
-            self._redis_do(lambda r: r.smembers(self._key("hidden", user_id)))
-            if self._redis is not None
-            else _MISSING
-        )
+        """Post ids the user hid or reported."""
+        raw = self._redis_do(lambda r: r.smembers(self._key("hidden", user_id)))
         with self._lock:
             if raw is not _MISSING and user_id not in self._dirty_users:
-                hidden = {item.decode("utf-8") for item in raw}
+                hidden = {_text(item) for item in raw}
                 self._mirror.hidden[user_id] = hidden
                 return set(hidden)
             return set(self._mirror.hidden.get(user_id, set()))
 
     def add_hidden(self, user_id: str, post_id: str) -> None:
+        """Remember that the user hid or reported `post_id`."""
         with self._lock:
             self._mirror.hidden.setdefault(user_id, set()).add(post_id)
         if self._redis is None:
             return
-        if self._redis_do(lambda r: r.sadd(self._key("hidden", user_id), post_id)) is _MISSING:
+        if not self._write(lambda r: r.sadd(self._key("hidden", user_id), post_id)):
             self._dirty_users.add(user_id)
 
     # ---- feed cache ---------------------------------------------------------------------
     def cache_get(self, user_id: str, key: str) -> str | None:
-        raw = (
-            self._redis_do(lambda r: r.get(self._key("feed", user_id, key)))
-            if self._redis is not None
-            else _MISSING
-        )
+        """A cached feed answer of the user, or None."""
+        raw = self._redis_do(lambda r: r.get(self._key("feed", user_id, key)))
         if raw is not _MISSING:
-            return None if raw is None else str(raw.decode("utf-8"))
+            return None if raw is None else _text(raw)
         with self._lock:
             entry = self._mirror.cache.get((user_id, key))
             if entry is None or entry[0] < time.monotonic():
@@ -323,17 +335,18 @@ class FeatureStore:
             return entry[1]
 
     def cache_put(self, user_id: str, key: str, value: str, ttl_s: float) -> None:
+        """Cache a feed answer for `ttl_s` (Redis, else the mirror)."""
         if ttl_s <= 0:
             return
 
-        def write(r: Any) -> None:
+        def write(r: SyncClient) -> None:
             pipe = r.pipeline(transaction=False)
             pipe.set(self._key("feed", user_id, key), value, px=int(ttl_s * 1000))
             pipe.sadd(self._key("feedkeys", user_id), key)
             pipe.expire(self._key("feedkeys", user_id), int(ttl_s) + 1)
             pipe.execute()
 
-        if self._redis is not None and self._redis_do(write) is not _MISSING:
+        if self._write(write):
             return
         with self._lock:
             self._mirror.cache[(user_id, key)] = (time.monotonic() + ttl_s, value)
@@ -343,13 +356,13 @@ class FeatureStore:
         with self._lock:
             for cache_key in [k for k in self._mirror.cache if k[0] == user_id]:
                 del self._mirror.cache[cache_key]
+        self._redis_do(lambda r: self._drop_cached_feeds(r, user_id))
 
-        def drop(r: Any) -> None:
-            keys = [k.decode("utf-8") for k in r.smembers(self._key("feedkeys", user_id))]
-            r.delete(self._key("feedkeys", user_id), *[self._key("feed", user_id, k) for k in keys])
-
-        if self._redis is not None:
-            self._redis_do(drop)
+    def _drop_cached_feeds(self, client: SyncClient, user_id: str) -> None:
+        keys = [_text(k) for k in client.smembers(self._key("feedkeys", user_id))]
+        client.delete(
+            self._key("feedkeys", user_id), *[self._key("feed", user_id, k) for k in keys]
+        )
 
     # ---- start-up and recovery ----------------------------------------------------------
     def _load_mirror(self) -> None:
@@ -357,7 +370,7 @@ class FeatureStore:
         raw = self._redis_do(lambda r: r.hgetall(self._key("pop")))
         if raw is not _MISSING:
             with self._lock:
-                self._mirror.popularity = {k.decode("utf-8"): float(v) for k, v in raw.items()}
+                self._mirror.popularity = {_text(k): float(v) for k, v in raw.items()}
 
     def _resync(self) -> None:
         with self._lock:
@@ -367,37 +380,24 @@ class FeatureStore:
             profiles = {u: self._mirror.profiles.get(u) for u in self._dirty_users}
             hidden = {u: set(self._mirror.hidden.get(u, set())) for u in self._dirty_users}
 
-        def write(r: Any) -> None:
+        def write(r: SyncClient) -> None:
             pipe = r.pipeline(transaction=False)
             for text_hash, vector in vectors.items():
                 pipe.set(self._key("vec", text_hash), _vector_bytes(vector))
             for post_id, features in posts.items():
                 if features is not None:
-                    pipe.hset(self._key("post", post_id), mapping=self._post_map(features))
+                    pipe.hset(self._key("post", post_id), mapping=_post_map(features))
                 pipe.hset(self._key("pop"), post_id, repr(popularity[post_id]))
             for user_id, profile in profiles.items():
                 if profile is not None:
-                    pipe.hset(
-                        self._key("profile", user_id),
-                        mapping={
-                            "vector": _vector_bytes(profile.vector),
-                            "weight": repr(profile.weight),
-                            "t_ref_s": repr(profile.t_ref_s),
-                            "events": str(profile.events),
-                        },
-                    )
+                    pipe.hset(self._key("profile", user_id), mapping=_profile_map(profile))
                 if hidden[user_id]:
                     pipe.sadd(self._key("hidden", user_id), *sorted(hidden[user_id]))
             pipe.execute()
             # Feeds cached in Redis before the outage predate these changes.
             for user_id in profiles:
-                cached = [k.decode("utf-8") for k in r.smembers(self._key("feedkeys", user_id))]
-                r.delete(
-                    self._key("feedkeys", user_id),
-                    *[self._key("feed", user_id, k) for k in cached],
-                )
+                self._drop_cached_feeds(r, user_id)
 
-        self._up = True
         if self._redis_do(write) is not _MISSING:
             self._dirty_vectors.clear()
             self._dirty_posts.clear()
@@ -410,9 +410,9 @@ class FeatureStore:
         if self._redis is None:
             return 0
 
-        def delete_all(r: Any) -> int:
+        def delete_all(r: SyncClient) -> int:
             keys = list(r.scan_iter(match=self._prefix + "*", count=1000))
             return int(r.delete(*keys)) if keys else 0
 
         deleted = self._redis_do(delete_all)
-        return 0 if deleted is _MISSING else int(deleted)
+        return 0 if deleted is _MISSING else deleted

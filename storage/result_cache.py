@@ -6,31 +6,35 @@ never reads an older version's answers and no text appears in a key. Values are 
 the model's result.
 
 With ``REDIS_URL`` set the results live in Redis (shared by every replica, ``SET ... PX``
-for the TTL). Redis is an optimisation, never a dependency: any Redis error marks the cache
-down (state and last error in ``info()``), the batch is computed by the model as if nothing
-was cached, and Redis is tried again once ``retry_s`` has passed. Without ``REDIS_URL`` each
+for the TTL), behind the outage rule of `storage.redis`: any Redis error marks the cache down
+(state and last error in ``info()``), the batch is computed by the model as if nothing was
+cached, and Redis is tried again once ``retry_s`` has passed. Without ``REDIS_URL`` each
 replica keeps a bounded in-process LRU.
 
-Counters (``info()`` and ``socialplay_cache_total``) are per input: ``hit`` (answered from the
-cache), ``miss`` (computed, then stored) or ``error`` (the cache could not be read or written
-for it).
+Counters (``info()``, and the ``count`` callable the node passes in: its Prometheus counter)
+are per input: ``hit`` (answered from the cache), ``miss`` (computed, then stored) or
+``error`` (the cache could not be read or written for it).
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Literal, TypeVar
 
 from configs.nodes import ResultCacheConfig
-from deployments import metrics
+from storage.redis import AsyncClient, AsyncRedisConnection, RedisGate, RedisUnavailableError
 
 logger = logging.getLogger("ray.serve")
+
+CacheOutcome = Literal["hit", "miss", "error"]
+# Called once per input with (node, outcome): the node's metric (deployments.metrics).
+CacheCounter = Callable[[str, CacheOutcome], None]
+T = TypeVar("T")
 
 _NOT_FOUND: Any = object()
 
@@ -59,6 +63,7 @@ class _LocalLRU:
         self._entries: OrderedDict[str, tuple[float, str]] = OrderedDict()
 
     def get_many(self, keys: Sequence[str]) -> list[str | None]:
+        """The live value of each key, or None (expired entries are dropped)."""
         now = time.monotonic()
         found: list[str | None] = []
         for key in keys:
@@ -73,6 +78,7 @@ class _LocalLRU:
         return found
 
     def set_many(self, values: dict[str, str], ttl_s: float) -> None:
+        """Store each value for `ttl_s`; the least recently used go beyond ``max_entries``."""
         expires = time.monotonic() + ttl_s
         for key, value in values.items():
             self._entries[key] = (expires, value)
@@ -84,18 +90,34 @@ class _LocalLRU:
         return len(self._entries)
 
 
+def _no_count(node: str, outcome: CacheOutcome) -> None:
+    """The default counter: nothing beyond ``info()``."""
+
+
 class ResultCache:
     """Looks results up and stores them for one node; never raises on a backend failure."""
 
-    def __init__(self, node: str, config: ResultCacheConfig, redis_url: str = "") -> None:
+    def __init__(
+        self,
+        node: str,
+        config: ResultCacheConfig,
+        redis_url: str = "",
+        count: CacheCounter = _no_count,
+    ) -> None:
+        """`count` is called once per input with (node, outcome), e.g. a Prometheus counter."""
         self.node = node
         self.config = config
-        self._redis_url = redis_url
+        self._count_outcome = count
         self._local = None if redis_url else _LocalLRU(config.local_max_entries)
-        self._client: Any = None
-        self._client_loop: asyncio.AbstractEventLoop | None = None
-        self._down_until = 0.0
-        self._state = "up"
+        self._redis = (
+            AsyncRedisConnection(
+                redis_url,
+                RedisGate(f"result cache of {node}", config.retry_s, "answering without the cache"),
+                config.socket_timeout_s,
+            )
+            if redis_url
+            else None
+        )
         self.last_error: str | None = None
         self.hits = 0
         self.misses = 0
@@ -104,7 +126,7 @@ class ResultCache:
     @property
     def backend(self) -> str:
         """``"redis"`` or ``"in-process"``."""
-        return "redis" if self._redis_url else "in-process"
+        return "in-process" if self._redis is None else "redis"
 
     def key(self, model_name: str, model_version: str, item: Any, variant: str = "") -> str:
         """The key of `item`'s result under this model version (and load options)."""
@@ -116,7 +138,7 @@ class ResultCache:
         """Backend, state (up / down) and counters, for /health."""
         info: dict[str, object] = {
             "backend": self.backend,
-            "state": self._state,
+            "state": "up" if self._redis is None else self._redis.gate.state,
             "ttl_s": self.config.ttl_s,
             "hits": self.hits,
             "misses": self.misses,
@@ -173,21 +195,16 @@ class ResultCache:
             self._local.set_many(encoded, self.config.ttl_s)
             self._count("miss", computed)
             return
-        if not self._available():
-            self._count("error", computed)
-            return
-        try:
-            client = self._redis()
+        ttl_ms = max(1, int(self.config.ttl_s * 1000))
+
+        async def write(client: AsyncClient) -> bool:
             pipe = client.pipeline(transaction=False)
-            ttl_ms = max(1, int(self.config.ttl_s * 1000))
             for key, value in encoded.items():
                 pipe.set(key, value, px=ttl_ms)
             await pipe.execute()
-        except Exception as exc:  # noqa: BLE001 - any client failure: serve without the cache
-            self._mark_down(exc)
-            self._count("error", computed)
-            return
-        self._count("miss", computed)
+            return True
+
+        self._count("miss" if await self._redis_call(write) else "error", computed)
 
     @staticmethod
     def found(value: Any) -> bool:
@@ -196,72 +213,32 @@ class ResultCache:
 
     async def aclose(self) -> None:
         """Close the Redis connections (the cache is being replaced or the replica stops)."""
-        client, self._client = self._client, None
-        if client is not None:
-            try:
-                await client.aclose()
-            except Exception as exc:  # noqa: BLE001 - closing a dead connection may fail
-                logger.debug("result cache: close failed: %s", type(exc).__name__)
+        if self._redis is not None:
+            await self._redis.aclose()
 
     # ---- backend ------------------------------------------------------------------------
     async def _read(self, keys: Sequence[str]) -> list[Any] | None:
         """Raw values, or None when the cache cannot be read (inputs counted as errors)."""
         if self._local is not None:
             return self._local.get_many(keys)
-        if not self._available():
-            return None
+
+        async def read(client: AsyncClient) -> list[Any]:
+            return list(await client.mget(list(keys)))
+
+        return await self._redis_call(read)
+
+    async def _redis_call(self, action: Callable[[AsyncClient], Awaitable[T]]) -> T | None:
+        """``action``'s answer; None when Redis is skipped or fails (then marked down)."""
+        assert self._redis is not None  # only called without a local store
         try:
-            raws = await self._redis().mget(list(keys))
-        except Exception as exc:  # noqa: BLE001 - any client failure: serve without the cache
-            self._mark_down(exc)
+            return await self._redis.run(action)
+        except RedisUnavailableError:
             return None
-        self._mark_up()
-        return list(raws)
+        except Exception:  # noqa: BLE001 - any client failure: serve without the cache
+            self.last_error = self._redis.gate.last_error
+            return None
 
-    def _available(self) -> bool:
-        """Redis is tried unless it failed less than ``retry_s`` ago."""
-        return self._state == "up" or time.monotonic() >= self._down_until
-
-    def _mark_down(self, exc: BaseException) -> None:
-        # The exception type and message only: redis errors name the host, never a key.
-        self.last_error = f"{type(exc).__name__}: {exc}"[:300]
-        if self._state == "up":
-            logger.warning(
-                "result cache of %s: redis failed (%s); answering without the cache, "
-                "retry in %.1f s",
-                self.node,
-                self.last_error,
-                self.config.retry_s,
-            )
-        self._state = "down"
-        self._down_until = time.monotonic() + self.config.retry_s
-
-    def _mark_up(self) -> None:
-        if self._state == "down":
-            logger.info("result cache of %s: redis answers again", self.node)
-        self._state = "up"
-
-    def _redis(self) -> Any:
-        """The asyncio client, created in (and bound to) the running event loop."""
-        loop = asyncio.get_running_loop()
-        if self._client is None or self._client_loop is not loop:
-            import redis.asyncio
-            from redis.asyncio.retry import Retry
-            from redis.backoff import NoBackoff
-
-            timeout = self.config.socket_timeout_s
-            self._client = redis.asyncio.Redis.from_url(
-                self._redis_url,
-                socket_timeout=timeout,
-                socket_connect_timeout=timeout,
-                # No client-side retries: one failure marks the cache down, and a dead Redis
-                # costs a batch one timeout, not the client's default retries with backoff.
-                retry=Retry(NoBackoff(), 0),
-            )
-            self._client_loop = loop
-        return self._client
-
-    def _count(self, outcome: metrics.CacheOutcome, count: int) -> None:
+    def _count(self, outcome: CacheOutcome, count: int) -> None:
         if count <= 0:
             return
         if outcome == "hit":
@@ -271,4 +248,4 @@ class ResultCache:
         else:
             self.errors += count
         for _ in range(count):
-            metrics.record_cache(self.node, outcome)
+            self._count_outcome(self.node, outcome)

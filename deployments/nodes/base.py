@@ -17,7 +17,7 @@ from ray import serve
 from configs.nodes import ModelNodeConfig, RegisteredModelRef, ResultCacheConfig
 from configs.settings import get_settings
 from deployments.coalesce import CallCoalescer
-from deployments.metrics import record_batch
+from deployments.metrics import record_batch, record_cache
 from models.device import ModelInfo
 from storage.result_cache import ResultCache
 
@@ -198,7 +198,9 @@ class BatchedNodeMixin:
             return
         self.result_cache = None
         if config.enabled:
-            self.result_cache = ResultCache(self.node_name, config, get_settings().redis_url)
+            self.result_cache = ResultCache(
+                self.node_name, config, get_settings().redis_url, count=record_cache
+            )
             logger.info("result cache on: %s, ttl %.0f s", self.result_cache.backend, config.ttl_s)
         if old is not None:
             await old.aclose()

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.synthetic_social import post_text
 from configs.pipelines import BatchInferenceJobConfig
 from models.heads import HeadConfig, TextHead, save_head
+from pipelines.synthetic_social import post_text
 
 pytestmark = pytest.mark.integration
 

@@ -17,9 +17,9 @@ from typing import Any
 import httpx
 import pytest
 
-from bench.synthetic_social import post_text
 from configs.app import AppArgs
 from deployments.app import build_graph
+from pipelines.synthetic_social import post_text
 from tests.fixtures.redis_server import throwaway_redis
 from tests.integration.conftest import deploy, undeploy
 

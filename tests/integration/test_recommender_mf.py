@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 from ray import serve
 
-from bench.synthetic_social import generate
 from configs.pipelines import RecommenderMFJobConfig
 from deployments.nodes.recommender import Recommender
 from models.embeddings import EMBEDDING_DIM
+from pipelines.synthetic_social import generate
 
 pytestmark = pytest.mark.integration
 
@@ -140,7 +140,7 @@ def test_promoted_factors_are_served_after_live_reconfigure(handle: Any, workdir
     started_s = time.monotonic()
     result = run_job(_job(workdir))
     registration = result.registration
-    assert registration["version"] == "1" and registration["promotion"]["promoted"] is True
+    assert registration.version == "1" and registration.promotion.promoted is True
     assert result.collaborative_model_path is not None
     report = result.report
     assert set(report["test"]) == {"model", "popularity"}  # nothing served before

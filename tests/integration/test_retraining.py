@@ -125,8 +125,8 @@ def _deploy_and_wait(config: dict[str, Any], base_url: str, expect_version: str 
 
 def test_trained_head_is_registered_promoted_and_reported(trained: dict[str, Any]) -> None:
     registration = trained["registration"]
-    assert registration["version"] == "1"
-    assert registration["promotion"]["promoted"] is True
+    assert registration.version == "1"
+    assert registration.promotion.promoted is True
     result = trained["result"]
     # Early stopping history: epoch 0 is the untrained floor, then up to 3 epochs.
     assert [row["epoch"] for row in result.history][:2] == [0.0, 1.0]
@@ -151,20 +151,20 @@ def test_worse_candidate_is_not_promoted(trained: dict[str, Any], workdir: Path)
     worse = run_job(_job(workdir, epochs=0))
     registration = worse.registration
     assert registration is not None
-    decision = registration["promotion"]
-    assert registration["version"] == "2"
-    assert decision["promoted"] is False
-    assert decision["serving_version"] == "1"
-    assert decision["candidate_score"] < decision["serving_score"]
-    client = MlflowClient(tracking_uri=registration["tracking_uri"])
+    decision = registration.promotion
+    assert registration.version == "2"
+    assert decision.promoted is False
+    assert decision.serving_version == "1"
+    assert decision.candidate_score < decision.serving_score
+    client = MlflowClient(tracking_uri=registration.tracking_uri)
     assert str(client.get_model_version_by_alias(MODEL_NAME, "serving").version) == "1"
-    run = client.get_run(registration["run_id"])
+    run = client.get_run(registration.run_id)
     assert run.data.tags["promotion.decision"] == "rejected"
     assert "promotion_serving_score" in run.data.metrics
-    from storage.registry import set_serving_version
+    from pipelines.registry import set_serving_version
 
     with pytest.raises(LookupError, match="no version '99'"):
-        set_serving_version(MODEL_NAME, "99", tracking_uri=registration["tracking_uri"])
+        set_serving_version(MODEL_NAME, "99", tracking_uri=registration.tracking_uri)
     assert str(client.get_model_version_by_alias(MODEL_NAME, "serving").version) == "1"
 
 
@@ -197,7 +197,7 @@ def test_promoted_version_is_served_after_live_reconfigure(
         ref = {
             "model_name": MODEL_NAME,
             "alias": "serving",
-            "tracking_uri": registration["tracking_uri"],
+            "tracking_uri": registration.tracking_uri,
         }
         node_config = {"model": ref, "registry_poll_s": 1}
         _deploy_and_wait(_serve_config(serve_port, node_config), base_url, f"{MODEL_NAME}/1")
@@ -209,10 +209,10 @@ def test_promoted_version_is_served_after_live_reconfigure(
 
         # Moving the alias (here by hand, as a rollback would; promotion moves it the same
         # way) reaches the running node with no redeploy: it follows the alias by itself.
-        from storage.registry import set_serving_version
+        from pipelines.registry import set_serving_version
 
         previous = set_serving_version(
-            MODEL_NAME, "2", tracking_uri=registration["tracking_uri"], reason="test rollback"
+            MODEL_NAME, "2", tracking_uri=registration.tracking_uri, reason="test rollback"
         )
         assert previous == "1"
         deadline = time.monotonic() + 60
@@ -225,7 +225,7 @@ def test_promoted_version_is_served_after_live_reconfigure(
         stop.set()
         thread.join(timeout=30)
         assert failures == []
-        set_serving_version(MODEL_NAME, "1", tracking_uri=registration["tracking_uri"])
+        set_serving_version(MODEL_NAME, "1", tracking_uri=registration.tracking_uri)
         deadline = time.monotonic() + 60
         while after["version"] != f"{MODEL_NAME}/1":
             assert time.monotonic() < deadline, f"still serving {after['version']} after 60 s"

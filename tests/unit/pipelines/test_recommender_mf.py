@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bench.synthetic_social import generate
 from configs.pipelines import (
     RecommenderMFJobConfig,
     load_batch_job_config,
@@ -17,6 +16,7 @@ from configs.pipelines import (
 )
 from models.ranking import CollaborativeModel, hash_user_id
 from pipelines import recommender_mf as mf
+from pipelines.synthetic_social import generate
 
 
 def _config(path: Path, **overrides: Any) -> RecommenderMFJobConfig:

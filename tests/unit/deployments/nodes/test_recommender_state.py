@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bench.synthetic_social import post_text
 from configs.recommender import RecommenderConfig
 from deployments.nodes.recommender_state import RecommenderService, embed_missing
 from models.embeddings import MiniLMEmbedder
 from models.ranking import CollaborativeModel
+from pipelines.synthetic_social import post_text
 from tests.fixtures.redis_server import shared_redis_or_skip, throwaway_redis, unique_prefix
 
 NOW = time.time()
@@ -251,7 +251,7 @@ def test_redis_comes_back_and_receives_what_changed_meanwhile(corpus, embedder):
         assert service.info()["status"] == "degraded"
         with throwaway_redis() as (url2, _):
             # A new server on another port: point the client at it, as a restart would.
-            service.features._redis = redis.Redis.from_url(url2, socket_timeout=0.5)
+            service.features._redis.client = redis.Redis.from_url(url2, socket_timeout=0.5)
             time.sleep(0.2)
             assert service.info()["status"] == "ok"
             client = redis.Redis.from_url(url2)

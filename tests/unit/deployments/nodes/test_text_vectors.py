@@ -1,4 +1,5 @@
-"""Embed once (models/text_vectors.py, deployments/nodes/text_vectors.py), without Ray.
+"""Embed once (models/text_vectors.py, storage/vector_store.py, deployments/nodes/text_vectors.py),
+without Ray.
 
 A counting fake encoder stands in for MiniLM: the tests check what it was asked to encode.
 Redis tests use the shared server with their own key prefix and delete their keys.
@@ -21,16 +22,16 @@ from ray.serve.deployment import Deployment
 
 from configs.app import AppArgs
 from configs.nodes import TextVectorCacheConfig
-from deployments.nodes.text_vectors import (
-    RedisVectorStore,
-    TextVectorNodeMixin,
-    VectorStoreUnavailableError,
-    open_text_vector_store,
-)
+from deployments.nodes.text_vectors import TextVectorNodeMixin
 from models.device import ModelInfo
 from models.embeddings import text_hash
 from models.heads import MODERATION_HEAD_LABELS, HeadConfig, HeadModerator, TextHead, save_head
 from models.text_vectors import CachingEmbedder, LocalVectorStore, encoder_id
+from storage.vector_store import (
+    RedisVectorStore,
+    VectorStoreUnavailableError,
+    open_text_vector_store,
+)
 from tests.fixtures.redis_server import shared_redis_or_skip, unique_prefix
 
 TEXTS = ["what a lovely morning run", "you absolute idiot", "the jazz night was great"]

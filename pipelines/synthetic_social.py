@@ -1,4 +1,4 @@
-"""A synthetic social network for recommender tests, evaluation and benchmarks.
+"""A synthetic social network: a data source for offline evaluation, tests and benchmarks.
 
 Users have hidden interests (a Dirichlet mix over topics, concentrated on one to three);
 posts are written on one topic from topic-specific templates, so their MiniLM vectors cluster
@@ -9,6 +9,11 @@ hides (and rarely reports) for what they do not.
 
 Deterministic for a given seed. ``generate()`` returns plain dicts in the shapes the event
 routes accept (times as epoch seconds under ``created_at_s`` / ``timestamp_s``).
+
+It lives in ``pipelines`` because both sides use it: the recommender's unit and integration
+tests feed it through the service, and the offline evaluation and benchmarks (``bench/``)
+replay it; its interactions written as JSONL (``python -m bench.export_interactions``) are a
+``source: jsonl`` input of ``pipelines.recommender_mf``. Nothing in the serving path imports it.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 DAY_S = 86_400.0
 
@@ -235,7 +241,7 @@ TOPIC_NAMES = list(TOPICS)
 class SyntheticSocial:
     """The generated network: users' hidden interests, posts and time-ordered interactions."""
 
-    interests: dict[str, np.ndarray]
+    interests: dict[str, npt.NDArray[np.float64]]
     posts: list[dict[str, Any]]
     interactions: list[dict[str, Any]]
     post_topic: dict[str, str] = field(default_factory=dict)

@@ -14,6 +14,7 @@ import pytest
 
 from bench import report, run_all, torchserve_runner
 from bench.run_all import _workloads, measure_torchserve, parse_args, torchserve_settings
+from bench.tests.test_bench_batch import _run
 from bench.torchserve_runner import (
     CLASSIFIER_HANDLER_SOURCE,
     HANDLER_SOURCE,
@@ -23,7 +24,6 @@ from bench.torchserve_runner import (
     checkpoint_labels,
     write_config,
 )
-from tests.unit.test_bench_batch import _run
 
 LABELS = ("toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate")
 HALVES = dict.fromkeys(LABELS, 0.5)

@@ -7,8 +7,8 @@ import math
 import pytest
 
 from bench.eval_feed import evaluate, ndcg_at_k, recall_at_k
-from bench.synthetic_social import TOPIC_NAMES, generate
 from models.embeddings import MiniLMEmbedder
+from pipelines.synthetic_social import TOPIC_NAMES, generate
 
 
 def test_recall_and_ndcg() -> None:
