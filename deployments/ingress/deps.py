@@ -26,9 +26,6 @@ def require_api_key(key: str | None = Depends(_api_key_scheme)) -> str:
     return key or ""
 
 
-ApiKey = Annotated[str, Depends(require_api_key)]
-
-
 def api_router(**options: Any) -> APIRouter:
     """A router of ``/api/`` routes: every route needs (and documents) the API key."""
     return APIRouter(dependencies=[Depends(require_api_key)], **options)
