@@ -20,7 +20,7 @@ import uvicorn
 from fastapi import Depends, FastAPI, Header, HTTPException
 from pydantic import BaseModel
 
-from models.moderation import load_moderator
+from models.text_classifier import load_text_classifier
 
 
 class TextRequest(BaseModel):
@@ -37,7 +37,7 @@ def build_app(kind: str, path: str | None, api_keys: list[str]) -> FastAPI:
     """
     if kind == "minilm":
         return _embedding_app(path, api_keys)
-    model = load_moderator(kind, path, "cpu")
+    model = load_text_classifier("moderation", kind, path, "cpu")
     keys = [key.encode("utf-8") for key in api_keys]
     app = FastAPI(title="SocialPlay AI baseline (design-document sketch)")
 

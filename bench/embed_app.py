@@ -19,6 +19,7 @@ string annotations would turn ``self`` into a query parameter.
 
 import hmac
 import os
+from dataclasses import asdict
 from typing import Any
 
 from fastapi import FastAPI, Header, HTTPException
@@ -29,6 +30,7 @@ from ray.serve.handle import DeploymentHandle
 from configs.ingress import CoalesceConfig
 from deployments.coalesce import CallCoalescer
 from deployments.nodes.embedder import Embedder
+from models.answers import Answer
 
 front = FastAPI(title="bench: Embedder route")
 
@@ -59,7 +61,7 @@ class EmbedFront:
             else None
         )
 
-    async def _embed_many(self, texts: list[str]) -> list[dict[str, Any]]:
+    async def _embed_many(self, texts: list[str]) -> list[Answer[list[float]]]:
         return list(await self._embedder.predict_many.remote(texts))
 
     @front.get("/health")
@@ -75,10 +77,10 @@ class EmbedFront:
         if not any(hmac.compare_digest(x_api_key.encode(), key) for key in self._keys):
             raise HTTPException(status_code=403, detail="invalid API key")
         if self._coalescer is not None:
-            answer: dict[str, Any] = await self._coalescer.submit(body.text)
+            answer: Answer[list[float]] = await self._coalescer.submit(body.text)
         else:
             answer = await self._embedder.predict.remote(body.text)
-        return {"embedding": answer["result"], "model": answer["model"]}
+        return {"embedding": answer.result, "model": asdict(answer.model)}
 
 
 def build_app(args: dict[str, Any]) -> Any:

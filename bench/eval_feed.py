@@ -25,6 +25,7 @@ import numpy as np
 
 from configs.recommender import RecommenderConfig
 from deployments.nodes.recommender_state import RecommenderService, embed_missing
+from models.recommender import Interaction, NewPost
 from pipelines.synthetic_social import DAY_S, SyntheticSocial, generate
 
 POSITIVE = frozenset({"like", "comment", "share"})
@@ -85,14 +86,15 @@ def evaluate(
             new_posts.append(posts[post_i])
             post_i += 1
         if new_posts:
+            typed_posts = [NewPost(**p) for p in new_posts]
             for service in services.values():
-                embed_missing(service, new_posts, cached_embed)
+                embed_missing(service, typed_posts, cached_embed)
         new_events: list[dict[str, Any]] = []
         while event_i < len(events) and events[event_i]["timestamp_s"] < until_s:
             new_events.append(events[event_i])
             event_i += 1
         for start in range(0, len(new_events), 500):
-            batch = new_events[start : start + 500]
+            batch = [Interaction(**e) for e in new_events[start : start + 500]]
             for service in services.values():
                 service.ingest_interactions(batch)
         for event in new_events:
@@ -123,7 +125,7 @@ def evaluate(
                 began = time.perf_counter()
                 answer = service.rank_feed(user, candidates, K, now_s=now, use_cache=False)
                 rank_ms.append((time.perf_counter() - began) * 1000)
-                ranked[name] = [item["post_id"] for item in answer["posts"]]
+                ranked[name] = [item.post_id for item in answer.posts]
             ranked["popularity"] = sorted(candidates, key=lambda p: -popularity.get(p, 0.0))
             shuffled = list(candidates)
             rng.shuffle(shuffled)

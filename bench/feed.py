@@ -18,12 +18,14 @@ import json
 import random
 import time
 import uuid
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from configs.recommender import RecommenderConfig
 from deployments.nodes.recommender_state import RecommenderService, embed_missing
+from models.recommender import Interaction, NewPost
 from pipelines.synthetic_social import generate
 
 
@@ -43,13 +45,14 @@ def run(store: str, redis_url: str, requests: int, embed: Any, network: Any) -> 
     )
     try:
         began = time.perf_counter()
-        embed_missing(service, network.posts, embed)
+        posts = [NewPost(**p) for p in network.posts]
+        embed_missing(service, posts, embed)
         posts_embed_s = time.perf_counter() - began
-        reposts = [{**p, "post_id": "re-" + p["post_id"]} for p in network.posts]
+        reposts = [replace(p, post_id="re-" + p.post_id) for p in posts]
         began = time.perf_counter()
         service.ingest_posts(reposts, {})
         posts_stored_s = time.perf_counter() - began
-        events = network.interactions
+        events = [Interaction(**e) for e in network.interactions]
         began = time.perf_counter()
         for start in range(0, len(events), 500):
             service.ingest_interactions(events[start : start + 500])

@@ -31,7 +31,7 @@ import numpy as np
 
 from models.images import decode_image, encode_jpeg
 from models.nsfw import NudeNetDetector
-from models.tagger import ImageTagger
+from models.tagger import ImageTagModel
 
 BENCH_KEY = "bench-images-key"
 IMAGE_COUNT = 32
@@ -133,7 +133,7 @@ def start_service(num_threads: int) -> tuple[str, Callable[[], None]]:
         "TextModeration": small,
         "Sentiment": small,
         "NsfwDetector": {**small, "user_config": batching},
-        "ImageTagger": {**small, "user_config": batching},
+        "ImageTagModel": {**small, "user_config": batching},
     }
     serve.run(
         build_graph(args, options), route_prefix="/", logging_config={"enable_access_log": False}
@@ -157,7 +157,7 @@ def main() -> None:
     files = make_images()
     arrays = [decode_image(data).pixels for data in files]
     nsfw = NudeNetDetector.load(num_threads=options.num_threads)
-    tagger = ImageTagger.load(None)
+    tagger = ImageTagModel.load(None)
     rows: list[tuple[str, str, int, float]] = []
     for batch in (1, 16):
         rows.append(

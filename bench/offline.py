@@ -45,11 +45,13 @@ def _load_model(kind: str, path: str | None) -> Any:
 
         # `path`: a gated artifact from `python -m pipelines.export_onnx` (refused otherwise).
         return load_embedder("onnx", onnx_path=path)
-    from models.moderation import load_moderator
+    from models.text_classifier import load_text_classifier
 
     if kind == "transformer-onnx":
-        return load_moderator("transformer", None, "cpu", backend="onnx", onnx_path=path)
-    return load_moderator(kind, path, "cpu")
+        return load_text_classifier(
+            "moderation", "transformer", None, "cpu", backend="onnx", onnx_path=path
+        )
+    return load_text_classifier("moderation", kind, path, "cpu")
 
 
 def measure(

@@ -4,15 +4,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from pydantic import Field, model_validator
 
-from configs.base import StrictModel
+from configs.base import StrictModel, section
 from configs.experiments import check_variant_names
 from configs.nodes import (
     ModerationModelSpec,
     NsfwModelSpec,
     SentimentModelSpec,
     TaggerModelSpec,
+    TextClassifierSpec,
     TextVectorCacheConfig,
 )
 from configs.recommender import RecommenderArgs
@@ -23,32 +26,26 @@ from configs.trends import TrendsArgs
 class AppArgs(StrictModel):
     """Arguments of the application builder (``args:`` in ``serve_config.yaml``)."""
 
-    moderation_model: ModerationModelSpec = Field(
-        default_factory=ModerationModelSpec, description="Model of the text moderation node."
+    moderation_model: ModerationModelSpec = section(
+        ModerationModelSpec, "Model of the text moderation node."
     )
-    sentiment_model: SentimentModelSpec = Field(
-        default_factory=SentimentModelSpec, description="Model of the sentiment node."
+    sentiment_model: SentimentModelSpec = section(
+        SentimentModelSpec, "Model of the sentiment node."
     )
-    nsfw_model: NsfwModelSpec = Field(
-        default_factory=NsfwModelSpec, description="The NSFW image node (off by default)."
+    nsfw_model: NsfwModelSpec = section(NsfwModelSpec, "The NSFW image node (off by default).")
+    tagger_model: TaggerModelSpec = section(
+        TaggerModelSpec, "The image tagger node (off by default)."
     )
-    tagger_model: TaggerModelSpec = Field(
-        default_factory=TaggerModelSpec, description="The image tagger node (off by default)."
+    recommender: RecommenderArgs = section(
+        RecommenderArgs, "Embedder + Recommender nodes: events, feed, similar posts, interests."
     )
-    recommender: RecommenderArgs = Field(
-        default_factory=RecommenderArgs,
-        description="Embedder + Recommender nodes: events, feed, similar posts, interests.",
+    trends: TrendsArgs = section(
+        TrendsArgs, "Trends node: trending topics and topic sentiment (needs the recommender)."
     )
-    trends: TrendsArgs = Field(
-        default_factory=TrendsArgs,
-        description="Trends node: trending topics and topic sentiment (needs the recommender).",
-    )
-    replies: RepliesArgs = Field(
-        default_factory=RepliesArgs, description="SmartReply node: reply suggestions."
-    )
-    text_vectors: TextVectorCacheConfig = Field(
-        default_factory=TextVectorCacheConfig,
-        description=(
+    replies: RepliesArgs = section(RepliesArgs, "SmartReply node: reply suggestions.")
+    text_vectors: TextVectorCacheConfig = section(
+        TextVectorCacheConfig,
+        (
             "Embed once: MiniLM vectors shared by the Embedder, head moderation / sentiment "
             "and smart-reply nodes, keyed by encoder version and text hash."
         ),
@@ -67,6 +64,15 @@ class AppArgs(StrictModel):
             "Sentiment-<name>, chosen by ingress experiments."
         ),
     )
+
+    def text_classifiers(
+        self,
+    ) -> dict[str, tuple[TextClassifierSpec, Mapping[str, TextClassifierSpec]]]:
+        """Each text task's model spec and its variants' specs, by task."""
+        return {
+            "moderation": (self.moderation_model, self.moderation_variants),
+            "sentiment": (self.sentiment_model, self.sentiment_variants),
+        }
 
     @model_validator(mode="after")
     def _variant_names(self) -> AppArgs:

@@ -3,10 +3,18 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class StrictModel(BaseModel):
     """Base for every config model: unknown keys are an error, not silently ignored."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def section(model: type[StrictModel], description: str) -> Any:
+    """A nested block of config (``field: Model = section(Model, "...")``): omitted, it
+    takes `model`'s defaults."""
+    return Field(default_factory=model, description=description)

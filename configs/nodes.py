@@ -5,11 +5,11 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal, Self
 
 from pydantic import Field, model_validator
 
-from configs.base import StrictModel
+from configs.base import StrictModel, section
 
 
 class BatchingConfig(StrictModel):
@@ -55,6 +55,26 @@ class RegisteredModelRef(StrictModel):
         return self
 
 
+def _key_prefix_field(default: str, description: str) -> Any:
+    return Field(default=default, min_length=1, max_length=64, description=description)
+
+
+def _local_max_entries_field(default: int, description: str) -> Any:
+    return Field(default=default, ge=1, le=10_000_000, description=description)
+
+
+def _redis_timeout_field(costs: str) -> Any:
+    """Connect and read timeout of a Redis-backed store (what a dead Redis costs `costs`)."""
+    description = f"Redis connect and read timeout: what a dead Redis costs {costs}."
+    return Field(default=0.1, gt=0.0, le=5.0, description=description)
+
+
+def _redis_retry_field(what: str) -> Any:
+    """How long a Redis-backed store (`what`) is skipped after an error."""
+    description = f"After a Redis error {what} is skipped for this long, then tried again."
+    return Field(default=5.0, ge=0.0, le=3600.0, description=description)
+
+
 class ResultCacheConfig(StrictModel):
     """Result cache of a model node: answers keyed by the input and the model version."""
 
@@ -71,29 +91,13 @@ class ResultCacheConfig(StrictModel):
         le=30 * 86400.0,
         description="Seconds a cached result lives; a new model version never reads old ones.",
     )
-    key_prefix: str = Field(
-        default="sp:cache:",
-        min_length=1,
-        max_length=64,
-        description="Start of every cache key (followed by the sha256 of node, model, input).",
+    key_prefix: str = _key_prefix_field(
+        "sp:cache:", "Start of every cache key (followed by the sha256 of node, model, input)."
     )
-    socket_timeout_s: float = Field(
-        default=0.1,
-        gt=0.0,
-        le=5.0,
-        description="Redis connect and read timeout: what a dead Redis costs a batch.",
-    )
-    retry_s: float = Field(
-        default=5.0,
-        ge=0.0,
-        le=3600.0,
-        description="After a Redis error the cache is skipped for this long, then tried again.",
-    )
-    local_max_entries: int = Field(
-        default=10_000,
-        ge=1,
-        le=10_000_000,
-        description="Without REDIS_URL: most results the in-process LRU keeps per replica.",
+    socket_timeout_s: float = _redis_timeout_field("a batch")
+    retry_s: float = _redis_retry_field("the cache")
+    local_max_entries: int = _local_max_entries_field(
+        10_000, "Without REDIS_URL: most results the in-process LRU keeps per replica."
     )
 
 
@@ -122,40 +126,21 @@ class TextVectorCacheConfig(StrictModel):
             "version, so a new model never reads old vectors; this only bounds memory."
         ),
     )
-    key_prefix: str = Field(
-        default="sp:vec:",
-        min_length=1,
-        max_length=64,
-        description="Redis only: start of every vector key (one per environment).",
+    key_prefix: str = _key_prefix_field(
+        "sp:vec:", "Redis only: start of every vector key (one per environment)."
     )
-    local_max_entries: int = Field(
-        default=20_000,
-        ge=1,
-        le=10_000_000,
-        description=(
-            "Without REDIS_URL: most vectors the in-process LRU keeps per replica (1.5 KiB each)."
-        ),
+    local_max_entries: int = _local_max_entries_field(
+        20_000,
+        "Without REDIS_URL: most vectors the in-process LRU keeps per replica (1.5 KiB each).",
     )
-    socket_timeout_s: float = Field(
-        default=0.1,
-        gt=0.0,
-        le=5.0,
-        description="Redis connect and read timeout: what a dead Redis costs one batch.",
-    )
-    retry_s: float = Field(
-        default=5.0,
-        ge=0.0,
-        le=3600.0,
-        description="After a Redis error the store is skipped for this long, then tried again.",
-    )
+    socket_timeout_s: float = _redis_timeout_field("one batch")
+    retry_s: float = _redis_retry_field("the store")
 
 
 class ModelNodeConfig(StrictModel):
     """``user_config`` of a model node."""
 
-    batching: BatchingConfig = Field(
-        default_factory=BatchingConfig, description="Request batching of this node."
-    )
+    batching: BatchingConfig = section(BatchingConfig, "Request batching of this node.")
     model: RegisteredModelRef | None = Field(
         default=None,
         description=(
@@ -174,14 +159,18 @@ class ModelNodeConfig(StrictModel):
             "version it points to, without a restart. 0 turns alias following off."
         ),
     )
-    cache: ResultCacheConfig = Field(
-        default_factory=ResultCacheConfig,
-        description="Result cache keyed by input and model version (off by default).",
+    cache: ResultCacheConfig = section(
+        ResultCacheConfig, "Result cache keyed by input and model version (off by default)."
     )
 
 
-class TransformerOptions(StrictModel):
-    """Options of a transformers checkpoint loaded from a local directory."""
+class TextClassifierSpec(StrictModel):
+    """Which text classifier a node loads: what moderation and sentiment share.
+
+    Each task's spec names its `kind` choices (its embedded default first) and its
+    `config_field`; the options of a transformers checkpoint loaded from a local directory,
+    and the checks, are written once, here.
+    """
 
     path: str | None = Field(
         default=None, description="Local checkpoint directory (save_pretrained layout)."
@@ -223,12 +212,20 @@ class TransformerOptions(StrictModel):
         description="backend onnx: onnxruntime intra-op threads per call; 0 = one per core.",
     )
 
+    kind: str = Field(
+        description="Which model: the task's embedded default, a checkpoint or a head."
+    )
+    registry: RegisteredModelRef | None = Field(
+        default=None,
+        description='kind "head" only: load the head from the MLflow Model Registry.',
+    )
+
     # Prefix of this block in serve_config.yaml's args, for error messages.
     config_field: ClassVar[str] = "model"
 
     def loader_kwargs(self) -> dict[str, object]:
         """Keyword arguments for the model's ``load`` (empty for embedded defaults)."""
-        if getattr(self, "kind", None) != "transformer":
+        if self.kind != "transformer":
             return {}
         kwargs: dict[str, object] = {
             "max_length": self.max_length,
@@ -240,104 +237,85 @@ class TransformerOptions(StrictModel):
         return kwargs
 
     @model_validator(mode="after")
-    def _stride_below_window(self) -> TransformerOptions:
-        if self.max_length is not None and self.stride >= self.max_length // 2:
-            raise ValueError(
+    def _consistent(self) -> Self:
+        """Refuse the first broken rule with a message naming the fields and the fix."""
+        field, kind, onnx = self.config_field, self.kind, self.backend == "onnx"
+        rules = (
+            (
+                self.max_length is not None and self.stride >= self.max_length // 2,
                 f"stride={self.stride} must be below half of max_length={self.max_length}; "
-                "lower stride or raise max_length"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _backend_fields(self) -> TransformerOptions:
-        field, kind = self.config_field, getattr(self, "kind", None)
-        if self.backend == "onnx":
-            if kind != "transformer":
-                raise ValueError(
-                    f"{field}.backend is 'onnx' but {field}.kind is {kind!r}; the ONNX backend "
-                    f'serves kind "transformer" checkpoints only, so set kind: transformer or '
-                    "backend: torch"
-                )
-            if not self.onnx_path:
-                raise ValueError(
-                    f"{field}.backend is 'onnx' but {field}.onnx_path is empty; set onnx_path "
-                    "to a directory written by `python -m pipelines.export_onnx --model "
-                    "classifier`, or use backend 'torch'"
-                )
-            if self.device.strip().lower() not in ("auto", "cpu"):
-                raise ValueError(
-                    f"{field}.backend 'onnx' runs on CPU, but {field}.device is "
-                    f"{self.device!r}; set device to 'cpu' (or 'auto'), or use backend 'torch' "
-                    "for a GPU"
-                )
-        elif self.onnx_path is not None:
-            raise ValueError(
+                "lower stride or raise max_length",
+            ),
+            (
+                onnx and kind != "transformer",
+                f"{field}.backend is 'onnx' but {field}.kind is {kind!r}; the ONNX backend "
+                'serves kind "transformer" checkpoints only, so set kind: transformer or '
+                "backend: torch",
+            ),
+            (
+                onnx and not self.onnx_path,
+                f"{field}.backend is 'onnx' but {field}.onnx_path is empty; set onnx_path "
+                "to a directory written by `python -m pipelines.export_onnx --model "
+                "classifier`, or use backend 'torch'",
+            ),
+            (
+                onnx and self.device.strip().lower() not in ("auto", "cpu"),
+                f"{field}.backend 'onnx' runs on CPU, but {field}.device is {self.device!r}; "
+                "set device to 'cpu' (or 'auto'), or use backend 'torch' for a GPU",
+            ),
+            (
+                not onnx and self.onnx_path is not None,
                 f"{field}.onnx_path is set but {field}.backend is 'torch', so it would be "
-                "ignored; set backend: onnx to serve it, or remove onnx_path"
-            )
+                "ignored; set backend: onnx to serve it, or remove onnx_path",
+            ),
+            (
+                kind == "transformer" and not self.path and not onnx,
+                f'{field}.kind="transformer" needs {field}.path, a local checkpoint directory '
+                "(or backend: onnx with onnx_path)",
+            ),
+            (
+                kind == "head" and (self.path is None) == (self.registry is None),
+                f'{field}.kind="head" needs exactly one of {field}.path (a head checkpoint '
+                f"directory) or {field}.registry (a registered model); got path={self.path!r}, "
+                f"registry={self.registry!r}",
+            ),
+            (
+                kind != "head" and self.registry is not None,
+                f'{field}.registry is only used with kind="head" (kind is {kind!r}); '
+                'remove it or set kind: "head"',
+            ),
+        )
+        for broken, message in rules:
+            if broken:
+                raise ValueError(message)
         return self
 
 
-def _check_head_source(
-    field: str, kind: str, path: str | None, registry: RegisteredModelRef | None
-) -> None:
-    """A head loads from exactly one place; other kinds take no registry ref."""
-    if kind == "head" and (path is None) == (registry is None):
-        raise ValueError(
-            f'{field}.kind="head" needs exactly one of {field}.path (a head checkpoint '
-            f"directory) or {field}.registry (a registered model); got path={path!r}, "
-            f"registry={registry!r}"
-        )
-    if kind != "head" and registry is not None:
-        raise ValueError(
-            f'{field}.registry is only used with kind="head" (kind is {kind!r}); '
-            'remove it or set kind: "head"'
-        )
+def _kind_field(embedded: str, embedded_model: str, transformer: str) -> Any:
+    """The `kind` of a text task: its embedded model (the default), a checkpoint or a head."""
+    description = (
+        f'"{embedded}": the embedded {embedded_model} model; "transformer": {transformer} '
+        'classifier from `path`; "head": a MiniLM embedding head (pipelines/text_heads.py) '
+        "from `path` or `registry`."
+    )
+    return Field(default=embedded, description=description)
 
 
-class ModerationModelSpec(TransformerOptions):
+class ModerationModelSpec(TextClassifierSpec):
     """Which text moderation model a node loads."""
 
-    kind: Literal["profanity", "transformer", "head"] = Field(
-        default="profanity",
-        description=(
-            '"profanity": the embedded alt-profanity-check model; "transformer": a multi-label '
-            'toxic-bert style classifier from `path`; "head": a MiniLM embedding head '
-            "(pipelines/text_heads.py) from `path` or `registry`."
-        ),
-    )
-    registry: RegisteredModelRef | None = Field(
-        default=None,
-        description='kind "head" only: load the head from the MLflow Model Registry.',
+    kind: Literal["profanity", "transformer", "head"] = _kind_field(
+        "profanity", "alt-profanity-check", "a multi-label toxic-bert style"
     )
 
     config_field: ClassVar[str] = "moderation_model"
 
-    @model_validator(mode="after")
-    def _path_for_transformer(self) -> ModerationModelSpec:
-        if self.kind == "transformer" and not self.path and self.backend == "torch":
-            raise ValueError(
-                'moderation_model.kind="transformer" needs moderation_model.path, '
-                "a local checkpoint directory (or backend: onnx with onnx_path)"
-            )
-        _check_head_source("moderation_model", self.kind, self.path, self.registry)
-        return self
 
-
-class SentimentModelSpec(TransformerOptions):
+class SentimentModelSpec(TextClassifierSpec):
     """Which sentiment model a node loads."""
 
-    kind: Literal["vader", "transformer", "head"] = Field(
-        default="vader",
-        description=(
-            '"vader": the embedded VADER lexicon model; "transformer": an SST-2 style '
-            'classifier from `path`; "head": a MiniLM embedding head '
-            "(pipelines/text_heads.py) from `path` or `registry`."
-        ),
-    )
-    registry: RegisteredModelRef | None = Field(
-        default=None,
-        description='kind "head" only: load the head from the MLflow Model Registry.',
+    kind: Literal["vader", "transformer", "head"] = _kind_field(
+        "vader", "VADER lexicon", "an SST-2 style"
     )
     neutral_threshold: float = Field(
         default=0.0,
@@ -349,6 +327,8 @@ class SentimentModelSpec(TransformerOptions):
         ),
     )
 
+    config_field: ClassVar[str] = "sentiment_model"
+
     def loader_kwargs(self) -> dict[str, object]:
         """Keyword arguments for the model's ``load``, with the neutral band."""
         kwargs = super().loader_kwargs()
@@ -356,17 +336,12 @@ class SentimentModelSpec(TransformerOptions):
             kwargs["neutral_threshold"] = self.neutral_threshold
         return kwargs
 
-    config_field: ClassVar[str] = "sentiment_model"
 
-    @model_validator(mode="after")
-    def _path_for_transformer(self) -> SentimentModelSpec:
-        if self.kind == "transformer" and not self.path and self.backend == "torch":
-            raise ValueError(
-                'sentiment_model.kind="transformer" needs sentiment_model.path, '
-                "a local checkpoint directory (or backend: onnx with onnx_path)"
-            )
-        _check_head_source("sentiment_model", self.kind, self.path, self.registry)
-        return self
+# The spec of each text task (models.text_classifier.SUPPORTED_TASKS loads what they name).
+TEXT_CLASSIFIER_SPECS: dict[str, type[TextClassifierSpec]] = {
+    "moderation": ModerationModelSpec,
+    "sentiment": SentimentModelSpec,
+}
 
 
 class NsfwModelSpec(StrictModel):

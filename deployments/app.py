@@ -13,16 +13,17 @@ from ray.serve import Application
 from ray.serve.deployment import Deployment
 
 from configs.app import AppArgs
+from configs.nodes import TextClassifierSpec
 from deployments.ingress.deployment import Ingress
 from deployments.ingress.experiments import node_key
 from deployments.nodes.embedder import Embedder
-from deployments.nodes.moderation import TextModeration
 from deployments.nodes.nsfw import NsfwDetector
 from deployments.nodes.recommender import Recommender
 from deployments.nodes.replies import SmartReply
-from deployments.nodes.sentiment import Sentiment
-from deployments.nodes.tagger import ImageTaggerNode
+from deployments.nodes.tagger import ImageTagger
+from deployments.nodes.text_classifier import text_classifier_deployment
 from deployments.nodes.trends import Trends
+from models.text_classifier import TextTask
 
 
 def build_graph(
@@ -41,27 +42,34 @@ def build_graph(
         return cast(Deployment, deployment).options(**options.get(name, {}))
 
     # Embed once: every node that runs MiniLM on text shares vectors through one store.
-    text_vectors = args.text_vectors.model_dump()
-    moderation = node(TextModeration, "TextModeration").bind(
-        args.moderation_model.model_dump(), text_vectors
-    )
-    sentiment = node(Sentiment, "Sentiment").bind(args.sentiment_model.model_dump(), text_vectors)
+    text_vectors = args.text_vectors
+
+    def text_node(task: TextTask, variant: str | None, spec: TextClassifierSpec) -> Application:
+        deployment = text_classifier_deployment(task, variant)
+        return node(deployment, deployment.name).bind(task, spec, text_vectors)
+
+    # Text classifiers: one node class, deployed per task (TextModeration, Sentiment) and per
+    # experiment variant (TextModeration-<variant>, ...), each with its own replicas and
+    # user_config in serve_config.yaml; ingress experiments pick the variants.
+    text_nodes: dict[str, Application] = {}
+    variant_nodes: dict[str, Application] = {}
+    for task, (spec, variants) in args.text_classifiers().items():
+        text_task = cast(TextTask, task)
+        text_nodes[task] = text_node(text_task, None, spec)
+        for variant, variant_spec in variants.items():
+            variant_nodes[node_key(task, variant)] = text_node(text_task, variant, variant_spec)
     # Image nodes are optional (``enabled``): a text-only graph stays small.
     image_nodes: dict[str, Application] = {}
     if args.nsfw_model.enabled:
-        image_nodes["nsfw"] = node(NsfwDetector, "NsfwDetector").bind(args.nsfw_model.model_dump())
+        image_nodes["nsfw"] = node(NsfwDetector, "NsfwDetector").bind(args.nsfw_model)
     if args.tagger_model.enabled:
-        image_nodes["tagger"] = node(ImageTaggerNode, "ImageTagger").bind(
-            args.tagger_model.model_dump()
-        )
+        image_nodes["tagger"] = node(ImageTagger, "ImageTagger").bind(args.tagger_model)
     # Recommender nodes are optional too. The Recommender owns the event store, feature store
     # and index; it calls the Embedder for new texts. The ingress gets the Embedder's handle
     # only to report it in /health: routes reach it through the Recommender, one hop.
     recommender_nodes: dict[str, Application] = {}
     if args.recommender.enabled:
-        embedder = node(Embedder, "Embedder").bind(
-            args.recommender.embedding_model.model_dump(), text_vectors
-        )
+        embedder = node(Embedder, "Embedder").bind(args.recommender.embedding_model, text_vectors)
         recommender_nodes["embedder"] = embedder
         recommender_nodes["recommender"] = node(Recommender, "Recommender").bind(
             embedder, args.recommender.redis_key_prefix
@@ -70,35 +78,14 @@ def build_graph(
     # refuses trends without the recommender). SmartReply is independent of both.
     if args.trends.enabled:
         recommender_nodes["trends"] = node(Trends, "Trends").bind(
-            recommender_nodes["recommender"], sentiment
+            recommender_nodes["recommender"], text_nodes["sentiment"]
         )
     if args.replies.enabled:
         recommender_nodes["replies"] = node(SmartReply, "SmartReply").bind(
-            args.replies.model_dump(), text_vectors
-        )
-    # Variants: the same node classes under their own deployment names, so serve_config.yaml
-    # gives each its own replicas, resources and user_config; ingress experiments pick them.
-    variant_nodes: dict[str, Application] = {}
-    for variant, moderation_spec in args.moderation_variants.items():
-        deployment_name = f"TextModeration-{variant}"
-        variant_nodes[node_key("moderation", variant)] = (
-            node(TextModeration, deployment_name)
-            .options(name=deployment_name)
-            .bind(moderation_spec.model_dump(), text_vectors)
-        )
-    for variant, sentiment_spec in args.sentiment_variants.items():
-        deployment_name = f"Sentiment-{variant}"
-        variant_nodes[node_key("sentiment", variant)] = (
-            node(Sentiment, deployment_name)
-            .options(name=deployment_name)
-            .bind(sentiment_spec.model_dump(), text_vectors)
+            args.replies, text_vectors
         )
     return node(Ingress, "Ingress").bind(
-        moderation=moderation,
-        sentiment=sentiment,
-        **image_nodes,
-        **recommender_nodes,
-        **variant_nodes,
+        **text_nodes, **image_nodes, **recommender_nodes, **variant_nodes
     )
 
 

@@ -1,17 +1,17 @@
-"""Device selection, checkpoint identity and the model metadata record shared by all models.
-
-`ModelInfo` lives here (rather than in `moderation` or `sentiment`) because both model
-families report it and neither should import the other.
-"""
+"""Device selection and checkpoint identity, shared by all torch models."""
 
 from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+# Re-exported for callers outside the product (bench/) that import it from here.
+from models.answers import ModelInfo
+
+__all__ = ["ModelInfo", "checkpoint_version", "require_checkpoint_dir", "resolve_device"]
 
 # Read weights in 1 MiB pieces: multi-GB checkpoints must not be loaded into memory just
 # to be hashed.
@@ -19,32 +19,6 @@ _HASH_CHUNK_BYTES = 1 << 20
 # Length of the hex digest prefix used as a version id: short enough for logs and metric
 # labels, long enough that two different checkpoints collide with negligible probability.
 _VERSION_HEX_CHARS = 12
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """Identity of a loaded model, reported with every prediction.
-
-    Attributes:
-        name: Human-readable model name (for a local checkpoint, its directory name).
-        version: Short version id (see `checkpoint_version`) or the package version.
-        device: Device the model runs on, as a string such as ``"cpu"`` or ``"cuda:0"``.
-        labels: Output label names in the model's own output order.
-    """
-
-    name: str
-    version: str
-    device: str
-    labels: tuple[str, ...]
-
-    def as_dict(self) -> dict[str, object]:
-        """Return the info as plain JSON-serialisable types (labels as a list)."""
-        return {
-            "name": self.name,
-            "version": self.version,
-            "device": self.device,
-            "labels": list(self.labels),
-        }
 
 
 def resolve_device(requested: str = "auto") -> torch.device:

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from models.device import ModelInfo, checkpoint_version, require_checkpoint_dir, resolve_device
+from models.answers import ModelInfo
+from models.device import checkpoint_version, require_checkpoint_dir, resolve_device
 from models.onnx_backend import OnnxEmbedder
 
 __all__ = ["EMBEDDING_DIM", "MiniLMEmbedder", "default_model_dir", "load_embedder", "text_hash"]

@@ -1,19 +1,20 @@
 """Face counting with OpenCV's Haar cascade (the XML ships in opencv-python-headless < 5).
 
 A classic Viola-Jones detector: no scores, only boxes, and frontal faces only. It is cheap
-(~25 ms for a 640x480 photo on one core) and good enough to tell "nobody", "one person" and
-"a group" apart, which is what the tags built on it need.
+(see docs/benchmarks.md) and good enough to tell "nobody", "one person" and "a group" apart,
+which is what the tags built on it need.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
-from models.device import ModelInfo
+from models.answers import ModelInfo
 from models.images import RGBImage
 
 CASCADE_FILE = "haarcascade_frontalface_default.xml"
@@ -26,8 +27,19 @@ DEFAULT_MIN_NEIGHBORS = 5
 DEFAULT_MIN_FACE_FRACTION = 0.04
 
 
+FaceBox = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class Faces:
+    """The frontal faces found in one image: how many, and their boxes ``(x, y, w, h)``."""
+
+    count: int
+    boxes: tuple[FaceBox, ...]
+
+
 class HaarFaceDetector:
-    """Counts frontal faces; ``predict_batch`` returns ``{"count", "boxes"}`` per image."""
+    """Counts frontal faces; ``predict_batch`` returns one `Faces` per image."""
 
     def __init__(
         self,
@@ -65,7 +77,7 @@ class HaarFaceDetector:
             )
         return cls(classifier, **options)
 
-    def detect(self, image: RGBImage) -> list[tuple[int, int, int, int]]:
+    def detect(self, image: RGBImage) -> list[FaceBox]:
         """Face boxes ``(x, y, width, height)`` in the image's own pixels, largest first."""
         height, width = image.shape[:2]
         factor = min(1.0, self.max_side_px / max(height, width))
@@ -89,13 +101,13 @@ class HaarFaceDetector:
         ]
         return sorted(boxes, key=lambda b: -(b[2] * b[3]))
 
-    def predict_batch(self, images: list[RGBImage]) -> list[dict[str, Any]]:
-        """One ``{"count": n, "boxes": [[x, y, w, h], ...]}`` per image, in input order.
+    def predict_batch(self, images: list[RGBImage]) -> list[Faces]:
+        """One `Faces` per image, in input order.
 
         Haar cascades have no batched kernel: images run one after another.
         """
-        results: list[dict[str, Any]] = []
+        results: list[Faces] = []
         for image in images:
             boxes = self.detect(image)
-            results.append({"count": len(boxes), "boxes": [list(b) for b in boxes]})
+            results.append(Faces(count=len(boxes), boxes=tuple(boxes)))
         return results

@@ -14,11 +14,10 @@ order the checkpoint's ``features`` lists.
 Training happens in ``pipelines/text_heads.py``; this file holds only what serving and
 training share: the architecture, its config (saved inside every checkpoint, so a
 checkpoint says what it is), how labels are derived from the labelled data
-sets, and the two serving wrappers that implement the existing model protocols:
+sets, and the serving classes (`HeadClassifier`, one subclass per task):
 
-* `HeadModerator` (multi-label, sigmoid per label) -> ``{label: probability}`` per text;
-* `HeadSentiment` (softmax over positive/negative/neutral) -> the sentiment result shape of
-  `models.sentiment`.
+* `HeadModerator` (multi-label, sigmoid per label) -> ``ModerationScores`` per text;
+* `HeadSentiment` (softmax over positive/negative/neutral) -> ``SentimentScores`` per text.
 
 Checkpoint layout (a directory)::
 
@@ -49,15 +48,17 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Generic, Literal, Self, TypeVar
 
 import numpy as np
 import torch
 from torch import nn
 
-from models.device import ModelInfo, resolve_device
+from models.answers import ModelInfo
+from models.device import resolve_device
 from models.embeddings import EMBEDDING_DIM, MiniLMEmbedder
-from models.moderation import ProfanityModerator
+from models.moderation import ModerationScores, ProfanityModerator, moderation_scores
+from models.sentiment import SentimentScores, sentiment_scores
 from models.text_vectors import TextEncoder
 from models.text_windows import check_texts
 
@@ -67,6 +68,7 @@ __all__ = [
     "HEAD_WEIGHTS_FILENAME",
     "MODERATION_HEAD_LABELS",
     "SENTIMENT_HEAD_LABELS",
+    "HeadClassifier",
     "HeadConfig",
     "HeadModerator",
     "HeadSentiment",
@@ -84,6 +86,7 @@ __all__ = [
 ]
 
 HeadTask = Literal["moderation", "sentiment"]
+ResultT = TypeVar("ResultT")
 
 # Input features a head may read, and how many values each adds (see the module docstring).
 HEAD_FEATURES: dict[str, int] = {"embedding": EMBEDDING_DIM, "profanity": 2}
@@ -414,8 +417,13 @@ def shared_embedder(device: str = "auto") -> MiniLMEmbedder:
     return MiniLMEmbedder.load(device=device)
 
 
-class _HeadModel:
-    """Shared serving logic: embed (preprocess), run the head (_forward), label (postprocess)."""
+class HeadClassifier(Generic[ResultT]):
+    """Shared serving logic: embed (preprocess), run the head (_forward), label (postprocess).
+
+    A task's subclass names its `task` and turns probabilities into its result type.
+    """
+
+    task: ClassVar[HeadTask]
 
     def __init__(
         self,
@@ -447,24 +455,23 @@ class _HeadModel:
         name: str | None = None,
         version: str | None = None,
         embedder: TextEncoder | None = None,
-    ) -> Any:
+    ) -> Self:
         """Load a head checkpoint and the (process-shared) MiniLM embedder.
 
         `embedder` replaces that embedder, e.g. a `models.text_vectors.CachingEmbedder` over
         it, so a text another feature already embedded is not encoded again.
+
+        Raises:
+            FileNotFoundError, ValueError: As `load_head`, or the checkpoint is a head of
+                another task.
         """
         loaded = load_head(path, device)
-        expected = cls._task()
-        if loaded.config.task != expected:
+        if loaded.config.task != cls.task:
             raise ValueError(
                 f"head checkpoint {str(path)!r} is a {loaded.config.task} head; this node "
-                f"needs a {expected} head (head_config.json task={expected!r})"
+                f"needs a {cls.task} head (head_config.json task={cls.task!r})"
             )
         return cls(loaded, embedder or shared_embedder(device), name, version)
-
-    @staticmethod
-    def _task() -> HeadTask:
-        raise NotImplementedError
 
     def preprocess(self, texts: list[str]) -> torch.Tensor:
         """The head's inputs for `texts`: MiniLM vectors (in batches of `embed_batch_size`)
@@ -488,38 +495,31 @@ class _HeadModel:
             return []
         return self._forward(self.preprocess(checked))
 
+    def postprocess(self, rows: list[list[float]]) -> list[ResultT]:
+        """One result per row of probabilities (the task's subclass decides)."""
+        raise NotImplementedError
 
-class HeadModerator(_HeadModel):
-    """Moderation head: ``{label: sigmoid probability}`` per text (ModerationModel protocol)."""
-
-    @staticmethod
-    def _task() -> HeadTask:
-        return "moderation"
-
-    def predict_batch(self, texts: list[str]) -> list[dict[str, float]]:
-        """One ``{label: probability}`` dict per text, in input order."""
-        labels = self.info.labels
-        return [dict(zip(labels, row, strict=True)) for row in self.probabilities(texts)]
+    def predict_batch(self, texts: list[str]) -> list[ResultT]:
+        """One result per text, in input order."""
+        return self.postprocess(self.probabilities(texts))
 
 
-class HeadSentiment(_HeadModel):
-    """3-way sentiment head (SentimentModel protocol): label, scores, confidence."""
+class HeadModerator(HeadClassifier[ModerationScores]):
+    """Moderation head: ``{label: sigmoid probability}`` per text."""
 
-    @staticmethod
-    def _task() -> HeadTask:
-        return "sentiment"
+    task = "moderation"
 
-    def predict_batch(self, texts: list[str]) -> list[dict[str, object]]:
-        """Softmax scores per label; the label is the top one, confidence its probability."""
-        results: list[dict[str, object]] = []
-        for row in self.probabilities(texts):
-            scores = dict(zip(self.info.labels, row, strict=True))
-            label = max(scores, key=scores.__getitem__)
-            results.append(
-                {
-                    "label": label,
-                    "scores": {name: scores[name] for name in SENTIMENT_HEAD_LABELS},
-                    "confidence": scores[label],
-                }
-            )
-        return results
+    def postprocess(self, rows: list[list[float]]) -> list[ModerationScores]:
+        """``{label: probability}`` per row."""
+        return moderation_scores(self.info.labels, rows)
+
+
+class HeadSentiment(HeadClassifier[SentimentScores]):
+    """3-way sentiment head: softmax scores; the label is the top one, confidence its
+    probability."""
+
+    task = "sentiment"
+
+    def postprocess(self, rows: list[list[float]]) -> list[SentimentScores]:
+        """Label each row of softmax scores."""
+        return sentiment_scores(self.info.labels, rows)

@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from models.device import ModelInfo
+from models.answers import ModelInfo
 from models.images import RGBImage
 
 # Exposed sexual body parts: what a social network rejects outright by default.
@@ -70,9 +70,20 @@ class Detection:
     score: float
     box: tuple[int, int, int, int]
 
-    def as_dict(self) -> dict[str, Any]:
-        """Plain JSON types."""
-        return {"label": self.label, "score": self.score, "box": list(self.box)}
+
+@dataclass(frozen=True)
+class NsfwResult:
+    """One image's ``safe`` / ``questionable`` / ``unsafe`` probabilities (summing to 1) and
+    the detections they were read from, highest score first."""
+
+    safe: float
+    questionable: float
+    unsafe: float
+    detections: tuple[Detection, ...]
+
+    def probabilities(self) -> dict[str, float]:
+        """``{"safe", "questionable", "unsafe"}``."""
+        return {"safe": self.safe, "questionable": self.questionable, "unsafe": self.unsafe}
 
 
 def nsfw_probabilities(
@@ -209,9 +220,7 @@ class NudeNetDetector:
         box_h = np.minimum(box_h, height - top)
         boxes = np.stack([left, top, box_w, box_h], axis=1)
         kept_scores, kept_labels = scores[keep], best[keep]
-        indices = cv2.dnn.NMSBoxes(
-            boxes.tolist(), kept_scores.tolist(), self.min_score, NMS_IOU
-        )
+        indices = cv2.dnn.NMSBoxes(boxes.tolist(), kept_scores.tolist(), self.min_score, NMS_IOU)
         detections = [
             Detection(
                 label=self.labels[int(kept_labels[i])],
@@ -227,19 +236,19 @@ class NudeNetDetector:
         ]
         return sorted(detections, key=lambda d: -d.score)
 
-    def predict_batch(self, images: list[RGBImage]) -> list[dict[str, Any]]:
-        """One result per image: probabilities, ``detections`` (label, score, box), in order."""
+    def predict_batch(self, images: list[RGBImage]) -> list[NsfwResult]:
+        """One result per image: probabilities and detections (label, score, box), in order."""
         if not images:
             return []
         prepared = [self.preprocess(image) for image in images]
         batch = np.stack([tensor for tensor, _ in prepared])
         outputs = self.forward(batch)
-        results: list[dict[str, Any]] = []
+        results: list[NsfwResult] = []
         for image, (_, factor), output in zip(images, prepared, outputs, strict=True):
             height, width = image.shape[:2]
             detections = self.postprocess(output, factor, width, height)
             probabilities = nsfw_probabilities(
                 detections, self.unsafe_labels, self.questionable_labels
             )
-            results.append({**probabilities, "detections": [d.as_dict() for d in detections]})
+            results.append(NsfwResult(**probabilities, detections=tuple(detections)))
         return results

@@ -42,7 +42,8 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from models.device import ModelInfo, checkpoint_version, require_checkpoint_dir
+from models.answers import ModelInfo
+from models.device import checkpoint_version, require_checkpoint_dir
 
 __all__ = [
     "DEFAULT_MAX_AUC_DROP",

@@ -33,7 +33,7 @@ import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -50,6 +50,7 @@ __all__ = [
     "ReplyConfig",
     "ReplyDecision",
     "ReplyIntent",
+    "ReplyQuery",
     "ReplySuggester",
     "Seq2SeqConfig",
     "Seq2SeqReplier",
@@ -301,6 +302,23 @@ class ReplyDecision:
         }
 
 
+@dataclass(frozen=True)
+class ReplyQuery:
+    """A message to suggest replies to, as a reply model receives it.
+
+    Attributes:
+        message: The message being answered.
+        context: Earlier messages of the conversation, oldest first.
+        limit: Most suggestions.
+        flagged_by_moderation: The message was flagged: the decision has no suggestions.
+    """
+
+    message: str
+    context: tuple[str, ...] = ()
+    limit: int = 3
+    flagged_by_moderation: bool = False
+
+
 class ReplySuggester(Protocol):
     """What the serving layer needs from a reply model (retrieval or generative)."""
 
@@ -313,6 +331,14 @@ class ReplySuggester(Protocol):
     ) -> ReplyDecision:
         """Return up to `limit` replies to `message`, or the reason for none."""
         ...
+
+
+def _require_positive(config: object, names: Sequence[str]) -> None:
+    """Raise naming the first of `config`'s fields `names` that is below 1."""
+    for name in names:
+        value = getattr(config, name)
+        if value < 1:
+            raise ValueError(f"{type(config).__name__}.{name}={value} must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -350,14 +376,9 @@ class ReplyConfig:
 
     def __post_init__(self) -> None:
         """Reject out-of-range values with the field name and the accepted range."""
-        for name, value in (
-            ("max_message_chars", self.max_message_chars),
-            ("max_context_messages", self.max_context_messages),
-            ("max_limit", self.max_limit),
-            ("encode_batch_size", self.encode_batch_size),
-        ):
-            if value < 1:
-                raise ValueError(f"ReplyConfig.{name}={value} must be >= 1")
+        _require_positive(
+            self, ("max_message_chars", "max_context_messages", "max_limit", "encode_batch_size")
+        )
         for name, fraction in (
             ("context_weight", self.context_weight),
             ("reply_text_weight", self.reply_text_weight),
@@ -394,12 +415,32 @@ def is_yes_no_question(message: str) -> bool:
     return False
 
 
-def _check_request(
-    message: object, context: Sequence[str] | None, limit: object, max_limit: int
-) -> tuple[str, list[str], int]:
-    """Validate a request; returns (message, context texts, limit)."""
+class _Screened(NamedTuple):
+    """A valid request that may get suggestions: message, context texts, limit, and whether
+    the message is a yes/no question."""
+
+    message: str
+    context: list[str]
+    limit: int
+    yes_no: bool
+
+
+def _screen(
+    message: object,
+    context: Sequence[str] | None,
+    limit: object,
+    flagged_by_moderation: bool,
+    config: ReplyConfig | Seq2SeqConfig,
+) -> _Screened | ReplyDecision:
+    """Validate a request; the decision when it gets no suggestions whatever the model says
+    (flagged, too long), else the request for the model to answer.
+
+    Raises:
+        InvalidInputError: Empty message, non-string context item or bad `limit`.
+    """
     if not isinstance(message, str) or not message.strip():
         raise InvalidInputError("message", "must be a non-empty string")
+    max_limit = config.max_limit
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= max_limit:
         raise InvalidInputError("limit", f"is {limit!r}; use an integer from 1 to {max_limit}")
     texts: list[str] = []
@@ -408,7 +449,11 @@ def _check_request(
             raise InvalidInputError(f"context[{i}]", "must be a string")
         if item.strip():
             texts.append(item)
-    return message, texts, limit
+    if flagged_by_moderation:
+        return ReplyDecision((), REASON_FLAGGED)
+    if len(message) > config.max_message_chars:
+        return ReplyDecision((), REASON_TOO_LONG)
+    return _Screened(message, texts, limit, is_yes_no_question(message))
 
 
 def _unit_rows(matrix: FloatMatrix) -> FloatMatrix:
@@ -516,14 +561,10 @@ class SmartReplier:
         Raises:
             InvalidInputError: Empty message, non-string context item or bad `limit`.
         """
-        message, context_texts, limit = _check_request(
-            message, context, limit, self.config.max_limit
-        )
-        if flagged_by_moderation:
-            return ReplyDecision((), REASON_FLAGGED)
-        if len(message) > self.config.max_message_chars:
-            return ReplyDecision((), REASON_TOO_LONG)
-        yes_no = is_yes_no_question(message)
+        screened = _screen(message, context, limit, flagged_by_moderation, self.config)
+        if isinstance(screened, ReplyDecision):
+            return screened
+        message, context_texts, limit, yes_no = screened
         query = self._query(message, context_texts)
 
         # Intent relevance: best similarity to any example message of the intent.
@@ -608,15 +649,16 @@ class Seq2SeqConfig:
 
     def __post_init__(self) -> None:
         """Reject out-of-range values with the field name."""
-        for name, value in (
-            ("max_message_chars", self.max_message_chars),
-            ("max_context_messages", self.max_context_messages),
-            ("max_input_tokens", self.max_input_tokens),
-            ("max_new_tokens", self.max_new_tokens),
-            ("max_limit", self.max_limit),
-        ):
-            if value < 1:
-                raise ValueError(f"Seq2SeqConfig.{name}={value} must be >= 1")
+        _require_positive(
+            self,
+            (
+                "max_message_chars",
+                "max_context_messages",
+                "max_input_tokens",
+                "max_new_tokens",
+                "max_limit",
+            ),
+        )
         if self.num_beams < self.max_limit:
             raise ValueError(
                 f"Seq2SeqConfig.num_beams={self.num_beams} is below max_limit="
@@ -626,15 +668,17 @@ class Seq2SeqConfig:
             raise ValueError(f"Seq2SeqConfig.min_score={self.min_score} must be in [0, 1]")
 
 
+@dataclass
 class Seq2SeqReplier:
-    """Generative replies from a local seq2seq checkpoint, behind `ReplySuggester`."""
+    """Generative replies from a local seq2seq checkpoint, behind `ReplySuggester`.
 
-    def __init__(self, model: Any, tokenizer: Any, config: Seq2SeqConfig, name: str) -> None:
-        """Wrap a loaded model and tokenizer; use `load` instead of calling this."""
-        self._model = model
-        self._tokenizer = tokenizer
-        self.config = config
-        self.name = name
+    Holds a loaded ``AutoModelForSeq2SeqLM`` and its tokenizer; `load` builds one.
+    """
+
+    model: Any
+    tokenizer: Any
+    config: Seq2SeqConfig
+    name: str
 
     @classmethod
     def load(
@@ -646,6 +690,8 @@ class Seq2SeqReplier:
             FileNotFoundError: `path` is not a local checkpoint directory.
             ValueError: The tokenizer has no pad or end-of-sequence token.
         """
+        # Imported here: the ingress imports this module for its reason codes, and must not
+        # pay for torch and transformers, which only a generative replier needs.
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
         from models.device import require_checkpoint_dir, resolve_device
@@ -687,22 +733,18 @@ class Seq2SeqReplier:
         """
         import torch
 
-        message, context_texts, limit = _check_request(
-            message, context, limit, self.config.max_limit
-        )
-        if flagged_by_moderation:
-            return ReplyDecision((), REASON_FLAGGED)
-        if len(message) > self.config.max_message_chars:
-            return ReplyDecision((), REASON_TOO_LONG)
-        yes_no = is_yes_no_question(message)
-        inputs = self._tokenizer(
+        screened = _screen(message, context, limit, flagged_by_moderation, self.config)
+        if isinstance(screened, ReplyDecision):
+            return screened
+        message, context_texts, limit, yes_no = screened
+        inputs = self.tokenizer(
             [self._prompt(message, context_texts)],
             return_tensors="pt",
             truncation=True,
             max_length=self.config.max_input_tokens,
-        ).to(self._model.device)
+        ).to(self.model.device)
         with torch.inference_mode():
-            out = self._model.generate(
+            out = self.model.generate(
                 **inputs,
                 num_beams=self.config.num_beams,
                 num_return_sequences=self.config.num_beams,
@@ -711,7 +753,7 @@ class Seq2SeqReplier:
                 output_scores=True,
                 return_dict_in_generate=True,
             )
-        texts = self._tokenizer.batch_decode(out.sequences, skip_special_tokens=True)
+        texts = self.tokenizer.batch_decode(out.sequences, skip_special_tokens=True)
         scores = getattr(out, "sequences_scores", None)
         chosen: list[Suggestion] = []
         seen: set[str] = set()

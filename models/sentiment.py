@@ -1,44 +1,34 @@
 """Sentiment models: a positive / negative / neutral label with scores per text.
 
-Every implementation returns, per text, plain Python types::
-
-    {"label": "positive" | "negative" | "neutral",
-     "scores": {"positive": float, "negative": float, "neutral": float | None},
-     "confidence": float}
-
-`VaderSentiment` (embedded default, lexicon based, CPU) adds a ``"compound"`` key.
+Every implementation returns one `SentimentScores` per text: the label (positive / negative /
+neutral), the `PolarityScores` behind it (``neutral`` None for binary checkpoints) and a
+confidence. `VaderSentiment` (embedded default, lexicon based, CPU) also sets ``compound``.
 `TransformerSentiment` wraps an SST-2 style classifier from a local checkpoint directory.
 """
 
 from __future__ import annotations
 
 import math
-import os
+from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib import metadata
-from typing import Any, Protocol
+from typing import Any, Self
 
 import torch
 
-from models.device import ModelInfo
-from models.text_windows import (
-    LoadedClassifier,
-    TextWindows,
-    WindowedSequenceClassifier,
-    check_texts,
-    load_classifier,
-)
+from models.answers import ModelInfo
+from models.text_windows import TextWindows, WindowedSequenceClassifier, check_texts
 
 __all__ = [
-    "ModelInfo",
-    "SentimentModel",
-    "VaderSentiment",
-    "TransformerSentiment",
-    "load_sentiment",
-    "SENTIMENT_KINDS",
+    "PolarityScores",
     "SENTIMENT_LABELS",
+    "SentimentScores",
+    "TransformerSentiment",
+    "VaderSentiment",
+    "canonical_sentiment_labels",
+    "sentiment_scores",
 ]
 
-SENTIMENT_KINDS = ("vader", "transformer", "head")
 SENTIMENT_LABELS = ("positive", "negative", "neutral")
 
 # VADER's published thresholds on the compound score (Hutto & Gilbert, 2014; README of
@@ -51,14 +41,30 @@ VADER_NEGATIVE_MAX_COMPOUND = -0.05
 _LABEL_MARKERS = {"pos": "positive", "neg": "negative", "neu": "neutral"}
 
 
-class SentimentModel(Protocol):
-    """What the serving layer needs from a sentiment model."""
+@dataclass(frozen=True)
+class PolarityScores:
+    """Probability (or proportion) of each sentiment; ``neutral`` None when the model has none."""
 
-    info: ModelInfo
+    positive: float
+    negative: float
+    neutral: float | None
 
-    def predict_batch(self, texts: list[str]) -> list[dict[str, object]]:
-        """Return one result dict (label, scores, confidence) per text, in input order."""
-        ...
+
+@dataclass(frozen=True)
+class SentimentScores:
+    """The sentiment of one text.
+
+    Attributes:
+        label: ``"positive"``, ``"negative"`` or ``"neutral"``.
+        scores: The scores the label was read from.
+        confidence: How sure the model is of `label`, in [0, 1].
+        compound: VADER's compound score in [-1, 1]; None for other models.
+    """
+
+    label: str
+    scores: PolarityScores
+    confidence: float
+    compound: float | None = None
 
 
 class VaderSentiment:
@@ -76,7 +82,7 @@ class VaderSentiment:
 
         return cls(SentimentIntensityAnalyzer(), metadata.version("vaderSentiment"))
 
-    def predict_batch(self, texts: list[str]) -> list[dict[str, object]]:
+    def predict_batch(self, texts: list[str]) -> list[SentimentScores]:
         """Score each text with VADER.
 
         label: from the compound score with VADER's thresholds (>= 0.05 positive,
@@ -85,7 +91,7 @@ class VaderSentiment:
         instead of VADER's all-zero triple). confidence: ``abs(compound)`` for a polar label,
         ``1 - abs(compound)`` for neutral. ``compound`` (in [-1, 1]) is included as well.
         """
-        results: list[dict[str, object]] = []
+        results: list[SentimentScores] = []
         for text in check_texts(texts):
             raw = self._analyzer.polarity_scores(text)
             compound = float(raw["compound"])
@@ -98,14 +104,8 @@ class VaderSentiment:
                 label, confidence = "negative", abs(compound)
             else:
                 label, confidence = "neutral", 1.0 - abs(compound)
-            results.append(
-                {
-                    "label": label,
-                    "scores": {"positive": positive, "negative": negative, "neutral": neutral},
-                    "confidence": confidence,
-                    "compound": compound,
-                }
-            )
+            scores = PolarityScores(positive=positive, negative=negative, neutral=neutral)
+            results.append(SentimentScores(label, scores, confidence, compound))
         return results
 
 
@@ -137,7 +137,43 @@ def canonical_sentiment_labels(id2label: list[str], source: str) -> tuple[str, .
     return tuple(canonical)
 
 
-class TransformerSentiment(WindowedSequenceClassifier):
+def check_neutral_threshold(neutral_threshold: float) -> None:
+    """Raise unless `neutral_threshold` is within [0, 1] (the binary checkpoints' band)."""
+    if not 0.0 <= neutral_threshold <= 1.0 or math.isnan(neutral_threshold):
+        raise ValueError(
+            f"neutral_threshold={neutral_threshold} must be within [0, 1]; 0.0 disables "
+            "neutral for binary checkpoints, e.g. 0.6 reports weak leans as neutral"
+        )
+
+
+def sentiment_scores(
+    labels: Sequence[str], rows: Sequence[Sequence[float]], neutral_threshold: float = 0.0
+) -> list[SentimentScores]:
+    """Label each row of per-label probabilities (see `TransformerSentiment` for the rules).
+
+    `labels` are canonical names (positive, negative and perhaps neutral) in row order.
+    """
+    has_neutral = "neutral" in labels
+    results: list[SentimentScores] = []
+    for row in rows:
+        by_label = dict(zip(labels, row, strict=True))
+        top_label = max(by_label, key=by_label.__getitem__)
+        top_probability = by_label[top_label]
+        if not has_neutral and top_probability < neutral_threshold:
+            label = "neutral"
+            confidence = 1.0 - abs(by_label["positive"] - by_label["negative"])
+        else:
+            label, confidence = top_label, top_probability
+        scores = PolarityScores(
+            positive=by_label["positive"],
+            negative=by_label["negative"],
+            neutral=by_label["neutral"] if has_neutral else None,
+        )
+        results.append(SentimentScores(label, scores, confidence))
+    return results
+
+
+class TransformerSentiment(WindowedSequenceClassifier[SentimentScores]):
     """SST-2 style sentiment classifier (2 or 3 labels) from a local checkpoint.
 
     Probabilities are a softmax over the checkpoint's labels. Long texts are split into
@@ -147,7 +183,7 @@ class TransformerSentiment(WindowedSequenceClassifier):
     Label and confidence rules:
 
     * 3-label checkpoint (with neutral): label = argmax, confidence = its probability.
-    * 2-label checkpoint: ``scores["neutral"]`` is None (the model has no such output);
+    * 2-label checkpoint: ``scores.neutral`` is None (the model has no such output);
       label = argmax, confidence = its probability, except when the top probability is
       below `neutral_threshold`: then label = "neutral" and confidence =
       ``1 - |p_positive - p_negative|`` (1.0 for a coin flip, falling towards 0 as the
@@ -157,139 +193,31 @@ class TransformerSentiment(WindowedSequenceClassifier):
 
     activation = "softmax"
     reduction = "mean"
-
-    def __init__(
-        self,
-        loaded: LoadedClassifier,
-        stride: int,
-        max_windows_per_forward: int,
-        labels: tuple[str, ...],
-        neutral_threshold: float,
-    ) -> None:
-        """Wrap an already loaded checkpoint; use `load` to build one."""
-        super().__init__(loaded, stride, max_windows_per_forward, labels)
-        self.neutral_threshold = neutral_threshold
+    checkpoint_example = "an SST-2 DistilBERT download"
+    neutral_threshold: float = 0.0
 
     @classmethod
-    def load(
-        cls,
-        path: str | os.PathLike[str] | None,
-        device: str = "auto",
-        max_length: int | None = None,
-        stride: int = 64,
-        max_windows_per_forward: int = 64,
-        name: str | None = None,
-        neutral_threshold: float = 0.0,
-        backend: str = "torch",
-        onnx_path: str | os.PathLike[str] | None = None,
-        onnx_threads: int = 0,
-    ) -> TransformerSentiment:
-        """Load tokenizer and model from a LOCAL directory (nothing is downloaded).
-
-        Args are as for `TransformerModerator.load` (including the ONNX backend), plus
-        `neutral_threshold`: for a 2-label checkpoint, a top probability below it is
-        reported as "neutral".
+    def load(cls, *args: Any, neutral_threshold: float = 0.0, **options: Any) -> Self:
+        """`WindowedSequenceClassifier.load`, plus `neutral_threshold`: for a 2-label
+        checkpoint, a top probability below it is reported as "neutral".
 
         Raises:
-            FileNotFoundError: `path` is missing, not a directory, or lacks config.json.
-            ValueError: Invalid settings, `neutral_threshold` outside [0, 1], or id2label
-                names that do not identify positive/negative(/neutral).
-            models.onnx_backend.ArtifactNotServableError: The artifact has no passing gate.
+            ValueError: As `WindowedSequenceClassifier.load`, `neutral_threshold` outside
+                [0, 1], or id2label names that do not identify positive/negative(/neutral).
         """
-        if not 0.0 <= neutral_threshold <= 1.0 or math.isnan(neutral_threshold):
-            raise ValueError(
-                f"neutral_threshold={neutral_threshold} must be within [0, 1]; 0.0 disables "
-                "neutral for binary checkpoints, e.g. 0.6 reports weak leans as neutral"
-            )
-        loaded = load_classifier(
-            path,
-            device,
-            max_length,
-            stride,
-            max_windows_per_forward,
-            name,
-            backend=backend,
-            onnx_path=onnx_path,
-            onnx_threads=onnx_threads,
-        )
-        labels = canonical_sentiment_labels(loaded.id2label, str(onnx_path or path))
-        return cls(loaded, stride, max_windows_per_forward, labels, neutral_threshold)
+        check_neutral_threshold(neutral_threshold)
+        model = super().load(*args, **options)
+        model.neutral_threshold = neutral_threshold
+        return model
+
+    @classmethod
+    def canonical_labels(cls, id2label: list[str], source: str) -> tuple[str, ...]:
+        """positive / negative (/ neutral) for the checkpoint's label names."""
+        return canonical_sentiment_labels(id2label, source)
 
     def postprocess(
         self, windows: TextWindows, window_logits: torch.Tensor
-    ) -> list[dict[str, object]]:
+    ) -> list[SentimentScores]:
         """Softmax each window, average over each text's windows, and label the result."""
         per_text = self.text_probabilities(windows, window_logits)
-        labels = self.info.labels
-        has_neutral = "neutral" in labels
-        results: list[dict[str, object]] = []
-        for row in per_text.tolist():
-            by_label = dict(zip(labels, row, strict=True))
-            top_label = max(by_label, key=by_label.__getitem__)
-            top_probability = by_label[top_label]
-            if not has_neutral and top_probability < self.neutral_threshold:
-                label = "neutral"
-                confidence = 1.0 - abs(by_label["positive"] - by_label["negative"])
-            else:
-                label, confidence = top_label, top_probability
-            scores: dict[str, float | None] = {
-                "positive": by_label["positive"],
-                "negative": by_label["negative"],
-                "neutral": by_label["neutral"] if has_neutral else None,
-            }
-            results.append({"label": label, "scores": scores, "confidence": confidence})
-        return results
-
-    def predict_batch(self, texts: list[str]) -> list[dict[str, object]]:
-        """Return one sentiment result per text, in input order (see class docstring)."""
-        checked = check_texts(texts)
-        if not checked:
-            return []
-        windows = self.preprocess(checked)
-        return self.postprocess(windows, self.window_logits(windows))
-
-
-def load_sentiment(
-    kind: str,
-    path: str | os.PathLike[str] | None = None,
-    device: str = "auto",
-    **kwargs: Any,
-) -> SentimentModel:
-    """Build the configured sentiment model.
-
-    Args:
-        kind: ``"vader"`` (embedded default), ``"transformer"`` or ``"head"`` (MiniLM head).
-        path: Local checkpoint directory; required for ``"transformer"``.
-        device: Device for the transformer model; VADER always runs on CPU.
-        **kwargs: Extra `TransformerSentiment.load` options (max_length, stride,
-            max_windows_per_forward, name, neutral_threshold, backend, onnx_path,
-            onnx_threads); ignored, like `path` and `device`, for VADER so one config
-            shape serves both kinds.
-
-    Raises:
-        ValueError: Unknown `kind`, or ``"transformer"`` without `path` (backend torch).
-    """
-    normalised = kind.strip().lower()
-    if normalised == "vader":
-        return VaderSentiment.load()
-    if normalised == "transformer":
-        if kwargs.get("backend", "torch") == "torch" and (path is None or not str(path)):
-            raise ValueError(
-                'sentiment kind "transformer" needs a checkpoint: set the path to a local '
-                "directory written by save_pretrained (e.g. an SST-2 DistilBERT download)"
-            )
-        return TransformerSentiment.load(path, device, **kwargs)
-    if normalised == "head":
-        if path is None or not str(path):
-            raise ValueError(
-                'sentiment kind "head" needs a checkpoint: set the path to a directory written '
-                "by models.heads.save_head (pipelines/text_heads.py writes one)"
-            )
-        # Imported here: the head pulls in the MiniLM embedder, which other kinds never need.
-        from models.heads import HeadSentiment
-
-        head: SentimentModel = HeadSentiment.load(path, device, **kwargs)
-        return head
-    raise ValueError(
-        f"unknown sentiment model kind {kind!r}; accepted kinds: {', '.join(SENTIMENT_KINDS)}"
-    )
+        return sentiment_scores(self.info.labels, per_text.tolist(), self.neutral_threshold)

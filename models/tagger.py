@@ -3,7 +3,7 @@
 * `ClipZeroShot` loads ``CLIPModel`` / ``CLIPProcessor`` from a LOCAL directory (nothing is
   downloaded). The candidate tags' text embeddings are computed once, at load; a request only
   runs the vision tower, then one matrix product against the cached text embeddings.
-* `ImageTagger` combines it with `HaarFaceDetector`. Without a CLIP checkpoint it still
+* `ImageTagModel` combines it with `HaarFaceDetector`. Without a CLIP checkpoint it still
   answers, with only the tags a shipped detector supports (``people``, ``selfie``,
   ``group photo`` from face counts): no tag is ever made up, and every tag lists the models
   that produced it (``sources``).
@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from models.device import ModelInfo, checkpoint_version, require_checkpoint_dir, resolve_device
-from models.faces import HaarFaceDetector
+from models.answers import ModelInfo
+from models.device import checkpoint_version, require_checkpoint_dir, resolve_device
+from models.faces import Faces, HaarFaceDetector
 from models.images import RGBImage
 
 # The design document's candidate tags.
@@ -49,6 +51,36 @@ FACES_SOURCE = "faces"
 # taken from across the room.
 SELFIE_MIN_FACE_AREA_FRACTION = 0.05
 GROUP_MIN_FACES = 3
+
+
+@dataclass(frozen=True)
+class ImageTagRequest:
+    """One image to tag and how many CLIP tags to keep (None: the tagger's ``top_k``).
+
+    One batch may mix requests that ask for different numbers of tags.
+    """
+
+    image: RGBImage
+    top_k: int | None = None
+
+
+@dataclass(frozen=True)
+class ImageTag:
+    """One tag: CLIP's probability for it (None when only a detector backs it) and the
+    models that produced it (``"clip"``, ``"faces"``)."""
+
+    tag: str
+    score: float | None
+    sources: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ImageTags:
+    """The tags of one image, the faces found in it and the models that ran on it."""
+
+    tags: tuple[ImageTag, ...]
+    faces: Faces
+    models: tuple[str, ...]
 
 
 class ClipZeroShot:
@@ -142,25 +174,22 @@ class ClipZeroShot:
             return []
         probabilities = self.forward(self.preprocess(images)).numpy()
         return [
-            {tag: float(p) for tag, p in zip(self.tags, row, strict=True)}
-            for row in probabilities
+            {tag: float(p) for tag, p in zip(self.tags, row, strict=True)} for row in probabilities
         ]
 
 
-def face_tags(
-    faces: dict[str, Any], width: int, height: int, candidates: Sequence[str]
-) -> list[str]:
+def face_tags(faces: Faces, width: int, height: int, candidates: Sequence[str]) -> list[str]:
     """Tags a face count supports, kept only when they are candidates.
 
     ``people``: at least one face; ``selfie``: exactly one face covering at least 5% of the
     picture; ``group photo``: three or more faces.
     """
-    count = int(faces["count"])
+    count = faces.count
     supported: list[str] = []
     if count >= 1:
         supported.append("people")
     if count == 1:
-        _, _, face_w, face_h = faces["boxes"][0]
+        _, _, face_w, face_h = faces.boxes[0]
         if face_w * face_h >= SELFIE_MIN_FACE_AREA_FRACTION * width * height:
             supported.append("selfie")
     if count >= GROUP_MIN_FACES:
@@ -170,28 +199,28 @@ def face_tags(
 
 def merge_tags(
     clip_scores: dict[str, float] | None, detector_tags: list[str], top_k: int
-) -> list[dict[str, Any]]:
+) -> list[ImageTag]:
     """CLIP's top-k plus every detector-backed tag, each with the models that produced it.
 
     A detector-backed tag outside CLIP's top-k is still listed (the detector saw faces), with
     CLIP's probability for it as ``score`` when CLIP ran, else ``null``: detectors give
     counts, not probabilities. CLIP tags come first, by score; detector-only tags follow.
     """
-    tags: list[dict[str, Any]] = []
+    # tag -> (score, sources), in listing order.
+    listed: dict[str, tuple[float | None, list[str]]] = {}
     if clip_scores is not None:
         ranked = sorted(clip_scores.items(), key=lambda item: (-item[1], item[0]))[:top_k]
-        tags = [{"tag": tag, "score": score, "sources": [CLIP_SOURCE]} for tag, score in ranked]
-    listed = {entry["tag"]: entry for entry in tags}
+        listed = {tag: (score, [CLIP_SOURCE]) for tag, score in ranked}
     for tag in detector_tags:
         if tag in listed:
-            listed[tag]["sources"].append(FACES_SOURCE)
+            listed[tag][1].append(FACES_SOURCE)
         else:
             score = clip_scores.get(tag) if clip_scores is not None else None
-            tags.append({"tag": tag, "score": score, "sources": [FACES_SOURCE]})
-    return tags
+            listed[tag] = (score, [FACES_SOURCE])
+    return [ImageTag(tag, score, tuple(sources)) for tag, (score, sources) in listed.items()]
 
 
-class ImageTagger:
+class ImageTagModel:
     """Tags for images: CLIP zero-shot when a checkpoint is configured, face-backed tags always."""
 
     def __init__(
@@ -223,7 +252,7 @@ class ImageTagger:
         top_k: int = DEFAULT_TOP_K,
         device: str = "auto",
         prompt_template: str = DEFAULT_PROMPT_TEMPLATE,
-    ) -> ImageTagger:
+    ) -> ImageTagModel:
         """Load the face detector and, when ``clip_path`` is set, CLIP from that directory."""
         clip = ClipZeroShot.load(clip_path, tags, device, prompt_template) if clip_path else None
         return cls(HaarFaceDetector.load(), clip, tags, top_k)
@@ -235,8 +264,8 @@ class ImageTagger:
 
     def predict_batch(
         self, images: list[RGBImage], top_k: Sequence[int | None] | None = None
-    ) -> list[dict[str, Any]]:
-        """One ``{"tags", "faces"}`` per image, in input order.
+    ) -> list[ImageTags]:
+        """One `ImageTags` per image, in input order.
 
         Args:
             images: RGB arrays.
@@ -251,21 +280,20 @@ class ImageTagger:
             list(self.clip.predict_batch(images)) if self.clip else [None] * len(images)
         )
         faces = self.faces.predict_batch(images)
-        results: list[dict[str, Any]] = []
+        models = tuple(self.models)
+        results: list[ImageTags] = []
         for image, scores, found, limit in zip(images, clip_scores, faces, limits, strict=True):
             height, width = image.shape[:2]
             backed = face_tags(found, width, height, self.tags)
-            results.append(
-                {
-                    "tags": merge_tags(scores, backed, limit or self.top_k),
-                    "faces": found,
-                    "models": self.models,
-                }
-            )
+            tags = tuple(merge_tags(scores, backed, limit or self.top_k))
+            results.append(ImageTags(tags=tags, faces=found, models=models))
         return results
+
+    def predict_requests(self, requests: list[ImageTagRequest]) -> list[ImageTags]:
+        """`predict_batch` over typed requests, each with its own ``top_k``."""
+        return self.predict_batch([r.image for r in requests], [r.top_k for r in requests])
 
 
 def face_tags_possible(candidates: Sequence[str]) -> list[str]:
     """The candidate tags a face count can ever support (the fallback's whole vocabulary)."""
     return [tag for tag in ("people", "selfie", "group photo") if tag in candidates]
-

@@ -27,7 +27,7 @@ from typing import Protocol
 
 import numpy as np
 
-from models.device import ModelInfo
+from models.answers import ModelInfo
 from models.embeddings import EMBEDDING_DIM, text_hash
 
 __all__ = [

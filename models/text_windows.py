@@ -17,7 +17,7 @@ import copy
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, Self, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Protocol, Self, TypeVar, cast
 
 import numpy as np
 import torch
@@ -28,7 +28,9 @@ if TYPE_CHECKING:
     # embedded defaults (alt-profanity-check, VADER) share this module without needing it.
     from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-from models.device import ModelInfo, checkpoint_version, require_checkpoint_dir, resolve_device
+from models.answers import ModelInfo
+from models.device import checkpoint_version, require_checkpoint_dir, resolve_device
+from models.onnx_backend import OnnxClassifier
 
 # BERT-family checkpoints are trained on at most 512 positions; a larger default would only
 # cost memory (attention is quadratic) for checkpoints that report more.
@@ -40,6 +42,8 @@ _MODEL_MAX_LENGTH_UNSET_ABOVE = 1_000_000
 Reduction = Literal["amax", "mean"]
 Activation = Literal["sigmoid", "softmax"]
 BACKENDS = ("torch", "onnx")
+
+ResultT = TypeVar("ResultT")
 
 
 class LogitsRuntime(Protocol):
@@ -324,8 +328,6 @@ def _load_onnx_classifier(
         )
     from transformers import AutoConfig
 
-    from models.onnx_backend import OnnxClassifier
-
     runtime = OnnxClassifier.load(onnx_path, onnx_threads, name)
     directory = require_checkpoint_dir(onnx_path)
     tokenizer = _load_fast_tokenizer(directory)
@@ -392,16 +394,75 @@ def _ordered_labels(config: PretrainedConfig, directory: os.PathLike[str]) -> li
     return labels
 
 
-class WindowedSequenceClassifier:
-    """Shared engine: windowed preprocessing and chunked forward passes.
+class WindowedSequenceClassifier(Generic[ResultT]):
+    """Shared engine: windowed preprocessing, chunked forward passes, one result per text.
 
-    Subclasses set `activation` and `reduction` (how window logits become per-text
-    probabilities, `text_probabilities`) and add `postprocess` and `predict_batch`.
+    A task's subclass sets `activation` and `reduction` (how window logits become per-text
+    probabilities, `text_probabilities`), maps the checkpoint's label names
+    (`canonical_labels`) and turns probabilities into its result type (`postprocess`).
     """
 
     info: ModelInfo
     activation: ClassVar[Activation]
     reduction: ClassVar[Reduction]
+    # A checkpoint of the right shape, named in errors when one is missing.
+    checkpoint_example: ClassVar[str]
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike[str] | None,
+        device: str = "auto",
+        max_length: int | None = None,
+        stride: int = 64,
+        max_windows_per_forward: int = 64,
+        name: str | None = None,
+        backend: str = "torch",
+        onnx_path: str | os.PathLike[str] | None = None,
+        onnx_threads: int = 0,
+    ) -> Self:
+        """Load tokenizer and model from a LOCAL directory (nothing is downloaded).
+
+        Args:
+            path: Directory written by ``save_pretrained`` (config.json, tokenizer, weights);
+                not read with ``backend="onnx"``.
+            device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (see `resolve_device`);
+                ``backend="onnx"`` runs on CPU only.
+            max_length: Window length in tokens; default min(tokenizer limit,
+                max_position_embeddings, 512).
+            stride: Tokens shared by consecutive windows of one long text.
+            max_windows_per_forward: Most windows sent through the model in one call.
+            name: Reported model name; default the directory's basename (onnx: the exported
+                checkpoint's name, plus ``-onnx-int8`` / ``-onnx-fp32``).
+            backend: ``"torch"`` or ``"onnx"`` (the gated artifact at `onnx_path`).
+            onnx_path: Directory written by ``python -m pipelines.export_onnx --model
+                classifier``.
+            onnx_threads: onnxruntime intra-op threads per call; 0 = one per core.
+
+        Raises:
+            FileNotFoundError: `path` is missing, not a directory, or lacks config.json.
+            ValueError: Invalid device, max_length, stride, max_windows_per_forward, backend,
+                or label names the task cannot read.
+            models.onnx_backend.ArtifactNotServableError: The artifact has no passing gate.
+        """
+        loaded = load_classifier(
+            path,
+            device,
+            max_length,
+            stride,
+            max_windows_per_forward,
+            name,
+            backend=backend,
+            onnx_path=onnx_path,
+            onnx_threads=onnx_threads,
+        )
+        labels = cls.canonical_labels(loaded.id2label, str(onnx_path or path))
+        return cls(loaded, stride, max_windows_per_forward, labels)
+
+    @classmethod
+    def canonical_labels(cls, id2label: list[str], source: str) -> tuple[str, ...]:
+        """The names results use for the checkpoint's labels (default: its own names)."""
+        return tuple(id2label)
 
     def __init__(
         self,
@@ -410,7 +471,7 @@ class WindowedSequenceClassifier:
         max_windows_per_forward: int,
         labels: tuple[str, ...],
     ) -> None:
-        """Wrap an already loaded checkpoint; use the subclass's `load` to build one."""
+        """Wrap an already loaded checkpoint; use `load` to build one."""
         self.tokenizer = loaded.tokenizer
         self.model = loaded.model
         self.runtime = loaded.runtime
@@ -487,6 +548,18 @@ class WindowedSequenceClassifier:
         return reduce_over_windows(
             probabilities, windows.sample_index, windows.num_texts, self.reduction
         )
+
+    def postprocess(self, windows: TextWindows, window_logits: torch.Tensor) -> list[ResultT]:
+        """One result per text from its windows' logits (the task's subclass decides)."""
+        raise NotImplementedError
+
+    def predict_batch(self, texts: list[str]) -> list[ResultT]:
+        """One result per text, in input order; ``[]`` for no texts."""
+        checked = check_texts(texts)
+        if not checked:
+            return []
+        windows = self.preprocess(checked)
+        return self.postprocess(windows, self.window_logits(windows))
 
     def score_texts(self, texts: list[str]) -> torch.Tensor:
         """Per-text probabilities ``[texts, labels]`` in `info.labels` order (for the gate)."""

@@ -3,8 +3,9 @@
 * `LabelCache`: the sentiment label of each post, measured once by the sentiment node and kept
   by post id together with the hash of the text it was measured on (an edited post is measured
   again).
-* `trend_posts`: store rows (dicts) into `TrendPost` objects, leaving out posts that moderation
-  flagged or rejected (a hidden post must not make a topic trend) and posts without text.
+* `trend_posts`: the Recommender's `RecentPost` rows into `TrendPost` objects, leaving out
+  posts that moderation flagged or rejected (a hidden post must not make a topic trend) and
+  posts without text.
 * `resolve_topic`: a topic in a URL is a trend id of a known report (-> its keywords) or a
   keyword or phrase.
 
@@ -14,12 +15,12 @@ Nothing here logs or stores more than ids, hashes and labels.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
-from models.trends import SENTIMENT_LABELS, TrendPost
+from models.recommender import RecentPost
+from models.trends import SENTIMENT_LABELS, TrendPost, TrendReport
 
 __all__ = ["HIDDEN_ACTIONS", "LabelCache", "ResolvedTopic", "resolve_topic", "trend_posts"]
 
@@ -47,16 +48,15 @@ class LabelCache:
             return None
         return entry[1]
 
-    def unlabelled(self, rows: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    def unlabelled(self, rows: Iterable[RecentPost]) -> list[RecentPost]:
         """Rows with text whose current text has no label yet (in input order)."""
         return [
             row
             for row in rows
-            if str(row.get("text") or "").strip()
-            and self.label(str(row["post_id"]), row.get("text_hash")) is None
+            if row.text.strip() and self.label(row.post_id, row.text_hash) is None
         ]
 
-    def put(self, rows: Sequence[Mapping[str, Any]], labels: Sequence[str]) -> int:
+    def put(self, rows: Sequence[RecentPost], labels: Sequence[str]) -> int:
         """Store one label per row; labels outside positive/negative/neutral are skipped.
 
         Returns:
@@ -75,7 +75,7 @@ class LabelCache:
             normalised = str(label).strip().lower()
             if normalised not in SENTIMENT_LABELS:
                 continue
-            self._labels[str(row["post_id"])] = (row.get("text_hash"), normalised)
+            self._labels[row.post_id] = (row.text_hash, normalised)
             stored += 1
         return stored
 
@@ -95,25 +95,21 @@ class LabelCache:
         return before - len(self._labels)
 
 
-def trend_posts(rows: Iterable[Mapping[str, Any]], labels: LabelCache) -> list[TrendPost]:
+def trend_posts(rows: Iterable[RecentPost], labels: LabelCache) -> list[TrendPost]:
     """`TrendPost` objects for the store rows that may trend, with their cached labels.
 
-    Rows need ``post_id``, ``text``, ``created_at_s`` (epoch seconds) and may carry
-    ``text_hash`` and ``moderation_action``. Posts that moderation flagged or rejected, and
-    posts without text, are left out.
+    Posts that moderation flagged or rejected, and posts without text, are left out.
     """
     posts: list[TrendPost] = []
     for row in rows:
-        text = str(row.get("text") or "")
-        if not text.strip() or row.get("moderation_action") in HIDDEN_ACTIONS:
+        if not row.text.strip() or row.moderation_action in HIDDEN_ACTIONS:
             continue
-        post_id = str(row["post_id"])
         posts.append(
             TrendPost(
-                post_id=post_id,
-                text=text,
-                created_at=datetime.fromtimestamp(float(row["created_at_s"]), tz=UTC),
-                sentiment_label=labels.label(post_id, row.get("text_hash")),
+                post_id=row.post_id,
+                text=row.text,
+                created_at=datetime.fromtimestamp(row.created_at_s, tz=UTC),
+                sentiment_label=labels.label(row.post_id, row.text_hash),
             )
         )
     return posts
@@ -134,8 +130,8 @@ class ResolvedTopic:
     trend_id: str | None = None
 
 
-def resolve_topic(topic: str, reports: Iterable[Mapping[str, Any]]) -> ResolvedTopic:
-    """A trend id found in `reports` (``TrendReport.as_dict()`` dicts) -> its keywords.
+def resolve_topic(topic: str, reports: Iterable[TrendReport]) -> ResolvedTopic:
+    """A trend id found in `reports` -> its keywords.
 
     Anything else is a keyword or phrase (whitespace collapsed). A 12-hex-digit string that
     is no known trend is still read as a keyword: "deadbeef0042" may be a word to someone.
@@ -148,7 +144,7 @@ def resolve_topic(topic: str, reports: Iterable[Mapping[str, Any]]) -> ResolvedT
         raise ValueError("topic is blank; send a keyword, a phrase or a trend id")
     if _TREND_ID.match(cleaned):
         for report in reports:
-            for trend in report.get("trends", ()):
-                if trend.get("trend_id") == cleaned and trend.get("keywords"):
-                    return ResolvedTopic(tuple(trend["keywords"]), "trend", cleaned)
+            for trend in report.trends:
+                if trend.trend_id == cleaned and trend.keywords:
+                    return ResolvedTopic(trend.keywords, "trend", cleaned)
     return ResolvedTopic((cleaned,), "keyword")

@@ -52,7 +52,7 @@ import math
 import re
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -62,14 +62,22 @@ import scipy.sparse as sp
 from sklearn.cluster import AgglomerativeClustering, MiniBatchKMeans
 from sklearn.feature_extraction.text import TfidfVectorizer
 
+from models.answers import JsonObject, flattened, json_object
+
 __all__ = [
     "SENTIMENT_LABELS",
     "TopicSentiment",
+    "TopicSentimentAnswer",
     "TrendConfig",
     "TrendDetector",
     "TrendPost",
     "TrendReport",
     "TrendResult",
+    "TrendRun",
+    "TrendRunSummary",
+    "TrendsAnswer",
+    "TrendsNodeInfo",
+    "topic_pattern",
     "topic_sentiment",
 ]
 
@@ -289,6 +297,101 @@ class TopicSentiment:
             "counts": dict(self.counts),
             "percentages": dict(self.percentages),
         }
+
+
+@dataclass(frozen=True)
+class TrendRun:
+    """One run of the Trends node: read both windows, label new posts, detect.
+
+    Attributes:
+        report: What the detector found.
+        truncated: The store had more posts than the run may read (newest kept).
+        run_s: Seconds the whole run took (read, label, detect); ``report.duration_s`` is
+            the detection alone.
+        newly_labelled: Posts the sentiment node labelled for this run.
+        unlabelled_posts: Posts of both windows still without a label.
+    """
+
+    report: TrendReport
+    truncated: bool
+    run_s: float
+    newly_labelled: int
+    unlabelled_posts: int
+
+    def as_json(self) -> JsonObject:
+        """The report's JSON plus the run's fields."""
+        return flattened(self, "report", self.report.as_dict())
+
+
+@dataclass(frozen=True)
+class TrendsAnswer(TrendRun):
+    """The Trends node's answer for a window: a run (its trends cut to the number asked
+    for) and how fresh it is.
+
+    Attributes:
+        source: ``background`` (the loop's latest run), ``cache`` (an earlier on-demand run
+            of this window) or ``on_demand`` (computed for this request).
+        age_s: Seconds since the run's windows ended.
+        stale: The background result is older than its staleness bound.
+        period_s: Seconds between background runs.
+    """
+
+    source: str
+    age_s: float
+    stale: bool
+    period_s: float
+
+
+@dataclass(frozen=True)
+class TopicSentimentAnswer:
+    """Measured sentiment of a topic, with how the topic was read.
+
+    Attributes:
+        sentiment: Counts and percentages per label.
+        kind: ``"trend"`` (a known trend id, its keywords matched) or ``"keyword"``.
+        trend_id: The trend id, for kind ``trend``.
+        computed_at: End of the window (ISO 8601, UTC).
+        truncated: The window had more posts than one request may read.
+    """
+
+    sentiment: TopicSentiment
+    kind: str
+    trend_id: str | None
+    computed_at: str
+    truncated: bool
+
+    def as_json(self) -> JsonObject:
+        """One flat JSON object: the counts, then kind, trend id, time and truncation."""
+        return flattened(self, "sentiment", self.sentiment.as_dict())
+
+
+@dataclass(frozen=True)
+class TrendRunSummary:
+    """The last background run, as /health shows it."""
+
+    computed_at: str
+    duration_s: float
+    run_s: float
+    window_post_count: int
+    trends: int
+    truncated: bool
+
+
+@dataclass(frozen=True)
+class TrendsNodeInfo:
+    """The Trends node's part of /health: loop settings, the last run, the label cache."""
+
+    name: str
+    window_hours: float
+    period_s: float
+    runs: int
+    last_run: TrendRunSummary | None
+    last_error: str | None
+    labelled_posts: int
+
+    def as_json(self) -> JsonObject:
+        """The info as plain JSON types."""
+        return json_object(asdict(self))
 
 
 def _check_aware(value: datetime, what: str) -> None:
@@ -568,7 +671,7 @@ def _unit_rows(matrix: FloatMatrix) -> FloatMatrix:
     return unit
 
 
-def _topic_pattern(topic: str | Sequence[str]) -> tuple[tuple[str, ...], re.Pattern[str]]:
+def topic_pattern(topic: str | Sequence[str]) -> tuple[tuple[str, ...], re.Pattern[str]]:
     """Validate the topic terms and compile one case-insensitive whole-word regex."""
     terms = (topic,) if isinstance(topic, str) else tuple(topic)
     cleaned = tuple(" ".join(t.split()) for t in terms if isinstance(t, str))
@@ -604,7 +707,7 @@ def topic_sentiment(
     Raises:
         ValueError: Empty topic, naive datetimes, or `window_hours` <= 0.
     """
-    terms, pattern = _topic_pattern(topic)
+    terms, pattern = topic_pattern(topic)
     current, _ = _split_windows(posts, now, _window_delta(window_hours))
     counts = dict.fromkeys(SENTIMENT_LABELS, 0)
     total = 0

@@ -110,7 +110,7 @@ def baseline_report(task: str, texts: list[str], classes: np.ndarray) -> dict[st
         }
     vader = VaderSentiment.load()
     predicted = np.array(
-        [SENTIMENT_HEAD_LABELS.index(str(row["label"])) for row in vader.predict_batch(texts)]
+        [SENTIMENT_HEAD_LABELS.index(row.label) for row in vader.predict_batch(texts)]
     )
     labels = list(range(len(SENTIMENT_HEAD_LABELS)))
     return {

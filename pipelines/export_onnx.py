@@ -50,7 +50,6 @@ import numpy as np
 from configs.pipelines import load_job_config
 from models.embeddings import MiniLMEmbedder, default_model_dir
 from models.heads import DAVIDSON_HATE, DAVIDSON_NEITHER, SENTIMENT_HEAD_LABELS
-from models.moderation import TransformerModerator
 from models.onnx_backend import (
     DEFAULT_MAX_AUC_DROP,
     DEFAULT_MIN_MEAN_COSINE,
@@ -70,7 +69,8 @@ from models.onnx_backend import (
     source_identity,
     write_gate_report,
 )
-from models.sentiment import TransformerSentiment, canonical_sentiment_labels
+from models.sentiment import canonical_sentiment_labels
+from models.text_classifier import SUPPORTED_TASKS, task_spec
 from models.text_windows import WindowedSequenceClassifier
 from pipelines.data import (
     LabelledTexts,
@@ -111,7 +111,7 @@ DEFAULT_GATE_DATA = {
 }
 _HEAD_JOBS = Path(__file__).resolve().parents[1] / "configs" / "pipelines"
 _MODELS = ("minilm", "classifier")
-_TASKS = ("moderation", "sentiment")
+_TASKS = tuple(SUPPORTED_TASKS)
 # Texts embedded / scored per call while gating: quick, and little memory.
 _GATE_BATCH = 64
 # Reference mode: a label is "on" where fp32's probability is above this.
@@ -249,7 +249,7 @@ def _label_truth(task: str, label: str, classes: np.ndarray) -> np.ndarray:
     return np.asarray(classes != DAVIDSON_NEITHER)
 
 
-def _score_all(model: WindowedSequenceClassifier, texts: list[str]) -> np.ndarray:
+def _score_all(model: WindowedSequenceClassifier[Any], texts: list[str]) -> np.ndarray:
     parts = [
         model.score_texts(texts[i : i + _GATE_BATCH]).numpy()
         for i in range(0, len(texts), _GATE_BATCH)
@@ -305,11 +305,8 @@ def export_and_gate_classifier(
     recipe = _build_artifact(
         export_sequence_classifier, checkpoint, out_dir, quantize, keep_ffn_output_fp32
     )
-    fp32: WindowedSequenceClassifier
-    if resolved_task == "moderation":
-        fp32 = TransformerModerator.load(checkpoint, "cpu", max_length=max_length, stride=stride)
-    else:
-        fp32 = TransformerSentiment.load(checkpoint, "cpu", max_length=max_length, stride=stride)
+    transformer = task_spec(resolved_task).transformer
+    fp32 = transformer.load(checkpoint, "cpu", max_length=max_length, stride=stride)
     candidate = fp32.with_runtime(OnnxClassifier.load_for_gate(out_dir))
     reference_scores = _score_all(fp32, texts)
     candidate_scores = _score_all(candidate, texts)

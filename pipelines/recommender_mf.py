@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ from ray import serve
 from configs.pipelines import RecommenderMFJobConfig, load_mf_job_config
 from configs.settings import get_settings
 from models.ranking import CollaborativeModel, hash_user_id
+from models.recommender import InteractionPage
 from pipelines.jobs import job_dir, new_run_name, read_jsonl, run_cli, say, write_json_report
 from pipelines.ray_train import fit_torch, read_history, write_history
 from pipelines.registry import (
@@ -150,11 +151,11 @@ def _service_rows(config: RecommenderMFJobConfig) -> Iterator[dict[str, Any]]:
         ) from exc
     after: str | None = None
     while True:
-        page = handle.export_interactions.remote(
+        page: InteractionPage = handle.export_interactions.remote(
             after, config.page_size, config.user_id_salt
         ).result(timeout_s=120)
-        yield from page["interactions"]
-        after = page["next_after"]
+        yield from (asdict(row) for row in page.interactions)
+        after = page.next_after
         if after is None:
             return
 

@@ -39,8 +39,6 @@ from models.embeddings import EMBEDDING_DIM
 from models.heads import (
     HEAD_CONFIG_FILENAME,
     HeadConfig,
-    HeadModerator,
-    HeadSentiment,
     LoadedHead,
     TextHead,
     feature_dim,
@@ -49,6 +47,7 @@ from models.heads import (
     save_head,
     shared_embedder,
 )
+from models.text_classifier import task_spec
 from pipelines.data import LabelledTexts, Split, load_labelled, stratified_split
 from pipelines.evaluation import (
     baseline_report,
@@ -389,8 +388,7 @@ def head_pyfunc_model() -> PythonModel:
         def load_context(self, context):  # type: ignore[no-untyped-def]
             head_dir = context.artifacts["head"]
             task = load_head(head_dir).config.task
-            loader = HeadModerator if task == "moderation" else HeadSentiment
-            self._model = loader.load(head_dir, device="cpu")
+            self._model = task_spec(task).head.load(head_dir, device="cpu")
 
         def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
             texts = [str(text) for text in model_input["text"].tolist()]

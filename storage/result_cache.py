@@ -3,7 +3,8 @@
 Keys are ``<key_prefix><sha256 hex>`` over the node, the model name, the model version, the
 load options that change answers, and the canonical JSON of the input, so a new model version
 never reads an older version's answers and no text appears in a key. Values are the JSON of
-the model's result.
+the model's result, written and read back through a pydantic ``TypeAdapter`` of the node's
+result type, so typed results (frozen dataclasses) come back as the same types.
 
 With ``REDIS_URL`` set the results live in Redis (shared by every replica, ``SET ... PX``
 for the TTL), behind the outage rule of `storage.redis`: any Redis error marks the cache down
@@ -25,6 +26,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal, TypeVar
+
+from pydantic import TypeAdapter, ValidationError
 
 from configs.nodes import ResultCacheConfig
 from storage.redis import AsyncClient, AsyncRedisConnection, RedisGate, RedisUnavailableError
@@ -103,11 +106,14 @@ class ResultCache:
         config: ResultCacheConfig,
         redis_url: str = "",
         count: CacheCounter = _no_count,
+        result_type: Any = Any,
     ) -> None:
-        """`count` is called once per input with (node, outcome), e.g. a Prometheus counter."""
+        """`count` is called once per input with (node, outcome), e.g. a Prometheus counter;
+        `result_type` is what the node's model returns (e.g. ``SentimentScores``)."""
         self.node = node
         self.config = config
         self._count_outcome = count
+        self._codec: TypeAdapter[Any] = TypeAdapter(result_type)
         self._local = None if redis_url else _LocalLRU(config.local_max_entries)
         self._redis = (
             AsyncRedisConnection(
@@ -167,9 +173,9 @@ class ResultCache:
             value = _NOT_FOUND
             if raw is not None:
                 try:
-                    value = json.loads(raw)
-                except ValueError:
-                    value = _NOT_FOUND  # a foreign or truncated value: recompute it
+                    value = self._codec.validate_json(raw)
+                except ValidationError:
+                    value = _NOT_FOUND  # a foreign, truncated or older value: recompute it
             found.append(value)
         hits = sum(1 for value in found if value is not _NOT_FOUND)
         self._count("hit", hits)
@@ -180,9 +186,11 @@ class ResultCache:
         encoded: dict[str, str] = {}
         for key, value in values.items():
             try:
-                encoded[key] = json.dumps(value, separators=(",", ":"), allow_nan=False)
+                plain = self._codec.dump_python(value, warnings=False)
+                encoded[key] = json.dumps(plain, separators=(",", ":"), allow_nan=False)
             except (TypeError, ValueError) as exc:
                 # Not plain JSON (a numpy float, NaN): answered, just not cached.
+                # (dataclasses become dicts first; pydantic errors are ValueErrors too.)
                 self.last_error = f"result not JSON-serialisable: {type(exc).__name__}"
         unstored = len(values) - len(encoded)
         if unstored:

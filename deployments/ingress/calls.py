@@ -15,6 +15,7 @@ from deployments.coalesce import CallCoalescer
 from deployments.ingress.circuit import CircuitOpenError
 from deployments.ingress.state import IngressState
 from deployments.metrics import record_degraded, record_node_call
+from models.answers import Answer
 from models.exceptions import InvalidInputError
 
 logger = logging.getLogger("ray.serve")
@@ -29,10 +30,8 @@ def result_version(result: Any) -> str:
     """``model.version`` of a node's answer (or of the first of a list of answers)."""
     if isinstance(result, list) and result:
         result = result[0]
-    if isinstance(result, dict):
-        model = result.get("model")
-        if isinstance(model, dict) and model.get("version"):
-            return str(model["version"])
+    if isinstance(result, Answer) and result.model.version:
+        return result.model.version
     return "unknown"
 
 

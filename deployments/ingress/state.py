@@ -12,6 +12,7 @@ import hmac
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from configs.ingress import IngressConfig
@@ -22,13 +23,13 @@ from deployments.ingress.experiments import ExperimentRegistry, missing_variant_
 from deployments.ingress.image_fetch import ImageFetcher
 from deployments.metrics import record_audit_dropped
 from models.exceptions import FeatureNotEnabledError
+from models.recommender import FallbackSnapshot
 from storage.audit_log import AuditLog, StoreInfo, open_repository
 
 if TYPE_CHECKING:
-    from models.moderation import ProfanityModerator
     from models.nsfw import NudeNetDetector
-    from models.sentiment import VaderSentiment
-    from models.tagger import ImageTagger
+    from models.tagger import ImageTagModel
+    from models.text_classifier import TextClassifierModel
 
 ModelT = TypeVar("ModelT", covariant=True)
 
@@ -88,16 +89,10 @@ class LazyModel(Generic[ModelT]):
 
 
 # The embedded models import torch, onnxruntime or nudenet: loaded only when a node fails.
-def _load_profanity() -> ProfanityModerator:
-    from models.moderation import ProfanityModerator
+def _load_text_default(task: str) -> TextClassifierModel[Any]:
+    from models.text_classifier import load_embedded_default
 
-    return ProfanityModerator.load()
-
-
-def _load_vader() -> VaderSentiment:
-    from models.sentiment import VaderSentiment
-
-    return VaderSentiment.load()
+    return load_embedded_default(task)
 
 
 def _load_nudenet() -> NudeNetDetector:
@@ -106,23 +101,28 @@ def _load_nudenet() -> NudeNetDetector:
     return NudeNetDetector.load(num_threads=1)
 
 
-def _load_faces_tagger() -> ImageTagger:
-    from models.tagger import ImageTagger
+def _load_faces_tagger() -> ImageTagModel:
+    from models.tagger import ImageTagModel
 
-    return ImageTagger.load(None)
+    return ImageTagModel.load(None)
 
 
 @dataclass
 class Fallbacks:
     """The embedded models that answer in the ingress when a node cannot."""
 
-    moderation: LazyModel[ProfanityModerator] = field(
-        default_factory=lambda: LazyModel(_load_profanity)
-    )
-    sentiment: LazyModel[VaderSentiment] = field(default_factory=lambda: LazyModel(_load_vader))
+    # By text task: the task's embedded classifier (alt-profanity-check, VADER).
+    text_models: dict[str, LazyModel[TextClassifierModel[Any]]] = field(default_factory=dict)
     nsfw: LazyModel[NudeNetDetector] = field(default_factory=lambda: LazyModel(_load_nudenet))
     # Without its CLIP checkpoint the tagger still finds faces: faces-only tags.
-    tagger: LazyModel[ImageTagger] = field(default_factory=lambda: LazyModel(_load_faces_tagger))
+    tagger: LazyModel[ImageTagModel] = field(default_factory=lambda: LazyModel(_load_faces_tagger))
+
+    def text(self, task: str) -> LazyModel[TextClassifierModel[Any]]:
+        """The embedded classifier of text ``task``, loaded on first use."""
+        model = self.text_models.get(task)
+        if model is None:
+            model = self.text_models[task] = LazyModel(partial(_load_text_default, task))
+        return model
 
 
 @dataclass
@@ -130,10 +130,10 @@ class FeedSnapshot:
     """Post freshness and popularity the feed fallback ranks with.
 
     Refreshed in the background after successful feeds, so a failing Recommender finds one
-    already here; ``posts`` is None until the first refresh.
+    already here; ``latest`` is None until the first refresh.
     """
 
-    posts: dict[str, Any] | None = None
+    latest: FallbackSnapshot | None = None
     taken_at_s: float = 0.0
     refresh: asyncio.Task[None] | None = None
 

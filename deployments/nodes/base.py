@@ -10,7 +10,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar, cast, overload
 
 from ray import serve
 
@@ -18,29 +18,41 @@ from configs.nodes import ModelNodeConfig, RegisteredModelRef, ResultCacheConfig
 from configs.settings import get_settings
 from deployments.coalesce import CallCoalescer
 from deployments.metrics import record_batch, record_cache
-from models.device import ModelInfo
+from models.answers import (
+    AliasFollowInfo,
+    Answer,
+    BatchModel,
+    ModelInfo,
+    ModelNodeInfo,
+    ModelRef,
+    json_object,
+)
+from models.text_classifier import TextClassifierModel, load_text_classifier
+from models.text_vectors import TextEncoder
+from storage.registry import fetch_registered_head, resolve_registered_version
 from storage.result_cache import ResultCache
 
 logger = logging.getLogger("ray.serve")
+
+ItemT = TypeVar("ItemT")
+ResultT = TypeVar("ResultT")
 
 
 class _BatchedMethod(Protocol):
     def set_max_batch_size(self, new_max_batch_size: int) -> None: ...
     def set_batch_wait_timeout_s(self, new_batch_wait_timeout_s: float) -> None: ...
-    async def __call__(self, item: Any) -> Any: ...
 
 
-class _Model(Protocol):
-    @property
-    def info(self) -> ModelInfo: ...
+class BatchedNodeMixin(Generic[ItemT, ResultT]):
+    """Shared behaviour of model nodes; subclasses set ``model`` and define ``predict``.
 
-    def predict_batch(self, items: list[Any]) -> list[Any]: ...
+    `ItemT` is what one request sends (a text, an image, a typed request) and `ResultT` what
+    the model computes for it; every answer is an ``Answer[ResultT]``.
+    """
 
-
-class BatchedNodeMixin:
-    """Shared behaviour of model nodes; subclasses set ``model`` and define ``predict``."""
-
-    model: _Model
+    model: BatchModel[ItemT, ResultT]
+    # The type results are cached as (nodes that may cache set it; see `result_cache_allowed`).
+    result_type: Any = Any
     node_config: ModelNodeConfig = ModelNodeConfig()
     # Nodes that can serve a registered head set these (see `load_registered_head`).
     head_task: str | None = None
@@ -63,7 +75,7 @@ class BatchedNodeMixin:
     _model_lock: asyncio.Lock | None = None
     _bulk: CallCoalescer | None = None
 
-    def _head_embedder(self) -> Any:
+    def _head_embedder(self) -> TextEncoder | None:
         """The encoder a head this node loads embeds with; None: the process-shared MiniLM."""
         return None
 
@@ -143,7 +155,8 @@ class BatchedNodeMixin:
                 return
             if new_model is not None:
                 old = self.model.info
-                self.model = new_model
+                # A head of this node's task (head_task): it answers the node's result type.
+                self.model = cast(BatchModel[ItemT, ResultT], new_model)
                 logger.info(
                     "model swapped: %s %s -> %s", old.name, old.version, new_model.info.version
                 )
@@ -199,30 +212,35 @@ class BatchedNodeMixin:
         self.result_cache = None
         if config.enabled:
             self.result_cache = ResultCache(
-                self.node_name, config, get_settings().redis_url, count=record_cache
+                self.node_name,
+                config,
+                get_settings().redis_url,
+                count=record_cache,
+                result_type=self.result_type,
             )
             logger.info("result cache on: %s, ttl %.0f s", self.result_cache.backend, config.ttl_s)
         if old is not None:
             await old.aclose()
 
-    async def _run_model(self, items: list[Any]) -> list[Any]:
+    async def _run_model(self, items: list[ItemT]) -> list[Answer[ResultT]]:
         # One read of self.model: a reconfigure may swap it while this batch runs, and the
         # answer must name the model that really computed it.
         model = self.model
         self._ensure_alias_follow()
         # Each answer carries the model that produced it: versions can change under
         # reconfigure, and every response must name the version that answered.
-        info = model.info.as_dict()
-        model_ref = {key: info[key] for key in ("name", "version", "device")}
+        model_ref = ModelRef.of(model.info)
         cache = self.result_cache
         if cache is None:
             results = await self._compute(model, items)
         else:
-            results = await self._compute_cached(cache, model, info, items)
-        record_batch(type(self).__name__, str(info["version"]), len(items))
-        return [{"result": result, "model": model_ref} for result in results]
+            results = await self._compute_cached(cache, model, model_ref, items)
+        record_batch(self.node_name, model_ref.version, len(items))
+        return [Answer(result, model_ref) for result in results]
 
-    async def _compute(self, model: _Model, items: list[Any]) -> list[Any]:
+    async def _compute(
+        self, model: BatchModel[ItemT, ResultT], items: list[ItemT]
+    ) -> list[ResultT]:
         """``model.predict_batch`` in a worker thread, checked to return one result per item.
 
         One model call at a time per replica: `predict_many`'s bulk batches and the
@@ -240,19 +258,22 @@ class BatchedNodeMixin:
         return results
 
     async def _compute_cached(
-        self, cache: ResultCache, model: _Model, info: dict[str, object], items: list[Any]
-    ) -> list[Any]:
+        self,
+        cache: ResultCache,
+        model: BatchModel[ItemT, ResultT],
+        model_ref: ModelRef,
+        items: list[ItemT],
+    ) -> list[ResultT]:
         """Results from the cache where present; the model computes the rest once each."""
-        name, version = str(info["name"]), str(info["version"])
         variant = self.result_cache_variant
-        keys = [cache.key(name, version, item, variant) for item in items]
+        keys = [cache.key(model_ref.name, model_ref.version, item, variant) for item in items]
         found = await cache.get_many(keys)
         # Key -> item, first occurrence only: a text repeated in one batch is computed once.
-        missing: dict[str, Any] = {}
+        missing: dict[str, ItemT] = {}
         for key, item, value in zip(keys, items, found, strict=True):
             if not cache.found(value):
                 missing.setdefault(key, item)
-        fresh: dict[str, Any] = {}
+        fresh: dict[str, ResultT] = {}
         if missing:
             computed = await self._compute(model, list(missing.values()))
             fresh = dict(zip(missing, computed, strict=True))
@@ -274,41 +295,41 @@ class BatchedNodeMixin:
             batcher = self._bulk = CallCoalescer(self._run_model, size, 0.0, 1)
         return batcher
 
-    async def predict_many(self, items: list[Any]) -> list[Any]:
+    async def predict_many(self, items: list[ItemT]) -> list[Answer[ResultT]]:
         """Score many items in one handle call, in model batches of up to ``max_batch_size``.
 
         The items of concurrent bulk calls are merged while the model is busy, so the next
         model call takes every item waiting (up to ``max_batch_size``). Not through the
-        ``@serve.batch`` queue, item by item: on W3 (MiniLM, 32 connections, the ingress
-        sending up to 4 calls of 16 texts at once; 2026-11-29) that served 132 req/s, this
-        167, with the model running batches of 16 instead of a mix of 2-16.
+        ``@serve.batch`` queue, item by item: that leaves the model a mix of small batches
+        where this gives it full ones (measured in docs/benchmarks.md, "W3").
         """
         batcher = self._bulk_batcher()
         return list(await asyncio.gather(*(batcher.submit(item) for item in items)))
 
-    def info(self) -> dict[str, object]:
+    def info(self) -> ModelNodeInfo:
         """Model name, version, device and labels, the batching in force, cache and follower."""
-        extra: dict[str, object] = {}
-        if self.model_update_error:
-            extra["model_update_error"] = self.model_update_error
+        cache = None
         if self.result_cache_allowed:
-            cache = self.result_cache
-            extra["cache"] = cache.info() if cache is not None else {"state": "off"}
+            result_cache = self.result_cache
+            cache = json_object(result_cache.info() if result_cache else {"state": "off"})
         followed = self._followed_ref()
+        alias_follow = None
         if followed is not None:
-            extra["alias_follow"] = {
-                "model_name": followed.model_name,
-                "alias": followed.alias,
-                "poll_s": self.node_config.registry_poll_s,
-                "running": self._alias_task is not None and not self._alias_task.done(),
-                "last_error": self.alias_follow_error,
-            }
-        return {
-            **self.model.info.as_dict(),
-            "batching": self.node_config.batching.model_dump(),
-            "replica_id": serve.get_replica_context().replica_id.unique_id,
-            **extra,
-        }
+            alias_follow = AliasFollowInfo(
+                model_name=followed.model_name,
+                alias=followed.alias,
+                poll_s=self.node_config.registry_poll_s,
+                running=self._alias_task is not None and not self._alias_task.done(),
+                last_error=self.alias_follow_error,
+            )
+        return ModelNodeInfo(
+            model=self.model.info,
+            batching=self.node_config.batching,
+            replica_id=str(serve.get_replica_context().replica_id.unique_id),
+            model_update_error=self.model_update_error,
+            cache=cache,
+            alias_follow=alias_follow,
+        )
 
 
 async def follow_alias(
@@ -326,10 +347,7 @@ async def follow_alias(
     node's current ``"<name>/<version>"``. Registry errors are passed to `report` (None once
     a check succeeds again) and never end the loop: a registry outage must not stop it.
     """
-    if resolve is None:
-        from storage.registry import resolve_registered_version
-
-        resolve = resolve_registered_version
+    resolve = resolve or resolve_registered_version
     while True:
         await asyncio.sleep(poll_s)
         try:
@@ -353,25 +371,42 @@ async def follow_alias(
             logger.warning("alias check of %s failed: %s", ref.model_name, exc)
 
 
+@overload
+def load_registered_head(
+    task: str,
+    ref: RegisteredModelRef,
+    device: str,
+    current: None = None,
+    embedder: TextEncoder | None = None,
+) -> TextClassifierModel[Any]: ...
+
+
+@overload
+def load_registered_head(
+    task: str,
+    ref: RegisteredModelRef,
+    device: str,
+    current: ModelInfo,
+    embedder: TextEncoder | None = None,
+) -> TextClassifierModel[Any] | None: ...
+
+
 def load_registered_head(
     task: str,
     ref: RegisteredModelRef,
     device: str,
     current: ModelInfo | None = None,
-    embedder: Any = None,
-) -> Any:
+    embedder: TextEncoder | None = None,
+) -> TextClassifierModel[Any] | None:
     """Fetch a registered head (MLflow) and load it; None when `current` is that version.
 
     The reported version is ``"<registered name>/<version>"``, e.g. ``heads-moderation/3``.
     `embedder`: the encoder the head embeds with (None: the process-shared MiniLM).
     """
-    # Imported here: mlflow is only needed by nodes that serve registered heads.
-    from models.heads import HeadModerator, HeadSentiment
-    from storage.registry import fetch_registered_head
-
     head_dir, name, version = fetch_registered_head(ref)
     label = f"{name}/{version}"
     if current is not None and current.version == label:
         return None
-    loader = HeadModerator if task == "moderation" else HeadSentiment
-    return loader.load(head_dir, device, name=name, version=label, embedder=embedder)
+    return load_text_classifier(
+        task, "head", head_dir, device, name=name, version=label, embedder=embedder
+    )

@@ -8,21 +8,26 @@ replies) is read from the shared vector store instead of encoded (``deployments/
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from ray import serve
 
+from configs.nodes import TextVectorCacheConfig
 from configs.recommender import EmbeddingModelSpec
 from deployments.nodes.text_vectors import TextVectorNodeMixin
+from models.answers import Answer
 from models.embeddings import load_embedder
 
 
 @serve.deployment(name="Embedder", max_ongoing_requests=64)
-class Embedder(TextVectorNodeMixin):
+class Embedder(TextVectorNodeMixin[str, list[float]]):
     """Unit 384-dimensional vectors for texts (batched across concurrent requests)."""
 
     def __init__(
-        self, model_spec: dict[str, Any] | None = None, text_vectors: dict[str, Any] | None = None
+        self,
+        model_spec: EmbeddingModelSpec | Mapping[str, Any] | None = None,
+        text_vectors: TextVectorCacheConfig | Mapping[str, Any] | None = None,
     ) -> None:
         spec = EmbeddingModelSpec.model_validate(model_spec or {})
         self._configure_text_vectors(text_vectors)
@@ -38,6 +43,6 @@ class Embedder(TextVectorNodeMixin):
         self.model = self._cache_encoder(encoder)
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
-    async def predict(self, texts: list[str]) -> list[dict[str, Any]]:
-        """One ``{"result": vector, "model": ...}`` per text."""
+    async def predict(self, texts: list[str]) -> list[Answer[list[float]]]:
+        """One unit vector per text, with the encoder that made it."""
         return await self._run_model(texts)

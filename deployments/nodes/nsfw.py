@@ -6,20 +6,28 @@ concurrent requests with ``@serve.batch`` and runs one onnxruntime call per batc
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from ray import serve
 
 from configs.nodes import NsfwModelSpec
 from deployments.nodes.base import BatchedNodeMixin
-from models.nsfw import DEFAULT_QUESTIONABLE_LABELS, DEFAULT_UNSAFE_LABELS, NudeNetDetector
+from models.answers import Answer
+from models.images import RGBImage
+from models.nsfw import (
+    DEFAULT_QUESTIONABLE_LABELS,
+    DEFAULT_UNSAFE_LABELS,
+    NsfwResult,
+    NudeNetDetector,
+)
 
 
 @serve.deployment(name="NsfwDetector", max_ongoing_requests=64, ray_actor_options={"num_cpus": 0.5})
-class NsfwDetector(BatchedNodeMixin):
+class NsfwDetector(BatchedNodeMixin[RGBImage, NsfwResult]):
     """Per image: safe / questionable / unsafe probabilities and the labelled boxes."""
 
-    def __init__(self, model_spec: dict[str, Any] | None = None) -> None:
+    def __init__(self, model_spec: NsfwModelSpec | Mapping[str, Any] | None = None) -> None:
         spec = NsfwModelSpec.model_validate(model_spec or {})
         self.model = NudeNetDetector.load(
             spec.path,
@@ -30,6 +38,6 @@ class NsfwDetector(BatchedNodeMixin):
         )
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
-    async def predict(self, images: list[Any]) -> list[dict[str, Any]]:
+    async def predict(self, images: list[RGBImage]) -> list[Answer[NsfwResult]]:
         """NSFW result for each RGB array (batched across concurrent requests)."""
         return await self._run_model(images)

@@ -18,7 +18,22 @@ from ray.serve.handle import DeploymentHandle
 from configs.recommender import RecommenderConfig
 from configs.settings import get_settings
 from deployments.nodes.recommender_state import RecommenderService
+from models.answers import Answer
 from models.ranking import hash_user_id
+from models.recommender import (
+    ExportedInteraction,
+    FallbackSnapshot,
+    FeedRanking,
+    Interaction,
+    InteractionIngestSummary,
+    InteractionPage,
+    Interests,
+    NewPost,
+    PostIngestSummary,
+    RecentPosts,
+    RecommenderInfo,
+    SimilarPosts,
+)
 
 logger = logging.getLogger("ray.serve")
 
@@ -39,74 +54,79 @@ class Recommender:
         info = self.service.info()
         logger.info(
             "recommender stores: documents=%s features=%s",
-            info["document_store"]["kind"],
-            info["feature_store"]["kind"],
+            info.document_store.get("kind"),
+            info.feature_store.get("kind"),
         )
 
     def reconfigure(self, user_config: dict[str, Any] | None) -> None:
         """Weights, half-lives, MMR lambda, cache TTL, collaborative model path: live."""
         self.service.reconfigure(RecommenderConfig.model_validate(user_config or {}))
 
-    async def ingest_posts(self, posts: list[dict[str, Any]]) -> dict[str, int]:
+    async def ingest_posts(self, posts: list[NewPost]) -> PostIngestSummary:
         """Store posts; embed the texts that have no stored vector (one Embedder call)."""
         missing = await asyncio.to_thread(self.service.missing_vectors, posts)
         hashes = list(missing)
         vectors: dict[str, list[float]] = {}
         if hashes:
-            outputs = await self.embedder.predict_many.remote([missing[h] for h in hashes])
-            vectors = {h: o["result"] for h, o in zip(hashes, outputs, strict=True)}
+            outputs: list[Answer[list[float]]] = await self.embedder.predict_many.remote(
+                [missing[h] for h in hashes]
+            )
+            vectors = {h: o.result for h, o in zip(hashes, outputs, strict=True)}
         return await asyncio.to_thread(self.service.ingest_posts, posts, vectors)
 
-    async def ingest_interactions(self, events: list[dict[str, Any]]) -> dict[str, Any]:
+    async def ingest_interactions(self, events: list[Interaction]) -> InteractionIngestSummary:
+        """Store interactions (idempotent by event id); profiles and filters update online."""
         return await asyncio.to_thread(self.service.ingest_interactions, events)
 
     async def rank_feed(
         self, user_id: str, candidate_post_ids: list[str], limit: int
-    ) -> dict[str, Any]:
+    ) -> FeedRanking:
+        """Rank candidate posts for a user."""
         return await asyncio.to_thread(self.service.rank_feed, user_id, candidate_post_ids, limit)
 
-    async def similar_posts(self, post_id: str, limit: int) -> dict[str, Any] | None:
+    async def similar_posts(self, post_id: str, limit: int) -> SimilarPosts | None:
+        """Nearest posts by embedding; None for an unknown post."""
         return await asyncio.to_thread(self.service.similar_posts, post_id, limit)
 
-    async def interests(self, user_id: str, limit: int) -> dict[str, Any]:
+    async def interests(self, user_id: str, limit: int) -> Interests:
+        """The user's top topics."""
         return await asyncio.to_thread(self.service.interests, user_id, limit)
 
-    async def recent_posts(self, since_s: float, limit: int) -> dict[str, Any]:
+    async def recent_posts(self, since_s: float, limit: int) -> RecentPosts:
         """Posts created after ``since_s`` (epoch s), newest first, for the Trends node."""
         return await asyncio.to_thread(self.service.recent_posts, since_s, limit)
 
-    async def fallback_snapshot(self, limit: int) -> dict[str, Any]:
+    async def fallback_snapshot(self, limit: int) -> FallbackSnapshot:
         """Freshness and popularity of the newest posts, kept by the ingress for fallbacks."""
         return await asyncio.to_thread(self.service.fallback_snapshot, limit)
 
     async def export_interactions(
         self, after_event_id: str | None, limit: int, user_id_salt: str
-    ) -> dict[str, Any]:
+    ) -> InteractionPage:
         """One page of interactions for the retraining job, user ids HASHED (no PII leaves).
 
-        Returns ``{"interactions": [{event_id, user_hash, post_id, type, timestamp_s}],
-        "next_after": <cursor or None when this was the last page>}``.
+        ``next_after`` is the cursor of the next page, None when this was the last one.
         """
         if not 1 <= limit <= 100_000:
             raise ValueError(f"limit={limit} must be within 1..100000; page through instead")
         documents = await asyncio.to_thread(
             self.service.interactions.page_after, after_event_id, limit
         )
-        rows = [
-            {
-                "event_id": d["_id"],
-                "user_hash": hash_user_id(d["user_id"], user_id_salt),
-                "post_id": d["post_id"],
-                "type": d["type"],
-                "timestamp_s": float(d["timestamp_s"]),
-            }
+        rows = tuple(
+            ExportedInteraction(
+                event_id=str(d["_id"]),
+                user_hash=hash_user_id(d["user_id"], user_id_salt),
+                post_id=str(d["post_id"]),
+                type=str(d["type"]),
+                timestamp_s=float(d["timestamp_s"]),
+            )
             for d in documents
-        ]
+        )
         # A full page may have more behind it; a short one is the end.
-        next_after = rows[-1]["event_id"] if len(rows) == limit else None
-        return {"interactions": rows, "next_after": next_after}
+        next_after = rows[-1].event_id if len(rows) == limit else None
+        return InteractionPage(interactions=rows, next_after=next_after)
 
-    async def info(self) -> dict[str, Any]:
+    async def info(self) -> RecommenderInfo:
         """Where the state lives and whether it answers (for /health)."""
         return await asyncio.to_thread(self.service.info)
 

@@ -14,16 +14,19 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+from pydantic import TypeAdapter
 
 from configs.recommender import RecommenderConfig
+from models.answers import json_object
 from models.embeddings import text_hash
 from models.ranking import (
     CollaborativeModel,
+    Profile,
     ScoreWeights,
     blend_scores,
     cosine_to_profile,
@@ -33,6 +36,28 @@ from models.ranking import (
     update_profile,
     weighted_topics,
 )
+from models.recommender import (
+    CollaborativeModelInfo,
+    CollaborativeTerm,
+    ContentTerm,
+    DiversityTerm,
+    FallbackSnapshot,
+    FeedRanking,
+    FeedTerms,
+    FreshnessTerm,
+    Interaction,
+    InteractionIngestSummary,
+    Interests,
+    InterestTopic,
+    NewPost,
+    PostIngestSummary,
+    RecentPost,
+    RecentPosts,
+    RecommenderInfo,
+    ScoredPost,
+    ScoreTerm,
+    SimilarPosts,
+)
 from models.vector_index import PostIndex
 from storage.documents import InteractionRepository, PostRepository, open_database
 from storage.features import FeatureStore, PostFeatures
@@ -41,6 +66,8 @@ logger = logging.getLogger(__name__)
 
 FLAGGING_ACTIONS = frozenset({"flag_for_review", "reject"})
 HIDING_TYPES = frozenset({"hide", "report"})
+# Feeds are cached as the JSON of the ranking (read back into the same types).
+_FEED_CODEC = TypeAdapter(FeedRanking)
 
 
 def log_id(value: str) -> str:
@@ -121,9 +148,9 @@ class RecommenderService:
         logger.info("recommender rebuilt: %d posts, %d indexed", len(posts), len(self.index))
 
     # ---- events -------------------------------------------------------------------------
-    def missing_vectors(self, posts: list[dict[str, Any]]) -> dict[str, str]:
+    def missing_vectors(self, posts: Sequence[NewPost]) -> dict[str, str]:
         """``{text_hash: text}`` for post texts that have no stored vector yet."""
-        hashes = {text_hash(p["text"]): p["text"] for p in posts if p.get("text", "").strip()}
+        hashes = {text_hash(p.text): p.text for p in posts if p.text.strip()}
         stored = self.features.get_vectors(hashes)
         return {h: text for h, text in hashes.items() if h not in stored}
 
@@ -137,68 +164,62 @@ class RecommenderService:
         )
 
     def ingest_posts(
-        self, posts: list[dict[str, Any]], new_vectors: dict[str, list[float]] | None = None
-    ) -> dict[str, int]:
+        self, posts: Sequence[NewPost], new_vectors: dict[str, list[float]] | None = None
+    ) -> PostIngestSummary:
         """Store posts (upsert by ``post_id``) with their vectors; re-sent posts change nothing.
 
-        Each post is a dict with post_id, author_id, text, image_urls, tags, created_at_s and
-        optionally moderation_action. ``new_vectors`` holds the vectors `missing_vectors` asked
-        for, keyed by text hash.
+        ``new_vectors`` holds the vectors `missing_vectors` asked for, keyed by text hash.
         """
         vectors = {h: np.asarray(v, dtype=np.float32) for h, v in (new_vectors or {}).items()}
         if vectors:
             self.features.put_vectors(vectors)
         accepted = unchanged = reused = 0
         with self._write_lock:
-            existing = self.posts.get_many(p["post_id"] for p in posts)
-            hashes = [text_hash(p["text"]) for p in posts if p.get("text", "").strip()]
+            existing = self.posts.get_many(p.post_id for p in posts)
+            hashes = [text_hash(p.text) for p in posts if p.text.strip()]
             stored = self.features.get_vectors(hashes)
             for post in posts:
                 document = self._document_of(post)
-                if existing.get(post["post_id"]) == document:
+                if existing.get(post.post_id) == document:
                     unchanged += 1
                     continue
-                previous = self.features.get_posts([post["post_id"]]).get(post["post_id"])
+                previous = self.features.get_posts([post.post_id]).get(post.post_id)
                 self.posts.upsert(document)
-                existing[post["post_id"]] = document
+                existing[post.post_id] = document
                 features = self._features_of(document)
                 if previous is not None and previous.flagged != features.flagged:
                     self._moderation_epoch += 1
-                self.features.put_post(post["post_id"], features)
+                self.features.put_post(post.post_id, features)
                 vector = stored.get(features.text_hash or "")
                 if vector is not None:
                     if features.text_hash not in vectors:
                         reused += 1
-                    self.index.upsert(post["post_id"], vector)
+                    self.index.upsert(post.post_id, vector)
                 elif features.text_hash is not None:
                     logger.warning(
                         "post %s has no vector; it is ranked without content",
-                        log_id(post["post_id"]),
+                        log_id(post.post_id),
                     )
-                self.index.set_hidden(post["post_id"], features.flagged)
+                self.index.set_hidden(post.post_id, features.flagged)
                 accepted += 1
-        return {
-            "accepted": accepted,
-            "unchanged": unchanged,
-            "embedded": len(vectors),
-            "reused_vectors": reused,
-        }
+        return PostIngestSummary(
+            accepted=accepted, unchanged=unchanged, embedded=len(vectors), reused_vectors=reused
+        )
 
     @staticmethod
-    def _document_of(post: dict[str, Any]) -> dict[str, Any]:
-        text = post.get("text", "")
+    def _document_of(post: NewPost) -> dict[str, Any]:
         return {
-            "_id": post["post_id"],
-            "author_id": post["author_id"],
-            "text": text,
-            "text_hash": text_hash(text) if text.strip() else None,
-            "image_urls": list(post.get("image_urls", [])),
-            "tags": list(post.get("tags", [])),
-            "created_at_s": float(post["created_at_s"]),
-            "moderation_action": post.get("moderation_action"),
+            "_id": post.post_id,
+            "author_id": post.author_id,
+            "text": post.text,
+            "text_hash": text_hash(post.text) if post.text.strip() else None,
+            "image_urls": list(post.image_urls),
+            "tags": list(post.tags),
+            "created_at_s": float(post.created_at_s),
+            "moderation_action": post.moderation_action,
         }
 
-    def ingest_interactions(self, events: list[dict[str, Any]]) -> dict[str, Any]:
+    def ingest_interactions(self, events: Sequence[Interaction]) -> InteractionIngestSummary:
         """Store new interactions (by ``event_id``) and update profiles, popularity, filters.
 
         An event id seen before, in an earlier batch or earlier in this one, changes nothing.
@@ -209,36 +230,36 @@ class RecommenderService:
         duplicates = 0
         unknown: list[str] = []
         with self._write_lock:
-            seen = self.interactions.existing_ids(e["event_id"] for e in events)
-            fresh: list[dict[str, Any]] = []
+            seen = self.interactions.existing_ids(e.event_id for e in events)
+            fresh: list[Interaction] = []
             for event in events:
-                if event["event_id"] in seen:
+                if event.event_id in seen:
                     duplicates += 1
                     continue
-                seen.add(event["event_id"])
+                seen.add(event.event_id)
                 fresh.append(event)
             self.interactions.insert_many(
                 [
                     {
-                        "_id": e["event_id"],
-                        "user_id": e["user_id"],
-                        "post_id": e["post_id"],
-                        "type": e["type"],
-                        "timestamp_s": float(e["timestamp_s"]),
+                        "_id": e.event_id,
+                        "user_id": e.user_id,
+                        "post_id": e.post_id,
+                        "type": e.type,
+                        "timestamp_s": float(e.timestamp_s),
                     }
                     for e in fresh
                 ]
             )
-            posts = self.features.get_posts(e["post_id"] for e in fresh)
+            posts = self.features.get_posts(e.post_id for e in fresh)
             vectors = self.features.get_vectors(
                 p.text_hash for p in posts.values() if p.text_hash is not None
             )
             changed_users: set[str] = set()
-            profiles: dict[str, Any] = {}
+            profiles: dict[str, Profile] = {}
             for event in fresh:
-                user_id, post_id = event["user_id"], event["post_id"]
-                weight = getattr(weights, event["type"])
-                if event["type"] in HIDING_TYPES:
+                user_id, post_id = event.user_id, event.post_id
+                weight = getattr(weights, event.type)
+                if event.type in HIDING_TYPES:
                     self.features.add_hidden(user_id, post_id)
                     changed_users.add(user_id)
                 post = posts.get(post_id)
@@ -251,13 +272,14 @@ class RecommenderService:
                 vector = vectors.get(post.text_hash or "")
                 if vector is None or weight == 0:
                     continue
-                if user_id not in profiles:
-                    profiles[user_id] = self.features.get_profile(user_id)
+                current = (
+                    profiles[user_id] if user_id in profiles else self.features.get_profile(user_id)
+                )
                 profiles[user_id] = update_profile(
-                    profiles[user_id],
+                    current,
                     vector,
                     weight,
-                    float(event["timestamp_s"]),
+                    float(event.timestamp_s),
                     self.config.profile_half_life_s,
                 )
                 changed_users.add(user_id)
@@ -265,7 +287,9 @@ class RecommenderService:
                 self.features.put_profile(user_id, profile)
             for user_id in changed_users:
                 self.features.cache_drop_user(user_id)
-        return {"accepted": len(fresh), "duplicates": duplicates, "unknown_post_ids": unknown}
+        return InteractionIngestSummary(
+            accepted=len(fresh), duplicates=duplicates, unknown_post_ids=tuple(unknown)
+        )
 
     # ---- feed ---------------------------------------------------------------------------
     def rank_feed(
@@ -275,7 +299,7 @@ class RecommenderService:
         limit: int,
         now_s: float | None = None,
         use_cache: bool = True,
-    ) -> dict[str, Any]:
+    ) -> FeedRanking:
         """Rank candidates for a user: blended score, MMR diversity, filters, cache."""
         candidates = list(dict.fromkeys(candidate_post_ids))
         cache_key = hashlib.sha256(
@@ -287,26 +311,28 @@ class RecommenderService:
         if use_cache and self.config.cache_ttl_s > 0:
             cached = self.features.cache_get(user_id, cache_key)
             if cached is not None:
-                return self._from_cache(json.loads(cached))
+                return self._from_cache(_FEED_CODEC.validate_json(cached))
         answer = self._rank(user_id, candidates, limit, time.time() if now_s is None else now_s)
         if use_cache:
-            self.features.cache_put(user_id, cache_key, json.dumps(answer), self.config.cache_ttl_s)
-        return {**answer, "cached": False, **self._degradation()}
+            encoded = _FEED_CODEC.dump_json(answer).decode("utf-8")
+            self.features.cache_put(user_id, cache_key, encoded, self.config.cache_ttl_s)
+        return self._with_degradation(answer)
 
-    def _from_cache(self, answer: dict[str, Any]) -> dict[str, Any]:
+    def _from_cache(self, answer: FeedRanking) -> FeedRanking:
         # A post flagged since the answer was cached must still disappear at once.
-        posts = self.features.get_posts(item["post_id"] for item in answer["posts"])
-        kept = [i for i in answer["posts"] if not posts.get(i["post_id"], _UNFLAGGED).flagged]
-        return {**answer, "posts": kept, "cached": True, **self._degradation()}
+        posts = self.features.get_posts(item.post_id for item in answer.posts)
+        kept = tuple(i for i in answer.posts if not posts.get(i.post_id, _UNFLAGGED).flagged)
+        return self._with_degradation(replace(answer, posts=kept, cached=True))
 
-    def _degradation(self) -> dict[str, Any]:
+    def _with_degradation(self, answer: FeedRanking) -> FeedRanking:
         info = self.features.info()
         degraded = info["status"] != "ok"
-        return {"degraded": degraded, "degraded_reason": info.get("reason") if degraded else None}
+        reason = info.get("reason") if degraded else None
+        return replace(
+            answer, degraded=degraded, degraded_reason=None if reason is None else str(reason)
+        )
 
-    def _rank(
-        self, user_id: str, candidates: list[str], limit: int, now_s: float
-    ) -> dict[str, Any]:
+    def _rank(self, user_id: str, candidates: list[str], limit: int, now_s: float) -> FeedRanking:
         config = self.config
         known = self.features.get_posts(candidates)
         unknown = [p for p in candidates if p not in known]
@@ -318,13 +344,13 @@ class RecommenderService:
         personal = profile is not None and profile.is_informative()
         cf_used = self.collaborative is not None and self.collaborative.knows_user(user_id)
         terms = self._terms(personal, cf_used, profile is None)
-        result: dict[str, Any] = {
-            "posts": [],
-            "unknown_post_ids": unknown,
-            "filtered_post_ids": filtered,
-            "terms": terms,
-            "cold_start": not personal and not cf_used,
-        }
+        result = FeedRanking(
+            posts=(),
+            unknown_post_ids=tuple(unknown),
+            filtered_post_ids=tuple(filtered),
+            terms=terms,
+            cold_start=not personal and not cf_used,
+        )
         if not ids:
             return result
         features = [known[p] for p in ids]
@@ -352,10 +378,10 @@ class RecommenderService:
         )
         scores = blend_scores(weights, fresh, popular, content, collaborative)
         order = mmr_order(scores, vectors, limit, config.mmr_lambda)
-        result["posts"] = [{"post_id": ids[i], "score": round(float(scores[i]), 6)} for i in order]
-        return result
+        ranked = tuple(ScoredPost(ids[i], round(float(scores[i]), 6)) for i in order)
+        return replace(result, posts=ranked)
 
-    def _terms(self, personal: bool, cf_used: bool, no_profile: bool) -> dict[str, Any]:
+    def _terms(self, personal: bool, cf_used: bool, no_profile: bool) -> FeedTerms:
         config = self.config
         cf_reason: str | None
         if self.collaborative is None:
@@ -372,29 +398,27 @@ class RecommenderService:
                 if no_profile
                 else "off: the user's reactions cancel out"
             )
-        return {
-            "collaborative": {
-                "used": cf_used,
-                "weight": config.weights.collaborative,
-                "model_version": self.collaborative.version if self.collaborative else None,
-                "reason": cf_reason,
-            },
-            "content": {
-                "used": personal,
-                "weight": config.weights.content,
-                "reason": content_reason,
-            },
-            "freshness": {
-                "used": True,
-                "weight": config.weights.freshness,
-                "half_life_s": config.freshness_half_life_s,
-            },
-            "popularity": {"used": True, "weight": config.weights.popularity},
-            "diversity": {"used": config.mmr_lambda < 1.0, "mmr_lambda": config.mmr_lambda},
-        }
+        return FeedTerms(
+            collaborative=CollaborativeTerm(
+                used=cf_used,
+                weight=config.weights.collaborative,
+                model_version=self.collaborative.version if self.collaborative else None,
+                reason=cf_reason,
+            ),
+            content=ContentTerm(
+                used=personal, weight=config.weights.content, reason=content_reason
+            ),
+            freshness=FreshnessTerm(
+                used=True,
+                weight=config.weights.freshness,
+                half_life_s=config.freshness_half_life_s,
+            ),
+            popularity=ScoreTerm(used=True, weight=config.weights.popularity),
+            diversity=DiversityTerm(used=config.mmr_lambda < 1.0, mmr_lambda=config.mmr_lambda),
+        )
 
     # ---- similar posts ------------------------------------------------------------------
-    def similar_posts(self, post_id: str, limit: int) -> dict[str, Any] | None:
+    def similar_posts(self, post_id: str, limit: int) -> SimilarPosts | None:
         """Nearest posts by vector through the index; None when the post is unknown."""
         post = self.features.get_posts([post_id]).get(post_id)
         if post is None:
@@ -403,16 +427,12 @@ class RecommenderService:
             post.text_hash or ""
         )
         if vector is None:
-            return {"post_id": post_id, "posts": [], "reason": "the post has no text to compare"}
+            return SimilarPosts(post_id, (), "the post has no text to compare")
         neighbours = self.index.nearest(vector, limit, exclude=post_id)
-        return {
-            "post_id": post_id,
-            "posts": [{"post_id": p, "score": round(s, 6)} for p, s in neighbours],
-            "reason": None,
-        }
+        return SimilarPosts(post_id, tuple(ScoredPost(p, round(s, 6)) for p, s in neighbours), None)
 
     # ---- interests ----------------------------------------------------------------------
-    def interests(self, user_id: str, limit: int, now_s: float | None = None) -> dict[str, Any]:
+    def interests(self, user_id: str, limit: int, now_s: float | None = None) -> Interests:
         """Top topics from the tags and embedding clusters of the posts the user reacted to."""
         now = time.time() if now_s is None else now_s
         events = self.interactions.recent_for_user(user_id, self.config.interest_history)
@@ -430,22 +450,22 @@ class RecommenderService:
             by_post[event["post_id"]] = by_post.get(event["post_id"], 0.0) + weight
             for tag in post.tags:
                 by_tag[tag] = by_tag.get(tag, 0.0) + weight
-        topics: list[dict[str, Any]] = [
-            {"topic": tag, "weight": round(w, 6), "source": "tag", "cluster_id": None}
+        topics = [
+            InterestTopic(topic=tag, weight=round(w, 6), source="tag", cluster_id=None)
             for tag, w in weighted_topics(by_tag, limit)
         ]
         clusters = self._cluster_weights(by_post, posts)
         topics += [
-            {"topic": label, "weight": round(w, 6), "source": "cluster", "cluster_id": cid}
+            InterestTopic(topic=label, weight=round(w, 6), source="cluster", cluster_id=cid)
             for (cid, label), w in clusters[:limit]
         ]
-        topics.sort(key=lambda t: -float(t["weight"]))
-        return {
-            "user_id": user_id,
-            "topics": topics[:limit],
-            "interactions_used": len(events),
-            "cold_start": not events,
-        }
+        topics.sort(key=lambda t: -t.weight)
+        return Interests(
+            user_id=user_id,
+            topics=tuple(topics[:limit]),
+            interactions_used=len(events),
+            cold_start=not events,
+        )
 
     def _cluster_weights(
         self, by_post: dict[str, float], posts: dict[str, PostFeatures]
@@ -500,33 +520,32 @@ class RecommenderService:
         return self._clusters
 
     # ---- trends -------------------------------------------------------------------------
-    def recent_posts(self, since_s: float, limit: int) -> dict[str, Any]:
+    def recent_posts(self, since_s: float, limit: int) -> RecentPosts:
         """Posts created after ``since_s``, newest first, for the Trends node.
 
-        Returns ``{"posts": [{post_id, text, text_hash, created_at_s, moderation_action}],
-        "truncated": bool}``; ``truncated`` says more posts than ``limit`` were in range.
+        ``truncated`` says more posts than ``limit`` were in range.
         """
         if limit < 1:
             raise ValueError(f"limit={limit} must be >= 1")
         # One more than asked: tells "exactly limit" from "limit and more" without a count.
         documents = self.posts.recent(since_s, limit + 1)
-        posts = [
-            {
-                "post_id": d["_id"],
-                "text": d.get("text", ""),
-                "text_hash": d.get("text_hash"),
-                "created_at_s": float(d["created_at_s"]),
-                "moderation_action": d.get("moderation_action"),
-            }
+        posts = tuple(
+            RecentPost(
+                post_id=d["_id"],
+                text=d.get("text", ""),
+                text_hash=d.get("text_hash"),
+                created_at_s=float(d["created_at_s"]),
+                moderation_action=d.get("moderation_action"),
+            )
             for d in documents[:limit]
-        ]
-        return {"posts": posts, "truncated": len(documents) > limit}
+        )
+        return RecentPosts(posts=posts, truncated=len(documents) > limit)
 
-    def fallback_snapshot(self, limit: int) -> dict[str, Any]:
+    def fallback_snapshot(self, limit: int) -> FallbackSnapshot:
         """Freshness and popularity inputs of the newest ``limit`` posts, for the ingress.
 
         The ingress keeps this to rank a feed by freshness and popularity when this node
-        fails. ``posts`` maps post id to ``[created_at_s, engagement, flagged]``.
+        fails. ``posts`` maps post id to ``(created_at_s, engagement, flagged)``.
         """
         if limit < 1:
             raise ValueError(f"limit={limit} must be >= 1")
@@ -535,37 +554,36 @@ class RecommenderService:
         ids = [p for p in ids if p in features]
         engagement = self.features.get_popularity(ids)
         config = self.config
-        return {
-            "posts": {
-                p: [features[p].created_at_s, float(e), bool(features[p].flagged)]
+        return FallbackSnapshot(
+            posts={
+                p: (features[p].created_at_s, float(e), bool(features[p].flagged))
                 for p, e in zip(ids, engagement, strict=True)
             },
-            "freshness_weight": config.weights.freshness,
-            "popularity_weight": config.weights.popularity,
-            "freshness_half_life_s": config.freshness_half_life_s,
-        }
+            freshness_weight=config.weights.freshness,
+            popularity_weight=config.weights.popularity,
+            freshness_half_life_s=config.freshness_half_life_s,
+        )
 
     # ---- health -------------------------------------------------------------------------
-    def info(self) -> dict[str, Any]:
+    def info(self) -> RecommenderInfo:
         """Where state lives (servers or embedded defaults) and whether it answers."""
         features = self.features.info()
-        return {
-            "status": "ok" if features["status"] == "ok" else "degraded",
-            "document_store": self.documents_info.as_dict(),
-            "feature_store": features,
-            "feed_cache": {
-                "kind": "redis"
-                if features["kind"] == "redis" and features["status"] == "ok"
-                else "in-process",
+        redis_ok = features["kind"] == "redis" and features["status"] == "ok"
+        return RecommenderInfo(
+            status="ok" if features["status"] == "ok" else "degraded",
+            document_store=json_object(self.documents_info.as_dict()),
+            feature_store=json_object(features),
+            feed_cache={
+                "kind": "redis" if redis_ok else "in-process",
                 "ttl_s": self.config.cache_ttl_s,
             },
-            "vector_index": {"kind": "hnswlib", "posts": len(self.index)},
-            "collaborative_model": {
-                "loaded": self.collaborative is not None,
-                "version": self.collaborative.version if self.collaborative else None,
-                "error": self._collaborative_error,
-            },
-        }
+            vector_index={"kind": "hnswlib", "posts": len(self.index)},
+            collaborative_model=CollaborativeModelInfo(
+                loaded=self.collaborative is not None,
+                version=self.collaborative.version if self.collaborative else None,
+                error=self._collaborative_error,
+            ),
+        )
 
 
 _UNFLAGGED = PostFeatures(text_hash=None, created_at_s=0.0)
@@ -573,9 +591,9 @@ _UNFLAGGED = PostFeatures(text_hash=None, created_at_s=0.0)
 
 def embed_missing(
     service: RecommenderService,
-    posts: list[dict[str, Any]],
+    posts: Sequence[NewPost],
     embed: Callable[[list[str]], list[list[float]]],
-) -> dict[str, int]:
+) -> PostIngestSummary:
     """Ingest posts embedding their new texts with ``embed`` (tests, offline evaluation)."""
     missing = service.missing_vectors(posts)
     hashes = list(missing)

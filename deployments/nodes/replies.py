@@ -15,19 +15,23 @@ suggestions of a flagged message (see ``routes_replies``).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from ray import serve
 
+from configs.nodes import TextVectorCacheConfig
 from configs.replies import RepliesArgs
 from deployments.nodes.text_vectors import TextVectorNodeMixin
-from models.device import ModelInfo
+from models.answers import Answer, ModelInfo
 from models.embeddings import MiniLMEmbedder
 from models.replies import (
     ReplyBank,
     ReplyConfig,
+    ReplyDecision,
+    ReplyQuery,
     ReplySuggester,
     Seq2SeqConfig,
     Seq2SeqReplier,
@@ -59,20 +63,18 @@ class _PrecomputedEncoder:
         return np.stack([known[t] if t in known else found[t] for t in texts])
 
 
+@dataclass
 class ReplyModel:
-    """A reply suggester with the ``info`` / ``predict_batch`` interface nodes serve."""
+    """A reply suggester with the ``info`` / ``predict_batch`` interface nodes serve.
 
-    def __init__(
-        self,
-        suggester: ReplySuggester,
-        info: ModelInfo,
-        encoder: _PrecomputedEncoder | None = None,
-        config: ReplyConfig | None = None,
-    ) -> None:
-        self.suggester = suggester
-        self.info = info
-        self._encoder = encoder
-        self._config = config
+    Retrieval repliers also hold the `encoder` that embeds a batch's texts at once and the
+    `config` that says which texts a request embeds.
+    """
+
+    suggester: ReplySuggester
+    info: ModelInfo
+    encoder: _PrecomputedEncoder | None = None
+    config: ReplyConfig | None = None
 
     @classmethod
     def load(
@@ -108,51 +110,53 @@ class ReplyModel:
         )
         return cls(replier, info, encoder, config)
 
-    def _texts_of(self, request: dict[str, Any]) -> list[str]:
+    def _texts_of(self, request: ReplyQuery) -> list[str]:
         """The texts the replier will embed for `request` (message, recent context)."""
-        if self._config is None:
+        if self.config is None:
             return []
-        limit_chars = self._config.max_message_chars
-        recent = [c for c in request.get("context") or [] if c.strip()]
-        recent = recent[-self._config.max_context_messages :]
-        message = str(request["message"])
+        limit_chars = self.config.max_message_chars
+        recent = [c for c in request.context if c.strip()]
+        recent = recent[-self.config.max_context_messages :]
+        message = request.message
         if len(message) > limit_chars:
             return []  # answered without embedding (message_too_long)
         return [message] + [c[:limit_chars] for c in recent]
 
-    def predict_batch(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """One ``ReplyDecision.as_dict()`` (plus ``yes_no_question``) per request."""
-        if self._encoder is not None:
+    def predict_batch(self, requests: list[ReplyQuery]) -> list[ReplyDecision]:
+        """One `ReplyDecision` per request, in input order."""
+        encoder = self.encoder
+        if encoder is not None:
             texts = list(dict.fromkeys(t for r in requests for t in self._texts_of(r)))
-            vectors: Any = self._encoder.embedder.embed(texts) if texts else []
-            self._encoder.set_batch(dict(zip(texts, vectors, strict=True)))
+            vectors: Any = encoder.embedder.embed(texts) if texts else []
+            encoder.set_batch(dict(zip(texts, vectors, strict=True)))
         try:
-            results = []
-            for request in requests:
-                decision = self.suggester.suggest(
-                    request["message"],
-                    request.get("context") or None,
-                    int(request["limit"]),
-                    bool(request.get("flagged_by_moderation", False)),
+            return [
+                self.suggester.suggest(
+                    request.message,
+                    list(request.context) or None,
+                    request.limit,
+                    request.flagged_by_moderation,
                 )
-                results.append({**decision.as_dict(), "yes_no_question": decision.yes_no_question})
-            return results
+                for request in requests
+            ]
         finally:
-            if self._encoder is not None:
-                self._encoder.set_batch({})
+            if encoder is not None:
+                encoder.set_batch({})
 
 
 @serve.deployment(name="SmartReply", max_ongoing_requests=64)
-class SmartReply(TextVectorNodeMixin):
+class SmartReply(TextVectorNodeMixin[ReplyQuery, ReplyDecision]):
     """Up to a few short replies to a message, or the reason for none."""
 
     def __init__(
-        self, args: dict[str, Any] | None = None, text_vectors: dict[str, Any] | None = None
+        self,
+        args: RepliesArgs | Mapping[str, Any] | None = None,
+        text_vectors: TextVectorCacheConfig | Mapping[str, Any] | None = None,
     ) -> None:
         self._configure_text_vectors(text_vectors)
         self.model = ReplyModel.load(RepliesArgs.model_validate(args or {}), self._cache_encoder)
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
-    async def predict(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Each request is ``{message, context, limit, flagged_by_moderation}``."""
+    async def predict(self, requests: list[ReplyQuery]) -> list[Answer[ReplyDecision]]:
+        """One decision per request (batched across concurrent requests)."""
         return await self._run_model(requests)

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from configs.nodes import TextVectorCacheConfig
-from deployments.nodes.base import BatchedNodeMixin
+from deployments.nodes.base import BatchedNodeMixin, ItemT, ResultT
+from models.answers import JsonObject, ModelNodeInfo, json_object
+from models.heads import shared_embedder
 from models.text_vectors import CachingEmbedder, TextEncoder
 from storage.vector_store import open_text_vector_store
 
@@ -25,7 +28,7 @@ logger = logging.getLogger("ray.serve")
 EncoderT = TypeVar("EncoderT", bound=TextEncoder)
 
 
-class TextVectorNodeMixin(BatchedNodeMixin):
+class TextVectorNodeMixin(BatchedNodeMixin[ItemT, ResultT]):
     """A model node that embeds text: builds its `CachingEmbedder`, reports it in ``info()``.
 
     ``text_vectors`` args are the application's ``args.text_vectors``; a node bound without
@@ -37,11 +40,13 @@ class TextVectorNodeMixin(BatchedNodeMixin):
     text_vectors_config: TextVectorCacheConfig | None = None
     text_vectors_off_reason: str = "the node was bound without text_vectors args"
 
-    def _configure_text_vectors(self, args: Mapping[str, Any] | None) -> None:
+    def _configure_text_vectors(
+        self, args: TextVectorCacheConfig | Mapping[str, Any] | None
+    ) -> None:
         """Validate ``args.text_vectors``; the store opens with the first encoder wrapped."""
         if args is None:
             return
-        config = TextVectorCacheConfig.model_validate(dict(args))
+        config = TextVectorCacheConfig.model_validate(args)
         if config.enabled:
             self.text_vectors_config = config
             self.text_vectors_off_reason = "the served model does not embed text with MiniLM"
@@ -67,7 +72,7 @@ class TextVectorNodeMixin(BatchedNodeMixin):
             return encoder
         return self.text_vectors
 
-    def _head_embedder(self) -> Any:
+    def _head_embedder(self) -> TextEncoder | None:
         """The shared MiniLM behind this node's `CachingEmbedder` when the store is on.
 
         Every head this node loads (from a path, from the registry, or swapped in later by
@@ -75,17 +80,14 @@ class TextVectorNodeMixin(BatchedNodeMixin):
         """
         if self.text_vectors_config is None:
             return None
-        # Imported here: only head nodes need the MiniLM embedder.
-        from models.heads import shared_embedder
-
         return self._cache_encoder(shared_embedder(self.model_device))
 
-    def info(self) -> dict[str, object]:
+    def info(self) -> ModelNodeInfo:
         """The node's info plus ``text_vectors``: store backend, state and counters."""
         cache = self.text_vectors
-        vectors: dict[str, object] = (
-            {"state": "on", **cache.stats()}
+        vectors: JsonObject = (
+            json_object({"state": "on", **cache.stats()})
             if cache is not None
             else {"state": "off", "reason": self.text_vectors_off_reason}
         )
-        return {**super().info(), "text_vectors": vectors}
+        return replace(super().info(), text_vectors=vectors)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,11 +24,21 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from configs.trends import TrendsNodeConfig
+from models.answers import Answer
+from models.recommender import RecentPost, RecentPosts
+from models.sentiment import SentimentScores
 from models.trend_inputs import HIDDEN_ACTIONS, LabelCache, resolve_topic, trend_posts
-from models.trends import TrendConfig, TrendDetector, topic_sentiment
-
-# The matcher topic_sentiment uses, so only posts on the topic are sent for labelling.
-from models.trends import _topic_pattern as topic_pattern
+from models.trends import (
+    TopicSentimentAnswer,
+    TrendConfig,
+    TrendDetector,
+    TrendRun,
+    TrendRunSummary,
+    TrendsAnswer,
+    TrendsNodeInfo,
+    topic_pattern,
+    topic_sentiment,
+)
 
 logger = logging.getLogger("ray.serve")
 
@@ -66,8 +77,8 @@ class Trends:
         self.config = TrendsNodeConfig()
         self.detector = detector_for(self.config)
         self.labels = LabelCache()
-        self._latest: dict[str, Any] | None = None
-        self._on_demand: dict[float, tuple[float, dict[str, Any]]] = {}
+        self._latest: TrendRun | None = None
+        self._on_demand: dict[float, tuple[float, TrendRun]] = {}
         # One detection at a time: a run takes a core for seconds, and two would only slow
         # each other down on a small node.
         self._run_lock = asyncio.Lock()
@@ -112,52 +123,51 @@ class Trends:
                 pass
             self._wakeup.clear()
 
-    async def refresh(self) -> dict[str, Any]:
+    async def refresh(self) -> TrendRun:
         """Compute the background window now (the loop calls it; tests call it through a
-        handle instead of waiting a period). Returns the new report."""
+        handle instead of waiting a period). Returns the new run."""
         async with self._run_lock:
-            report = await self._compute(self.config.window_hours, self.config.max_posts)
-        self._latest = report
+            run = await self._compute(self.config.window_hours, self.config.max_posts)
+        self._latest = run
         self._last_error = None
         self._runs += 1
+        report = run.report
         logger.info(
             "trends computed: window_h=%.1f posts=%d previous=%d trends=%d detect_s=%.2f "
             "run_s=%.2f labelled=%d",
-            report["window_hours"],
-            report["window_post_count"],
-            report["previous_window_post_count"],
-            len(report["trends"]),
-            report["duration_s"],
-            report["run_s"],
-            report["newly_labelled"],
+            report.window_hours,
+            report.window_post_count,
+            report.previous_window_post_count,
+            len(report.trends),
+            report.duration_s,
+            run.run_s,
+            run.newly_labelled,
         )
-        return report
+        return run
 
-    async def _fetch(self, since: datetime, limit: int) -> tuple[list[dict[str, Any]], bool]:
-        answer = await asyncio.wait_for(
+    async def _fetch(self, since: datetime, limit: int) -> tuple[list[RecentPost], bool]:
+        answer: RecentPosts = await asyncio.wait_for(
             self.recommender.recent_posts.remote(since.timestamp(), limit),
             timeout=self.config.store_timeout_s,
         )
-        return list(answer["posts"]), bool(answer["truncated"])
+        return list(answer.posts), answer.truncated
 
-    async def _label(self, rows: list[dict[str, Any]]) -> int:
+    async def _label(self, rows: list[RecentPost]) -> int:
         """Label the rows without a label through the Sentiment node; returns how many.
 
         A failed call stops labelling for this run: those posts stay unlabelled (answers
         count them) and the next run tries again.
         """
         missing = [
-            r
-            for r in self.labels.unlabelled(rows)
-            if r.get("moderation_action") not in HIDDEN_ACTIONS
+            r for r in self.labels.unlabelled(rows) if r.moderation_action not in HIDDEN_ACTIONS
         ]
         stored = 0
         batch = self.config.label_batch_size
         for start in range(0, len(missing), batch):
             chunk = missing[start : start + batch]
             try:
-                outputs = await asyncio.wait_for(
-                    self.sentiment.predict_many.remote([str(r["text"]) for r in chunk]),
+                outputs: list[Answer[SentimentScores]] = await asyncio.wait_for(
+                    self.sentiment.predict_many.remote([r.text for r in chunk]),
                     timeout=self.config.label_timeout_s,
                 )
             except Exception as exc:  # labelling is best effort; counts say what is missing
@@ -168,11 +178,11 @@ class Trends:
                     type(exc).__name__,
                 )
                 break
-            stored += self.labels.put(chunk, [o["result"]["label"] for o in outputs])
+            stored += self.labels.put(chunk, [o.result.label for o in outputs])
         return stored
 
-    async def _compute(self, window_hours: float, max_posts: int) -> dict[str, Any]:
-        """Read both windows, label new posts, detect; the report as a dict.
+    async def _compute(self, window_hours: float, max_posts: int) -> TrendRun:
+        """Read both windows, label new posts, detect.
 
         Callers hold ``_run_lock``: one detection at a time.
         """
@@ -184,19 +194,16 @@ class Trends:
         report = await asyncio.to_thread(
             self.detector.detect, posts, now, window_hours, self.config.top_trends
         )
-        self.labels.prune(
-            (str(r["post_id"]) for r in rows), LABEL_CACHE_FACTOR * self.config.max_posts
+        self.labels.prune((r.post_id for r in rows), LABEL_CACHE_FACTOR * self.config.max_posts)
+        return TrendRun(
+            report=report,
+            truncated=truncated,
+            run_s=round(time.perf_counter() - started_s, 3),
+            newly_labelled=newly_labelled,
+            unlabelled_posts=sum(p.sentiment_label is None for p in posts),
         )
-        return {
-            **report.as_dict(),
-            "truncated": truncated,
-            # Read + label + detect; duration_s is the detection alone.
-            "run_s": round(time.perf_counter() - started_s, 3),
-            "newly_labelled": newly_labelled,
-            "unlabelled_posts": sum(p.sentiment_label is None for p in posts),
-        }
 
-    async def trends(self, window_hours: float, limit: int) -> dict[str, Any]:
+    async def trends(self, window_hours: float, limit: int) -> TrendsAnswer:
         """The top `limit` trends of `window_hours`, with where the answer came from.
 
         ``source``: ``background`` (the loop's latest run), ``cache`` (an on-demand result of
@@ -205,23 +212,25 @@ class Trends:
         self._ensure_loop()
         config = self.config
         if window_hours == config.window_hours:
-            report = self._latest or await self.refresh()
+            run = self._latest or await self.refresh()
             source = "background"
         else:
-            report, source = await self._on_demand_report(window_hours)
-        computed_at = datetime.fromisoformat(report["computed_at"])
-        age_s = max((datetime.now(UTC) - computed_at).total_seconds(), 0.0)
+            run, source = await self._on_demand_run(window_hours)
+        age_s = max((datetime.now(UTC) - run.report.computed_at).total_seconds(), 0.0)
         stale = source == "background" and age_s > STALE_AFTER_PERIODS * config.period_s
-        return {
-            **report,
-            "trends": report["trends"][:limit],
-            "source": source,
-            "age_s": round(age_s, 3),
-            "stale": stale,
-            "period_s": config.period_s,
-        }
+        return TrendsAnswer(
+            report=replace(run.report, trends=run.report.trends[:limit]),
+            truncated=run.truncated,
+            run_s=run.run_s,
+            newly_labelled=run.newly_labelled,
+            unlabelled_posts=run.unlabelled_posts,
+            source=source,
+            age_s=round(age_s, 3),
+            stale=stale,
+            period_s=config.period_s,
+        )
 
-    async def _on_demand_report(self, window_hours: float) -> tuple[dict[str, Any], str]:
+    async def _on_demand_run(self, window_hours: float) -> tuple[TrendRun, str]:
         """A fresh cached report of this window, or one computed now (and cached)."""
         max_age_s = self.config.on_demand_cache_s
         cached = self._on_demand.get(window_hours)
@@ -232,7 +241,7 @@ class Trends:
             cached = self._on_demand.get(window_hours)
             if cached is not None and time.monotonic() - cached[0] <= max_age_s:
                 return cached[1], "cache"
-            report = await self._compute(window_hours, self.config.on_demand_max_posts)
+            run = await self._compute(window_hours, self.config.on_demand_max_posts)
         now_s = time.monotonic()
         self._on_demand = {
             w: entry for w, entry in self._on_demand.items() if now_s - entry[0] <= max_age_s
@@ -240,10 +249,10 @@ class Trends:
         if len(self._on_demand) >= MAX_ON_DEMAND_WINDOWS:
             oldest = min(self._on_demand, key=lambda w: self._on_demand[w][0])
             del self._on_demand[oldest]
-        self._on_demand[window_hours] = (now_s, report)
-        return report, "on_demand"
+        self._on_demand[window_hours] = (now_s, run)
+        return run, "on_demand"
 
-    async def topic_sentiment(self, topic: str, window_hours: float) -> dict[str, Any]:
+    async def topic_sentiment(self, topic: str, window_hours: float) -> TopicSentimentAnswer:
         """Counts and percentages of labels over the window's posts on `topic`.
 
         `topic` is a trend id of a recent report (its keywords are matched) or a keyword or
@@ -251,46 +260,47 @@ class Trends:
         measured, not sampled.
         """
         self._ensure_loop()
-        reports = [self._latest] if self._latest is not None else []
-        reports += [cached for _, cached in self._on_demand.values()]
-        resolved = resolve_topic(topic, reports)
+        runs = [self._latest] if self._latest is not None else []
+        runs += [cached for _, cached in self._on_demand.values()]
+        resolved = resolve_topic(topic, [run.report for run in runs])
         _, pattern = topic_pattern(resolved.terms)
         now = datetime.now(UTC)
         rows, truncated = await self._fetch(
             now - timedelta(hours=window_hours), self.config.on_demand_max_posts
         )
-        on_topic = [r for r in rows if pattern.search(str(r.get("text") or "")) is not None]
+        on_topic = [r for r in rows if pattern.search(r.text) is not None]
         await self._label(on_topic)
         result = topic_sentiment(
             trend_posts(on_topic, self.labels), resolved.terms, now, window_hours
         )
-        return {
-            **result.as_dict(),
-            "kind": resolved.kind,
-            "trend_id": resolved.trend_id,
-            "computed_at": now.isoformat(),
-            "truncated": truncated,
-        }
+        return TopicSentimentAnswer(
+            sentiment=result,
+            kind=resolved.kind,
+            trend_id=resolved.trend_id,
+            computed_at=now.isoformat(),
+            truncated=truncated,
+        )
 
-    async def info(self) -> dict[str, Any]:
+    async def info(self) -> TrendsNodeInfo:
         """Loop settings, the last run and the label cache, for /health."""
         self._ensure_loop()
         latest = self._latest
-        return {
-            "name": "trends",
-            "window_hours": self.config.window_hours,
-            "period_s": self.config.period_s,
-            "runs": self._runs,
-            "last_run": None
-            if latest is None
-            else {
-                "computed_at": latest["computed_at"],
-                "duration_s": round(float(latest["duration_s"]), 3),
-                "run_s": latest["run_s"],
-                "window_post_count": latest["window_post_count"],
-                "trends": len(latest["trends"]),
-                "truncated": latest["truncated"],
-            },
-            "last_error": self._last_error,
-            "labelled_posts": len(self.labels),
-        }
+        last_run = None
+        if latest is not None:
+            last_run = TrendRunSummary(
+                computed_at=latest.report.computed_at.isoformat(),
+                duration_s=round(latest.report.duration_s, 3),
+                run_s=latest.run_s,
+                window_post_count=latest.report.window_post_count,
+                trends=len(latest.report.trends),
+                truncated=latest.truncated,
+            )
+        return TrendsNodeInfo(
+            name="trends",
+            window_hours=self.config.window_hours,
+            period_s=self.config.period_s,
+            runs=self._runs,
+            last_run=last_run,
+            last_error=self._last_error,
+            labelled_posts=len(self.labels),
+        )

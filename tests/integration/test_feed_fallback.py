@@ -14,13 +14,31 @@ from ray import serve
 
 from configs.nodes import ModerationModelSpec, SentimentModelSpec
 from deployments.ingress.deployment import Ingress
-from deployments.nodes.moderation import TextModeration
-from deployments.nodes.sentiment import Sentiment
+from deployments.nodes.text_classifier import text_classifier_deployment
+from models.answers import JsonObject
+from models.recommender import (
+    CollaborativeTerm,
+    ContentTerm,
+    DiversityTerm,
+    FallbackSnapshot,
+    FeedRanking,
+    FeedTerms,
+    FreshnessTerm,
+    ScoredPost,
+    ScoreTerm,
+)
 from tests.integration.conftest import deploy, undeploy
 
 pytestmark = pytest.mark.integration
 
 DAY_S = 86_400.0
+
+
+class FakeInfo:
+    """What /health reads from a node's ``info()``."""
+
+    def as_json(self) -> JsonObject:
+        return {"status": "ok"}
 
 
 @serve.deployment(name="FakeRecommender")
@@ -37,49 +55,52 @@ class FakeRecommender:
     def snapshot_count(self) -> int:
         return self.snapshots_served
 
-    async def rank_feed(self, user_id: str, candidates: list[str], limit: int) -> dict[str, Any]:
+    async def rank_feed(self, user_id: str, candidates: list[str], limit: int) -> FeedRanking:
         if self.broken:
             raise RuntimeError("recommender crashed")
-        return {
-            "posts": [{"post_id": p, "score": 1.0} for p in candidates[:limit]],
-            "unknown_post_ids": [],
-            "filtered_post_ids": [],
-            "terms": {},
-            "cold_start": False,
-            "cached": False,
-            "degraded": False,
-            "degraded_reason": None,
-        }
+        return FeedRanking(
+            posts=tuple(ScoredPost(p, 1.0) for p in candidates[:limit]),
+            unknown_post_ids=(),
+            filtered_post_ids=(),
+            terms=FeedTerms(
+                collaborative=CollaborativeTerm(False, 0.0, None, "off"),
+                content=ContentTerm(False, 0.0, "off"),
+                freshness=FreshnessTerm(True, 0.3, DAY_S),
+                popularity=ScoreTerm(True, 0.2),
+                diversity=DiversityTerm(False, 1.0),
+            ),
+            cold_start=False,
+        )
 
-    async def fallback_snapshot(self, limit: int) -> dict[str, Any]:
+    async def fallback_snapshot(self, limit: int) -> FallbackSnapshot:
         self.snapshots_served += 1
         now_s = time.time()
-        return {
-            "posts": {
-                "old-quiet": [now_s - 10 * DAY_S, 0.0, False],
-                "old-popular": [now_s - 10 * DAY_S, 400.0, False],
-                "new": [now_s - 60.0, 1.0, False],
-                "flagged": [now_s, 99.0, True],
+        return FallbackSnapshot(
+            posts={
+                "old-quiet": (now_s - 10 * DAY_S, 0.0, False),
+                "old-popular": (now_s - 10 * DAY_S, 400.0, False),
+                "new": (now_s - 60.0, 1.0, False),
+                "flagged": (now_s, 99.0, True),
             },
-            "freshness_weight": 0.3,
-            "popularity_weight": 0.2,
-            "freshness_half_life_s": DAY_S,
-        }
+            freshness_weight=0.3,
+            popularity_weight=0.2,
+            freshness_half_life_s=DAY_S,
+        )
 
-    def info(self) -> dict[str, Any]:
-        return {"status": "ok"}
+    def info(self) -> FakeInfo:
+        return FakeInfo()
 
 
 @pytest.fixture(scope="module")
 def recommender(base_url: str) -> Iterator[Any]:
     small = {"num_cpus": 0.1}
     graph = Ingress.options(ray_actor_options=small).bind(  # type: ignore[attr-defined]
-        moderation=TextModeration.options(ray_actor_options=small).bind(  # type: ignore[attr-defined]
-            ModerationModelSpec().model_dump()
-        ),
-        sentiment=Sentiment.options(ray_actor_options=small).bind(  # type: ignore[attr-defined]
-            SentimentModelSpec().model_dump()
-        ),
+        moderation=text_classifier_deployment("moderation")
+        .options(ray_actor_options=small)
+        .bind("moderation", ModerationModelSpec()),
+        sentiment=text_classifier_deployment("sentiment")
+        .options(ray_actor_options=small)
+        .bind("sentiment", SentimentModelSpec()),
         recommender=FakeRecommender.options(ray_actor_options=small).bind(),
     )
     deploy(graph, base_url)

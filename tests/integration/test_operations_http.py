@@ -17,9 +17,10 @@ import httpx
 import pytest
 from ray import serve
 
-from configs.nodes import SentimentModelSpec
+from configs.nodes import BatchingConfig, SentimentModelSpec
 from deployments.ingress.deployment import Ingress
-from deployments.nodes.sentiment import Sentiment
+from deployments.nodes.text_classifier import text_classifier_deployment
+from models.answers import Answer, ModelInfo, ModelNodeInfo, ModelRef
 from tests.integration.conftest import undeploy
 
 pytestmark = pytest.mark.integration
@@ -43,12 +44,11 @@ class FlakyModeration:
     def calls_made(self) -> int:
         return self.calls
 
-    def _answer(self) -> dict[str, Any]:
+    def _answer(self) -> Answer[dict[str, float]]:
         self.calls += 1
         if self.broken:
             raise RuntimeError("model crashed")
-        model = {"name": "flaky", "version": "7", "device": "cpu"}
-        return {"result": {"offensive": 0.01}, "model": model}
+        return Answer({"offensive": 0.01}, ModelRef(name="flaky", version="7", device="cpu"))
 
     async def predict(self, text: str) -> Any:
         return self._answer()
@@ -56,8 +56,9 @@ class FlakyModeration:
     async def predict_many(self, texts: list[str]) -> Any:
         return [self._answer() for _ in texts]
 
-    def info(self) -> dict[str, Any]:
-        return {"name": "flaky", "version": "7", "device": "cpu"}
+    def info(self) -> ModelNodeInfo:
+        model = ModelInfo(name="flaky", version="7", device="cpu", labels=("offensive",))
+        return ModelNodeInfo(model=model, batching=BatchingConfig(), replica_id="flaky-1")
 
 
 @pytest.fixture(scope="module")
@@ -71,9 +72,9 @@ def flaky_app(base_url: str) -> Iterator[Any]:
         user_config=ingress_config, ray_actor_options=small
     ).bind(
         moderation=FlakyModeration.options(ray_actor_options=small).bind(),
-        sentiment=Sentiment.options(ray_actor_options=small).bind(
-            SentimentModelSpec().model_dump()
-        ),
+        sentiment=text_classifier_deployment("sentiment")
+        .options(ray_actor_options=small)
+        .bind("sentiment", SentimentModelSpec()),
     )
     # JSON replica logs, as serve_config.yaml sets them (conftest's `deploy` sets TEXT).
     serve.run(

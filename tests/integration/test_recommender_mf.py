@@ -12,6 +12,7 @@ import hashlib
 import os
 import time
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,9 @@ from ray import serve
 
 from configs.pipelines import RecommenderMFJobConfig
 from deployments.nodes.recommender import Recommender
+from models.answers import Answer, ModelRef
 from models.embeddings import EMBEDDING_DIM
+from models.recommender import Interaction, InteractionPage, NewPost
 from pipelines.synthetic_social import generate
 
 pytestmark = pytest.mark.integration
@@ -35,12 +38,13 @@ MODULE = "tests.integration.test_recommender_mf"
 class FakeEmbedder:
     """Deterministic unit vectors per text, in the Embedder node's answer shape."""
 
-    def predict_many(self, texts: list[str]) -> list[dict[str, Any]]:
+    def predict_many(self, texts: list[str]) -> list[Answer[list[float]]]:
         answers = []
+        model = ModelRef(name="fake-embedder", version="1", device="cpu")
         for text in texts:
             seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
             vector = np.random.default_rng(seed).normal(size=EMBEDDING_DIM)
-            answers.append({"result": (vector / np.linalg.norm(vector)).tolist()})
+            answers.append(Answer((vector / np.linalg.norm(vector)).tolist(), model))
         return answers
 
 
@@ -91,10 +95,12 @@ def handle(serve_port: int, workdir: Path) -> Iterator[Any]:
     _deploy({"cache_ttl_s": 0})
     recommender = serve.get_deployment_handle("Recommender", app_name=APP_NAME)
     network = generate(n_users=60, n_posts=240, days=8, seed=1)
-    for start in range(0, len(network.posts), 120):
-        recommender.ingest_posts.remote(network.posts[start : start + 120]).result()
-    for start in range(0, len(network.interactions), 2000):
-        recommender.ingest_interactions.remote(network.interactions[start : start + 2000]).result()
+    posts = [NewPost(**p) for p in network.posts]
+    events = [Interaction(**e) for e in network.interactions]
+    for start in range(0, len(posts), 120):
+        recommender.ingest_posts.remote(posts[start : start + 120]).result()
+    for start in range(0, len(events), 2000):
+        recommender.ingest_interactions.remote(events[start : start + 2000]).result()
     yield recommender
     serve.delete(APP_NAME)
 
@@ -122,12 +128,13 @@ def _job(workdir: Path) -> RecommenderMFJobConfig:
 
 def test_export_pages_out_hashed_user_ids(handle: Any) -> None:
     page = handle.export_interactions.remote(None, 50, "salt").result()
-    assert len(page["interactions"]) == 50 and page["next_after"] is not None
-    row = page["interactions"][0]
-    assert set(row) == {"event_id", "user_hash", "post_id", "type", "timestamp_s"}
-    assert not any(r["user_hash"].startswith("user-") for r in page["interactions"])
-    following = handle.export_interactions.remote(page["next_after"], 50, "salt").result()
-    assert following["interactions"][0]["event_id"] > page["next_after"]
+    assert isinstance(page, InteractionPage)
+    assert len(page.interactions) == 50 and page.next_after is not None
+    row = page.interactions[0]
+    assert set(asdict(row)) == {"event_id", "user_hash", "post_id", "type", "timestamp_s"}
+    assert not any(r.user_hash.startswith("user-") for r in page.interactions)
+    following = handle.export_interactions.remote(page.next_after, 50, "salt").result()
+    assert following.interactions[0].event_id > page.next_after
 
 
 def test_promoted_factors_are_served_after_live_reconfigure(handle: Any, workdir: Path) -> None:
@@ -135,7 +142,7 @@ def test_promoted_factors_are_served_after_live_reconfigure(handle: Any, workdir
 
     candidates = [f"post-{i:05d}" for i in range(200, 240)]
     before = handle.rank_feed.remote("user-0003", candidates, 10).result()
-    assert before["terms"]["collaborative"]["used"] is False
+    assert before.terms.collaborative.used is False
 
     started_s = time.monotonic()
     result = run_job(_job(workdir))
@@ -149,16 +156,12 @@ def test_promoted_factors_are_served_after_live_reconfigure(handle: Any, workdir
     assert b"user-0003" not in stored  # hashed ids only
     print(f"job took {time.monotonic() - started_s:.1f} s")
 
-    events_before = len(
-        handle.export_interactions.remote(None, 100_000, "s").result()["interactions"]
-    )
+    events_before = len(handle.export_interactions.remote(None, 100_000, "s").result().interactions)
     _deploy({"cache_ttl_s": 0, "collaborative_model_path": str(result.collaborative_model_path)})
     after = handle.rank_feed.remote("user-0003", candidates, 10).result()
-    collaborative = after["terms"]["collaborative"]
-    assert collaborative["used"] is True
-    assert collaborative["model_version"] == f"{MODEL_NAME}/1"
+    collaborative = after.terms.collaborative
+    assert collaborative.used is True
+    assert collaborative.model_version == f"{MODEL_NAME}/1"
     # Same replica: the in-memory event store still holds every event (no restart).
-    events_after = len(
-        handle.export_interactions.remote(None, 100_000, "s").result()["interactions"]
-    )
+    events_after = len(handle.export_interactions.remote(None, 100_000, "s").result().interactions)
     assert events_after == events_before > 0

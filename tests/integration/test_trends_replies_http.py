@@ -123,7 +123,7 @@ def sent(app: None, base_url: str) -> list[dict[str, Any]]:
     report = (
         serve.get_deployment_handle("Trends", app_name=APP).refresh.remote().result(timeout_s=120)
     )
-    assert report["window_post_count"] > 0
+    assert report.report.window_post_count > 0
     return posts
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
+from models import answers
+
 
 class RequestBody(BaseModel):
     """Base of request bodies: unknown fields are refused (422 naming the field)."""
@@ -51,6 +53,11 @@ class ModelRef(BaseModel):
     name: str
     version: str
     device: str
+
+    @classmethod
+    def of(cls, model: answers.ModelRef | answers.ModelInfo) -> ModelRef:
+        """The HTTP form of the model behind a node's answer (or of a loaded model)."""
+        return cls(name=model.name, version=model.version, device=model.device)
 
 
 class ErrorDetail(BaseModel):

@@ -14,6 +14,7 @@ from deployments.ingress.calls import (
 )
 from deployments.ingress.services.audit import audit_status
 from deployments.ingress.state import IngressState
+from models.answers import NodeInfo
 
 
 def service_version() -> str:
@@ -32,8 +33,10 @@ async def health_report(state: IngressState) -> dict[str, Any]:
     for name, handle in state.nodes.items():
         try:
             # Unguarded: /health asks the node even while its breaker is open.
-            info = await call_node(state, handle.info, config.timeouts.health_s, guarded=False)
-            nodes[name] = {"status": "ok", **info}
+            info: NodeInfo = await call_node(
+                state, handle.info, config.timeouts.health_s, guarded=False
+            )
+            nodes[name] = {"status": "ok", **info.as_json()}
         except Exception as exc:  # a broken node must not break /health
             nodes[name] = {"status": "unavailable", "reason": failure_reason(exc)}
     # Keyed like `nodes`; a node never called yet has a closed breaker.

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 from configs.ingress import ImagePolicyConfig
 from deployments.ingress.calls import answer_degraded, call_node
@@ -31,10 +32,15 @@ from deployments.ingress.schemas.images import (
     NsfwScores,
     PostImageResult,
 )
-from deployments.ingress.services.text import model_ref
 from deployments.ingress.state import IngressState, NodeHandle
+from models import answers
+from models.answers import Answer
 from models.exceptions import FeatureNotEnabledError, ImageInputError, InvalidInputError
 from models.images import DecodedImage, decode_image
+
+if TYPE_CHECKING:
+    from models.nsfw import NsfwResult
+    from models.tagger import ImageTags
 
 logger = logging.getLogger("ray.serve")
 
@@ -83,7 +89,7 @@ class LoadedImage:
             bytes=self.size_bytes,
         )
 
-    def scale_box(self, box: list[int]) -> list[int]:
+    def scale_box(self, box: Sequence[int]) -> list[int]:
         """A box of the shrunk image in the original image's pixels."""
         return [round(v * self.decoded.scale) for v in box]
 
@@ -121,7 +127,7 @@ async def judge_image(
 ) -> ImageModerationResult:
     """NSFW verdict for one decoded image: node first, then the in-ingress fallback."""
     reason: str | None = None
-    output: dict[str, Any] | None = None
+    output: Answer[NsfwResult] | None = None
     try:
         output = await call_node(
             state, nsfw.predict, state.config.timeouts.nsfw_s, image.decoded.pixels
@@ -132,16 +138,16 @@ async def judge_image(
         try:
             fallback = await state.fallbacks.nsfw.get()
             results = await asyncio.to_thread(fallback.predict_batch, [image.decoded.pixels])
-            output = {"result": results[0], "model": model_ref(fallback.info).model_dump()}
+            output = Answer(results[0], answers.ModelRef.of(fallback.info))
         except Exception as exc:  # no model at all: flag, never approve silently
             logger.error("nsfw fallback failed (%s)", type(exc).__name__)
             reason = f"{reason}; fallback failed"
-    result = output["result"] if output else None
-    scores = {k: float(result[k]) for k in ("safe", "questionable", "unsafe")} if result else None
+    result = output.result if output else None
+    scores = result.probabilities() if result else None
     action = image_action(scores, state.config.image_policy)
     detections = [
-        NsfwDetection(label=d["label"], score=d["score"], box=image.scale_box(d["box"]))
-        for d in (result["detections"] if result else [])
+        NsfwDetection(label=d.label, score=d.score, box=image.scale_box(d.box))
+        for d in (result.detections if result else ())
     ]
     return ImageModerationResult(
         is_safe=action == "approve",
@@ -150,7 +156,7 @@ async def judge_image(
         scores=NsfwScores(**scores) if scores else None,
         detections=detections,
         image=image.meta(),
-        model=ModelRef(**output["model"]) if output else None,
+        model=ModelRef.of(output.model) if output else None,
         degraded=reason is not None,
         degraded_reason=reason,
     )
@@ -196,26 +202,32 @@ async def tag_image(
     state: IngressState, tagger: NodeHandle, source: ImageSource, top_k: int | None
 ) -> ImageTagsResult:
     """Tags of one image (CLIP top-k and face-backed tags), with the models behind each."""
+    # Here, not at the top: models.tagger imports torch, which only tagging needs.
+    from models.tagger import ImageTagRequest
+
     image = await load_image(state, source)
-    item = {"image": image.decoded.pixels, "top_k": top_k}
     reason: str | None = None
     try:
-        output = await call_node(state, tagger.predict, state.config.timeouts.tagger_s, item)
+        output: Answer[ImageTags] = await call_node(
+            state,
+            tagger.predict,
+            state.config.timeouts.tagger_s,
+            ImageTagRequest(image.decoded.pixels, top_k),
+        )
     except Exception as exc:  # any node failure: faces-only tags from the ingress
         reason = answer_degraded("tagger", exc)
         fallback = await state.fallbacks.tagger.get()
         results = await asyncio.to_thread(fallback.predict_batch, [image.decoded.pixels], [top_k])
-        output = {"result": results[0], "model": model_ref(fallback.info).model_dump()}
-    result = output["result"]
-    faces = result["faces"]
+        output = Answer(results[0], answers.ModelRef.of(fallback.info))
+    tags = output.result
     return ImageTagsResult(
-        tags=[ImageTag(**tag) for tag in result["tags"]],
+        tags=[ImageTag(**asdict(tag)) for tag in tags.tags],
         faces=FacesResult(
-            count=faces["count"], boxes=[image.scale_box(box) for box in faces["boxes"]]
+            count=tags.faces.count, boxes=[image.scale_box(box) for box in tags.faces.boxes]
         ),
-        models=result["models"],
+        models=list(tags.models),
         image=image.meta(),
-        model=ModelRef(**output["model"]),
+        model=ModelRef.of(output.model),
         degraded=reason is not None,
         degraded_reason=reason,
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,6 +31,16 @@ from deployments.ingress.services.validation import check_id, check_text
 from deployments.ingress.state import IngressState, NodeHandle
 from models.exceptions import InvalidInputError
 from models.ranking import fallback_order
+from models.recommender import (
+    FallbackSnapshot,
+    FeedRanking,
+    Interaction,
+    InteractionIngestSummary,
+    Interests,
+    NewPost,
+    PostIngestSummary,
+    SimilarPosts,
+)
 
 logger = logging.getLogger("ray.serve")
 
@@ -107,7 +118,9 @@ async def _ask_recommender(
         raise node_unavailable("recommender", exc, **unavailable) from exc
 
 
-async def _ingest(state: IngressState, method: str, events: list[dict[str, Any]]) -> Any:
+async def _ingest(
+    state: IngressState, method: str, events: list[NewPost] | list[Interaction]
+) -> Any:
     # Nothing was stored for sure when the call failed: the caller may retry as it is.
     return await _ask_recommender(
         state,
@@ -119,39 +132,40 @@ async def _ingest(state: IngressState, method: str, events: list[dict[str, Any]]
     )
 
 
-def _post_record(post: PostEvent, field: str, state: IngressState) -> dict[str, Any]:
+def _new_post(post: PostEvent, field: str, state: IngressState) -> NewPost:
     limits = state.config.recommendations
-    return {
-        "post_id": check_id(post.post_id, f"{field}.post_id", limits.max_id_chars),
-        "author_id": check_id(post.author_id, f"{field}.author_id", limits.max_id_chars),
-        "text": check_text(post.text, f"{field}.text", state.config.limits) if post.text else "",
-        "image_urls": list(post.image_urls),
-        "tags": normalise_tags(post.tags, f"{field}.tags", limits.max_tags),
-        "created_at_s": check_time(
-            post.created_at, f"{field}.created_at", limits.max_future_skew_s
-        ),
-        "moderation_action": post.moderation_action,
-    }
-
-
-def _interaction_record(event: InteractionEvent, field: str, state: IngressState) -> dict[str, Any]:
-    limits = state.config.recommendations
-    record: dict[str, Any] = {
-        name: check_id(getattr(event, name), f"{field}.{name}", limits.max_id_chars)
-        for name in ("event_id", "user_id", "post_id")
-    }
-    record["type"] = event.type
-    record["timestamp_s"] = check_time(
-        event.timestamp, f"{field}.timestamp", limits.max_future_skew_s
+    return NewPost(
+        post_id=check_id(post.post_id, f"{field}.post_id", limits.max_id_chars),
+        author_id=check_id(post.author_id, f"{field}.author_id", limits.max_id_chars),
+        text=check_text(post.text, f"{field}.text", state.config.limits) if post.text else "",
+        image_urls=tuple(post.image_urls),
+        tags=tuple(normalise_tags(post.tags, f"{field}.tags", limits.max_tags)),
+        created_at_s=check_time(post.created_at, f"{field}.created_at", limits.max_future_skew_s),
+        moderation_action=post.moderation_action,
     )
-    return record
+
+
+def _interaction(event: InteractionEvent, field: str, state: IngressState) -> Interaction:
+    limits = state.config.recommendations
+    event_id, user_id, post_id = (
+        check_id(getattr(event, name), f"{field}.{name}", limits.max_id_chars)
+        for name in ("event_id", "user_id", "post_id")
+    )
+    return Interaction(
+        event_id=event_id,
+        user_id=user_id,
+        post_id=post_id,
+        type=event.type,
+        timestamp_s=check_time(event.timestamp, f"{field}.timestamp", limits.max_future_skew_s),
+    )
 
 
 async def ingest_posts(state: IngressState, posts: list[PostEvent]) -> PostEventsResult:
     """Store posts (upsert by post_id) and embed their texts; re-sending changes nothing."""
     check_count(len(posts), "posts", state.config.recommendations.max_events_per_request)
-    records = [_post_record(post, f"posts[{i}]", state) for i, post in enumerate(posts)]
-    return PostEventsResult(**await _ingest(state, "ingest_posts", records))
+    records = [_new_post(post, f"posts[{i}]", state) for i, post in enumerate(posts)]
+    summary: PostIngestSummary = await _ingest(state, "ingest_posts", records)
+    return PostEventsResult(**asdict(summary))
 
 
 async def ingest_interactions(
@@ -161,10 +175,10 @@ async def ingest_interactions(
     limit = state.config.recommendations.max_events_per_request
     check_count(len(interactions), "interactions", limit)
     records = [
-        _interaction_record(event, f"interactions[{i}]", state)
-        for i, event in enumerate(interactions)
+        _interaction(event, f"interactions[{i}]", state) for i, event in enumerate(interactions)
     ]
-    return InteractionEventsResult(**await _ingest(state, "ingest_interactions", records))
+    summary: InteractionIngestSummary = await _ingest(state, "ingest_interactions", records)
+    return InteractionEventsResult(**asdict(summary))
 
 
 # ---- feed ---------------------------------------------------------------------------------
@@ -189,7 +203,7 @@ async def rank_feed(
     limit = check_limit(limit, limits.max_results)
     handle = state.node("recommender", FEATURE)
     try:
-        result = await call_node(
+        ranking: FeedRanking = await call_node(
             state, handle.rank_feed, limits.query_timeout_s, user_id, candidate_post_ids, limit
         )
     except Exception as exc:  # the client still gets a feed, ranked as well as we can
@@ -198,7 +212,7 @@ async def rank_feed(
         logger.warning("recommender unavailable for a feed (%s); answering from fallback", reason)
         return fallback_feed(state, candidate_post_ids, limit, reason)
     refresh_feed_snapshot(state, handle)
-    return FeedResult(**result)
+    return FeedResult(**asdict(ranking))
 
 
 def refresh_feed_snapshot(state: IngressState, handle: NodeHandle) -> None:
@@ -214,7 +228,7 @@ def refresh_feed_snapshot(state: IngressState, handle: NodeHandle) -> None:
 
     async def refresh() -> None:
         try:
-            posts = await call_node(
+            latest: FallbackSnapshot = await call_node(
                 state,
                 handle.fallback_snapshot,
                 limits.query_timeout_s,
@@ -223,7 +237,7 @@ def refresh_feed_snapshot(state: IngressState, handle: NodeHandle) -> None:
         except Exception as exc:  # the old snapshot stays; next feed tries again
             logger.warning("feed fallback snapshot not refreshed (%s)", failure_reason(exc))
             return
-        snapshot.posts = posts
+        snapshot.latest = latest
         snapshot.taken_at_s = time.monotonic()
 
     snapshot.refresh = asyncio.get_running_loop().create_task(refresh())
@@ -234,20 +248,19 @@ def fallback_feed(
 ) -> FeedResult:
     """The candidates ranked by freshness and popularity from the snapshot, else unranked."""
     snapshot = state.feed_snapshot
-    if snapshot.posts is None:
+    if snapshot.latest is None:
         ordered = list(dict.fromkeys(candidates))[:limit]
         posts = [ScoredPost(post_id=p, score=0.0) for p in ordered]
         how = "candidates returned unranked, in the order sent"
     else:
-        known = snapshot.posts
-        posts_map = {p: (v[0], v[1], bool(v[2])) for p, v in known["posts"].items()}
+        latest = snapshot.latest
         ranked = fallback_order(
             candidates,
-            posts_map,
+            latest.posts,
             time.time(),
-            known["freshness_half_life_s"],
-            known["freshness_weight"],
-            known["popularity_weight"],
+            latest.freshness_half_life_s,
+            latest.freshness_weight,
+            latest.popularity_weight,
             limit,
         )
         posts = [ScoredPost(post_id=p, score=score) for p, score in ranked]
@@ -273,14 +286,14 @@ async def similar_posts(state: IngressState, post_id: str, limit: int) -> Simila
     limits = state.config.recommendations
     check_id(post_id, "post_id", limits.max_id_chars)
     limit = check_limit(limit, limits.max_results)
-    result = await _ask_recommender(state, "similar_posts", post_id, limit)
+    result: SimilarPosts | None = await _ask_recommender(state, "similar_posts", post_id, limit)
     if result is None:
         raise NotFoundError(
             "post_id",
             "post_id is not known; send it to /api/v1/events/posts first",
             "unknown_post",
         )
-    return SimilarPostsResult(**result)
+    return SimilarPostsResult(**asdict(result))
 
 
 async def user_interests(state: IngressState, user_id: str, limit: int) -> InterestsResult:
@@ -288,4 +301,5 @@ async def user_interests(state: IngressState, user_id: str, limit: int) -> Inter
     limits = state.config.recommendations
     check_id(user_id, "user_id", limits.max_id_chars)
     limit = check_limit(limit, limits.max_results)
-    return InterestsResult(**await _ask_recommender(state, "interests", user_id, limit))
+    interests: Interests = await _ask_recommender(state, "interests", user_id, limit)
+    return InterestsResult(**asdict(interests))

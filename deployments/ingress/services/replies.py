@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from dataclasses import asdict
 
 from deployments.ingress.calls import call_node, failure_reason
+from deployments.ingress.schemas.common import ModelRef
+from deployments.ingress.schemas.moderation import ModerationResult
 from deployments.ingress.schemas.replies import ReplyResult
 from deployments.ingress.services.text import moderate
 from deployments.ingress.services.validation import check_text
 from deployments.ingress.state import IngressState
+from models.answers import Answer
 from models.exceptions import InvalidInputError
-from models.replies import REASON_FLAGGED
+from models.replies import REASON_FLAGGED, ReplyDecision, ReplyQuery
 
 logger = logging.getLogger("ray.serve")
 
@@ -46,13 +49,9 @@ async def suggest_replies(
         )
     context = [check_text(c, f"context[{i}]", state.config.limits) for i, c in enumerate(context)]
     handle = state.node("replies", FEATURE)
-    request = {
-        "message": message,
-        "context": context,
-        "limit": limit,
-        "flagged_by_moderation": False,
-    }
-    outcomes: tuple[Any, Any] = await asyncio.gather(
+    request = ReplyQuery(message=message, context=tuple(context), limit=limit)
+    outcomes: tuple[list[ModerationResult] | BaseException, Answer[ReplyDecision] | BaseException]
+    outcomes = await asyncio.gather(
         moderate(state, [message]),
         call_node(state, handle.predict, limits.timeout_s, request),
         return_exceptions=True,
@@ -76,4 +75,6 @@ async def suggest_replies(
             degraded=True,
             degraded_reason=reason,
         )
-    return ReplyResult(**reply["result"], moderation_action=action, model=reply["model"])
+    return ReplyResult(
+        **asdict(reply.result), moderation_action=action, model=ModelRef.of(reply.model)
+    )

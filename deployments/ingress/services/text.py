@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Generic, Literal, TypeVar
 
 from configs.ingress import IngressConfig, TimeoutsConfig
 from deployments.ingress.calls import answer_degraded, call_text_node
@@ -23,43 +23,33 @@ from deployments.ingress.schemas.moderation import ModerationResult
 from deployments.ingress.schemas.sentiment import SentimentResult
 from deployments.ingress.services.audit import audited
 from deployments.ingress.services.experiments import start_shadow, tag_results
-from deployments.ingress.state import Fallbacks, IngressState, LazyModel
+from deployments.ingress.state import IngressState
+from models.answers import Answer
 from models.policy import decide_action
 
 if TYPE_CHECKING:
-    from models.device import ModelInfo
+    from models.moderation import ModerationScores
+    from models.sentiment import SentimentScores
 
 logger = logging.getLogger("ray.serve")
 
+# Strings: the score types live in modules that import torch, which the ingress never needs.
+ScoresT = TypeVar("ScoresT", "ModerationScores", "SentimentScores")
 ResultT = TypeVar("ResultT", ModerationResult, SentimentResult)
 
 
-class TextModel(Protocol):
-    """What the services use of an embedded text model."""
-
-    info: ModelInfo
-
-    def predict_batch(self, texts: list[str]) -> Sequence[Any]:
-        """One answer per text, in input order."""
-        ...
-
-
-def model_ref(info: ModelInfo) -> ModelRef:
-    """Name, version and device of a loaded model."""
-    return ModelRef(name=info.name, version=info.version, device=info.device)
-
-
 @dataclass(frozen=True)
-class TextTask(Generic[ResultT]):
-    """One text classification task as the services see it."""
+class TextTask(Generic[ScoresT, ResultT]):
+    """One text classification task as the services see it: its node answers ``ScoresT``
+    per text, the HTTP and gRPC answers are ``ResultT``."""
 
     # The node key, the experiment task, the degraded metric's node label, and the name of
     # the task's timeout and embedded fallback.
     name: Literal["moderation", "sentiment"]
     # Names the feature when the graph lacks the node.
     feature: str
-    # The answer from one item's output and the model that gave it; degraded with a reason.
-    answer: Callable[[IngressConfig, Any, ModelRef, str | None], ResultT]
+    # The answer from one text's scores and the model that gave them; degraded with a reason.
+    answer: Callable[[IngressConfig, ScoresT, ModelRef, str | None], ResultT]
     summarise: Callable[[ResultT], Summary]
     # The answer when the fallback fails too; None: the failure propagates.
     unanswered: Callable[[IngressConfig, str], ResultT] | None = None
@@ -68,13 +58,12 @@ class TextTask(Generic[ResultT]):
         """How long the task's node may take."""
         return timeouts.moderation_s if self.name == "moderation" else timeouts.sentiment_s
 
-    def fallback(self, fallbacks: Fallbacks) -> LazyModel[TextModel]:
-        """The embedded model that answers when the node cannot."""
-        return fallbacks.moderation if self.name == "moderation" else fallbacks.sentiment
-
 
 async def classify(
-    state: IngressState, task: TextTask[ResultT], texts: list[str], user_id: str | None = None
+    state: IngressState,
+    task: TextTask[ScoresT, ResultT],
+    texts: list[str],
+    user_id: str | None = None,
 ) -> list[ResultT]:
     """One ``task`` answer per text, from the node, a variant or the embedded fallback."""
     config = state.config
@@ -83,13 +72,13 @@ async def classify(
     # arm) or copy it to a shadow candidate; else the main node answers.
     choice = state.experiments.choose(task.name, user_id)
 
-    def answer(output: Any) -> ResultT:
-        return task.answer(config, output["result"], ModelRef(**output["model"]), None)
+    def answer(output: Answer[ScoresT]) -> ResultT:
+        return task.answer(config, output.result, ModelRef.of(output.model), None)
 
     try:
         handle = state.node(choice.node_key, task.feature)
         started_s = time.perf_counter()
-        outputs = await call_text_node(state, handle, timeout_s, texts)
+        outputs: list[Answer[ScoresT]] = await call_text_node(state, handle, timeout_s, texts)
         choice.record(time.perf_counter() - started_s)
         results = [answer(output) for output in outputs]
         live = [task.summarise(result) for result in results]
@@ -99,9 +88,10 @@ async def classify(
         choice.record(0.0, ok=False)
         reason = answer_degraded(task.name, exc)
     try:
-        model = await task.fallback(state.fallbacks).get()
-        answers = await asyncio.to_thread(model.predict_batch, texts)
-        return [task.answer(config, output, model_ref(model.info), reason) for output in answers]
+        model = await state.fallbacks.text(task.name).get()
+        scores: list[ScoresT] = await asyncio.to_thread(model.predict_batch, texts)
+        ref = ModelRef.of(model.info)
+        return [task.answer(config, item, ref, reason) for item in scores]
     except Exception as exc:
         if task.unanswered is None:
             raise
@@ -113,7 +103,7 @@ async def classify(
 # ---- moderation -----------------------------------------------------------------------------
 def verdict(
     config: IngressConfig,
-    scores: dict[str, float],
+    scores: ModerationScores,
     model: ModelRef | None,
     degraded_reason: str | None = None,
 ) -> ModerationResult:
@@ -148,7 +138,7 @@ def moderation_summary(result: ModerationResult) -> Summary:
     return result.action, result.overall
 
 
-MODERATION = TextTask[ModerationResult](
+MODERATION: TextTask[ModerationScores, ModerationResult] = TextTask(
     "moderation", "text moderation", verdict, moderation_summary, unanswered=unmoderated
 )
 
@@ -170,11 +160,14 @@ async def moderate_audited(
 
 # ---- sentiment ------------------------------------------------------------------------------
 def sentiment_answer(
-    config: IngressConfig, result: Any, model: ModelRef, degraded_reason: str | None
+    config: IngressConfig, sentiment: SentimentScores, model: ModelRef, degraded_reason: str | None
 ) -> SentimentResult:
     """The sentiment answer from a model's label, scores and confidence."""
     return SentimentResult(
-        **result, model=model, degraded=degraded_reason is not None, degraded_reason=degraded_reason
+        **asdict(sentiment),
+        model=model,
+        degraded=degraded_reason is not None,
+        degraded_reason=degraded_reason,
     )
 
 
@@ -184,4 +177,6 @@ def sentiment_summary(result: SentimentResult) -> Summary:
 
 
 # Sentiment has no ``unanswered``: when VADER fails too, the request fails.
-SENTIMENT = TextTask[SentimentResult]("sentiment", "sentiment", sentiment_answer, sentiment_summary)
+SENTIMENT: TextTask[SentimentScores, SentimentResult] = TextTask(
+    "sentiment", "sentiment", sentiment_answer, sentiment_summary
+)

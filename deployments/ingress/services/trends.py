@@ -8,13 +8,16 @@ fallback: the state lives in the node.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deployments.ingress.calls import call_node
 from deployments.ingress.schemas.trends import TopicSentimentResult, TrendsResult
 from deployments.ingress.services.exceptions import node_unavailable
 from deployments.ingress.state import IngressState
 from models.exceptions import InvalidInputError
+
+if TYPE_CHECKING:
+    from models.trends import TopicSentimentAnswer, TrendsAnswer
 
 FEATURE = "trends"
 NODE_LABEL = "trends node"
@@ -50,7 +53,8 @@ async def trends(state: IngressState, window_hours: float, limit: int) -> Trends
     limits = state.config.trends
     window = check_window_hours(window_hours, limits.min_window_hours, limits.max_window_hours)
     limit = check_trend_limit(limit, limits.max_limit)
-    return TrendsResult(**await _ask_trends(state, "trends", window, limit))
+    answer: TrendsAnswer = await _ask_trends(state, "trends", window, limit)
+    return TrendsResult.model_validate(answer.as_json())
 
 
 async def topic_sentiment(
@@ -66,4 +70,5 @@ async def topic_sentiment(
             f"topic has {len(topic)} characters; the limit is {limits.max_topic_chars}",
         )
     window = check_window_hours(window_hours, limits.min_window_hours, limits.max_window_hours)
-    return TopicSentimentResult(**await _ask_trends(state, "topic_sentiment", topic, window))
+    answer: TopicSentimentAnswer = await _ask_trends(state, "topic_sentiment", topic, window)
+    return TopicSentimentResult.model_validate(answer.as_json())

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -12,7 +12,7 @@ import torch
 
 from configs.nodes import ModelNodeConfig, ModerationModelSpec, SentimentModelSpec
 from configs.pipelines import TextHeadJobConfig
-from models.device import ModelInfo
+from models.answers import ModelInfo
 from models.heads import (
     MODERATION_HEAD_LABELS,
     SENTIMENT_HEAD_LABELS,
@@ -28,8 +28,7 @@ from models.heads import (
     sentiment_class,
     shared_profanity,
 )
-from models.moderation import load_moderator
-from models.sentiment import load_sentiment
+from models.text_classifier import load_text_classifier
 
 
 class FakeEmbedder:
@@ -138,11 +137,12 @@ def test_sentiment_predict_shapes_match_the_other_models(tmp_path: Path) -> None
         embedder=FakeEmbedder(),  # type: ignore[arg-type]
     )
     (row,) = model.predict_batch(["fine"])
-    scores: dict[str, Any] = row["scores"]  # type: ignore[assignment]
+    scores: dict[str, float] = asdict(row.scores)
     assert set(scores) == {"positive", "negative", "neutral"}
     assert sum(scores.values()) == pytest.approx(1.0, abs=1e-5)
-    assert row["label"] == max(scores, key=scores.__getitem__)
-    assert row["confidence"] == pytest.approx(scores[str(row["label"])])
+    assert row.label == max(scores, key=scores.__getitem__)
+    assert row.confidence == pytest.approx(scores[row.label])
+    assert row.compound is None
     assert model.info.version == "heads-sentiment/2"
     assert model.info.name == "heads-sentiment"
 
@@ -155,9 +155,9 @@ def test_a_head_of_the_wrong_task_is_refused(tmp_path: Path) -> None:
 
 def test_loaders_know_kind_head(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match='kind "head" needs a checkpoint'):
-        load_moderator("head")
+        load_text_classifier("moderation", "head")
     with pytest.raises(ValueError, match='kind "head" needs a checkpoint'):
-        load_sentiment("head", None)
+        load_text_classifier("sentiment", "head", None)
 
 
 def test_head_spec_needs_exactly_one_source() -> None:

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from models.exceptions import ImageInputError
-from models.faces import HaarFaceDetector
+from models.faces import Faces, HaarFaceDetector
 from models.images import decode_image, encode_jpeg, encode_png
 from models.nsfw import (
     DEFAULT_QUESTIONABLE_LABELS,
@@ -20,7 +20,15 @@ from models.nsfw import (
     NudeNetDetector,
     nsfw_probabilities,
 )
-from models.tagger import DEFAULT_TAGS, ClipZeroShot, ImageTagger, face_tags, merge_tags
+from models.tagger import (
+    DEFAULT_TAGS,
+    ClipZeroShot,
+    ImageTag,
+    ImageTagModel,
+    ImageTagRequest,
+    face_tags,
+    merge_tags,
+)
 from tests.fixtures.images import faces_image, huge_png, noise_image
 
 
@@ -92,21 +100,19 @@ def test_nsfw_runs_on_generated_images_batch_equals_single(nsfw: NudeNetDetector
     batch = nsfw.predict_batch(images)
     assert len(batch) == len(images)
     for image, result in zip(images, batch, strict=True):
-        probabilities = [result["safe"], result["questionable"], result["unsafe"]]
+        probabilities = [result.safe, result.questionable, result.unsafe]
         assert all(0.0 <= p <= 1.0 for p in probabilities)
         assert sum(probabilities) == pytest.approx(1.0)
         height, width = image.shape[:2]
-        for detection in result["detections"]:
+        for detection in result.detections:
             # No assertion that drawn shapes have no detections: the detector flags some.
-            assert detection["label"] in nsfw.labels and detection["score"] >= nsfw.min_score
-            x, y, w, h = detection["box"]
+            assert detection.label in nsfw.labels and detection.score >= nsfw.min_score
+            x, y, w, h = detection.box
             assert 0 <= x <= width and 0 <= y <= height and x + w <= width + 1
             assert y + h <= height + 1
         single = nsfw.predict_batch([image])[0]
-        assert single["unsafe"] == pytest.approx(result["unsafe"], abs=1e-4)
-        assert [d["label"] for d in single["detections"]] == [
-            d["label"] for d in result["detections"]
-        ]
+        assert single.unsafe == pytest.approx(result.unsafe, abs=1e-4)
+        assert [d.label for d in single.detections] == [d.label for d in result.detections]
     assert nsfw.predict_batch([]) == []
 
 
@@ -152,12 +158,12 @@ def test_unknown_label_in_a_group_is_refused_at_load() -> None:
 @pytest.mark.parametrize("count", [1, 3])
 def test_haar_counts_drawn_faces(faces: HaarFaceDetector, count: int) -> None:
     result = faces.predict_batch([faces_image(count)])[0]
-    assert result["count"] == count
-    assert len(result["boxes"]) == count and all(len(box) == 4 for box in result["boxes"])
+    assert result.count == count
+    assert len(result.boxes) == count and all(len(box) == 4 for box in result.boxes)
 
 
 def test_haar_finds_no_face_in_noise_and_boxes_scale_back(faces: HaarFaceDetector) -> None:
-    assert faces.predict_batch([noise_image(5)]) == [{"count": 0, "boxes": []}]
+    assert faces.predict_batch([noise_image(5)]) == [Faces(count=0, boxes=())]
     # A big picture is searched at 640 px; boxes come back in its own pixels.
     small = faces_image(1)
     big = np.kron(small, np.ones((4, 4, 1), dtype=np.uint8))
@@ -168,38 +174,38 @@ def test_haar_finds_no_face_in_noise_and_boxes_scale_back(faces: HaarFaceDetecto
 
 # ---- tags ---------------------------------------------------------------------------------
 def test_face_tags_follow_face_counts() -> None:
-    one_big = {"count": 1, "boxes": [[0, 0, 100, 100]]}
-    one_small = {"count": 1, "boxes": [[0, 0, 10, 10]]}
-    three = {"count": 3, "boxes": [[0, 0, 10, 10]] * 3}
+    one_big = Faces(count=1, boxes=((0, 0, 100, 100),))
+    one_small = Faces(count=1, boxes=((0, 0, 10, 10),))
+    three = Faces(count=3, boxes=((0, 0, 10, 10),) * 3)
     assert face_tags(one_big, 200, 200, DEFAULT_TAGS) == ["people", "selfie"]
     assert face_tags(one_small, 200, 200, DEFAULT_TAGS) == ["people"]
     assert face_tags(three, 200, 200, DEFAULT_TAGS) == ["people", "group photo"]
-    assert face_tags({"count": 0, "boxes": []}, 200, 200, DEFAULT_TAGS) == []
+    assert face_tags(Faces(count=0, boxes=()), 200, 200, DEFAULT_TAGS) == []
     # Only candidate tags are ever emitted.
     assert face_tags(three, 200, 200, ["food"]) == []
 
 
 def test_fallback_tagger_emits_only_detector_backed_tags() -> None:
-    tagger = ImageTagger.load(None)
+    tagger = ImageTagModel.load(None)
     assert tagger.clip is None and tagger.models == ["opencv-haar-frontalface"]
     assert set(tagger.info.labels) == {"people", "selfie", "group photo"}
     noise, group = tagger.predict_batch([noise_image(6), faces_image(3)])
-    assert noise["tags"] == [] and noise["faces"]["count"] == 0
-    assert [t["tag"] for t in group["tags"]] == ["people", "group photo"]
-    assert all(t["score"] is None and t["sources"] == ["faces"] for t in group["tags"])
+    assert noise.tags == () and noise.faces.count == 0
+    assert [t.tag for t in group.tags] == ["people", "group photo"]
+    assert all(t.score is None and t.sources == ("faces",) for t in group.tags)
 
 
 def test_merge_marks_tags_backed_by_both_models() -> None:
     scores = {"people": 0.1, "food": 0.6, "beach": 0.3}
     merged = merge_tags(scores, ["people", "selfie"], top_k=2)
     assert merged == [
-        {"tag": "food", "score": 0.6, "sources": ["clip"]},
-        {"tag": "beach", "score": 0.3, "sources": ["clip"]},
-        {"tag": "people", "score": 0.1, "sources": ["faces"]},
-        {"tag": "selfie", "score": None, "sources": ["faces"]},
+        ImageTag("food", 0.6, ("clip",)),
+        ImageTag("beach", 0.3, ("clip",)),
+        ImageTag("people", 0.1, ("faces",)),
+        ImageTag("selfie", None, ("faces",)),
     ]
     both = merge_tags(scores, ["people"], top_k=3)
-    assert both[-1] == {"tag": "people", "score": 0.1, "sources": ["clip", "faces"]}
+    assert both[-1] == ImageTag("people", 0.1, ("clip", "faces"))
 
 
 def test_clip_zero_shot_top_k_label_order_and_batching(tiny_clip_checkpoint: Path) -> None:
@@ -214,15 +220,18 @@ def test_clip_zero_shot_top_k_label_order_and_batching(tiny_clip_checkpoint: Pat
         assert sum(scores.values()) == pytest.approx(1.0, abs=1e-5)
         single = clip.predict_batch([image])[0]
         assert single == pytest.approx(scores, abs=1e-5)
-    tagger = ImageTagger(HaarFaceDetector.load(), clip, top_k=2)
+    tagger = ImageTagModel(HaarFaceDetector.load(), clip, top_k=2)
     result = tagger.predict_batch(images, top_k=[2, 2, 4])
-    clip_only = [[t for t in r["tags"] if "clip" in t["sources"]] for r in result]
+    clip_only = [[t for t in r.tags if "clip" in t.sources] for r in result]
     assert [len(tags_) for tags_ in clip_only] == [2, 2, 4]
     for scores, chosen in zip(batch, clip_only, strict=True):
         expected = sorted(scores, key=lambda tag: -scores[tag])[: len(chosen)]
-        assert [t["tag"] for t in chosen] == expected
+        assert [t.tag for t in chosen] == expected
     # The face in image 1 backs "people" whatever CLIP thinks of it.
-    assert "faces" in next(t for t in result[1]["tags"] if t["tag"] == "people")["sources"]
+    assert "faces" in next(t for t in result[1].tags if t.tag == "people").sources
+    # Typed requests (what the node batches) answer the same, each with its own top_k.
+    requests = [ImageTagRequest(image, k) for image, k in zip(images, [2, 2, 4], strict=True)]
+    assert tagger.predict_requests(requests) == result
 
 
 def test_clip_text_embeddings_are_computed_once_at_load(tiny_clip_checkpoint: Path) -> None:

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.device import ModelInfo, checkpoint_version, resolve_device
+from models.answers import ModelInfo
+from models.device import checkpoint_version, resolve_device
 from models.moderation import (
     ProfanityModerator,
     TransformerModerator,
-    load_moderator,
 )
 from tests.fixtures.tiny_checkpoints import build_tiny_bert_multilabel
 
@@ -276,19 +276,6 @@ def test_explicit_max_length_is_used(tiny_moderation_checkpoint: Path) -> None:
     windows = model.preprocess([LONG_TEXT])
     assert max(len(ids) for ids in windows.features["input_ids"]) == 32
     assert len(model.predict_batch([LONG_TEXT])) == 1
-
-
-# --- load_moderator ----------------------------------------------------------------------
-
-
-def test_load_moderator_kinds(tiny_moderation_checkpoint: Path) -> None:
-    assert isinstance(load_moderator("profanity"), ProfanityModerator)
-    model = load_moderator("transformer", str(tiny_moderation_checkpoint), "cpu", stride=STRIDE)
-    assert isinstance(model, TransformerModerator)
-    with pytest.raises(ValueError, match="set the path"):
-        load_moderator("transformer")
-    with pytest.raises(ValueError, match="profanity, transformer"):
-        load_moderator("toxic-bert")
 
 
 # --- device and version helpers -------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ import torch
 from pydantic import ValidationError
 
 from configs.nodes import ModerationModelSpec, SentimentModelSpec
-from models.moderation import TransformerModerator, load_moderator
+from models.moderation import TransformerModerator
 from models.onnx_backend import (
     GATE_FILE,
     MODEL_FILE,
@@ -29,7 +30,8 @@ from models.onnx_backend import (
     file_sha256,
     read_gate_report,
 )
-from models.sentiment import TransformerSentiment, load_sentiment
+from models.sentiment import TransformerSentiment
+from models.text_classifier import load_text_classifier
 from pipelines.data import LabelledTexts
 from pipelines.export_onnx import (
     DEFAULT_GATE_DATA,
@@ -218,12 +220,24 @@ def test_moderation_onnx_keeps_labels_windows_and_scores(
         out, report = artifacts[key]
         if not report.servable:
             with pytest.raises(ArtifactNotServableError):
-                load_moderator(
-                    "transformer", None, "cpu", stride=STRIDE, backend="onnx", onnx_path=out
+                load_text_classifier(
+                    "moderation",
+                    "transformer",
+                    None,
+                    "cpu",
+                    stride=STRIDE,
+                    backend="onnx",
+                    onnx_path=out,
                 )
             continue
-        onnx_model = load_moderator(
-            "transformer", None, "cpu", stride=STRIDE, backend="onnx", onnx_path=str(out)
+        onnx_model = load_text_classifier(
+            "moderation",
+            "transformer",
+            None,
+            "cpu",
+            stride=STRIDE,
+            backend="onnx",
+            onnx_path=str(out),
         )
         assert onnx_model.info.labels == torch_model.info.labels
         precision = "int8" if "int8" in key else "fp32"
@@ -235,8 +249,8 @@ def test_moderation_onnx_keeps_labels_windows_and_scores(
         for got, want in zip(actual, expected, strict=True):
             assert got == pytest.approx(want, abs=tolerance)
     fp32_dir = artifacts["moderation-fp32"][0]
-    empty = load_moderator(
-        "transformer", None, "cpu", stride=STRIDE, backend="onnx", onnx_path=fp32_dir
+    empty = load_text_classifier(
+        "moderation", "transformer", None, "cpu", stride=STRIDE, backend="onnx", onnx_path=fp32_dir
     )
     assert empty.predict_batch([]) == []
 
@@ -249,7 +263,8 @@ def test_sentiment_onnx_keeps_labels_and_scores(
         tiny_sentiment_checkpoint, "cpu", stride=STRIDE, neutral_threshold=0.55
     )
     out, _ = artifacts["sentiment-fp32"]
-    onnx_model = load_sentiment(
+    onnx_model = load_text_classifier(
+        "sentiment",
         "transformer",
         None,
         "cpu",
@@ -260,10 +275,10 @@ def test_sentiment_onnx_keeps_labels_and_scores(
     )
     assert onnx_model.info.labels == torch_model.info.labels
     expected, actual = torch_model.predict_batch(TEXTS), onnx_model.predict_batch(TEXTS)
-    assert [row["label"] for row in actual] == [row["label"] for row in expected]
+    assert [row.label for row in actual] == [row.label for row in expected]
     for got, want in zip(actual, expected, strict=True):
-        assert got["scores"] == pytest.approx(want["scores"], abs=1e-4)
-        assert got["confidence"] == pytest.approx(want["confidence"], abs=1e-4)
+        assert asdict(got.scores) == pytest.approx(asdict(want.scores), abs=1e-4)
+        assert got.confidence == pytest.approx(want.confidence, abs=1e-4)
 
 
 def test_onnx_backend_refuses_a_gpu_device_and_a_missing_path(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,12 @@ from typing import Any
 import pytest
 import torch
 
-from models.sentiment import TransformerSentiment, VaderSentiment, load_sentiment
+from models.sentiment import (
+    PolarityScores,
+    SentimentScores,
+    TransformerSentiment,
+    VaderSentiment,
+)
 from tests.fixtures.tiny_checkpoints import build_tiny_distilbert_sentiment
 
 STRIDE = 8
@@ -33,10 +39,9 @@ def sentiment(tiny_sentiment_checkpoint: Path) -> TransformerSentiment:
     return TransformerSentiment.load(tiny_sentiment_checkpoint, device="cpu", stride=STRIDE)
 
 
-def _scores(result: dict[str, object]) -> dict[str, Any]:
-    scores = result["scores"]
-    assert isinstance(scores, dict)
-    return scores
+def _scores(result: SentimentScores) -> dict[str, Any]:
+    assert isinstance(result.scores, PolarityScores)
+    return asdict(result.scores)
 
 
 def _direct_window_softmax(model: TransformerSentiment, text: str) -> torch.Tensor:
@@ -57,13 +62,13 @@ def test_vader_polarity(vader: VaderSentiment) -> None:
     love, hate, fact = vader.predict_batch(
         ["I love this", "I hate this", "The train leaves at 9 from platform 4."]
     )
-    assert love["label"] == "positive"
-    assert hate["label"] == "negative"
-    assert fact["label"] == "neutral"
+    assert love.label == "positive"
+    assert hate.label == "negative"
+    assert fact.label == "neutral"
     assert _scores(love)["positive"] > _scores(hate)["positive"]
     assert _scores(hate)["negative"] > _scores(love)["negative"]
-    assert isinstance(love["compound"], float) and isinstance(hate["compound"], float)
-    assert love["compound"] > 0.05 > -0.05 > hate["compound"]
+    assert isinstance(love.compound, float) and isinstance(hate.compound, float)
+    assert love.compound > 0.05 > -0.05 > hate.compound
 
 
 def test_vader_scores_and_confidence(vader: VaderSentiment) -> None:
@@ -72,10 +77,10 @@ def test_vader_scores_and_confidence(vader: VaderSentiment) -> None:
         scores = _scores(result)
         assert set(scores) == {"positive", "negative", "neutral"}
         assert sum(scores.values()) == pytest.approx(1.0, abs=0.01)
-        compound = result["compound"]
+        compound = result.compound
         assert isinstance(compound, float)
-        expected = 1 - abs(compound) if result["label"] == "neutral" else abs(compound)
-        assert result["confidence"] == pytest.approx(expected)
+        expected = 1 - abs(compound) if result.label == "neutral" else abs(compound)
+        assert result.confidence == pytest.approx(expected)
 
 
 def test_vader_info_and_empty_batch(vader: VaderSentiment) -> None:
@@ -108,8 +113,8 @@ def test_scores_follow_id2label(
     for index, name in enumerate(expected):
         assert scores[name] == pytest.approx(probabilities[index], abs=1e-6)
     assert scores["neutral"] is None
-    assert result["label"] == expected[max(range(2), key=probabilities.__getitem__)]
-    assert result["confidence"] == pytest.approx(max(probabilities), abs=1e-6)
+    assert result.label == expected[max(range(2), key=probabilities.__getitem__)]
+    assert result.confidence == pytest.approx(max(probabilities), abs=1e-6)
 
 
 def test_three_label_checkpoint_reports_neutral(tmp_path: Path) -> None:
@@ -122,8 +127,8 @@ def test_three_label_checkpoint_reports_neutral(tmp_path: Path) -> None:
         scores = _scores(result)
         assert isinstance(scores["neutral"], float)
         assert sum(scores.values()) == pytest.approx(1.0, abs=1e-5)
-        assert result["label"] == max(scores, key=scores.__getitem__)
-        assert result["confidence"] == pytest.approx(max(scores.values()))
+        assert result.label == max(scores, key=scores.__getitem__)
+        assert result.confidence == pytest.approx(max(scores.values()))
 
 
 @pytest.mark.parametrize(
@@ -142,7 +147,7 @@ def test_batch_equals_one_by_one(sentiment: TransformerSentiment) -> None:
     assert len(batch) == len(TEXTS)
     for got, text in zip(batch, TEXTS, strict=True):
         want = sentiment.predict_batch([text])[0]
-        assert got["label"] == want["label"]
+        assert got.label == want.label
         assert _scores(got)["positive"] == pytest.approx(_scores(want)["positive"], abs=1e-5)
         assert _scores(got)["negative"] == pytest.approx(_scores(want)["negative"], abs=1e-5)
     assert len({round(_scores(r)["positive"], 4) for r in batch}) >= 4
@@ -167,11 +172,9 @@ def test_binary_neutral_threshold(tiny_sentiment_checkpoint: Path) -> None:
         always_neutral.predict_batch(TEXTS), never_neutral.predict_batch(TEXTS), strict=True
     ):
         scores = _scores(plain)
-        assert hedged["label"] == "neutral"
-        assert plain["label"] in {"positive", "negative"}
-        assert hedged["confidence"] == pytest.approx(
-            1 - abs(scores["positive"] - scores["negative"])
-        )
+        assert hedged.label == "neutral"
+        assert plain.label in {"positive", "negative"}
+        assert hedged.confidence == pytest.approx(1 - abs(scores["positive"] - scores["negative"]))
         assert _scores(hedged)["neutral"] is None
     with pytest.raises(ValueError, match="neutral_threshold=1.5"):
         TransformerSentiment.load(tiny_sentiment_checkpoint, stride=STRIDE, neutral_threshold=1.5)
@@ -179,23 +182,9 @@ def test_binary_neutral_threshold(tiny_sentiment_checkpoint: Path) -> None:
 
 def test_result_types_are_plain_python(sentiment: TransformerSentiment) -> None:
     result = sentiment.predict_batch(["I love this"])[0]
-    assert set(result) == {"label", "scores", "confidence"}
-    assert type(result["confidence"]) is float
+    assert set(asdict(result)) == {"label", "scores", "confidence", "compound"}
+    assert result.compound is None
+    assert type(result.confidence) is float
     assert all(type(v) is float for k, v in _scores(result).items() if k != "neutral")
     assert sentiment.predict_batch([]) == []
     assert sentiment.info.device == "cpu"
-
-
-def test_load_sentiment_kinds(tiny_sentiment_checkpoint: Path) -> None:
-    assert isinstance(load_sentiment("vader"), VaderSentiment)
-    model = load_sentiment(
-        "transformer", str(tiny_sentiment_checkpoint), "cpu", stride=STRIDE, neutral_threshold=0.6
-    )
-    assert isinstance(model, TransformerSentiment)
-    assert model.neutral_threshold == 0.6
-    with pytest.raises(ValueError, match="set the path"):
-        load_sentiment("transformer")
-    with pytest.raises(ValueError, match="vader, transformer"):
-        load_sentiment("textblob")
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        load_sentiment("transformer", "/nonexistent/sst2")

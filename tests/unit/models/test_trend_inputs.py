@@ -4,6 +4,7 @@ topic resolution, the configs, and the batched reply model (one encoder call per
 from __future__ import annotations
 
 import re
+from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,23 +18,19 @@ from configs.replies import RepliesArgs
 from configs.trends import TrendRoutesConfig, TrendsNodeConfig
 from deployments.ingress.services.trends import check_trend_limit, check_window_hours
 from deployments.nodes.replies import ReplyModel, _PrecomputedEncoder
-from models.device import ModelInfo
+from models.answers import ModelInfo
 from models.exceptions import InvalidInputError
-from models.replies import ReplyBank, ReplyConfig, ReplyIntent, SmartReplier
+from models.recommender import NewPost, RecentPost
+from models.replies import ReplyBank, ReplyConfig, ReplyIntent, ReplyQuery, SmartReplier
 from models.trend_inputs import LabelCache, resolve_topic, trend_posts
+from models.trends import TrendReport, TrendResult
 
 NOW_S = datetime(2026, 11, 25, 12, tzinfo=UTC).timestamp()
 
 
-def row(post_id: str, text: str = "solar eclipse tonight", **extra: Any) -> dict[str, Any]:
-    return {
-        "post_id": post_id,
-        "text": text,
-        "text_hash": f"h-{text}",
-        "created_at_s": NOW_S,
-        "moderation_action": None,
-        **extra,
-    }
+def row(post_id: str, text: str = "solar eclipse tonight", **extra: Any) -> RecentPost:
+    fields_ = {"text_hash": f"h-{text}", "created_at_s": NOW_S, "moderation_action": None}
+    return RecentPost(post_id=post_id, text=text, **{**fields_, **extra})
 
 
 # ---- label cache ------------------------------------------------------------------------
@@ -41,13 +38,13 @@ def test_label_cache_labels_once_and_again_after_an_edit() -> None:
     cache = LabelCache()
     rows = [row("a"), row("b", "rain again"), row("c", "   ")]
     # A post without text is never sent to the sentiment node.
-    assert [r["post_id"] for r in cache.unlabelled(rows)] == ["a", "b"]
+    assert [r.post_id for r in cache.unlabelled(rows)] == ["a", "b"]
     assert cache.put(rows[:2], ["POSITIVE", "negative"]) == 2
     assert cache.unlabelled(rows) == []
     assert cache.label("a", "h-solar eclipse tonight") == "positive"
     edited = row("a", "solar eclipse was cloudy")
-    assert cache.label("a", edited["text_hash"]) is None
-    assert [r["post_id"] for r in cache.unlabelled([edited])] == ["a"]
+    assert cache.label("a", edited.text_hash) is None
+    assert [r.post_id for r in cache.unlabelled([edited])] == ["a"]
 
 
 def test_label_cache_skips_unknown_labels_and_checks_lengths() -> None:
@@ -85,7 +82,26 @@ def test_trend_posts_leave_out_flagged_and_empty_posts_and_carry_labels() -> Non
 
 
 # ---- topics -------------------------------------------------------------------------------
-REPORT = {"trends": [{"trend_id": "0123456789ab", "keywords": ["solar", "eclipse"]}]}
+REPORT = TrendReport(
+    computed_at=datetime.fromtimestamp(NOW_S, tz=UTC),
+    window_hours=24.0,
+    window_post_count=3,
+    previous_window_post_count=0,
+    trends=(
+        TrendResult(
+            trend_id="0123456789ab",
+            keywords=("solar", "eclipse"),
+            post_count=3,
+            previous_count=0,
+            growth=4.0,
+            sample_post_ids=(),
+            sentiment={},
+            labelled_count=0,
+            score=4.1,
+        ),
+    ),
+    duration_s=0.1,
+)
 
 
 def test_a_known_trend_id_resolves_to_its_keywords() -> None:
@@ -175,11 +191,11 @@ def test_a_batch_embeds_its_messages_in_one_call_and_answers_like_the_replier() 
         SmartReplier(_bank(), encoder, config), ModelInfo("t", "0", "cpu", ()), encoder, config
     )
     reference = SmartReplier(_bank(), _FakeEmbedder().embed, config)
-    requests: list[dict[str, Any]] = [
-        {"message": "thank you", "context": ["party tonight"], "limit": 2},
-        {"message": "are you coming?", "context": [], "limit": 3},
-        {"message": "x" * 41, "context": [], "limit": 3},
-        {"message": "thank you", "context": [], "limit": 1, "flagged_by_moderation": True},
+    requests = [
+        ReplyQuery("thank you", ("party tonight",), 2),
+        ReplyQuery("are you coming?", (), 3),
+        ReplyQuery("x" * 41, (), 3),
+        ReplyQuery("thank you", (), 1, flagged_by_moderation=True),
     ]
     calls_after_build = len(embedder.calls)
     results = model.predict_batch(requests)
@@ -187,15 +203,15 @@ def test_a_batch_embeds_its_messages_in_one_call_and_answers_like_the_replier() 
     assert embedder.calls[calls_after_build:] == [["thank you", "party tonight", "are you coming?"]]
     for request, result in zip(requests, results, strict=True):
         expected = reference.suggest(
-            request["message"],
-            request["context"] or None,
-            request["limit"],
-            request.get("flagged_by_moderation", False),
+            request.message,
+            list(request.context) or None,
+            request.limit,
+            request.flagged_by_moderation,
         )
-        assert result == {**expected.as_dict(), "yes_no_question": expected.yes_no_question}
-    assert {s["intent"] for s in results[1]["suggestions"]} >= {"yes", "no"}
-    assert results[2]["reason"] == "message_too_long"
-    assert results[3]["reason"] == "flagged_by_moderation"
+        assert result == expected
+    assert {s.intent for s in results[1].suggestions} >= {"yes", "no"}
+    assert results[2].reason == "message_too_long"
+    assert results[3].reason == "flagged_by_moderation"
 
 
 # ---- the store read the Trends node makes -------------------------------------------------
@@ -204,31 +220,30 @@ def test_recent_posts_are_newest_first_bounded_and_say_when_truncated() -> None:
 
     service = RecommenderService()
     posts = [
-        {
-            "post_id": f"p{i}",
-            "author_id": "a",
-            "text": f"post number {i}" if i != 3 else "",
-            "tags": [],
-            "created_at_s": NOW_S - 3600 * i,
-            "moderation_action": "reject" if i == 1 else None,
-        }
+        NewPost(
+            post_id=f"p{i}",
+            author_id="a",
+            text=f"post number {i}" if i != 3 else "",
+            created_at_s=NOW_S - 3600 * i,
+            moderation_action="reject" if i == 1 else None,
+        )
         for i in range(6)
     ]
     service.ingest_posts(posts, {})
     recent = service.recent_posts(NOW_S - 3600 * 4.5, limit=10)
-    assert [p["post_id"] for p in recent["posts"]] == ["p0", "p1", "p2", "p3", "p4"]
-    assert recent["truncated"] is False
-    assert set(recent["posts"][0]) == {
+    assert [p.post_id for p in recent.posts] == ["p0", "p1", "p2", "p3", "p4"]
+    assert recent.truncated is False
+    assert {f.name for f in fields(recent.posts[0])} == {
         "post_id",
         "text",
         "text_hash",
         "created_at_s",
         "moderation_action",
     }
-    assert recent["posts"][1]["moderation_action"] == "reject"
-    assert recent["posts"][3]["text_hash"] is None
+    assert recent.posts[1].moderation_action == "reject"
+    assert recent.posts[3].text_hash is None
     bounded = service.recent_posts(NOW_S - 3600 * 4.5, limit=2)
-    assert [p["post_id"] for p in bounded["posts"]] == ["p0", "p1"]
-    assert bounded["truncated"] is True
+    assert [p.post_id for p in bounded.posts] == ["p0", "p1"]
+    assert bounded.truncated is True
     with pytest.raises(ValueError, match="limit=0"):
         service.recent_posts(NOW_S, limit=0)

@@ -9,10 +9,13 @@ import pytest
 
 from models.trends import (
     TopicSentiment,
+    TopicSentimentAnswer,
     TrendConfig,
     TrendDetector,
     TrendPost,
     TrendReport,
+    TrendRun,
+    TrendsAnswer,
     topic_sentiment,
 )
 
@@ -271,6 +274,35 @@ def test_topic_sentiment_counts_and_percentages() -> None:
         {"positive": 50.0, "negative": 25.0, "neutral": 25.0}
     )
     assert result.as_dict()["topic"] == ["eclipse"]
+
+
+def test_node_answers_flatten_into_one_json_object(surge_report: TrendReport) -> None:
+    run = TrendRun(surge_report, truncated=False, run_s=1.5, newly_labelled=3, unlabelled_posts=0)
+    answer = TrendsAnswer(
+        **{**vars(run), "source": "background", "age_s": 0.2, "stale": False, "period_s": 60.0}
+    )
+    document = answer.as_json()
+    assert document == {
+        **surge_report.as_dict(),
+        "truncated": False,
+        "run_s": 1.5,
+        "newly_labelled": 3,
+        "unlabelled_posts": 0,
+        "source": "background",
+        "age_s": 0.2,
+        "stale": False,
+        "period_s": 60.0,
+    }
+    assert run.as_json() == {key: document[key] for key in run.as_json()}
+    counts = topic_sentiment(_labelled_posts(), "eclipse", NOW, WINDOW_HOURS)
+    topic = TopicSentimentAnswer(counts, "keyword", None, NOW.isoformat(), truncated=True)
+    assert topic.as_json() == {
+        **counts.as_dict(),
+        "kind": "keyword",
+        "trend_id": None,
+        "computed_at": NOW.isoformat(),
+        "truncated": True,
+    }
 
 
 def test_topic_sentiment_phrase_and_keyword_list() -> None:

@@ -21,7 +21,8 @@ import redis
 from configs.nodes import RegisteredModelRef
 from deployments.nodes import base as _node
 from deployments.nodes.base import BatchedNodeMixin, follow_alias
-from models.device import ModelInfo
+from models.answers import Answer, ModelInfo, ModelRef
+from models.sentiment import PolarityScores, SentimentScores
 from storage.result_cache import cache_key
 from tests.fixtures.redis_server import shared_redis_or_skip, throwaway_redis, unique_prefix
 
@@ -57,8 +58,8 @@ class CacheNode(BatchedNodeMixin):
     model: CountingModel
 
     def cache_info(self) -> dict[str, Any]:
-        """``info()["cache"]``, typed for the assertions."""
-        cache = self.info()["cache"]
+        """``info().cache``, typed for the assertions."""
+        cache = self.info().cache
         assert isinstance(cache, dict)
         return cache
 
@@ -91,8 +92,8 @@ def shared_redis(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, str]]:
         client.delete(*keys)
 
 
-def results(answers: list[dict[str, Any]]) -> list[Any]:
-    return [answer["result"] for answer in answers]
+def results(answers: list[Answer[Any]]) -> list[Any]:
+    return [answer.result for answer in answers]
 
 
 def cache_config(prefix: str = "sp-unit:", **overrides: Any) -> dict[str, Any]:
@@ -122,7 +123,7 @@ def test_in_process_cache_answers_the_second_call_without_the_model(
         second = await node._run_model(["you idiot", "hello there", "new text"])
         assert node.model.calls == ["hello there", "you idiot", "new text"]
         assert results(second)[:2] == results(first)[::-1]
-        assert second[0]["model"] == {"name": "fake-moderator", "version": "v1", "device": "cpu"}
+        assert second[0].model == ModelRef(name="fake-moderator", version="v1", device="cpu")
         cache = node.cache_info()
         assert cache["backend"] == "in-process" and cache["state"] == "up"
         assert (cache["hits"], cache["misses"], cache["errors"]) == (2, 3, 0)
@@ -175,8 +176,8 @@ def test_redis_cache_is_shared_and_a_new_model_version_misses(
         second_replica.model = CountingModel(version="v2")
         fresh = await second_replica._run_model(["hello"])
         assert second_replica.model.calls == ["hello"]  # the new model's first call
-        assert fresh[0]["result"]["version"] == "v2"
-        assert fresh[0]["model"]["version"] == "v2"
+        assert fresh[0].result["version"] == "v2"
+        assert fresh[0].model.version == "v2"
         for node in (first_replica, second_replica):
             await node.result_cache.aclose()  # type: ignore[union-attr]
 
@@ -298,7 +299,8 @@ def test_nodes_that_did_not_opt_in_refuse_the_cache() -> None:
     node = UncachedNode()
     with pytest.raises(ValueError, match="cache.*UncachedNode"):
         asyncio.run(node.reconfigure(cache_config()))
-    assert "cache" not in node.info()
+    assert node.info().cache is None
+    assert "cache" not in node.info().as_json()
 
 
 def test_results_that_are_not_json_are_answered_but_not_cached(
@@ -321,6 +323,54 @@ def test_results_that_are_not_json_are_answered_but_not_cached(
         assert cache["errors"] == 2 and "JSON" in cache["last_error"]
 
     asyncio.run(scenario())
+
+
+class SentimentLikeModel(CountingModel):
+    """Answers typed results, as the Sentiment node's models do."""
+
+    def predict_batch(self, items: list[Any]) -> list[Any]:
+        self.calls.extend(items)
+        return [
+            SentimentScores("neutral", PolarityScores(0.1, 0.2, None), len(text) / 100)
+            for text in items
+        ]
+
+
+class TypedCacheNode(CacheNode):
+    result_type = SentimentScores
+
+
+@pytest.mark.parametrize("backend", ["in-process", "redis"])
+def test_typed_results_come_back_from_the_cache_as_the_same_types(
+    backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = shared_redis_or_skip() if backend == "redis" else ""
+    prefix = unique_prefix()
+    monkeypatch.setenv("REDIS_URL", url)
+
+    async def scenario() -> None:
+        computing, reading = TypedCacheNode(SentimentLikeModel()), TypedCacheNode()
+        for node in (computing, reading):
+            await node.reconfigure(cache_config(prefix))
+        computed = await computing._run_model(["hello there"])
+        # The in-process LRU belongs to one replica: read it back through the same node.
+        other = reading if backend == "redis" else computing
+        cached = await other._run_model(["hello there"])
+        assert other.cache_info()["hits"] == 1
+        assert isinstance(cached[0].result, SentimentScores)
+        assert cached[0].result == computed[0].result
+        assert cached[0].result.scores.neutral is None
+        for node in (computing, reading):
+            await node.result_cache.aclose()  # type: ignore[union-attr]
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        if url:
+            client = redis.Redis.from_url(url)
+            keys = list(client.scan_iter(match=f"{prefix}*"))
+            if keys:
+                client.delete(*keys)
 
 
 # ---- alias following ------------------------------------------------------------------------
@@ -382,9 +432,7 @@ def fake_registry(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
             return None
         return CountingModel(version=label, name=ref.model_name)
 
-    import storage.registry
-
-    monkeypatch.setattr(storage.registry, "resolve_registered_version", resolve)
+    monkeypatch.setattr(_node, "resolve_registered_version", resolve)
     monkeypatch.setattr(_node, "load_registered_head", load)
     return registry
 
@@ -402,14 +450,14 @@ def test_node_follows_the_alias_of_its_init_registry_ref(fake_registry: dict[str
         node.init_registry_ref = REF
         await node.reconfigure({"registry_poll_s": 0.02})
         first_task = node._alias_task
-        follow = node.info()["alias_follow"]
-        assert isinstance(follow, dict) and follow["running"] is True
-        assert (follow["alias"], follow["last_error"]) == ("serving", None)
+        follow = node.info().alias_follow
+        assert follow is not None and follow.running is True
+        assert (follow.alias, follow.last_error) == ("serving", None)
 
         fake_registry["serving"] = "2"
         await _wait_for_version(node, "heads-x/2")
         answer = await node._run_model(["hello"])
-        assert answer[0]["model"]["version"] == "heads-x/2"
+        assert answer[0].model.version == "heads-x/2"
 
         # A reconfigure replaces the follower (one per replica); poll 0 stops it.
         await node.reconfigure({"registry_poll_s": 0.02})
@@ -417,7 +465,7 @@ def test_node_follows_the_alias_of_its_init_registry_ref(fake_registry: dict[str
         await asyncio.sleep(0)
         assert first_task.cancelled()
         await node.reconfigure({"registry_poll_s": 0})
-        assert node._alias_task is None and "alias_follow" not in node.info()
+        assert node._alias_task is None and node.info().alias_follow is None
         fake_registry["serving"] = "3"
         await asyncio.sleep(0.1)
         assert node.model.info.version == "heads-x/2"

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import mongomock
 
 from configs.ingress import IngressConfig
 from deployments.ingress.state import ApiKeys, IngressState, NodeHandle
+from models.answers import Answer, ModelRef
 from storage.audit_log import AuditLog, DecisionRepository, StoreInfo
 
 TEST_KEY = "unit-test-key"
@@ -76,9 +77,22 @@ class FakeNode:
             raise AttributeError(name) from None
 
 
-def answer(result: object, version: str = "1") -> dict[str, Any]:
-    """A node's answer as today's nodes give it."""
-    return {"result": result, "model": {"name": "fake", "version": version, "device": "cpu"}}
+ResultT = TypeVar("ResultT")
+
+
+class FakeInfo:
+    """A node's ``info()`` answer: its part of /health."""
+
+    def __init__(self, **document: Any) -> None:
+        self.document = document
+
+    def as_json(self) -> dict[str, Any]:
+        return dict(self.document)
+
+
+def answer(result: ResultT, version: str = "1") -> Answer[ResultT]:
+    """A model node's answer: the result and the (fake) model that computed it."""
+    return Answer(result, ModelRef(name="fake", version=version, device="cpu"))
 
 
 def fake_state(

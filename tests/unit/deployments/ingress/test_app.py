@@ -18,7 +18,9 @@ from fastapi.testclient import TestClient
 from configs.ingress import IngressConfig
 from deployments.ingress.app import build_fastapi_app
 from deployments.ingress.state import IngressState, LazyModel
-from tests.unit.deployments.ingress.fakes import TEST_KEY, FakeNode, answer, fake_state
+from models.replies import ReplyDecision
+from models.sentiment import PolarityScores, SentimentScores
+from tests.unit.deployments.ingress.fakes import TEST_KEY, FakeInfo, FakeNode, answer, fake_state
 
 OPENAPI_SNAPSHOT = Path(__file__).with_name("openapi.json")
 
@@ -33,18 +35,16 @@ def moderation_node(score: float) -> FakeNode:
     return FakeNode(
         "TextModeration",
         predict_many=lambda texts: [answer({"offensive": score}, "m1") for _ in texts],
-        info={"name": "fake", "version": "m1", "device": "cpu"},
+        info=FakeInfo(name="fake", version="m1", device="cpu"),
     )
 
 
 def sentiment_node() -> FakeNode:
-    result = {
-        "label": "positive",
-        "scores": {"positive": 0.9, "negative": 0.05, "neutral": 0.05},
-        "confidence": 0.9,
-    }
+    result = SentimentScores("positive", PolarityScores(0.9, 0.05, 0.05), confidence=0.9)
     return FakeNode(
-        "Sentiment", predict_many=lambda texts: [answer(result, "s1") for _ in texts], info={}
+        "Sentiment",
+        predict_many=lambda texts: [answer(result, "s1") for _ in texts],
+        info=FakeInfo(name="fake", version="s1", device="cpu"),
     )
 
 
@@ -96,7 +96,7 @@ class _Info:
 
 
 class _FallbackModerator:
-    info = _Info()
+    info = _Info()  # what the services read of a ModelInfo
 
     def predict_batch(self, texts: list[str]) -> list[dict[str, float]]:
         return [{"offensive": 0.6} for _ in texts]
@@ -105,7 +105,7 @@ class _FallbackModerator:
 def test_a_failing_node_is_answered_by_the_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
     broken = FakeNode("TextModeration", predict_many=RuntimeError("model crashed"))
     state = fake_state({"moderation": broken, "sentiment": sentiment_node()})
-    state.fallbacks.moderation = LazyModel(_FallbackModerator)  # type: ignore[arg-type]
+    state.fallbacks.text_models["moderation"] = LazyModel(_FallbackModerator)  # type: ignore[arg-type]
     with client_for(state) as client:
         body = client.post("/api/v1/moderation/text", json={"text": "hm"}).json()
     assert body["degraded"] is True
@@ -115,7 +115,7 @@ def test_a_failing_node_is_answered_by_the_fallback(monkeypatch: pytest.MonkeyPa
 
 
 def test_smart_replies_ask_the_moderation_service_first() -> None:
-    replies = FakeNode("SmartReply", predict=answer({"suggestions": [], "reason": None}))
+    replies = FakeNode("SmartReply", predict=answer(ReplyDecision(suggestions=())))
     state = fake_state({"moderation": moderation_node(0.7), "replies": replies})
     with client_for(state) as client:
         response = client.post("/api/v1/replies/suggest", json={"message": "you idiot"})

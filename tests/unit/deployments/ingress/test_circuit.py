@@ -19,6 +19,7 @@ from deployments.ingress.calls import (
 )
 from deployments.ingress.circuit import BreakerRegistry, CircuitBreaker, CircuitOpenError, Ticket
 from deployments.ingress.state import IngressState
+from models.answers import Answer, ModelRef
 from models.exceptions import InvalidInputError
 from tests.unit.deployments.ingress.fakes import FakeMethod, fake_state
 
@@ -181,8 +182,8 @@ def test_call_node_opens_the_breaker_and_then_fails_fast(
     assert breaker_states(state)["TextModeration"]["state"] == "open"
     assert recorded == [("TextModeration", "unknown", False)] * 2
     # Another node's breaker is its own.
-    healthy = FakeMethod({"result": {}, "model": {"version": "v3"}}, "Sentiment")
-    assert asyncio.run(call_node(state, healthy, 1.0, "text"))["model"]["version"] == "v3"
+    healthy = FakeMethod(Answer({}, ModelRef("m", "v3", "cpu")), "Sentiment")
+    assert asyncio.run(call_node(state, healthy, 1.0, "text")).model.version == "v3"
     assert recorded[-1] == ("Sentiment", "v3", True)
 
 
@@ -210,7 +211,7 @@ def test_call_node_versions_of_lists_and_unguarded_calls(
     fresh_state: Recorded,
 ) -> None:
     state, recorded = fresh_state
-    batch = [{"result": {}, "model": {"version": "2"}}, {"result": {}, "model": {"version": "2"}}]
+    batch = [Answer({}, ModelRef("m", "2", "cpu")), Answer({}, ModelRef("m", "2", "cpu"))]
     assert result_version(batch) == "2"
     assert result_version({"posts": []}) == "unknown"
     assert result_version([]) == "unknown"

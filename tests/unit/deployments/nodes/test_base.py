@@ -7,12 +7,11 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from typing import Any
 
 import pytest
 
 from deployments.nodes.base import BatchedNodeMixin
-from models.device import ModelInfo
+from models.answers import Answer, ModelInfo
 
 
 class RecordingModel:
@@ -42,7 +41,7 @@ class RecordingModel:
                 self._running -= 1
 
 
-class Node(BatchedNodeMixin):
+class Node(BatchedNodeMixin[str, dict[str, float]]):
     def __init__(self, model: RecordingModel, max_batch_size: int) -> None:
         self.model = model
         self.node_config = self.node_config.model_copy(
@@ -54,8 +53,8 @@ class Node(BatchedNodeMixin):
         )
 
 
-def scores(answers: list[dict[str, Any]]) -> list[float]:
-    return [answer["result"]["offensive"] for answer in answers]
+def scores(answers: list[Answer[dict[str, float]]]) -> list[float]:
+    return [answer.result["offensive"] for answer in answers]
 
 
 def test_a_bulk_call_reaches_the_model_whole_and_in_order() -> None:
@@ -65,7 +64,7 @@ def test_a_bulk_call_reaches_the_model_whole_and_in_order() -> None:
     answers = asyncio.run(node.predict_many(texts))
     assert scores(answers) == [float(len(t)) for t in texts]
     assert [len(batch) for batch in model.batches] == [10]
-    assert all(answer["model"]["version"] == "v1" for answer in answers)
+    assert all(answer.model.version == "v1" for answer in answers)
 
 
 def test_a_call_larger_than_max_batch_size_is_split() -> None:
@@ -81,7 +80,7 @@ def test_calls_waiting_for_a_busy_model_are_merged_into_one_batch() -> None:
     model = RecordingModel(delay_s=0.1)
     node = Node(model, max_batch_size=32)
 
-    async def scenario() -> list[list[dict[str, Any]]]:
+    async def scenario() -> list[list[Answer[dict[str, float]]]]:
         first = asyncio.create_task(node.predict_many([f"a{i}" for i in range(8)]))
         await asyncio.sleep(0.02)  # the first batch is running now
         rest = [node.predict_many([f"{name}{i}" for i in range(8)]) for name in "bcd"]
@@ -99,7 +98,7 @@ def test_a_failed_batch_fails_its_callers_and_the_next_call_works() -> None:
     model = RecordingModel(delay_s=0.0, fail_on="boom")
     node = Node(model, max_batch_size=8)
 
-    async def scenario() -> list[dict[str, Any]]:
+    async def scenario() -> list[Answer[dict[str, float]]]:
         with pytest.raises(RuntimeError, match="model failed"):
             await node.predict_many(["fine", "boom"])
         return await node.predict_many(["fine again"])

@@ -23,7 +23,7 @@ from ray.serve.deployment import Deployment
 from configs.app import AppArgs
 from configs.nodes import TextVectorCacheConfig
 from deployments.nodes.text_vectors import TextVectorNodeMixin
-from models.device import ModelInfo
+from models.answers import ModelInfo
 from models.embeddings import text_hash
 from models.heads import MODERATION_HEAD_LABELS, HeadConfig, HeadModerator, TextHead, save_head
 from models.text_vectors import CachingEmbedder, LocalVectorStore, encoder_id
@@ -331,7 +331,7 @@ def test_nodes_wrap_their_encoder_only_when_the_args_turn_it_on() -> None:
     on = VectorNode({}, encoder)
     assert isinstance(on.model.embedder, CachingEmbedder)  # type: ignore[attr-defined]
     on.model.embedder.embed(TEXTS)  # type: ignore[attr-defined]
-    vectors = on.info()["text_vectors"]
+    vectors = on.info().text_vectors
     assert isinstance(vectors, dict)
     assert vectors["state"] == "on" and vectors["encoded"] == 3
     assert isinstance(vectors["store"], dict) and vectors["store"]["backend"] == "in-process"
@@ -340,7 +340,7 @@ def test_nodes_wrap_their_encoder_only_when_the_args_turn_it_on() -> None:
     for args, reason in ((None, "without text_vectors"), ({"enabled": False}, "false")):
         node = VectorNode(args, encoder)
         assert node.model.embedder is encoder  # type: ignore[attr-defined]
-        off = node.info()["text_vectors"]
+        off = node.info().text_vectors
         assert isinstance(off, dict) and off["state"] == "off" and reason in str(off["reason"])
 
 
@@ -370,9 +370,10 @@ def test_real_nodes_embed_a_post_once_across_moderation_replies_and_ingest(
 ) -> None:
     """The production node classes (no Ray), real MiniLM, vectors shared through Redis."""
     from deployments.nodes.embedder import Embedder
-    from deployments.nodes.moderation import TextModeration
     from deployments.nodes.replies import SmartReply
+    from deployments.nodes.text_classifier import TextClassifier
     from models.embeddings import MiniLMEmbedder
+    from models.replies import ReplyQuery
 
     url, prefix = redis_prefix
     monkeypatch.setenv("REDIS_URL", url)
@@ -382,8 +383,8 @@ def test_real_nodes_embed_a_post_once_across_moderation_replies_and_ingest(
     head_dir = save_head(tmp_path / "head", module, version="v-test")
     (tmp_path / "bank.yaml").write_text(_TINY_BANK, encoding="utf-8")
 
-    moderation = node_class(TextModeration)(
-        {"kind": "head", "path": str(head_dir), "device": "cpu"}, args
+    moderation = node_class(TextClassifier)(
+        "moderation", {"kind": "head", "path": str(head_dir), "device": "cpu"}, args
     )
     replies = node_class(SmartReply)(
         {"enabled": True, "device": "cpu", "bank_path": str(tmp_path / "bank.yaml")}, args
@@ -391,15 +392,15 @@ def test_real_nodes_embed_a_post_once_across_moderation_replies_and_ingest(
     embedder = node_class(Embedder)({"device": "cpu"}, args)
 
     moderation.model.predict_batch(TEXTS)  # the post arrives: moderation embeds it
-    replies.model.predict_batch([{"message": TEXTS[0], "limit": 3}])
+    replies.model.predict_batch([ReplyQuery(message=TEXTS[0], limit=3)])
     vectors = embedder.model.predict_batch(TEXTS)  # the recommender ingests it
 
     reference = MiniLMEmbedder.load(device="cpu").embed(TEXTS)
     np.testing.assert_allclose(np.array(vectors, dtype=np.float32), reference, atol=1e-6)
-    moderation_info = moderation.info()["text_vectors"]
+    moderation_info = moderation.info().text_vectors
     assert moderation_info["encoded"] == 3 and moderation_info["store"]["backend"] == "redis"
-    reply_info = replies.info()["text_vectors"]
+    reply_info = replies.info().text_vectors
     # The bank's 6 texts are encoded (and stored) at start; the message is a hit.
     assert (reply_info["encoded"], reply_info["hits"]) == (6, 1)
-    ingest_info = embedder.info()["text_vectors"]
+    ingest_info = embedder.info().text_vectors
     assert (ingest_info["texts"], ingest_info["hits"], ingest_info["encoded"]) == (3, 3, 0)
