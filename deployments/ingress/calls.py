@@ -16,7 +16,7 @@ from deployments.ingress.circuit import CircuitOpenError
 from deployments.ingress.state import IngressState
 from deployments.metrics import record_degraded, record_node_call
 from models.answers import Answer
-from models.exceptions import InvalidInputError
+from models.exceptions import InvalidInputError, NodeUnavailableError
 
 logger = logging.getLogger("ray.serve")
 
@@ -167,3 +167,16 @@ def breaker_states(state: IngressState) -> dict[str, dict[str, object]]:
 def coalescer_stats(state: IngressState) -> dict[str, dict[str, float]]:
     """Batches and mean batch size of each node's coalescer on this replica (for /health)."""
     return {key.split("|")[0]: c.stats() for key, c in state.coalescers.items()}
+
+
+def node_unavailable(
+    node: str, exc: BaseException, *, label: str = "", what: str = "answer", hint: str = "retry"
+) -> NodeUnavailableError:
+    """The error for ``node``'s failed call (``exc``), logged by reason only.
+
+    ``label`` names the node in the message (default: ``node``); nothing about the request
+    is logged.
+    """
+    reason = failure_reason(exc)
+    logger.warning("%s unavailable (%s)", node, reason)
+    return NodeUnavailableError(node, reason, label=label, what=what, hint=hint)

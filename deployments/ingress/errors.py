@@ -14,11 +14,12 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from deployments.ingress.schemas.common import ErrorBody
-from deployments.ingress.services.exceptions import NodeUnavailableError, NotFoundError
 from models.exceptions import (
     FeatureNotEnabledError,
     ImageInputError,
     InvalidInputError,
+    NodeUnavailableError,
+    NotFoundError,
     PayloadTooLargeError,
 )
 from storage.audit_log import AuditStoreError

@@ -18,8 +18,8 @@ from deployments.ingress.schemas.experiments import (
     ExperimentReport,
     ExperimentSummary,
 )
-from deployments.ingress.services.exceptions import NotFoundError
 from deployments.ingress.state import IngressState
+from models.exceptions import NotFoundError
 
 logger = logging.getLogger("ray.serve")
 

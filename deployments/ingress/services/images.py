@@ -36,7 +36,7 @@ from deployments.ingress.state import IngressState, NodeHandle
 from models import answers
 from models.answers import Answer
 from models.exceptions import FeatureNotEnabledError, ImageInputError, InvalidInputError
-from models.images import DecodedImage, decode_image
+from models.images import DecodedImage, ImageTagRequest, decode_image
 
 if TYPE_CHECKING:
     from models.nsfw import NsfwResult
@@ -202,9 +202,6 @@ async def tag_image(
     state: IngressState, tagger: NodeHandle, source: ImageSource, top_k: int | None
 ) -> ImageTagsResult:
     """Tags of one image (CLIP top-k and face-backed tags), with the models behind each."""
-    # Here, not at the top: models.tagger imports torch, which only tagging needs.
-    from models.tagger import ImageTagRequest
-
     image = await load_image(state, source)
     reason: str | None = None
     try:

@@ -15,7 +15,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
-from deployments.ingress.calls import call_node, failure_reason, note_degraded
+from deployments.ingress.calls import call_node, failure_reason, node_unavailable, note_degraded
 from deployments.ingress.schemas.recommender import (
     FeedResult,
     InteractionEvent,
@@ -26,10 +26,9 @@ from deployments.ingress.schemas.recommender import (
     ScoredPost,
     SimilarPostsResult,
 )
-from deployments.ingress.services.exceptions import NotFoundError, node_unavailable
 from deployments.ingress.services.validation import check_id, check_text
 from deployments.ingress.state import IngressState, NodeHandle
-from models.exceptions import InvalidInputError
+from models.exceptions import InvalidInputError, NotFoundError
 from models.ranking import fallback_order
 from models.recommender import (
     FallbackSnapshot,

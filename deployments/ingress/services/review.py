@@ -11,9 +11,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from deployments.ingress.schemas.review import DecisionRecord, ReviewRequest
-from deployments.ingress.services.exceptions import NotFoundError
 from deployments.ingress.state import IngressState
-from models.exceptions import FeatureNotEnabledError, InvalidInputError
+from models.exceptions import FeatureNotEnabledError, InvalidInputError, NotFoundError
 from storage.audit_log import AuditLog, hash_id, is_decision_id
 
 

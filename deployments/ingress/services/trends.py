@@ -10,9 +10,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from deployments.ingress.calls import call_node
+from deployments.ingress.calls import call_node, node_unavailable
 from deployments.ingress.schemas.trends import TopicSentimentResult, TrendsResult
-from deployments.ingress.services.exceptions import node_unavailable
 from deployments.ingress.state import IngressState
 from models.exceptions import InvalidInputError
 

@@ -8,12 +8,13 @@ from typing import Any
 import pytest
 from fastapi.responses import JSONResponse
 
+from deployments.ingress.calls import node_unavailable
 from deployments.ingress.errors import domain_error_response
-from deployments.ingress.services.exceptions import NotFoundError, node_unavailable
 from models.exceptions import (
     FeatureNotEnabledError,
     ImageInputError,
     InvalidInputError,
+    NotFoundError,
     PayloadTooLargeError,
 )
 from storage.audit_log import AuditStoreError
