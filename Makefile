@@ -47,6 +47,8 @@ test-integration: venv
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	# Layer contracts (pyproject.toml [tool.importlinter]): an import pointing up or sideways fails.
+	$(VENV)/bin/lint-imports
 
 bench: bench-venv
 	$(PY) -m bench.run_all

@@ -1,10 +1,9 @@
 """Ingress-side coalescing: concurrent single-item calls to one node become one bulk call.
 
-Measured on a 2-core box (docs/benchmarks.md, "W3"): one handle call per request cost the
-Embedder batches of 1-2 texts (mean 1.5-1.8 at 32 connections), because every call pays Ray's
-per-call overhead on both sides and the node's batch queue never filled; sending the texts
-that arrive within a few milliseconds as one ``predict_many`` call gave batches of ~14 and
-more than doubled throughput. One handle hop per batch, not per request.
+Why: with one handle call per request, every call pays Ray's per-call overhead on both sides
+and the node's batch queue never fills, so the model runs tiny batches; sending the texts that
+arrive within a few milliseconds as one ``predict_many`` call fills the node's batches (the
+measurement is in docs/benchmarks.md, "W3"). One handle hop per batch, not per request.
 
 Pure asyncio (no Ray imports): the ingress passes the bulk call to make, so this module is
 unit-tested without Ray.

@@ -110,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         # Short path: HAProxy's admin socket path (with a node id appended) must fit 97 bytes.
         env.update(haproxy_env(Path(tempfile.mkdtemp(prefix="sph-", dir="/tmp"))))
         # Ray Serve's throughput mode (user code on the replica's main loop, gRPC between
-        # handles): W1 behind HAProxy 420 -> 578 req/s (docs/benchmarks.md, session 4).
+        # handles) serves the cheap routes faster behind HAProxy: docs/benchmarks.md, "gRPC
+        # against HTTP, and Ray Serve's throughput mode".
         # An operator's own setting wins (RAY_SERVE_THROUGHPUT_OPTIMIZED=0 turns it off).
         env.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
         print(

@@ -42,3 +42,25 @@ class ImageInputError(InvalidInputError):
         super().__init__(field, message)
         self.code = code
         self.status = status
+
+
+class NotFoundError(SocialPlayError):
+    """The thing a request names does not exist; ``code`` names what for clients."""
+
+    def __init__(self, field: str, message: str, code: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+        self.code = code
+
+
+class NodeUnavailableError(SocialPlayError):
+    """A node with no fallback could not answer; the message says what to do."""
+
+    def __init__(
+        self, node: str, reason: str, *, label: str = "", what: str = "answer", hint: str = "retry"
+    ) -> None:
+        message = f"the {label or node} could not {what} ({reason}); {hint}"
+        super().__init__(message)
+        self.code = f"{node}_unavailable"
+        self.message = message

@@ -135,3 +135,14 @@ def encode_jpeg(pixels: RGBImage, quality: int = 90) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="JPEG", quality=quality)
     return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class ImageTagRequest:
+    """One image to tag and how many CLIP tags to keep (None: the tagger's ``top_k``).
+
+    One batch may mix requests that ask for different numbers of tags.
+    """
+
+    image: RGBImage
+    top_k: int | None = None

@@ -22,7 +22,7 @@ import torch
 from models.answers import ModelInfo
 from models.device import checkpoint_version, require_checkpoint_dir, resolve_device
 from models.faces import Faces, HaarFaceDetector
-from models.images import RGBImage
+from models.images import ImageTagRequest, RGBImage
 
 # The design document's candidate tags.
 DEFAULT_TAGS: tuple[str, ...] = (
@@ -51,17 +51,6 @@ FACES_SOURCE = "faces"
 # taken from across the room.
 SELFIE_MIN_FACE_AREA_FRACTION = 0.05
 GROUP_MIN_FACES = 3
-
-
-@dataclass(frozen=True)
-class ImageTagRequest:
-    """One image to tag and how many CLIP tags to keep (None: the tagger's ``top_k``).
-
-    One batch may mix requests that ask for different numbers of tags.
-    """
-
-    image: RGBImage
-    top_k: int | None = None
 
 
 @dataclass(frozen=True)

@@ -2,20 +2,20 @@
 
 Every moderation answer of the ingress becomes one document in ``moderation_decisions``
 (``_id`` = the ``decision_id`` the response carries). Moderators review a decision through
-``POST /api/v1/moderation/{decision_id}/review`` (``routes_review.py``); retraining reads the
-reviewed ones as labels (``pipelines/review_labels.py``).
+``POST /api/v1/moderation/{decision_id}/review``; retraining reads the reviewed ones as labels
+(``pipelines/review_labels.py``).
 
 Writing never sits on a request's path: ``AuditLog.record`` only appends to a bounded
 in-memory buffer, and a background task writes the buffer in batches (``insert_many``, in a
 worker thread, since pymongo blocks), retrying with exponential backoff while the store is
 down. When the buffer is full the OLDEST pending decision is dropped (the newest are the ones
-a moderator is about to review) and counted (``record_audit_dropped``, ``/health``).
+a moderator is about to review) and counted (the ``on_dropped`` callback, ``/health``).
 
 The store is MongoDB when ``MONGODB_URL`` is set, else mongomock inside the ingress replica:
 per replica and not persisted (``storage.documents.open_database``).
 
-No routes live here: this module is pickled by reference, so its module-level state
-(``replica_audit_log``) is the replica's own, shared by every route group.
+This module is the store only; the ingress owns its replica's ``AuditLog`` and records its
+answers (``deployments/ingress/services/audit.py``).
 """
 
 from __future__ import annotations
@@ -26,12 +26,11 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from configs.audit import AuditConfig
-from deployments.metrics import record_audit_dropped
 from models.ranking import hash_user_id
 from storage.documents import DocumentStoreInfo, open_database
 
@@ -67,16 +66,6 @@ def content_hash(text: str) -> str:
 def hash_id(raw_id: str, salt: str) -> str:
     """Salted sha256 of a user or reviewer id: raw ids are never stored."""
     return hash_user_id(raw_id, salt)
-
-
-def current_request_id() -> str | None:
-    """Ray Serve's id of the request being handled (its ``X-Request-ID``), if any."""
-    try:
-        from ray.serve.context import _get_serve_request_context
-
-        return _get_serve_request_context().request_id or None
-    except Exception:  # noqa: BLE001 - outside a replica there is simply no request id
-        return None
 
 
 def decision_document(
@@ -179,12 +168,17 @@ RepositoryFactory = Callable[[], DecisionRepository]
 Sleep = Callable[[float], Any]
 
 
+def _count_nothing(count: int) -> None:
+    """The default ``on_dropped``: nobody counts drops beyond ``AuditLog.dropped``."""
+
+
 class AuditLog:
     """Bounded buffer of decisions, written to a ``DecisionRepository`` in the background.
 
     ``record`` is synchronous, O(1) and never raises: a store outage can neither fail nor
     slow a request. The repository is created on the first write (in a worker thread:
     ``create_index`` would block the event loop while MongoDB is unreachable).
+    ``on_dropped(count)`` is told about every drop (the ingress counts them in a metric).
     """
 
     def __init__(
@@ -194,8 +188,10 @@ class AuditLog:
         store: StoreInfo,
         *,
         sleep: Sleep = asyncio.sleep,
+        on_dropped: Callable[[int], None] = _count_nothing,
     ) -> None:
         self.config = config
+        self._on_dropped = on_dropped
         self.store = store
         self._factory: RepositoryFactory | None
         if isinstance(repository, DecisionRepository):
@@ -230,7 +226,7 @@ class AuditLog:
                 self._pending.append(document)
             if dropped:
                 self.dropped += dropped
-                record_audit_dropped(dropped)
+                self._on_dropped(dropped)
             if len(self._pending) >= self.config.max_batch:
                 self._wake.set()
             self._ensure_flusher()
@@ -360,69 +356,3 @@ class AuditLog:
             raise AuditStoreError(f"the decision store is unavailable ({self.last_error})") from exc
         self.last_error = None
         return result
-
-
-def audit_results(
-    log: AuditLog | None,
-    route: str,
-    texts: Iterable[str],
-    results: Sequence[ResultT],
-    *,
-    user_id: str | None = None,
-) -> list[ResultT]:
-    """Record one decision per (text, result) and return the results with their ``decision_id``.
-
-    ``log`` None (audit off) returns the results unchanged. Never raises.
-    """
-    if log is None:
-        return list(results)
-    try:
-        request_id = current_request_id()
-        stamped: list[ResultT] = []
-        for text, result in zip(texts, results, strict=True):
-            document = decision_document(
-                result, text, route, log.config, user_id=user_id, request_id=request_id
-            )
-            log.record(document)
-            stamped.append(result.model_copy(update={"decision_id": document["_id"]}))  # type: ignore[attr-defined]
-        return stamped
-    except Exception as exc:  # noqa: BLE001 - the audit log must never fail a request
-        logger.error("audit of %s failed (%s)", route, type(exc).__name__)
-        return list(results)
-
-
-# ---- the replica's audit log --------------------------------------------------------------
-_REPLICA_LOG: AuditLog | None = None
-
-
-def replica_audit_log(config: AuditConfig) -> AuditLog | None:
-    """This ingress replica's audit log, created on first use; None when ``config`` disables it.
-
-    A live config change (``reconfigure``) applies to the existing log: buffer and batch sizes,
-    intervals and ``store_text`` for later decisions. The store is chosen once, from
-    ``MONGODB_URL`` in the replica's environment.
-    """
-    global _REPLICA_LOG
-    if not config.enabled:
-        return None
-    if _REPLICA_LOG is None:
-        from configs.settings import get_settings
-
-        mongodb_url = get_settings().mongodb_url
-        kind = "mongodb" if mongodb_url else "embedded (mongomock, in-process, not persisted)"
-        _REPLICA_LOG = AuditLog(
-            config,
-            lambda: open_repository(mongodb_url)[0],
-            StoreInfo(kind, bool(mongodb_url)),
-        )
-    elif _REPLICA_LOG.config is not config:
-        _REPLICA_LOG.config = config
-    return _REPLICA_LOG
-
-
-def replica_audit_status(config: AuditConfig) -> dict[str, Any]:
-    """What /health shows about this replica's audit log (``{"enabled": false}`` when off)."""
-    log = replica_audit_log(config)
-    if log is None:
-        return {"enabled": False}
-    return log.status()

@@ -1,8 +1,8 @@
 """Per-node circuit breakers of the ingress: stop calling a node that keeps failing.
 
 Pure logic (no Ray, no clock of its own: every method takes ``now``), so the state machine is
-unit-tested without a cluster. ``http_app.call_node`` owns one ``BreakerRegistry`` per ingress
-replica, keyed by the node's deployment name.
+unit-tested without a cluster. Each ingress replica keeps one ``BreakerRegistry``
+(``IngressState.breakers``), keyed by the node's deployment name; ``calls.call_node`` uses it.
 
 States:
 

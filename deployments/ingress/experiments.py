@@ -1,12 +1,12 @@
 """A/B and shadow experiments between model variants: arm choice, shadow calls, statistics.
 
 Pure logic (asyncio only: no Ray, no FastAPI) so it is unit-tested without a cluster. The
-ingress's text routes ask ``REGISTRY.choose(task, user_id)`` which node answers, record the
-live latency on the returned choice, and hand shadow copies to ``REGISTRY.launch_shadow``.
+text service asks the replica's registry (``IngressState.experiments``) which node answers
+(``choose(task, user_id)``), records the live latency on the returned choice, and hands shadow
+copies to ``launch_shadow``.
 
 Statistics are per ingress replica (each replica counts what it routed) and start again when
-an experiment's config changes. ``REGISTRY`` lives in this module, not in a route module:
-route modules are pickled by value, so state there would be copied, not shared.
+an experiment's config changes.
 """
 
 from __future__ import annotations
@@ -399,6 +399,3 @@ def sentiment_score(result: Mapping[str, Any]) -> float:
         return float(compound)
     scores = result["scores"]
     return float(scores["positive"]) - float(scores["negative"])
-
-
-REGISTRY = ExperimentRegistry()

@@ -1,14 +1,11 @@
-"""gRPC methods of the ingress (``AIService`` in ``protos/ai_service.proto``).
+"""gRPC (``AIService`` in ``protos/ai_service.proto``) over the same services as HTTP.
 
-Ray Serve's gRPC proxy calls these by RPC name with the request message. They check the API
-key from the ``x-api-key`` metadata and reuse the HTTP routes' paths: ``_moderate`` (with its
-fallback) for ModerateContent and ``rank_feed`` (validation, recommender call, unranked
-fallback) for GetRecommendations. Domain errors become gRPC status codes here, as
-``http_app`` maps them to HTTP status codes.
-
-No ``from __future__ import annotations``: this module travels by value like the route
-modules (see ``ingress.py``).
+Ray Serve's gRPC proxy calls the ``Ingress`` methods of the RPC names, which hand the request
+here: the API key comes from the ``x-api-key`` metadata, domain errors become gRPC status
+codes (as ``errors.py`` maps them to HTTP status codes), answers become proto messages.
 """
+
+from __future__ import annotations
 
 import logging
 from typing import Any
@@ -17,10 +14,13 @@ import grpc
 from pydantic import ValidationError
 from ray.serve.grpc_util import RayServegRPCContext
 
-from deployments.ingress.http import API_KEY_HEADER, api_key_valid, check_text
-from deployments.ingress.routes.base import RouteGroup
-from deployments.ingress.schemas.common import ModerationResult
-from deployments.ingress.schemas.recommender import FeedRequest
+from deployments.ingress.middleware import API_KEY_HEADER
+from deployments.ingress.schemas.moderation import ModerationResult
+from deployments.ingress.schemas.recommender import FeedRequest, FeedResult
+from deployments.ingress.services import recommender
+from deployments.ingress.services.text import moderate_audited
+from deployments.ingress.services.validation import check_text
+from deployments.ingress.state import IngressState
 from deployments.protos import ai_service_pb2 as pb
 from models.exceptions import FeatureNotEnabledError, InvalidInputError
 
@@ -34,7 +34,7 @@ def _refuse(context: RayServegRPCContext, code: grpc.StatusCode, details: str) -
     context.set_details(details)
 
 
-def _auth_refusal(context: RayServegRPCContext) -> bool:
+def auth_refusal(state: IngressState, context: RayServegRPCContext) -> bool:
     """Set UNAUTHENTICATED / PERMISSION_DENIED on ``context`` unless the key is valid."""
     supplied = ""
     for key, value in context.invocation_metadata():
@@ -47,13 +47,13 @@ def _auth_refusal(context: RayServegRPCContext) -> bool:
             f"send your API key in the {API_KEY_METADATA} metadata",
         )
         return True
-    if not api_key_valid(supplied):
+    if not state.api_keys.matches(supplied):
         _refuse(context, grpc.StatusCode.PERMISSION_DENIED, "the API key is not valid")
         return True
     return False
 
 
-def _invalid(context: RayServegRPCContext, exc: Exception) -> None:
+def refuse_input(context: RayServegRPCContext, exc: Exception) -> None:
     """INVALID_ARGUMENT (or FAILED_PRECONDITION for a feature not enabled) with the field."""
     if isinstance(exc, FeatureNotEnabledError):
         _refuse(context, grpc.StatusCode.FAILED_PRECONDITION, exc.message)
@@ -88,7 +88,7 @@ def moderation_message(result: ModerationResult) -> pb.ModerationResponse:
     return message
 
 
-def recommendation_message(result: Any) -> pb.RecommendationResponse:
+def recommendation_message(result: FeedResult) -> pb.RecommendationResponse:
     """The proto form of a ``FeedResult``."""
     return pb.RecommendationResponse(
         posts=[pb.ScoredPost(post_id=p.post_id, score=p.score) for p in result.posts],
@@ -100,51 +100,40 @@ def recommendation_message(result: Any) -> pb.RecommendationResponse:
     )
 
 
-class GrpcRoutes(RouteGroup):
-    """``AIService`` over Ray Serve's gRPC proxy; declarations of the HTTP paths it reuses."""
+async def moderate_content(
+    state: IngressState, request: pb.ModerationRequest, context: RayServegRPCContext
+) -> pb.ModerationResponse:
+    """Moderate one text (the content of a post), like POST /api/v1/moderation/text."""
+    if auth_refusal(state, context):
+        return pb.ModerationResponse()
+    try:
+        text = check_text(request.content, "content", state.config.limits)
+    except InvalidInputError as exc:
+        refuse_input(context, exc)
+        return pb.ModerationResponse()
+    # Audited like the HTTP routes: every decision a caller sees is logged once.
+    results = await moderate_audited(state, "grpc", [text])
+    return moderation_message(results[0])
 
-    # Provided by TextRoutes and RecommendationRoutes (bases of Ingress).
-    async def _moderate(self, texts: list[str]) -> list[ModerationResult]:
-        raise NotImplementedError
 
-    def _audited(
-        self, route: str, texts: list[str], results: list[ModerationResult], body: Any
-    ) -> list[ModerationResult]:
-        raise NotImplementedError
-
-    async def rank_feed(self, body: FeedRequest) -> Any:
-        raise NotImplementedError
-
-    async def ModerateContent(  # noqa: N802 - the RPC name from the proto
-        self, request: pb.ModerationRequest, grpc_context: RayServegRPCContext
-    ) -> pb.ModerationResponse:
-        """Moderate one text (the content of a post), like POST /api/v1/moderation/text."""
-        if _auth_refusal(grpc_context):
-            return pb.ModerationResponse()
-        try:
-            text = check_text(request.content, "content")
-        except InvalidInputError as exc:
-            _invalid(grpc_context, exc)
-            return pb.ModerationResponse()
-        results = await self._moderate([text])
-        # Audited like the HTTP routes: every decision a caller sees is logged once.
-        return moderation_message(self._audited("grpc", [text], results, None)[0])
-
-    async def GetRecommendations(  # noqa: N802 - the RPC name from the proto
-        self, request: pb.RecommendationRequest, grpc_context: RayServegRPCContext
-    ) -> pb.RecommendationResponse:
-        """Rank candidate posts for a user, like POST /api/v1/recommendations/feed."""
-        if _auth_refusal(grpc_context):
-            return pb.RecommendationResponse()
-        fields: dict[str, Any] = {
-            "user_id": request.user_id,
-            "candidate_post_ids": list(request.candidate_post_ids),
-        }
-        if request.limit:  # proto3 has no "unset": 0 means the HTTP default
-            fields["limit"] = request.limit
-        try:
-            result = await self.rank_feed(FeedRequest(**fields))
-        except (InvalidInputError, ValidationError) as exc:
-            _invalid(grpc_context, exc)
-            return pb.RecommendationResponse()
-        return recommendation_message(result)
+async def get_recommendations(
+    state: IngressState, request: pb.RecommendationRequest, context: RayServegRPCContext
+) -> pb.RecommendationResponse:
+    """Rank candidate posts for a user, like POST /api/v1/recommendations/feed."""
+    if auth_refusal(state, context):
+        return pb.RecommendationResponse()
+    fields: dict[str, Any] = {
+        "user_id": request.user_id,
+        "candidate_post_ids": list(request.candidate_post_ids),
+    }
+    if request.limit:  # proto3 has no "unset": 0 means the HTTP default
+        fields["limit"] = request.limit
+    try:
+        body = FeedRequest(**fields)
+        result = await recommender.rank_feed(
+            state, body.user_id, body.candidate_post_ids, body.limit
+        )
+    except (InvalidInputError, ValidationError) as exc:
+        refuse_input(context, exc)
+        return pb.RecommendationResponse()
+    return recommendation_message(result)

@@ -1,30 +1,222 @@
-"""State of one ingress replica, shared by its ASGI middleware and its routes.
+"""Everything one ingress replica keeps, in one object that ``Ingress.reconfigure`` updates.
 
-It lives in its own module on purpose: ``serve.ingress`` pickles the FastAPI app by value, so a
-module-level object in ``ingress.py`` would be copied, and the middleware and ``reconfigure()``
-would each see a different copy. A module is always pickled by reference.
+``Ingress.__init__`` builds an ``IngressState`` from its node handles and the settings;
+``build_fastapi_app(state)`` and the gRPC methods read it; nothing about a replica lives in a
+module global.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hmac
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from configs.ingress import IngressConfig
+from configs.settings import Settings, resolve_api_keys
 from deployments.coalesce import CallCoalescer
 from deployments.ingress.circuit import BreakerRegistry
+from deployments.ingress.experiments import ExperimentRegistry, missing_variant_nodes
+from deployments.ingress.image_fetch import ImageFetcher
+from deployments.metrics import record_audit_dropped
+from models.exceptions import FeatureNotEnabledError
+from models.recommender import FallbackSnapshot
+from storage.audit_log import AuditLog, StoreInfo, open_repository
+
+if TYPE_CHECKING:
+    from models.nsfw import NudeNetDetector
+    from models.tagger import ImageTagModel
+    from models.text_classifier import TextClassifierModel
+
+ModelT = TypeVar("ModelT", covariant=True)
+
+
+class NodeHandle(Protocol):
+    """What the ingress uses of a ``DeploymentHandle``: its name and its methods by name."""
+
+    @property
+    def deployment_name(self) -> str: ...
+
+    def __getattr__(self, method: str) -> Any: ...
+
+
+@dataclass(frozen=True)
+class ApiKeys:
+    """The keys this replica accepts (as bytes) and how they were configured."""
+
+    keys: tuple[bytes, ...] = ()
+    # "configured" (API_KEYS, API_KEY or API_KEY_FILE), "development" (a generated key) or
+    # "unset"; /health shows it.
+    mode: str = "unset"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ApiKeys:
+        """The configured keys; refuses to start keyless outside development mode."""
+        keys = resolve_api_keys(settings)
+        mode = "configured" if settings.configured_keys() else "development"
+        return cls(tuple(key.encode("utf-8") for key in keys), mode)
+
+    def matches(self, candidate: str) -> bool:
+        """Whether ``candidate`` is one of the keys.
+
+        compare_digest against every key, without an early exit, so timing says nothing about
+        which key (or how much of one) matched.
+        """
+        supplied = candidate.encode("utf-8")
+        matched = False
+        for key in self.keys:
+            matched |= hmac.compare_digest(supplied, key)
+        return matched
+
+
+class LazyModel(Generic[ModelT]):
+    """A model loaded in a worker thread on first use, once, however many requests ask."""
+
+    def __init__(self, load: Callable[[], ModelT]) -> None:
+        self._load = load
+        self._model: ModelT | None = None
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> ModelT:
+        """The model, loading it first when no request has needed it yet."""
+        async with self._lock:
+            if self._model is None:
+                self._model = await asyncio.to_thread(self._load)
+            return self._model
+
+
+# The embedded models import torch, onnxruntime or nudenet: loaded only when a node fails.
+def _load_text_default(task: str) -> TextClassifierModel[Any]:
+    from models.text_classifier import load_embedded_default
+
+    return load_embedded_default(task)
+
+
+def _load_nudenet() -> NudeNetDetector:
+    from models.nsfw import NudeNetDetector
+
+    return NudeNetDetector.load(num_threads=1)
+
+
+def _load_faces_tagger() -> ImageTagModel:
+    from models.tagger import ImageTagModel
+
+    return ImageTagModel.load(None)
 
 
 @dataclass
-class ReplicaState:
-    """Accepted API keys (as bytes), how they were configured, and the live config."""
+class Fallbacks:
+    """The embedded models that answer in the ingress when a node cannot."""
 
-    api_keys: list[bytes] = field(default_factory=list)
-    key_mode: str = "unset"
+    # By text task: the task's embedded classifier (alt-profanity-check, VADER).
+    text_models: dict[str, LazyModel[TextClassifierModel[Any]]] = field(default_factory=dict)
+    nsfw: LazyModel[NudeNetDetector] = field(default_factory=lambda: LazyModel(_load_nudenet))
+    # Without its CLIP checkpoint the tagger still finds faces: faces-only tags.
+    tagger: LazyModel[ImageTagModel] = field(default_factory=lambda: LazyModel(_load_faces_tagger))
+
+    def text(self, task: str) -> LazyModel[TextClassifierModel[Any]]:
+        """The embedded classifier of text ``task``, loaded on first use."""
+        model = self.text_models.get(task)
+        if model is None:
+            model = self.text_models[task] = LazyModel(partial(_load_text_default, task))
+        return model
+
+
+@dataclass
+class FeedSnapshot:
+    """Post freshness and popularity the feed fallback ranks with.
+
+    Refreshed in the background after successful feeds, so a failing Recommender finds one
+    already here; ``latest`` is None until the first refresh.
+    """
+
+    latest: FallbackSnapshot | None = None
+    taken_at_s: float = 0.0
+    refresh: asyncio.Task[None] | None = None
+
+    def age_s(self) -> float:
+        """Seconds since the snapshot was taken (monotonic clock)."""
+        return time.monotonic() - self.taken_at_s
+
+
+def audit_log_for(settings: Settings, config: IngressConfig) -> AuditLog:
+    """The replica's audit log: MongoDB when ``MONGODB_URL`` is set, else in-process.
+
+    The store is chosen once, here; the repository is opened on the first write.
+    """
+    mongodb_url = settings.mongodb_url
+    kind = "mongodb" if mongodb_url else "embedded (mongomock, in-process, not persisted)"
+    return AuditLog(
+        config.audit,
+        lambda: open_repository(mongodb_url)[0],
+        StoreInfo(kind, bool(mongodb_url)),
+        on_dropped=record_audit_dropped,
+    )
+
+
+@dataclass
+class IngressState:
+    """One replica's state: live config, keys, handles and every per-replica helper."""
+
+    nodes: Mapping[str, NodeHandle]
+    api_keys: ApiKeys
+    audit_log: AuditLog
     config: IngressConfig = field(default_factory=IngressConfig)
     # One circuit breaker per node (deployment name), created on first call.
     breakers: BreakerRegistry = field(default_factory=BreakerRegistry)
     # One call coalescer per (node, timeout), created on first call; rebuilt on reconfigure.
     coalescers: dict[str, CallCoalescer] = field(default_factory=dict)
+    experiments: ExperimentRegistry = field(default_factory=ExperimentRegistry)
+    fallbacks: Fallbacks = field(default_factory=Fallbacks)
+    image_fetcher: ImageFetcher = field(default_factory=ImageFetcher)
+    feed_snapshot: FeedSnapshot = field(default_factory=FeedSnapshot)
 
+    @classmethod
+    def create(cls, nodes: Mapping[str, NodeHandle], settings: Settings) -> IngressState:
+        """A replica's state on the default config (``reconfigure`` applies the real one)."""
+        config = IngressConfig()
+        return cls(
+            nodes=dict(nodes),
+            api_keys=ApiKeys.from_settings(settings),
+            audit_log=audit_log_for(settings, config),
+            config=config,
+        )
 
-STATE = ReplicaState()
+    def node(self, name: str, feature: str) -> NodeHandle:
+        """The handle of node ``name``, or FeatureNotEnabledError when the graph lacks it."""
+        handle = self.nodes.get(name)
+        if handle is None:
+            raise FeatureNotEnabledError(
+                feature,
+                f"{feature} needs the {name} node, which this deployment does not run; "
+                "enable it in serve_config.yaml",
+            )
+        return handle
+
+    def audit(self) -> AuditLog | None:
+        """The audit log, or None while ``audit.enabled`` is off."""
+        return self.audit_log if self.config.audit.enabled else None
+
+    def apply(self, config: IngressConfig) -> None:
+        """Adopt a new ``user_config``; ValueError (old config kept) when it cannot work.
+
+        An experiment naming a variant this graph does not run would fail its requests, so
+        such a config is refused.
+        """
+        missing = missing_variant_nodes(config.experiments, list(self.nodes))
+        if missing:
+            raise ValueError(
+                f"experiments route to nodes {missing} that this graph does not run; add the "
+                "variants to args.moderation_variants / sentiment_variants or fix the arms"
+            )
+        self.config = config
+        # Coalescers hold the old batch settings and timeouts: let them drain, build anew.
+        old_coalescers, self.coalescers = self.coalescers, {}
+        for coalescer in old_coalescers.values():
+            coalescer.close()
+        self.experiments.configure(config.experiments)
+        # Buffer and batch sizes, intervals and store_text apply to later decisions.
+        self.audit_log.config = config.audit

@@ -9,7 +9,7 @@ store, and the bank itself is stored there too. Generative: a `Seq2SeqReplier` f
 checkpoint, same interface.
 
 Moderation is not asked here: the ingress asks the moderation node concurrently and drops the
-suggestions of a flagged message (see ``routes_replies``).
+suggestions of a flagged message (``deployments/ingress/services/replies.py``).
 """
 
 from __future__ import annotations

@@ -15,7 +15,8 @@ from ray import serve
 from configs.nodes import TaggerModelSpec
 from deployments.nodes.base import BatchedNodeMixin
 from models.answers import Answer, ModelInfo
-from models.tagger import DEFAULT_TAGS, ImageTagModel, ImageTagRequest, ImageTags
+from models.images import ImageTagRequest
+from models.tagger import DEFAULT_TAGS, ImageTagModel, ImageTags
 
 
 class _TagRequests:

@@ -10,9 +10,6 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 README_MAX_LINES = 250
-# Pages linked before they are written: the coordinator writes docs/architecture.md at the end
-# of issue 14; remove it from here then.
-PENDING_PAGES = {"docs/architecture.md"}
 
 _LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 _DOCS_MENTION = re.compile(r"\bdocs/[\w-]+\.md\b")
@@ -66,8 +63,6 @@ def test_links_point_at_pages_and_headings_that_exist(page: Path) -> None:
             continue  # http(s), mailto: not ours to check offline
         path_part, _, anchor = target.partition("#")
         linked = (page.parent / path_part) if path_part else page
-        if _relative(linked) in PENDING_PAGES:
-            continue
         if not linked.exists():
             broken.append(f"{target} (no such file)")
         elif anchor and linked.suffix == ".md" and anchor not in _anchors(linked):
@@ -84,6 +79,6 @@ def test_docs_pages_named_in_code_and_config_exist() -> None:
         f"{_relative(source)}: {mention}"
         for source in sources
         for mention in set(_DOCS_MENTION.findall(source.read_text(encoding="utf-8")))
-        if mention not in PENDING_PAGES and not (REPO_ROOT / mention).is_file()
+        if not (REPO_ROOT / mention).is_file()
     )
     assert missing == [], f"these name a docs/ page that does not exist: {missing}"

@@ -5,17 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from pydantic import BaseModel, Field, StrictStr
+
+from deployments.ingress.schemas.common import RequestBody
 
 InteractionType = Literal["view", "like", "comment", "share", "hide", "report"]
 ModerationAction = Literal["approve", "flag_for_review", "reject"]
 
 
-class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class PostEvent(_Request):
+class PostEvent(RequestBody):
     """A post created (or edited, or moderated) on the social network."""
 
     post_id: StrictStr = Field(min_length=1, description="The post's id; re-sending it upserts.")
@@ -39,13 +37,13 @@ class PostEvent(_Request):
     )
 
 
-class PostEventsRequest(_Request):
+class PostEventsRequest(RequestBody):
     """A batch of post events."""
 
     posts: list[PostEvent] = Field(description="1 to `max_events_per_request` posts.")
 
 
-class InteractionEvent(_Request):
+class InteractionEvent(RequestBody):
     """One thing a user did to a post."""
 
     event_id: StrictStr = Field(min_length=1, description="Unique id; a repeated id is ignored.")
@@ -55,7 +53,7 @@ class InteractionEvent(_Request):
     timestamp: datetime = Field(description="ISO 8601 time; without a zone it is read as UTC.")
 
 
-class InteractionEventsRequest(_Request):
+class InteractionEventsRequest(RequestBody):
     """A batch of interactions."""
 
     interactions: list[InteractionEvent] = Field(
@@ -82,7 +80,7 @@ class InteractionEventsResult(BaseModel):
     )
 
 
-class FeedRequest(_Request):
+class FeedRequest(RequestBody):
     """Candidates to rank for one user."""
 
     user_id: StrictStr = Field(min_length=1, description="Whose feed.")

@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, StringConstraints
+from pydantic import BaseModel, Field, StrictBool, StrictStr, StringConstraints
+
+from deployments.ingress.schemas.common import RequestBody
 
 Verdict = Literal["approve", "flag_for_review", "reject"]
 # Category names as the models spell them ("offensive", "hate_speech", "image_unsafe"...).
@@ -15,10 +17,8 @@ MAX_REVIEW_LABELS = 32
 MAX_NOTE_CHARS = 100_000
 
 
-class ReviewRequest(BaseModel):
+class ReviewRequest(RequestBody):
     """A moderator's verdict on one recorded decision."""
-
-    model_config = ConfigDict(extra="forbid")
 
     verdict: Verdict = Field(description="The moderator's action for the content.")
     labels: dict[CategoryName, StrictBool] | None = Field(

@@ -16,7 +16,7 @@ from configs.app import AppArgs
 from configs.ingress import IngressConfig
 from configs.replies import RepliesArgs
 from configs.trends import TrendRoutesConfig, TrendsNodeConfig
-from deployments.ingress.routes.trends import check_trend_limit, check_window_hours
+from deployments.ingress.services.trends import check_trend_limit, check_window_hours
 from deployments.nodes.replies import ReplyModel, _PrecomputedEncoder
 from models.answers import ModelInfo
 from models.exceptions import InvalidInputError

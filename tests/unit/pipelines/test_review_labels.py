@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from configs.audit import AuditConfig
 from configs.pipelines import ReviewLabelsSource, TextHeadJobConfig
-from deployments.ingress.schemas.common import ModerationResult
+from deployments.ingress.schemas.moderation import ModerationResult
 from models.heads import DAVIDSON_HATE, DAVIDSON_NEITHER, DAVIDSON_OFFENSIVE
 from pipelines.data import LabelledTexts, Split
 from pipelines.review_labels import (

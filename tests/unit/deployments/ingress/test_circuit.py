@@ -1,13 +1,27 @@
-"""The per-node circuit breaker's state machine, on an injected clock (no Ray)."""
+"""The per-node circuit breaker's state machine, on an injected clock, and ``call_node``
+around it (fake handles, no Ray)."""
 
 from __future__ import annotations
+
+import asyncio
 
 import pytest
 from pydantic import ValidationError
 
 from configs.ingress import CircuitBreakerConfig, IngressConfig
+from deployments.ingress import calls as ingress_calls
+from deployments.ingress.calls import (
+    breaker_states,
+    call_node,
+    failure_reason,
+    note_degraded,
+    result_version,
+)
 from deployments.ingress.circuit import BreakerRegistry, CircuitBreaker, CircuitOpenError, Ticket
+from deployments.ingress.state import IngressState
 from models.answers import Answer, ModelRef
+from models.exceptions import InvalidInputError
+from tests.unit.deployments.ingress.fakes import FakeMethod, fake_state
 
 SETTINGS = CircuitBreakerConfig(failure_threshold=3, open_s=10.0, half_open_max_calls=1)
 
@@ -134,138 +148,88 @@ def test_config_is_part_of_the_ingress_config_and_validated() -> None:
 # ---- call_node: the breaker and the metrics around a handle call (fake handles, no Ray) ----
 
 
-class _FakeResponse:
-    def __init__(self, outcome: object) -> None:
-        self.outcome = outcome
-        self.cancelled = False
-
-    def __await__(self):  # type: ignore[no-untyped-def]
-        return self._result().__await__()
-
-    async def _result(self) -> object:
-        if isinstance(self.outcome, BaseException):
-            raise self.outcome
-        return self.outcome
-
-    def cancel(self) -> None:
-        self.cancelled = True
-
-
-class _FakeMethod:
-    """A method handle (``handle.predict``) answering ``outcome``; counts its calls."""
-
-    def __init__(self, outcome: object, deployment_name: str = "TextModeration") -> None:
-        self.outcome = outcome
-        self.deployment_name = deployment_name
-        self.calls = 0
-
-    def remote(self, *args: object) -> _FakeResponse:
-        self.calls += 1
-        return _FakeResponse(self.outcome)
+# The state, and the node calls it recorded: (node, version, ok).
+Recorded = tuple[IngressState, list[tuple[str, str, bool]]]
 
 
 @pytest.fixture
-def fresh_state(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, bool]]:
-    """A clean breaker registry and config; node-call metrics captured instead of exported."""
-    from deployments.ingress import http as http_app
-    from deployments.ingress import state as ingress_state
-
-    monkeypatch.setattr(ingress_state.STATE, "breakers", BreakerRegistry())
-    monkeypatch.setattr(
-        ingress_state.STATE,
-        "config",
-        IngressConfig.model_validate({"circuit_breaker": {"failure_threshold": 2, "open_s": 60.0}}),
-    )
+def fresh_state(
+    monkeypatch: pytest.MonkeyPatch,
+) -> Recorded:
+    """A replica state with a fresh breaker registry; node-call metrics captured, not exported."""
+    state = fake_state(config={"circuit_breaker": {"failure_threshold": 2, "open_s": 60.0}})
     calls: list[tuple[str, str, bool]] = []
     monkeypatch.setattr(
-        http_app,
+        ingress_calls,
         "record_node_call",
         lambda node, version, latency_s, ok: calls.append((node, version, ok)),
     )
-    return calls
+    return state, calls
 
 
 def test_call_node_opens_the_breaker_and_then_fails_fast(
-    fresh_state: list[tuple[str, str, bool]],
+    fresh_state: Recorded,
 ) -> None:
-    import asyncio
-
-    from deployments.ingress.http import breaker_states, call_node, failure_reason
-
-    broken = _FakeMethod(RuntimeError("model crashed"))
+    state, recorded = fresh_state
+    broken = FakeMethod(RuntimeError("model crashed"))
     for _ in range(2):
         with pytest.raises(RuntimeError):
-            asyncio.run(call_node(broken, 1.0, "text"))
+            asyncio.run(call_node(state, broken, 1.0, "text"))
     with pytest.raises(CircuitOpenError) as raised:
-        asyncio.run(call_node(broken, 1.0, "text"))
-    assert broken.calls == 2, "an open breaker makes no handle call"
+        asyncio.run(call_node(state, broken, 1.0, "text"))
+    assert len(broken.calls) == 2, "an open breaker makes no handle call"
     assert failure_reason(raised.value) == "circuit open"
-    assert breaker_states()["TextModeration"]["state"] == "open"
-    assert fresh_state == [("TextModeration", "unknown", False)] * 2
+    assert breaker_states(state)["TextModeration"]["state"] == "open"
+    assert recorded == [("TextModeration", "unknown", False)] * 2
     # Another node's breaker is its own.
-    healthy = _FakeMethod(Answer({}, ModelRef("m", "v3", "cpu")), "Sentiment")
-    assert asyncio.run(call_node(healthy, 1.0, "text")).model.version == "v3"
-    assert fresh_state[-1] == ("Sentiment", "v3", True)
+    healthy = FakeMethod(Answer({}, ModelRef("m", "v3", "cpu")), "Sentiment")
+    assert asyncio.run(call_node(state, healthy, 1.0, "text")).model.version == "v3"
+    assert recorded[-1] == ("Sentiment", "v3", True)
 
 
 def test_call_node_counts_timeouts_and_ignores_refused_input(
-    fresh_state: list[tuple[str, str, bool]],
+    fresh_state: Recorded,
 ) -> None:
-    import asyncio
-
-    from deployments.ingress.http import breaker_states, call_node
-    from models.exceptions import InvalidInputError
-
-    refusing = _FakeMethod(InvalidInputError("text", "bad"))
+    state, _ = fresh_state
+    refusing = FakeMethod(InvalidInputError("text", "bad"))
     for _ in range(3):
         with pytest.raises(InvalidInputError):
-            asyncio.run(call_node(refusing, 1.0, "text"))
-    assert breaker_states()["TextModeration"]["state"] == "closed", "a refusal is an answer"
+            asyncio.run(call_node(state, refusing, 1.0, "text"))
+    assert breaker_states(state)["TextModeration"]["state"] == "closed", "a refusal is an answer"
 
-    class _Stuck(_FakeMethod):
-        def remote(self, *args: object) -> _FakeResponse:
-            self.calls += 1
-            response = _FakeResponse(None)
-            response._result = lambda: asyncio.sleep(30)  # type: ignore[method-assign]
-            self.last = response
-            return response
-
-    stuck = _Stuck(None, "Sentiment")
+    stuck = FakeMethod(lambda *args: asyncio.sleep(30), "Sentiment")
     for _ in range(2):
         with pytest.raises(TimeoutError):
-            asyncio.run(call_node(stuck, 0.01, "text"))
-    assert stuck.last.cancelled, "a timed-out request is cancelled on the node"
-    assert breaker_states()["Sentiment"]["state"] == "open"
+            asyncio.run(call_node(state, stuck, 0.01, "text"))
+    assert stuck.last is not None and stuck.last.cancelled, (
+        "a timed-out request is cancelled on the node"
+    )
+    assert breaker_states(state)["Sentiment"]["state"] == "open"
 
 
 def test_call_node_versions_of_lists_and_unguarded_calls(
-    fresh_state: list[tuple[str, str, bool]],
+    fresh_state: Recorded,
 ) -> None:
-    import asyncio
-
-    from deployments.ingress.http import call_node, result_version
-
+    state, recorded = fresh_state
     batch = [Answer({}, ModelRef("m", "2", "cpu")), Answer({}, ModelRef("m", "2", "cpu"))]
     assert result_version(batch) == "2"
     assert result_version({"posts": []}) == "unknown"
     assert result_version([]) == "unknown"
-    info = _FakeMethod(RuntimeError("down"))
+    info = FakeMethod(RuntimeError("down"))
     for _ in range(3):
         with pytest.raises(RuntimeError):
-            asyncio.run(call_node(info, 1.0, guarded=False))
-    assert info.calls == 3 and fresh_state == [], "unguarded calls: no breaker, no metrics"
+            asyncio.run(call_node(state, info, 1.0, guarded=False))
+    assert len(info.calls) == 3 and recorded == [], "unguarded calls: no breaker, no metrics"
 
 
 def test_note_degraded_counts_reasons_as_three_kinds(monkeypatch: pytest.MonkeyPatch) -> None:
-    from deployments.ingress import http as http_app
-
     seen: list[tuple[str, str]] = []
     monkeypatch.setattr(
-        http_app, "record_degraded", lambda node, reason: seen.append((node, reason))
+        ingress_calls, "record_degraded", lambda node, reason: seen.append((node, reason))
     )
-    http_app.note_degraded("moderation", http_app.failure_reason(CircuitOpenError("M", 1.0)))
-    http_app.note_degraded("moderation", http_app.failure_reason(TimeoutError()))
-    http_app.note_degraded("sentiment", http_app.failure_reason(RuntimeError("text here")))
+    note_degraded("moderation", failure_reason(CircuitOpenError("M", 1.0)))
+    note_degraded("moderation", failure_reason(TimeoutError()))
+    note_degraded("sentiment", failure_reason(RuntimeError("text here")))
     assert seen == [
         ("moderation", "circuit open"),
         ("moderation", "timeout"),
