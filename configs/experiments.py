@@ -73,8 +73,8 @@ class ExperimentConfig(_Strict):
     task: Literal["moderation", "sentiment"]
     """The task whose requests the experiment routes."""
     mode: Literal["ab", "shadow"]
-    """"ab": users are split between the arms by a sticky hash of their user id; "shadow": the
-    main node answers and a copy goes to `candidate` in the background."""
+    """How requests are routed. "ab": users are split between the arms by a sticky hash of their
+    user id; "shadow": the main node answers and a copy goes to `candidate` in the background."""
     enabled: bool = True
     """Route requests by this experiment; at most one enabled experiment per task."""
     arms: list[ExperimentArm] = Field(default_factory=list)

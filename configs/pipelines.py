@@ -95,8 +95,8 @@ class TextHeadJobConfig(RayTrainOptions):
     """A text-head training job: data, split, training, tracking and promotion."""
 
     task: Literal["moderation", "sentiment"]
-    """"moderation": Davidson et al. CSV (hate_speech/offensive multi-label head); "sentiment":
-    VADER ground-truth TSV files (positive/negative/neutral head)."""
+    """Which head. "moderation": Davidson et al. CSV (hate_speech/offensive multi-label head);
+    "sentiment": VADER ground-truth TSV files (positive/negative/neutral head)."""
     data_paths: list[str] = Field(min_length=1)
     """Labelled files (relative paths are from the current directory). moderation: CSV with
     count, hate_speech, offensive_language, neither, class, tweet; sentiment: tab-separated id,
@@ -183,9 +183,10 @@ class RecommenderMFJobConfig(RayTrainOptions):
     """
 
     source: Literal["jsonl", "mongodb", "service"]
-    """"jsonl": an export file (data_path); "mongodb": the event store at MONGODB_URL; "service":
-    the running Recommender node (its export_interactions method, through
-    serve.get_deployment_handle; the job must run on the service's Ray cluster)."""
+    """Where the interactions come from. "jsonl": an export file (data_path); "mongodb": the
+    event store at MONGODB_URL; "service": the running Recommender node (its export_interactions
+    method, through serve.get_deployment_handle; the job must run on the service's Ray
+    cluster)."""
     data_path: str | None = None
     """jsonl source: one interaction per line with user_id (or user_hash), post_id, type,
     timestamp_s."""

@@ -24,8 +24,8 @@ class RepliesArgs(_Strict):
     enabled: bool = False
     """Run the SmartReply node (`/api/v1/replies/suggest`)."""
     kind: Literal["retrieval", "seq2seq"] = "retrieval"
-    """"retrieval": replies from the curated bank, ranked with MiniLM (Smart Reply); "seq2seq": a
-    generative encoder-decoder checkpoint from `path`."""
+    """Which replier. "retrieval": replies from the curated bank, ranked with MiniLM (Smart
+    Reply); "seq2seq": a generative encoder-decoder checkpoint from `path`."""
     path: str | None = None
     """retrieval: a local MiniLM checkpoint (default the bundled one); seq2seq: the local T5/BART
     style checkpoint directory (required)."""
