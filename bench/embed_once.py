@@ -7,7 +7,7 @@ Run:
 Each post arrives once and goes through every feature that embeds its text, in the order the
 service meets them: the moderation head, the sentiment head (tiny random heads of the real
 classes: the encoder is the cost, not the head), smart replies (the message embed of
-`deployments.nodes.replies.ReplyModel`) and the recommender's ingest (`Embedder.predict_batch`).
+`models.reply_model.ReplyModel`) and the recommender's ingest (`Embedder.predict_batch`).
 
 * ``separate`` (today): each feature runs its own encoder on the text.
 * ``shared`` (embed once): each feature has its own `CachingEmbedder`, as each node does,

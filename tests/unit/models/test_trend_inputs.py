@@ -17,11 +17,11 @@ from configs.ingress import IngressConfig
 from configs.replies import RepliesArgs
 from configs.trends import TrendRoutesConfig, TrendsNodeConfig
 from deployments.ingress.services.trends import check_trend_limit, check_window_hours
-from deployments.nodes.replies import ReplyModel, _PrecomputedEncoder
 from models.answers import ModelInfo
 from models.exceptions import InvalidInputError
 from models.recommender import NewPost, RecentPost
 from models.replies import ReplyBank, ReplyConfig, ReplyIntent, ReplyQuery, SmartReplier
+from models.reply_model import ReplyModel, _PrecomputedEncoder
 from models.trend_inputs import LabelCache, resolve_topic, trend_posts
 from models.trends import TrendReport, TrendResult
 
