@@ -5,10 +5,8 @@ Recording the ingress's answers is tested with the ingress (``tests/unit/deploym
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import mongomock
 import pytest
@@ -20,17 +18,9 @@ from storage.audit_log import (
     AuditLog,
     AuditStoreError,
     DecisionRepository,
-    StoreInfo,
     decision_document,
 )
-
-T = TypeVar("T")
-EMBEDDED = StoreInfo("embedded (test)", False)
-TEXT = "you are a lovely person"
-
-
-def run(coroutine: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coroutine)
+from tests.fixtures.audit import EMBEDDED, TEXT, Sleeps, config, repository, run, wait_until_written
 
 
 @dataclass(frozen=True)
@@ -65,10 +55,6 @@ def result(action: str = "flag_for_review", offensive: float = 0.7) -> Verdict:
     )
 
 
-def repository() -> DecisionRepository:
-    return DecisionRepository(mongomock.MongoClient(tz_aware=True)["test"])
-
-
 class FlakyRepository(DecisionRepository):
     """Fails the first ``failures`` writes (and every read while ``down``), then works."""
 
@@ -90,28 +76,6 @@ class FlakyRepository(DecisionRepository):
         return super().set_review(decision_id, review)
 
 
-class Sleeps:
-    """Records backoff delays instead of waiting them."""
-
-    def __init__(self) -> None:
-        self.delays: list[float] = []
-
-    async def __call__(self, delay_s: float) -> None:
-        self.delays.append(delay_s)
-        await asyncio.sleep(0)
-
-
-def config(**overrides: Any) -> AuditConfig:
-    values: dict[str, Any] = {
-        "buffer_size": 10,
-        "max_batch": 4,
-        "flush_interval_s": 0.01,
-        "retry_backoff_s": 0.5,
-        "retry_backoff_max_s": 2.0,
-    }
-    return AuditConfig(**{**values, **overrides})
-
-
 def record_many(log: AuditLog, count: int) -> list[str]:
     ids = []
     for index in range(count):
@@ -119,14 +83,6 @@ def record_many(log: AuditLog, count: int) -> list[str]:
         log.record(document)
         ids.append(document["_id"])
     return ids
-
-
-async def wait_until_written(log: AuditLog, count: int) -> None:
-    for _ in range(2000):
-        if log.written >= count:
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"only {log.written} of {count} decisions written")
 
 
 def test_user_id_hash_is_salted_and_stable() -> None:

@@ -3,32 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
-import mongomock
-
-from configs.audit import AuditConfig
 from deployments.ingress.schemas.common import ModelRef
 from deployments.ingress.schemas.moderation import ModerationResult
 from deployments.ingress.services.audit import audit_results, audit_status, audited
 from storage.audit_log import (
     AuditLog,
     DecisionRepository,
-    StoreInfo,
     content_hash,
     is_decision_id,
 )
+from tests.fixtures.audit import EMBEDDED, TEXT, Sleeps, config, repository, run, wait_until_written
 from tests.unit.deployments.ingress.fakes import fake_state
-
-T = TypeVar("T")
-EMBEDDED = StoreInfo("embedded (test)", False)
-TEXT = "you are a lovely person"
-
-
-def run(coroutine: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coroutine)
 
 
 def result(action: str = "flag_for_review", offensive: float = 0.7) -> ModerationResult:
@@ -41,40 +29,6 @@ def result(action: str = "flag_for_review", offensive: float = 0.7) -> Moderatio
         model=ModelRef(name="alt-profanity-check", version="1.2", device="cpu"),
         degraded=False,
     )
-
-
-def repository() -> DecisionRepository:
-    return DecisionRepository(mongomock.MongoClient(tz_aware=True)["test"])
-
-
-class Sleeps:
-    """Records backoff delays instead of waiting them."""
-
-    def __init__(self) -> None:
-        self.delays: list[float] = []
-
-    async def __call__(self, delay_s: float) -> None:
-        self.delays.append(delay_s)
-        await asyncio.sleep(0)
-
-
-def config(**overrides: Any) -> AuditConfig:
-    values: dict[str, Any] = {
-        "buffer_size": 10,
-        "max_batch": 4,
-        "flush_interval_s": 0.01,
-        "retry_backoff_s": 0.5,
-        "retry_backoff_max_s": 2.0,
-    }
-    return AuditConfig(**{**values, **overrides})
-
-
-async def wait_until_written(log: AuditLog, count: int) -> None:
-    for _ in range(2000):
-        if log.written >= count:
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"only {log.written} of {count} decisions written")
 
 
 def test_decisions_land_in_the_store_with_every_field_and_no_text() -> None:
