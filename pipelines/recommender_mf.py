@@ -519,26 +519,20 @@ def _train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     )
 
 
-def train_factors(
-    config: RecommenderMFJobConfig,
-    data: Interactions,
-    split: TimeSplit,
-    sets: _EvalSets,
-    run_name: str,
-    storage_path: Path,
-) -> tuple[np.ndarray, np.ndarray, list[dict[str, float]]]:
-    """Step 4: fit BPR with `TorchTrainer`; returns the best (user, post) factors and history."""
-    arrays_ref = ray.put(
-        {
-            "n_users": len(data.user_hashes),
-            "n_posts": len(data.post_ids),
-            "train_users": data.users[split.train],
-            "train_posts": data.posts[split.train],
-            "validation_sets": sets.args("validation"),
-        }
-    )
-    loop_config = {
-        "arrays_ref": arrays_ref,
+def training_arrays(data: Interactions, split: TimeSplit, sets: _EvalSets) -> dict[str, Any]:
+    """What the BPR loop trains and validates on: the training pairs and the validation sets."""
+    return {
+        "n_users": len(data.user_hashes),
+        "n_posts": len(data.post_ids),
+        "train_users": data.users[split.train],
+        "train_posts": data.posts[split.train],
+        "validation_sets": sets.args("validation"),
+    }
+
+
+def loop_settings(config: RecommenderMFJobConfig) -> dict[str, Any]:
+    """The BPR loop's hyperparameters and early-stopping rule, from the job config."""
+    return {
         "seed": config.seed,
         "rank": config.rank,
         "epochs": config.epochs,
@@ -550,6 +544,19 @@ def train_factors(
         "metric": config.promotion_metric,
         "k": config.k,
     }
+
+
+def train_factors(
+    config: RecommenderMFJobConfig,
+    data: Interactions,
+    split: TimeSplit,
+    sets: _EvalSets,
+    run_name: str,
+    storage_path: Path,
+) -> tuple[np.ndarray, np.ndarray, list[dict[str, float]]]:
+    """Step 4: fit BPR with `TorchTrainer`; returns the best (user, post) factors and history."""
+    arrays_ref = ray.put(training_arrays(data, split, sets))
+    loop_config = {"arrays_ref": arrays_ref, **loop_settings(config)}
     checkpoint = fit_torch(
         _train_loop_per_worker,
         loop_config,

@@ -99,25 +99,8 @@ def test_bpr_beats_popularity_on_the_held_out_time_split(export: Path, tmp_path:
     data = mf.load_interactions(config)
     split = mf.time_split(data.users, data.times_s, config.validation_fraction, 0.2)
     sets = mf._eval_sets(data, split, config.candidate_window_s)
-    arrays = {
-        "n_users": len(data.user_hashes),
-        "n_posts": len(data.post_ids),
-        "train_users": data.users[split.train],
-        "train_posts": data.posts[split.train],
-        "validation_sets": sets.args("validation"),
-    }
-    loop = {
-        "seed": 0,
-        "rank": config.rank,
-        "epochs": config.epochs,
-        "batch_size": config.batch_size,
-        "learning_rate": config.learning_rate,
-        "l2": config.l2,
-        "negatives_per_positive": config.negatives_per_positive,
-        "patience": config.early_stopping_patience,
-        "metric": config.promotion_metric,
-        "k": config.k,
-    }
+    arrays = mf.training_arrays(data, split, sets)
+    loop = {**mf.loop_settings(config), "seed": 0}
     users, posts, history = mf.fit_bpr(arrays, loop)
     assert history[0]["epoch"] == 0.0 and len(history) >= 2
     n_posts = len(data.post_ids)
