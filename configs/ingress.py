@@ -126,6 +126,12 @@ class ImageInputConfig(StrictModel):
     """Content-Type prefixes accepted from image servers."""
     max_images_per_post: int = Field(default=10, ge=1, le=100)
     """Most images in one moderate request (else 422)."""
+    max_concurrent_fetches: int = Field(default=32, ge=1, le=1024)
+    """Image fetches in flight at once per ingress replica; each holds a connection and up to
+    max_image_bytes of memory, so this bounds both under a flood of image URLs."""
+    fetch_slot_wait_s: float = Field(default=0.5, ge=0, le=30)
+    """Longest a fetch waits for a free slot when max_concurrent_fetches are in flight; after
+    that the request is refused with 503 and Retry-After instead of queueing."""
 
 
 class ImagePolicyConfig(StrictModel):

@@ -64,3 +64,16 @@ class NodeUnavailableError(SocialPlayError):
         super().__init__(message)
         self.code = f"{node}_unavailable"
         self.message = message
+
+
+class OverloadedError(SocialPlayError):
+    """The service is over capacity and refused the work instead of queueing it.
+
+    ``retry_after_s`` is how long the client should wait before retrying (the ingress sends
+    it as ``Retry-After``).
+    """
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after_s = retry_after_s

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from configs.settings import get_settings
+from deployments.ingress.body_guard import install_body_guard
 from deployments.ingress.errors import add_exception_handlers
 from deployments.ingress.middleware import API_KEY_HEADER, GuardMiddleware
 from deployments.ingress.routes import (
@@ -55,6 +56,7 @@ def build_fastapi_app(state: IngressState) -> FastAPI:
         },
     )
     app.state.ingress = state
+    install_body_guard(app, state)  # inside the guard: keys and size limits are checked first
     app.add_middleware(GuardMiddleware, state=state)
     # Added last so it is outermost: CORS preflight requests carry no API key.
     app.add_middleware(

@@ -3,17 +3,27 @@
 What a URL must pass, on the first request and again on every redirect hop:
 
 1. scheme ``http`` or ``https`` (``file://``, ``ftp://``, ``gopher://`` ... are refused), a host,
-   no credentials in the URL;
+   no credentials, no control, format or whitespace characters in the URL, and a URL that
+   parses (every parse error is a refusal naming the field, never a 500);
 2. DNS resolution here, then every resolved address must be publicly routable: loopback,
    private, link-local (169.254.0.0/16, so cloud metadata at 169.254.169.254), multicast,
-   reserved, unspecified and other non-global ranges are refused, unless the host is listed
-   in ``images.allowed_hosts``;
+   reserved, unspecified and other non-global ranges are refused, and so is every IPv6 form
+   that wraps or translates an IPv4 address (IPv4-mapped, IPv4-compatible, NAT64, 6to4,
+   Teredo) or is site-local, from an explicit list (``WRAPPING_NETWORKS``: Python 3.11's
+   ``ipaddress`` calls some of them global), unless the host is listed in
+   ``images.allowed_hosts``;
 3. the connection goes to the address that was checked (the URL's host is swapped for the IP,
    the original name travels in ``Host`` and TLS SNI, and certificates are checked against
    it), so a second DNS answer cannot point the request elsewhere (DNS rebinding);
-4. a 2xx answer with an ``image/*`` Content-Type, at most ``max_image_bytes`` counted while
-   streaming (a declared Content-Length over the cap is refused before reading);
-5. connect and read timeouts per hop, and one deadline for the whole fetch.
+4. a 2xx answer with an ``image/*`` Content-Type and no ``Content-Encoding`` other than
+   ``identity`` (the request asks for ``Accept-Encoding: identity``; a compressed body is
+   refused unread, so nothing is ever decompressed here, and a gzip bomb costs nothing), at
+   most ``max_image_bytes`` raw bytes counted while streaming (a declared Content-Length over
+   the cap is refused before reading);
+5. connect and read timeouts per hop, and one deadline for the whole fetch;
+6. at most ``max_concurrent_fetches`` fetches at once per ingress replica: a fetch that finds
+   no free slot within ``fetch_slot_wait_s`` raises `OverloadedError` (503 with Retry-After)
+   instead of queueing without bound.
 
 Redirects are followed by hand (httpx's automatic following would skip steps 1-3). Every
 refusal raises `ImageInputError` with a code, a message naming the reason and the request
@@ -28,6 +38,7 @@ import ipaddress
 import logging
 import socket
 import ssl
+import unicodedata
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
@@ -35,7 +46,7 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 
 from configs.ingress import ImageInputConfig
-from models.exceptions import ImageInputError
+from models.exceptions import ImageInputError, OverloadedError
 
 logger = logging.getLogger("ray.serve")
 
@@ -43,6 +54,13 @@ ALLOWED_SCHEMES = ("http", "https")
 MAX_URL_CHARS = 4096
 _REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+# Unicode categories never valid unencoded in a URL: controls (U+0000-U+001F, U+007F-U+009F),
+# format characters (zero-width, bidi overrides: they make a URL read as another) and
+# separators (spaces).
+_REFUSED_CHAR_CATEGORIES = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp"})
+# What a client is told to wait when every fetch slot stays busy: fetches usually take well
+# under a second, so a slot is likely free by then.
+OVERLOAD_RETRY_AFTER_S = 1.0
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -52,11 +70,41 @@ def url_digest(url: str) -> str:
     return hashlib.sha256(url.encode("utf-8", "replace")).hexdigest()[:12]
 
 
+# IPv6 ranges refused whatever ``ipaddress`` says of them: each wraps, translates or tunnels
+# to an IPv4 address (which may be private: 2002:a00:1:: is 10.0.0.1 behind a 6to4 relay,
+# 64:ff9b::7f00:1 is 127.0.0.1 behind a NAT64 gateway) or is deprecated site-local (a private
+# range Python 3.11 calls global). Public images are served over plain IPv4 or native IPv6.
+WRAPPING_NETWORKS: tuple[tuple[ipaddress.IPv6Network, str], ...] = tuple(
+    (ipaddress.IPv6Network(network), name)
+    for network, name in (
+        ("::ffff:0:0/96", "IPv4-mapped IPv6"),
+        ("::/96", "IPv4-compatible IPv6"),
+        ("64:ff9b::/96", "NAT64 (IPv4-translating)"),
+        ("64:ff9b:1::/48", "local-use NAT64 (IPv4-translating)"),
+        ("2002::/16", "6to4 (IPv4-tunnelling)"),
+        ("2001::/32", "Teredo (IPv4-tunnelling)"),
+        ("fec0::/10", "site-local IPv6"),
+    )
+)
+
+
 def address_refusal(address: IPAddress) -> str | None:
     """Why ``address`` must not be fetched from (``"loopback"``, ...), or None when public."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        # ::ffff:127.0.0.1 is 127.0.0.1 on a dual-stack socket.
-        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            # ::ffff:127.0.0.1 is 127.0.0.1 on a dual-stack socket: name the IPv4 reason.
+            mapped_reason = _plain_refusal(address.ipv4_mapped)
+            if mapped_reason is not None:
+                return mapped_reason
+        # ::1 and :: lie inside ::/96 too; their own names read better.
+        if not (address.is_loopback or address.is_unspecified):
+            for network, name in WRAPPING_NETWORKS:
+                if address in network:
+                    return f"{name} ({network})"
+    return _plain_refusal(address)
+
+
+def _plain_refusal(address: IPAddress) -> str | None:
     checks = (
         ("loopback", address.is_loopback),
         ("unspecified", address.is_unspecified),
@@ -125,6 +173,22 @@ def decode_base64_image(value: str, max_bytes: int, field: str = "image_base64")
         ) from exc
 
 
+def check_url_characters(url: str, field: str = "image_url") -> None:
+    """Refuse a URL with a control, format or whitespace character anywhere in it.
+
+    Such characters are never valid unencoded in a URL; some parsers drop or split at them,
+    so two parsers could read two different hosts from one string.
+    """
+    for position, char in enumerate(url):
+        if unicodedata.category(char) in _REFUSED_CHAR_CATEGORIES:
+            raise _refuse(
+                field,
+                f"{field} holds the character U+{ord(char):04X} "
+                f"({unicodedata.name(char, 'a control character').lower()}) at position "
+                f"{position}; percent-encode it or remove it",
+            )
+
+
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 
 
@@ -158,15 +222,55 @@ class ImageFetcher:
             verify=_ssl_context(),
             trust_env=False,
             follow_redirects=False,
-            headers={"User-Agent": "SocialPlay-AI-image-fetcher/0.1", "Accept": "image/*"},
+            # identity: a compressed answer is refused (see _read_body), never decompressed.
+            headers={
+                "User-Agent": "SocialPlay-AI-image-fetcher/0.1",
+                "Accept": "image/*",
+                "Accept-Encoding": "identity",
+            },
         )
+        # Built on first use and again when max_concurrent_fetches changes (live config).
+        self._slots: asyncio.Semaphore | None = None
+        self._slots_size = 0
 
     async def aclose(self) -> None:
         """Close the connection pool."""
         await self._client.aclose()
 
     async def fetch(self, url: str, config: ImageInputConfig, field: str = "image_url") -> bytes:
-        """The image bytes at ``url``, or `ImageInputError` naming why they were refused."""
+        """The image bytes at ``url``, or `ImageInputError` naming why they were refused.
+
+        Raises:
+            ImageInputError: the URL, its server or its answer was refused (a 4xx).
+            OverloadedError: ``max_concurrent_fetches`` fetches were in flight for longer
+                than ``fetch_slot_wait_s``.
+        """
+        url = url.strip()
+        check_url_characters(url, field)
+        slots = self._slots_for(config)
+        try:
+            async with asyncio.timeout(config.fetch_slot_wait_s):
+                await slots.acquire()
+        except TimeoutError as exc:
+            raise OverloadedError(
+                f"{config.max_concurrent_fetches} image fetches are already in flight on this "
+                f"replica (images.max_concurrent_fetches); retry {field} in "
+                f"{OVERLOAD_RETRY_AFTER_S:g} s",
+                OVERLOAD_RETRY_AFTER_S,
+            ) from exc
+        try:
+            return await self._fetch(url, config, field)
+        finally:
+            slots.release()
+
+    def _slots_for(self, config: ImageInputConfig) -> asyncio.Semaphore:
+        if self._slots is None or self._slots_size != config.max_concurrent_fetches:
+            # Fetches in flight release the old semaphore; new ones count against the new size.
+            self._slots = asyncio.Semaphore(config.max_concurrent_fetches)
+            self._slots_size = config.max_concurrent_fetches
+        return self._slots
+
+    async def _fetch(self, url: str, config: ImageInputConfig, field: str) -> bytes:
         digest = url_digest(url)
         try:
             async with asyncio.timeout(config.total_timeout_s):
@@ -196,6 +300,10 @@ class ImageFetcher:
                 "reachable or upload the image",
                 "image_fetch_failed",
             ) from exc
+        except httpx.InvalidURL as exc:
+            # Belt: _check parses every hop first, but no URL httpx cannot build may be a 500.
+            logger.info("image fetch %s: invalid URL", digest)
+            raise _refuse(field, f"{field} is not a valid URL ({exc}); check the URL") from exc
 
     async def _follow(self, url: str, config: ImageInputConfig, field: str) -> bytes:
         current = url
@@ -212,7 +320,15 @@ class ImageFetcher:
                             "Location; link the image itself",
                             "image_fetch_failed",
                         )
-                    current = urljoin(current, location)
+                    try:
+                        current = urljoin(current, location)
+                    except ValueError as exc:
+                        raise _refuse(
+                            field,
+                            f"{field} redirected to a Location that is not a valid URL "
+                            f"({exc}); link the image itself",
+                            "image_fetch_failed",
+                        ) from exc
                     continue
                 return await self._read_body(response, config, field)
             finally:
@@ -251,11 +367,16 @@ class ImageFetcher:
         """Scheme, host and resolved addresses of one hop; the checked address to connect to."""
         if len(url) > MAX_URL_CHARS:
             raise _refuse(field, f"{field} is {len(url)} characters; the limit is {MAX_URL_CHARS}")
+        # Again on every hop: a redirect's Location is as untrusted as the request.
+        check_url_characters(url, field)
         try:
             parts = urlsplit(url)
             port = parts.port
-        except ValueError as exc:
-            raise _refuse(field, f"{field} is not a valid URL ({exc})") from exc
+            # httpx parses stricter than urlsplit (IDNA hosts, ports, IPv6 literals): parsing
+            # here, inside the handled errors, turns each of its refusals into a 4xx.
+            base = httpx.URL(url)
+        except (ValueError, httpx.InvalidURL) as exc:
+            raise _refuse(field, f"{field} is not a valid URL ({exc}); check the URL") from exc
         scheme = parts.scheme.lower()
         if scheme not in ALLOWED_SCHEMES:
             shown = scheme or "none"
@@ -282,11 +403,13 @@ class ImageFetcher:
                     )
         host_header = host if port == _DEFAULT_PORTS[scheme] else f"{host}:{port}"
         # Same path and query, but a checked address instead of the name (no fragment).
-        base = httpx.URL(url)
-        return [
-            _Target(base.copy_with(host=str(a), port=port, fragment=None), host_header, host)
-            for a in addresses
-        ]
+        try:
+            return [
+                _Target(base.copy_with(host=str(a), port=port, fragment=None), host_header, host)
+                for a in addresses
+            ]
+        except httpx.InvalidURL as exc:
+            raise _refuse(field, f"{field} is not a valid URL ({exc}); check the URL") from exc
 
     async def _resolve(
         self, host: str, port: int, config: ImageInputConfig, field: str
@@ -335,6 +458,17 @@ class ImageFetcher:
                 f"type ({', '.join(config.allowed_content_types)}); link the image file itself",
                 "image_unsupported_type",
             )
+        encoding = response.headers.get("content-encoding", "").strip().lower()
+        if encoding not in ("", "identity"):
+            # Asked for identity; a compressed answer would be decompressed before it could be
+            # counted (a few KB of gzip can hold gigabytes), so it is refused unread.
+            raise ImageInputError(
+                field,
+                f"the server of {field} sent a compressed body (Content-Encoding: "
+                f"{encoding[:64]!r}); compressed bodies are refused, serve the image file "
+                "uncompressed (Content-Encoding: identity)",
+                "image_compressed",
+            )
         limit = config.max_image_bytes
         declared = response.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
@@ -346,7 +480,8 @@ class ImageFetcher:
             )
         chunks: list[bytes] = []
         size = 0
-        async for chunk in response.aiter_bytes():
+        # Raw bytes as they came off the wire: nothing decodes them, so the count is real.
+        async for chunk in response.aiter_raw():
             size += len(chunk)
             if size > limit:
                 # Stop reading at once: the rest of a huge (or endless) body never arrives.

@@ -1,0 +1,359 @@
+"""Hostile image URLs and servers: compression bombs, unparsable URLs, IPv6 forms that wrap a
+private IPv4, and more fetches than the replica allows at once. Loopback servers only.
+
+Each refusal is an `ImageInputError` (a 4xx naming the field), checked both against the fetcher
+and, where the issue saw a 500, through the ingress app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import ipaddress
+import os
+import threading
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from configs.ingress import ImageInputConfig
+from deployments.ingress.app import build_fastapi_app
+from deployments.ingress.image_fetch import (
+    WRAPPING_NETWORKS,
+    ImageFetcher,
+    address_refusal,
+    check_url_characters,
+)
+from models.exceptions import ImageInputError, OverloadedError
+from models.images import encode_png
+from tests.fixtures.image_server import silent_port
+from tests.unit.deployments.ingress.fakes import FakeNode, fake_state
+
+# Decompressed size of the innermost gzip layer: enough to prove nothing is decompressed
+# (the old decoder chain would have inflated it chunk by chunk), cheap to generate (~1 s).
+BOMB_INFLATED_BYTES = 256 * 1024 * 1024
+RSS_GROWTH_LIMIT_BYTES = 50 * 1024 * 1024
+PNG = encode_png(np.full((8, 8, 3), 90, dtype=np.uint8))
+
+
+def _gzip_of_zeros(size: int) -> bytes:
+    """One gzip member of ``size`` zero bytes, compressed 1 MiB at a time (never held whole)."""
+    compressor = zlib.compressobj(1, zlib.DEFLATED, 31)
+    block = bytes(1 << 20)
+    parts = [compressor.compress(block) for _ in range(size // len(block))]
+    parts.append(compressor.flush())
+    return b"".join(parts)
+
+
+@dataclass
+class HostileServer:
+    """Base URL of the running server and the Accept-Encoding headers it received."""
+
+    base_url: str = ""
+    accept_encodings: list[str] = field(default_factory=list)
+
+
+@contextmanager
+def hostile_server(bomb: bytes) -> Iterator[HostileServer]:
+    """Serve compressed answers and bad redirects on a free 127.0.0.1 port, in a thread."""
+    state = HostileServer()
+    encoded = {
+        "/bomb.png": ("gzip, gzip, gzip", bomb),
+        "/gzip.png": ("gzip", gzip.compress(PNG)),
+        "/br.png": ("br", PNG),
+        "/identity.png": ("identity", PNG),
+    }
+    redirects = {
+        "/redirect/6to4": "http://[2002:a00:1::]/a.png",
+        "/redirect/nat64": "http://[64:ff9b::7f00:1]/a.png",
+        "/redirect/unparsable": "http://[::1/a.png",
+    }
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            """Quiet: tests assert on answers, not on server logs."""
+
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            state.accept_encodings.append(self.headers.get("Accept-Encoding", ""))
+            if self.path in encoded:
+                encoding, body = encoded[self.path]
+                self.send_response(200)
+                self.send_header("Content-Type", "image/png")
+                self.send_header("Content-Encoding", encoding)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                try:
+                    for start in range(0, len(body), 16384):
+                        self.wfile.write(body[start : start + 16384])
+                except (BrokenPipeError, ConnectionResetError):
+                    return  # refused unread: expected
+            elif self.path in redirects:
+                self.send_response(302)
+                self.send_header("Location", redirects[self.path])
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+            else:
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    state.base_url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def bomb() -> bytes:
+    """Three gzip layers around 256 MiB of zeros: a few KB on the wire."""
+    inner = _gzip_of_zeros(BOMB_INFLATED_BYTES)
+    layered = gzip.compress(gzip.compress(inner))
+    assert len(layered) < 2 * 1024 * 1024
+    assert zlib.decompressobj(31).decompress(inner[:4096], 1 << 16) == bytes(1 << 16)
+    return layered
+
+
+@pytest.fixture(scope="module")
+def server(bomb: bytes) -> Iterator[HostileServer]:
+    with hostile_server(bomb) as running:
+        yield running
+
+
+def _config(**overrides: Any) -> ImageInputConfig:
+    values: dict[str, Any] = {
+        "allowed_hosts": ["127.0.0.1"],
+        "connect_timeout_s": 1.0,
+        "read_timeout_s": 1.0,
+        "total_timeout_s": 5.0,
+    }
+    values.update(overrides)
+    return ImageInputConfig.model_validate(values)
+
+
+def _fetch(url: str, config: ImageInputConfig | None = None, resolver: Any = None) -> bytes:
+    async def run() -> bytes:
+        fetcher = ImageFetcher(resolver)
+        try:
+            return await fetcher.fetch(url, config or _config(), "image_url")
+        finally:
+            await fetcher.aclose()
+
+    return asyncio.run(run())
+
+
+def _refused(url: str, config: ImageInputConfig | None = None, resolver: Any = None) -> Any:
+    with pytest.raises(ImageInputError) as caught:
+        _fetch(url, config, resolver)
+    assert caught.value.field == "image_url"
+    assert 400 <= caught.value.status < 500
+    return caught.value
+
+
+def _resident_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+# ---- compression ------------------------------------------------------------------------------
+def test_a_gzip_bomb_is_refused_unread_and_memory_stays_flat(server: HostileServer) -> None:
+    assert _fetch(f"{server.base_url}/identity.png") == PNG  # warm up: client, pool, imports
+    before = _resident_bytes()
+    error = _refused(f"{server.base_url}/bomb.png")
+    growth = _resident_bytes() - before
+    assert error.code == "image_compressed"
+    assert "compressed bodies are refused" in error.message and "gzip, gzip, gzip" in error.message
+    assert growth < RSS_GROWTH_LIMIT_BYTES, f"resident memory grew by {growth} bytes"
+    assert server.accept_encodings[-1] == "identity", "the fetcher must ask for identity"
+
+
+@pytest.mark.parametrize("path", ["/gzip.png", "/br.png"])
+def test_any_content_encoding_but_identity_is_refused(server: HostileServer, path: str) -> None:
+    assert _refused(f"{server.base_url}{path}").code == "image_compressed"
+
+
+def test_the_ingress_refuses_the_bomb_with_a_4xx_naming_the_field(server: HostileServer) -> None:
+    state = fake_state(
+        {"nsfw": FakeNode("NsfwDetector", predict=RuntimeError("never called"))},
+        config={"images": {"allowed_hosts": ["127.0.0.1"], "total_timeout_s": 5.0}},
+    )
+    with TestClient(build_fastapi_app(state), headers={"X-API-Key": "unit-test-key"}) as client:
+        client.post("/api/v1/moderation/image", json={"image_url": "http://127.0.0.1:1/x"})
+        before = _resident_bytes()
+        response = client.post(
+            "/api/v1/moderation/image", json={"image_url": f"{server.base_url}/bomb.png"}
+        )
+        growth = _resident_bytes() - before
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["field"] == "image_url" and error["code"] == "image_compressed"
+    assert growth < RSS_GROWTH_LIMIT_BYTES, f"resident memory grew by {growth} bytes"
+
+
+# ---- URLs that do not parse -------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("http://127.0.0.1:18231/a\u0001b.png", "U+0001"),
+        ("http://127.0.0.1:18231/a\u0000b.png", "U+0000"),
+        ("http://127.0.0.1:18231/a b.png", "U+0020"),
+        ("http://exa\tmple.com/a.png", "U+0009"),
+        ("http://example.com/a\nb.png", "U+000A"),
+        ("http://example.com\u200b/a.png", "U+200B"),
+        ("http://example.com/\u202egnp.exe", "U+202E"),
+        ("http://example.com/a\u007f.png", "U+007F"),
+    ],
+)
+def test_control_format_and_space_characters_are_refused(url: str, said: str) -> None:
+    error = _refused(url)
+    assert error.code == "image_url_refused" and said in error.message
+    assert "percent-encode" in error.message
+    with pytest.raises(ImageInputError):
+        check_url_characters(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://[::1/a.png",  # urlsplit: invalid IPv6
+        "http://example.com:99999/a.png",  # urlsplit: port out of range
+        "http://[::1]x/a.png",  # httpx: invalid port
+        "http://\u2603.net/a.png",  # httpx: invalid IDNA host
+        "http://\uff0e\uff0e/a.png",  # httpx: invalid IDNA host
+    ],
+)
+def test_every_url_parse_error_is_a_refusal(url: str) -> None:
+    error = _refused(url)
+    assert error.code == "image_url_refused" and "not a valid URL" in error.message
+
+
+def test_a_redirect_to_an_unparsable_location_is_refused(server: HostileServer) -> None:
+    # httpx itself refuses to build the next request (RemoteProtocolError): a handled 4xx.
+    assert _refused(f"{server.base_url}/redirect/unparsable").code == "image_fetch_failed"
+
+
+def test_the_ingress_answers_the_control_character_url_with_a_4xx() -> None:
+    state = fake_state({"nsfw": FakeNode("NsfwDetector", predict=RuntimeError("never called"))})
+    with TestClient(build_fastapi_app(state), headers={"X-API-Key": "unit-test-key"}) as client:
+        response = client.post(
+            "/api/v1/moderation/image",
+            json={"image_url": "http://127.0.0.1:18231/a\u0001b.png"},
+        )
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["field"] == "image_url" and "U+0001" in error["message"]
+
+
+# ---- IPv6 forms that wrap an IPv4 address -----------------------------------------------------
+WRAPPED = [
+    ("2002:a00:1::", "6to4"),  # 6to4 of 10.0.0.1
+    ("2002:7f00:1::1", "6to4"),  # 6to4 of 127.0.0.1
+    ("fec0::1", "site-local"),
+    ("64:ff9b::a00:1", "NAT64"),  # NAT64 of 10.0.0.1
+    ("64:ff9b::808:808", "NAT64"),  # even a public IPv4 behind the translator
+    ("64:ff9b:1::a00:1", "local-use NAT64"),
+    ("::ffff:8.8.8.8", "IPv4-mapped"),  # a mapped public IPv4: refused as a form
+    ("::a00:1", "IPv4-compatible"),
+    ("::808:808", "IPv4-compatible"),
+    ("2001:0:4136:e378:8000:63bf:3fff:fdd2", "Teredo"),
+]
+
+
+@pytest.mark.parametrize(("address", "reason"), WRAPPED)
+def test_ipv6_forms_wrapping_ipv4_are_refused(address: str, reason: str) -> None:
+    assert reason in (address_refusal(ipaddress.ip_address(address)) or "")
+    literal = _refused(f"http://[{address}]/a.png")
+    assert reason in literal.message and literal.code == "image_url_refused"
+
+    async def resolves_to_it(host: str, port: int) -> list[str]:
+        return ["93.184.216.34", address]  # one bad address among good ones is enough
+
+    by_dns = _refused("http://images.example/a.png", resolver=resolves_to_it)
+    assert reason in by_dns.message
+
+
+def test_the_deny_list_keeps_its_networks_and_their_names() -> None:
+    # Python 3.11's ipaddress calls several of these global: the list must not shrink.
+    listed = {str(network) for network, _name in WRAPPING_NETWORKS}
+    assert listed == {
+        "::ffff:0:0/96",
+        "::/96",
+        "64:ff9b::/96",
+        "64:ff9b:1::/48",
+        "2002::/16",
+        "2001::/32",
+        "fec0::/10",
+    }
+
+
+def test_specific_reasons_win_for_loopback_forms() -> None:
+    assert address_refusal(ipaddress.ip_address("::ffff:127.0.0.1")) == "loopback"
+    assert address_refusal(ipaddress.ip_address("::1")) == "loopback"
+    assert address_refusal(ipaddress.ip_address("::")) == "unspecified"
+    assert address_refusal(ipaddress.ip_address("2606:4700::1111")) is None
+
+
+@pytest.mark.parametrize(
+    ("path", "reason"), [("/redirect/6to4", "6to4"), ("/redirect/nat64", "NAT64")]
+)
+def test_redirects_to_wrapped_forms_are_refused(
+    server: HostileServer, path: str, reason: str
+) -> None:
+    assert reason in _refused(f"{server.base_url}{path}").message
+
+
+# ---- a bound on concurrent fetches ------------------------------------------------------------
+def test_fetches_beyond_the_bound_are_refused_as_overload(server: HostileServer) -> None:
+    config = _config(max_concurrent_fetches=1, fetch_slot_wait_s=0.05, read_timeout_s=1.0)
+
+    async def run() -> tuple[BaseException | bytes, OverloadedError, bytes]:
+        fetcher = ImageFetcher()
+        try:
+            with silent_port() as port:
+                # Holds the only slot until its read timeout (the port never answers).
+                stuck = asyncio.create_task(
+                    fetcher.fetch(f"http://127.0.0.1:{port}/a.png", config, "image_url")
+                )
+                await asyncio.sleep(0.1)
+                with pytest.raises(OverloadedError) as overloaded:
+                    await fetcher.fetch(f"{server.base_url}/identity.png", config, "image_url")
+                first = (await asyncio.gather(stuck, return_exceptions=True))[0]
+            # The slot is free again once the stuck fetch failed.
+            after = await fetcher.fetch(f"{server.base_url}/identity.png", config, "image_url")
+            return first, overloaded.value, after
+        finally:
+            await fetcher.aclose()
+
+    first, overloaded, after = asyncio.run(run())
+    assert isinstance(first, ImageInputError) and first.code == "image_fetch_timeout"
+    assert overloaded.retry_after_s > 0
+    assert "images.max_concurrent_fetches" in overloaded.message
+    assert after == PNG
+
+
+def test_the_bound_follows_the_live_config(server: HostileServer) -> None:
+    async def run() -> list[bytes]:
+        fetcher = ImageFetcher()
+        try:
+            url = f"{server.base_url}/identity.png"
+            narrow = _config(max_concurrent_fetches=1, fetch_slot_wait_s=0.0)
+            with pytest.raises(OverloadedError):
+                await asyncio.gather(*(fetcher.fetch(url, narrow) for _ in range(2)))
+            wider = _config(max_concurrent_fetches=4, fetch_slot_wait_s=0.0)
+            return list(await asyncio.gather(*(fetcher.fetch(url, wider) for _ in range(4))))
+        finally:
+            await fetcher.aclose()
+
+    assert asyncio.run(run()) == [PNG] * 4
