@@ -8,18 +8,11 @@ and, where the issue saw a 500, through the ingress app.
 from __future__ import annotations
 
 import asyncio
-import gzip
 import ipaddress
 import os
-import threading
-import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -32,98 +25,16 @@ from deployments.ingress.image_fetch import (
     check_url_characters,
 )
 from models.exceptions import ImageInputError, OverloadedError
-from models.images import encode_png
+from tests.fixtures.hostile_server import PNG, HostileServer, gzip_bomb, hostile_server
 from tests.fixtures.image_server import silent_port
 from tests.unit.deployments.ingress.fakes import FakeNode, fake_state
 
-# Decompressed size of the innermost gzip layer: enough to prove nothing is decompressed
-# (the old decoder chain would have inflated it chunk by chunk), cheap to generate (~1 s).
-BOMB_INFLATED_BYTES = 256 * 1024 * 1024
 RSS_GROWTH_LIMIT_BYTES = 50 * 1024 * 1024
-PNG = encode_png(np.full((8, 8, 3), 90, dtype=np.uint8))
-
-
-def _gzip_of_zeros(size: int) -> bytes:
-    """One gzip member of ``size`` zero bytes, compressed 1 MiB at a time (never held whole)."""
-    compressor = zlib.compressobj(1, zlib.DEFLATED, 31)
-    block = bytes(1 << 20)
-    parts = [compressor.compress(block) for _ in range(size // len(block))]
-    parts.append(compressor.flush())
-    return b"".join(parts)
-
-
-@dataclass
-class HostileServer:
-    """Base URL of the running server and the Accept-Encoding headers it received."""
-
-    base_url: str = ""
-    accept_encodings: list[str] = field(default_factory=list)
-
-
-@contextmanager
-def hostile_server(bomb: bytes) -> Iterator[HostileServer]:
-    """Serve compressed answers and bad redirects on a free 127.0.0.1 port, in a thread."""
-    state = HostileServer()
-    encoded = {
-        "/bomb.png": ("gzip, gzip, gzip", bomb),
-        "/gzip.png": ("gzip", gzip.compress(PNG)),
-        "/br.png": ("br", PNG),
-        "/identity.png": ("identity", PNG),
-    }
-    redirects = {
-        "/redirect/6to4": "http://[2002:a00:1::]/a.png",
-        "/redirect/nat64": "http://[64:ff9b::7f00:1]/a.png",
-        "/redirect/unparsable": "http://[::1/a.png",
-    }
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-            """Quiet: tests assert on answers, not on server logs."""
-
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-            state.accept_encodings.append(self.headers.get("Accept-Encoding", ""))
-            if self.path in encoded:
-                encoding, body = encoded[self.path]
-                self.send_response(200)
-                self.send_header("Content-Type", "image/png")
-                self.send_header("Content-Encoding", encoding)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                try:
-                    for start in range(0, len(body), 16384):
-                        self.wfile.write(body[start : start + 16384])
-                except (BrokenPipeError, ConnectionResetError):
-                    return  # refused unread: expected
-            elif self.path in redirects:
-                self.send_response(302)
-                self.send_header("Location", redirects[self.path])
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-            else:
-                self.send_response(404)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    state.base_url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield state
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.fixture(scope="module")
 def bomb() -> bytes:
-    """Three gzip layers around 256 MiB of zeros: a few KB on the wire."""
-    inner = _gzip_of_zeros(BOMB_INFLATED_BYTES)
-    layered = gzip.compress(gzip.compress(inner))
-    assert len(layered) < 2 * 1024 * 1024
-    assert zlib.decompressobj(31).decompress(inner[:4096], 1 << 16) == bytes(1 << 16)
-    return layered
+    return gzip_bomb()
 
 
 @pytest.fixture(scope="module")
