@@ -1,5 +1,8 @@
 """Image routes over HTTP under serve.run: one deploy (NSFW + tiny CLIP tagger) for the module.
 
+The hostile-input attempts of issue 15 (a triple-gzip bomb from an allowlisted host, a URL
+with a control character, 5,000 nested JSON arrays) run here too, on the same deploy.
+
 A local image server on 127.0.0.1 (allowlisted in the ingress config) serves good and hostile
 files; every bad input gets its 4xx and the service keeps answering.
 """
@@ -17,18 +20,28 @@ import pytest
 from configs.app import AppArgs
 from deployments.app import build_graph
 from models.images import encode_png
+from tests.fixtures.hostile_server import HostileServer, gzip_bomb, hostile_server
 from tests.fixtures.image_server import ImageServer, image_server, silent_port
 from tests.fixtures.images import noise_image
 from tests.integration.conftest import deploy, undeploy
 
 pytestmark = pytest.mark.integration
 
+RSS_GROWTH_LIMIT_BYTES = 50 * 1024 * 1024
+NESTED_ARRAYS = b"[" * 5000 + b"]" * 5000
+APP_NAME = "socialplay"
 TAGS = ["food", "beach", "people", "selfie", "group photo", "music"]
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[ImageServer]:
     with image_server() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def hostile() -> Iterator[HostileServer]:
+    with hostile_server(gzip_bomb()) as running:
         yield running
 
 
@@ -226,3 +239,59 @@ def test_moderate_post_with_images(
         "/api/v1/moderation/moderate", json={"content": "hi", "images": [good] * 4}
     )
     assert too_many.status_code == 422 and too_many.json()["error"]["field"] == "images"
+
+
+def _ingress_resident_bytes() -> int:
+    """Resident memory of the (one) Ingress replica's process, read from its /proc."""
+    import ray
+
+    names = [
+        entry["name"]
+        for entry in ray.util.list_named_actors(all_namespaces=True)
+        if APP_NAME in entry["name"] and "Ingress" in entry["name"]
+    ]
+    assert len(names) == 1, names
+    replica = ray.get_actor(names[0], namespace="serve")
+
+    def resident(_actor: object) -> int:
+        import os
+
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    return int(ray.get(replica.__ray_call__.remote(resident)))
+
+
+def test_hostile_bodies_get_4xx_and_memory_stays_flat(
+    images_app: None, hostile: HostileServer, client: httpx.Client
+) -> None:
+    route = "/api/v1/moderation/image"
+    good = client.post(route, json={"image_url": f"{hostile.base_url}/identity.png"})
+    assert good.status_code == 200, good.text  # warm: fetcher, decoder, NSFW node
+    before = _ingress_resident_bytes()
+    for _ in range(5):
+        bomb = client.post(route, json={"image_url": f"{hostile.base_url}/bomb.png"})
+        assert bomb.status_code == 422, bomb.text
+        assert bomb.json()["error"]["field"] == "image_url"
+        assert bomb.json()["error"]["code"] == "image_compressed"
+    growth = _ingress_resident_bytes() - before
+    assert growth < RSS_GROWTH_LIMIT_BYTES, f"the ingress grew by {growth} bytes"
+    assert hostile.accept_encodings[-1] == "identity"
+
+    control = client.post(route, json={"image_url": "http://127.0.0.1:18231/a\u0001b.png"})
+    assert control.status_code == 422, control.text
+    assert control.json()["error"]["field"] == "image_url"
+
+    for path in (route, "/api/v1/moderation/text"):
+        nested = client.post(
+            path, content=NESTED_ARRAYS, headers={"Content-Type": "application/json"}
+        )
+        assert nested.status_code == 400, f"{path}: {nested.text}"
+        assert nested.json()["error"] == {
+            "code": "json_too_deep",
+            "message": nested.json()["error"]["message"],
+            "field": "body",
+        }
+
+    again = client.post(route, json={"image_url": f"{hostile.base_url}/identity.png"})
+    assert again.status_code == 200, again.text
