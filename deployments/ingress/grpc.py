@@ -1,8 +1,9 @@
 """gRPC (``AIService`` in ``protos/ai_service.proto``) over the same services as HTTP.
 
 Ray Serve's gRPC proxy calls the ``Ingress`` methods of the RPC names, which hand the request
-here: the API key comes from the ``x-api-key`` metadata, domain errors become gRPC status
-codes (as ``errors.py`` maps them to HTTP status codes), answers become proto messages.
+here: the API key comes from the ``x-api-key`` metadata (UNAUTHENTICATED when missing or
+wrong, as HTTP answers 401), domain errors become gRPC status codes (as ``errors.py`` maps
+them to HTTP status codes), answers become proto messages.
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ import grpc
 from pydantic import ValidationError
 from ray.serve.grpc_util import RayServegRPCContext
 
-from deployments.ingress.middleware import API_KEY_HEADER
+from deployments.ingress.auth import API_KEY_HEADER, AuthError, KeyIdentity
 from deployments.ingress.schemas.moderation import ModerationResult
 from deployments.ingress.schemas.recommender import FeedRequest, FeedResult
 from deployments.ingress.services import recommender
 from deployments.ingress.services.text import moderate_audited
 from deployments.ingress.services.validation import check_text
 from deployments.ingress.state import IngressState
+from deployments.metrics import record_api_request
 from deployments.protos import ai_service_pb2 as pb
 from models.exceptions import FeatureNotEnabledError, InvalidInputError
 
@@ -34,23 +36,31 @@ def _refuse(context: RayServegRPCContext, code: grpc.StatusCode, details: str) -
     context.set_details(details)
 
 
-def auth_refusal(state: IngressState, context: RayServegRPCContext) -> bool:
-    """Set UNAUTHENTICATED / PERMISSION_DENIED on ``context`` unless the key is valid."""
-    supplied = ""
+def authenticate(state: IngressState, context: RayServegRPCContext) -> KeyIdentity | None:
+    """The caller's key identity, or None after setting UNAUTHENTICATED on ``context``
+    (missing or wrong key, like HTTP's 401)."""
+    supplied: str | None = None
     for key, value in context.invocation_metadata():
         if key.lower() == API_KEY_METADATA:
-            supplied = value.strip()
-    if not supplied:
-        _refuse(
-            context,
-            grpc.StatusCode.UNAUTHENTICATED,
-            f"send your API key in the {API_KEY_METADATA} metadata",
+            supplied = value
+    try:
+        identity = state.api_keys.check(supplied)
+    except AuthError as error:
+        record_api_request(None, error.code)
+        details = (
+            f"send your API key in the {API_KEY_METADATA} metadata"
+            if error.code == "missing_api_key"
+            else f"the API key in the {API_KEY_METADATA} metadata is not valid"
         )
-        return True
-    if not state.api_keys.matches(supplied):
-        _refuse(context, grpc.StatusCode.PERMISSION_DENIED, "the API key is not valid")
-        return True
-    return False
+        _refuse(context, grpc.StatusCode.UNAUTHENTICATED, details)
+        return None
+    record_api_request(identity.key_id, "accepted")
+    return identity
+
+
+def auth_refusal(state: IngressState, context: RayServegRPCContext) -> bool:
+    """Set UNAUTHENTICATED on ``context`` unless the key is valid; True when refused."""
+    return authenticate(state, context) is None
 
 
 def refuse_input(context: RayServegRPCContext, exc: Exception) -> None:

@@ -56,7 +56,7 @@ def test_keys_and_input_errors_become_status_codes() -> None:
     for context in contexts.values():
         assert asyncio.run(moderate_content(state, request, context)) == pb.ModerationResponse()
     assert contexts["none"].code == grpc.StatusCode.UNAUTHENTICATED
-    assert contexts["wrong"].code == grpc.StatusCode.PERMISSION_DENIED
+    assert contexts["wrong"].code == grpc.StatusCode.UNAUTHENTICATED, "like HTTP: 401, not 403"
 
     blank = FakeContext()
     asyncio.run(moderate_content(state, pb.ModerationRequest(content=" "), blank))  # type: ignore[arg-type]
