@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     print it once, instead of refusing to start."""
     state_dir: str = Field(default=".socialplay", validation_alias="SOCIALPLAY_STATE_DIR")
     """Directory for local state (the development key, embedded stores)."""
+    grpc_loopback_only: bool = Field(
+        default=False, validation_alias="SOCIALPLAY_GRPC_LOOPBACK_ONLY"
+    )
+    """Refuse gRPC calls from other hosts (PERMISSION_DENIED). Ray's gRPC proxy listens on every
+    interface whatever http_options.host says; `make serve` sets this when HTTP binds loopback."""
     allowed_origins: str = Field(default="", validation_alias="ALLOWED_ORIGINS")
     """Comma-separated CORS origins; empty means no cross-origin access."""
     redis_url: str = Field(default="", validation_alias="REDIS_URL")

@@ -8,6 +8,7 @@ them to HTTP status codes), answers become proto messages.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from typing import Any
 
@@ -15,6 +16,7 @@ import grpc
 from pydantic import ValidationError
 from ray.serve.grpc_util import RayServegRPCContext
 
+from configs.settings import get_settings
 from deployments.ingress.auth import API_KEY_HEADER, AuthError, KeyIdentity
 from deployments.ingress.schemas.moderation import ModerationResult
 from deployments.ingress.schemas.recommender import FeedRequest, FeedResult
@@ -36,9 +38,37 @@ def _refuse(context: RayServegRPCContext, code: grpc.StatusCode, details: str) -
     context.set_details(details)
 
 
+def is_local_peer(peer: str) -> bool:
+    """Whether a gRPC peer (``ipv4:127.0.0.1:5000``, ``ipv6:[::1]:5000``, ``unix:...``) is
+    this host."""
+    kind, _, address = peer.partition(":")
+    if kind == "unix":
+        return True
+    host = address.rsplit(":", 1)[0].strip("[]")
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
 def authenticate(state: IngressState, context: RayServegRPCContext) -> KeyIdentity | None:
-    """The caller's key identity, or None after setting UNAUTHENTICATED on ``context``
-    (missing or wrong key, like HTTP's 401)."""
+    """The caller's key identity, or None after setting the refusal on ``context``:
+    UNAUTHENTICATED for a missing or wrong key (like HTTP's 401), PERMISSION_DENIED for a
+    remote caller while ``SOCIALPLAY_GRPC_LOOPBACK_ONLY`` is set."""
+    # Ray's gRPC proxy cannot bind loopback only (it listens on [::]); this keeps gRPC where
+    # HTTP is when `make serve` binds HTTP to loopback.
+    if get_settings().grpc_loopback_only and not is_local_peer(context.peer()):
+        record_api_request(None, "remote_grpc_peer")
+        _refuse(
+            context,
+            grpc.StatusCode.PERMISSION_DENIED,
+            "gRPC is served to this host only (SOCIALPLAY_GRPC_LOOPBACK_ONLY=1, as HTTP binds "
+            "loopback); call from this host or through a TLS-terminating proxy on it",
+        )
+        return None
     supplied: str | None = None
     for key, value in context.invocation_metadata():
         if key.lower() == API_KEY_METADATA:

@@ -23,6 +23,7 @@ from deployments.ingress.app import build_fastapi_app
 from deployments.ingress.auth import PUBLIC_PATHS, AuthError, route_path
 from deployments.ingress.deployment import Ingress
 from deployments.ingress.deps import require_api_key
+from deployments.ingress.grpc import is_local_peer, moderate_content
 from deployments.protos import ai_service_pb2 as pb
 from tests.unit.deployments.ingress.fakes import (
     CLIENT_KEY,
@@ -188,3 +189,21 @@ def test_every_grpc_method_needs_a_key(method: str) -> None:
         reply = asyncio.run(rpc(servicer, request, context))
         assert context.code == grpc.StatusCode.UNAUTHENTICATED, (method, key)
         assert reply == getattr(pb, descriptor.output_type.name)(), "nothing answered"
+
+
+def test_grpc_from_another_host_is_refused_when_loopback_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SOCIALPLAY_GRPC_LOOPBACK_ONLY", "1")
+    moderation = FakeNode("TextModeration", predict_many=lambda texts: [])
+    state = fake_state({"moderation": moderation})
+    request = pb.ModerationRequest(content="hello")
+    remote = FakeContext(TEST_KEY, peer="ipv4:10.1.2.3:40000")
+    asyncio.run(moderate_content(state, request, remote))  # type: ignore[arg-type]
+    assert remote.code == grpc.StatusCode.PERMISSION_DENIED
+    assert "SOCIALPLAY_GRPC_LOOPBACK_ONLY" in remote.details
+    assert moderation.methods["predict_many"].calls == [], "a remote call reaches no node"
+    for peer in ("ipv4:127.0.0.1:1", "ipv6:[::1]:1", "ipv6:[::ffff:127.0.0.1]:1", "unix:/s"):
+        assert is_local_peer(peer), peer
+    for peer in ("ipv4:10.1.2.3:1", "ipv6:[2001:db8::1]:1", "ipv4:0.0.0.0:1", "garbage"):
+        assert not is_local_peer(peer), peer
