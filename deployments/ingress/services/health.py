@@ -9,6 +9,7 @@ check, refreshed in the background at most every ``HEALTH_SNAPSHOT_MAX_AGE_S``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from importlib import metadata
 from typing import Any, Literal
@@ -23,6 +24,8 @@ from deployments.ingress.calls import (
 from deployments.ingress.services.audit import audit_status
 from deployments.ingress.state import IngressState
 from models.answers import NodeInfo
+
+logger = logging.getLogger("ray.serve")
 
 # Public /health answers from a check at most this old; a newer one starts in the background.
 HEALTH_SNAPSHOT_MAX_AGE_S = 5.0
@@ -85,7 +88,12 @@ async def health_report(state: IngressState) -> dict[str, Any]:
 
 
 async def _refresh(state: IngressState) -> None:
-    await health_report(state)
+    try:
+        await health_report(state)
+    except Exception as exc:  # a failed check is a verdict, never a broken /health
+        logger.warning("health check failed (%s)", type(exc).__name__)
+        state.health.status = "degraded"
+        state.health.taken_at_s = time.monotonic()
 
 
 async def public_status(state: IngressState) -> HealthStatus:
