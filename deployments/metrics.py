@@ -92,7 +92,7 @@ _AUDIT_DROPPED = _Metric(
 _API_REQUESTS = _Metric(
     "socialplay_api_requests_total",
     "Requests by API key id (sha256 prefix, never the key; none: no valid key) and outcome "
-    "(accepted, missing_api_key, invalid_api_key, missing_scope).",
+    "(accepted, missing_api_key, invalid_api_key, missing_scope, remote_grpc_peer).",
     ("key_id", "outcome"),
 )
 
