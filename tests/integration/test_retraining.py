@@ -115,7 +115,9 @@ def _deploy_and_wait(config: dict[str, Any], base_url: str, expect_version: str 
     while time.monotonic() < deadline:
         try:
             moderation = health_detail(base_url)["nodes"]["moderation"]
-            if expect_version is None or moderation.get("version") == expect_version:
+            # Ready means the node answered /health (not "unavailable" while it starts).
+            ready = moderation.get("status") == "ok"
+            if ready and (expect_version is None or moderation.get("version") == expect_version):
                 return
         except (httpx.HTTPError, ValueError, KeyError):
             pass
