@@ -12,7 +12,7 @@ comparison is not one of load generators:
 h2load sends one fixed body per run (it cannot rotate bodies as wrk's script does), so both
 protocols moderate the same post; the result cache is off, so the model runs every time.
 h2load counts a gRPC answer as succeeded by its HTTP status alone, so every run is checked
-against the ingress's own count: the TextModeration node's ``items_sent`` in ``/health``
+against the ingress's own count: the TextModeration node's ``items_sent`` in ``/api/v1/health``
 must grow by at least the answers h2load counted, and one Python gRPC call before and after
 must return a real (not degraded) decision.
 
@@ -144,9 +144,12 @@ def h2load_command(
     return [*command, f"http://127.0.0.1:{port}{GRPC_METHOD}"]
 
 
-def _items_sent(base_url: str) -> int:
-    """Texts the ingress has sent to TextModeration (coalescing stats in ``/health``)."""
-    health = httpx.get(f"{base_url}/health", timeout=10.0).json()
+def _items_sent(base_url: str, api_key: str) -> int:
+    """Texts the ingress has sent to TextModeration (coalescing stats in the detailed health
+    report, ``/api/v1/health``; the bench's key is an operator key)."""
+    health = httpx.get(
+        f"{base_url}/api/v1/health", headers={"X-API-Key": api_key}, timeout=10.0
+    ).json()
     nodes = (health.get("coalescing") or {}).get("nodes") or {}
     return int((nodes.get("TextModeration") or {}).get("items_sent", 0))
 
@@ -185,7 +188,7 @@ def measured_run(
     command = h2load_command(
         protocol, port, body_path, api_key, connections, duration_s, warmup_s, log_path
     )
-    items_before = _items_sent(server.base_url)
+    items_before = _items_sent(server.base_url, api_key)
     started = time.monotonic()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     # CPU counted from the end of the warm-up: h2load's own figures exclude it too.
@@ -199,7 +202,7 @@ def measured_run(
     if process.returncode != 0:
         raise H2LoadError(f"h2load exited with {process.returncode}:\n{stdout[-800:]}")
     counts = parse_h2load(stdout)
-    items_after = _items_sent(server.base_url)
+    items_after = _items_sent(server.base_url, api_key)
     values = latencies_ms(log_path)
     log_path.unlink(missing_ok=True)
     cores = server.tree.cores_by_label(tree_before, tree_after, wall_s)

@@ -116,7 +116,13 @@ def start_service(num_threads: int) -> tuple[str, Callable[[], None]]:
         include_dashboard=False,
         log_to_driver=False,
         _temp_dir=tempfile.mkdtemp(prefix="sp-bench-img-", dir="/tmp"),
-        runtime_env={"env_vars": {"API_KEYS": BENCH_KEY, "SOCIALPLAY_DEV_MODE": "0"}},
+        runtime_env={
+            "env_vars": {
+                "API_KEYS": BENCH_KEY,
+                "SOCIALPLAY_DEV_MODE": "0",
+                "SOCIALPLAY_HASH_SECRET": "bench-hash-secret-not-private",
+            }
+        },
     )
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})

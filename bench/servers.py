@@ -320,6 +320,10 @@ def _child_env(api_key: str, source_dir: Path) -> dict[str, str]:
             # ahead of the editable install of the working tree.
             "PYTHONPATH": str(source_dir),
             "API_KEYS": api_key,
+            # The bench's key also reads the detailed health report (/api/v1/health).
+            "OPERATOR_API_KEYS": api_key,
+            # Required outside development mode (user-id hashes); a bench needs no private one.
+            "SOCIALPLAY_HASH_SECRET": "bench-hash-secret-not-private",
             "SOCIALPLAY_DEV_MODE": "0",
             "TOKENIZERS_PARALLELISM": "false",
             "PYTHONUNBUFFERED": "1",

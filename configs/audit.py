@@ -36,8 +36,9 @@ class AuditConfig(_Strict):
     max_note_chars: int = Field(default=2_000, ge=0, le=100_000)
     """Longest moderator note a review may carry."""
     user_id_salt: str = Field(default="socialplay-audit", min_length=1)
-    """Salt of the sha256 hash that replaces user and reviewer ids (raw ids are never stored);
-    set a private value per deployment."""
+    """Public context of the keyed hash (HMAC-SHA256 under SOCIALPLAY_HASH_SECRET) that replaces
+    user and reviewer ids (raw ids are never stored); the secret, not this label, keeps them
+    private. Changing it changes every later hash."""
 
     @model_validator(mode="after")
     def _batch_fits_buffer(self) -> AuditConfig:

@@ -195,8 +195,9 @@ class RecommenderMFJobConfig(RayTrainOptions):
     page_size: int = Field(default=5000, ge=1, le=100_000)
     """Interactions per export page."""
     user_id_salt: str = Field(default="socialplay-mf-v1", min_length=1)
-    """Salt of the sha256 user-id hash: exports and factors.npz hold hashes only. Changing it
-    makes every served factor unknown until the next model."""
+    """Public context of the keyed user-id hash (HMAC-SHA256 under SOCIALPLAY_HASH_SECRET, the
+    same secret as the service's): exports and factors.npz hold hashes only. Changing it (or the
+    secret) makes every served factor unknown until the next model."""
     positive_types: list[PositiveType] = Field(
         default_factory=lambda: list(_DEFAULT_POSITIVES), min_length=1
     )

@@ -1,12 +1,19 @@
-"""``make serve``: start Ray locally, deploy ``serve_config.yaml``, print the URL and a key.
+"""``make serve``: start Ray locally, deploy ``serve_config.yaml``, print the URL and, in
+development mode, the generated key (never a configured one).
 
 Runs ``serve run`` as a child in its own process group, so that Ctrl-C here reaches it once, as
 a deliberate SIGINT (its graceful shutdown), whatever the terminal or process manager did.
+
+Before starting it refuses what the replicas would refuse (no API key, no
+``SOCIALPLAY_HASH_SECRET`` outside development mode), and confines Ray's gRPC proxy as far as
+Ray allows: messages capped at the HTTP body limit, and, when HTTP binds loopback, calls from
+other hosts refused (Ray 2.60 listens for gRPC on every interface; docs/operations.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
 import signal
@@ -17,10 +24,20 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from configs.settings import get_settings, resolve_api_keys
+from configs.ingress import LimitsConfig
+from configs.settings import (
+    OPERATOR_SCOPE,
+    MissingHashSecretError,
+    NoApiKeyError,
+    Settings,
+    get_settings,
+    resolve_hash_secret,
+    resolve_scoped_keys,
+)
 
 READY_TIMEOUT_S = 180.0
 STOP_TIMEOUT_S = 30.0
@@ -52,20 +69,89 @@ def _http_address(config_path: Path) -> str:
     return f"http://{http.get('host', '127.0.0.1')}:{http.get('port', 8000)}"
 
 
-def _wait_ready(url: str, child: subprocess.Popen[bytes]) -> dict[str, object]:
+def _ingress_body_limit_bytes(config: dict[str, Any]) -> int:
+    """``limits.max_body_bytes`` of the Ingress in a Serve config (the default when unset)."""
+    for app in config.get("applications") or []:
+        for deployment in app.get("deployments") or []:
+            if deployment.get("name") == "Ingress":
+                limits = (deployment.get("user_config") or {}).get("limits") or {}
+                return LimitsConfig.model_validate(limits).max_body_bytes
+    return LimitsConfig().max_body_bytes
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def grpc_env(config: dict[str, Any], environ: dict[str, str]) -> dict[str, str]:
+    """Environment that confines Ray's gRPC proxy as far as Ray 2.60 allows.
+
+    Ray reads ``RAY_SERVE_GRPC_MAX_MESSAGE_SIZE`` in its proxy at start (default 2 GiB): capped
+    at the Ingress's HTTP body limit, a larger message is refused before any key check. Ray
+    binds gRPC to ``[::]`` whatever ``http_options.host`` says (no host option): when HTTP
+    binds loopback, ``SOCIALPLAY_GRPC_LOOPBACK_ONLY`` makes the Ingress refuse other hosts.
+    An operator's own settings win.
+    """
+    if not config.get("grpc_options"):
+        return {}
+    env = {"RAY_SERVE_GRPC_MAX_MESSAGE_SIZE": str(_ingress_body_limit_bytes(config))}
+    host = str((config.get("http_options") or {}).get("host", "127.0.0.1"))
+    if _is_loopback(host):
+        env["SOCIALPLAY_GRPC_LOOPBACK_ONLY"] = "1"
+    return {name: value for name, value in env.items() if name not in environ}
+
+
+def startup_keys(settings: Settings) -> tuple[dict[str, frozenset[str]], str | None]:
+    """The keys the replicas will accept, and the one to print: the development key when this
+    run generated or reuses one, never a configured key (it is a secret).
+
+    Exits with the replicas' own message when they would refuse to start (no key, no
+    ``SOCIALPLAY_HASH_SECRET`` outside development mode).
+    """
+    try:
+        keys = resolve_scoped_keys(settings)
+        resolve_hash_secret(settings)
+    except (NoApiKeyError, MissingHashSecretError) as exc:
+        raise SystemExit(str(exc)) from None
+    return keys, (None if settings.scoped_keys() else next(iter(keys)))
+
+
+def _wait_ready(url: str, child: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
         if child.poll() is not None:
             raise SystemExit(f"serve run exited with code {child.returncode}; see its output above")
         try:
             with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                health: dict[str, object] = json.load(response)
-                if health.get("status") == "ok":
-                    return health
+                if json.load(response).get("status") == "ok":
+                    return
         except (urllib.error.URLError, OSError, ValueError):
             pass
         time.sleep(1.0)
     raise SystemExit(f"the service did not become healthy at {url} in {READY_TIMEOUT_S:.0f} s")
+
+
+def _models(url: str, operator_key: str | None) -> str:
+    """The nodes' models from the detailed health report (needs an operator key)."""
+    if operator_key is None:
+        return "see GET /api/v1/health with an operator key (OPERATOR_API_KEYS)"
+    request = urllib.request.Request(f"{url}/api/v1/health", headers={"X-API-Key": operator_key})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            nodes = json.load(response).get("nodes")
+    except (urllib.error.URLError, OSError, ValueError):
+        return "unknown"
+    if not isinstance(nodes, dict):
+        return "unknown"
+    # Nodes without a model (the recommender) are listed in the report only.
+    return ", ".join(
+        f"{n}={i.get('name')}@{i.get('version')}" for n, i in nodes.items() if i.get("name")
+    )
 
 
 def _stop(child: subprocess.Popen[bytes]) -> int:
@@ -105,7 +191,23 @@ def main(argv: list[str] | None = None) -> int:
     # Absolute, so replicas (whatever their working directory) find the same development key.
     state_dir = Path(env.get("SOCIALPLAY_STATE_DIR", ".socialplay")).resolve()
     env["SOCIALPLAY_STATE_DIR"] = os.environ["SOCIALPLAY_STATE_DIR"] = str(state_dir)
-    key = resolve_api_keys(get_settings())[0]
+    settings = get_settings()
+    keys, dev_key = startup_keys(settings)
+    operator_key = next((k for k, scopes in keys.items() if OPERATOR_SCOPE in scopes), None)
+    config = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
+    env.update(grpc_env(config, env))
+    if config.get("grpc_options"):
+        print(
+            "gRPC: messages over "
+            f"{env.get('RAY_SERVE_GRPC_MAX_MESSAGE_SIZE', 'the configured')} bytes refused; Ray "
+            "listens for gRPC on every interface"
+            + (
+                ", other hosts refused (SOCIALPLAY_GRPC_LOOPBACK_ONLY=1)"
+                if env.get("SOCIALPLAY_GRPC_LOOPBACK_ONLY") == "1"
+                else "; no TLS: firewall the port or terminate TLS in front (docs/operations.md)"
+            ),
+            flush=True,
+        )
     if args.ingress == "haproxy":
         # Short path: HAProxy's admin socket path (with a node id appended) must fit 97 bytes.
         env.update(haproxy_env(Path(tempfile.mkdtemp(prefix="sph-", dir="/tmp"))))
@@ -135,23 +237,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     url = _http_address(config_path)
     try:
-        health = _wait_ready(url, child)
-        nodes = health.get("nodes")
-        models = (
-            ", ".join(
-                f"{n}={i.get('name')}@{i.get('version')}"
-                for n, i in nodes.items()
-                if i.get("name")  # nodes without a model (the recommender) are listed in /health
-            )
-            if isinstance(nodes, dict)
-            else "unknown"
-        )
+        _wait_ready(url, child)
+        models = _models(url, operator_key)
+        shown = dev_key or "$API_KEY"
         print("\n" + "=" * 72)
         print(f"SocialPlay AI is up at {url}   (API docs: {url}/docs)")
-        print(f"API key: {key}")
+        if dev_key is not None:
+            print(f"Development API key (every scope): {dev_key}")
+        else:
+            print("API keys: the configured ones (API_KEYS, MODERATOR_API_KEYS, ...; not shown)")
         print(f"Models: {models}")
         print(
-            f"Try: curl -s -X POST {url}/api/v1/moderation/text -H 'X-API-Key: {key}' "
+            f'Try: curl -s -X POST {url}/api/v1/moderation/text -H "X-API-Key: {shown}" '
             "-H 'Content-Type: application/json' -d '{\"text\": \"have a lovely day\"}'"
         )
         print("Press Ctrl-C to stop.")

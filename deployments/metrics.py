@@ -89,6 +89,12 @@ _AUDIT_DROPPED = _Metric(
     "Moderation decisions dropped because the audit buffer was full.",
     (),
 )
+_API_REQUESTS = _Metric(
+    "socialplay_api_requests_total",
+    "Requests by API key id (sha256 prefix, never the key; none: no valid key) and outcome "
+    "(accepted, missing_api_key, invalid_api_key, missing_scope, remote_grpc_peer).",
+    ("key_id", "outcome"),
+)
 
 _lock = threading.Lock()
 _created: dict[str, Any] = {}
@@ -163,3 +169,8 @@ def record_arm(experiment: str, arm: str) -> None:
 def record_audit_dropped(count: int = 1) -> None:
     """Moderation decisions the audit log had to drop."""
     _safe(_get(_AUDIT_DROPPED).inc, count)
+
+
+def record_api_request(key_id: str | None, outcome: str) -> None:
+    """One request's key check: the key's id (None without a valid key) and its outcome."""
+    _safe(_get(_API_REQUESTS).inc, 1, tags={"key_id": key_id or "none", "outcome": outcome})

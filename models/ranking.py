@@ -7,13 +7,14 @@ inputs (the clock is an argument), so the offline evaluation replays history exa
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from models import privacy
 
 __all__ = [
     "CollaborativeModel",
@@ -326,12 +327,12 @@ class CollaborativeModel:
 
 
 def hash_user_id(user_id: str, salt: str) -> str:
-    """A salted sha256 of a user id (32 hex chars): how training exports name users.
+    """The keyed hash of a user id (32 hex chars): how training exports name users.
 
-    Salted so the hash of a guessed id is not a lookup in someone else's table; long enough
-    that two users of one service never collide in practice.
+    HMAC-SHA256 keyed by ``SOCIALPLAY_HASH_SECRET`` (``models.privacy``), with ``salt`` as its
+    public context: without the secret, the hash of a guessed id cannot be computed.
     """
-    return hashlib.sha256(f"{salt}\x00{user_id}".encode()).hexdigest()[:32]
+    return privacy.hash_user_id(user_id, salt)
 
 
 def weighted_topics(weights_by_topic: dict[str, float], limit: int) -> list[tuple[str, float]]:

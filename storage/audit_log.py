@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from configs.audit import AuditConfig
-from models.ranking import hash_user_id
+from models import privacy
 from storage.documents import DocumentStoreInfo, open_database
 
 logger = logging.getLogger("ray.serve")
@@ -64,8 +64,9 @@ def content_hash(text: str) -> str:
 
 
 def hash_id(raw_id: str, salt: str) -> str:
-    """Salted sha256 of a user or reviewer id: raw ids are never stored."""
-    return hash_user_id(raw_id, salt)
+    """Keyed hash (HMAC-SHA256 under ``SOCIALPLAY_HASH_SECRET``, ``salt`` as its public
+    context) of a user or reviewer id: raw ids are never stored."""
+    return privacy.hash_user_id(raw_id, salt)
 
 
 def decision_document(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,10 @@ from tests.fixtures.tiny_checkpoints import (
     build_tiny_bert_multilabel,
     build_tiny_distilbert_sentiment,
 )
+
+# User ids are hashed with an HMAC keyed by this (models/privacy.py); outside development mode
+# the service refuses to start without it. Tests that need it unset delete it.
+os.environ.setdefault("SOCIALPLAY_HASH_SECRET", "test-hash-secret-0123456789abcdef")
 
 
 @pytest.fixture(scope="session")

@@ -10,9 +10,10 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from configs.settings import get_settings
+from deployments.ingress.auth import API_KEY_HEADER
 from deployments.ingress.body_guard import install_body_guard
 from deployments.ingress.errors import add_exception_handlers
-from deployments.ingress.middleware import API_KEY_HEADER, GuardMiddleware
+from deployments.ingress.middleware import GuardMiddleware
 from deployments.ingress.routes import (
     events,
     experiments,
@@ -30,6 +31,7 @@ from deployments.ingress.state import IngressState
 
 ROUTERS = (
     health.router,
+    health.detail_router,
     moderation.router,
     sentiment.router,
     images.router,
@@ -49,8 +51,8 @@ def build_fastapi_app(state: IngressState) -> FastAPI:
         version="0.1.0",
         description="Moderation, sentiment and more for a social network, served by Ray Serve.",
         responses={
-            401: {"model": ErrorBody, "description": "Missing API key."},
-            403: {"model": ErrorBody, "description": "Wrong API key."},
+            401: {"model": ErrorBody, "description": "Missing or wrong API key."},
+            403: {"model": ErrorBody, "description": "The key lacks the scope the route needs."},
             413: {"model": ErrorBody, "description": "Body over the limit."},
             422: {"model": ErrorBody, "description": "Invalid field."},
         },

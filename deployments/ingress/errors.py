@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from deployments.ingress.auth import AuthError
 from deployments.ingress.schemas.common import ErrorBody
 from models.exceptions import (
     FeatureNotEnabledError,
@@ -57,7 +58,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 def domain_error_response(exc: Exception) -> JSONResponse:
     """The HTTP answer to a domain error (``DOMAIN_ERRORS``); anything else is a 500."""
-    if isinstance(exc, ImageInputError):
+    if isinstance(exc, (ImageInputError, AuthError)):
         return error_response(exc.status, exc.code, exc.message, exc.field)
     if isinstance(exc, InvalidInputError):
         code = "feature_not_enabled" if isinstance(exc, FeatureNotEnabledError) else "invalid_field"
@@ -74,6 +75,7 @@ def domain_error_response(exc: Exception) -> JSONResponse:
 
 
 DOMAIN_ERRORS: tuple[type[Exception], ...] = (
+    AuthError,
     InvalidInputError,
     PayloadTooLargeError,
     NotFoundError,

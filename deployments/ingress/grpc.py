@@ -1,12 +1,14 @@
 """gRPC (``AIService`` in ``protos/ai_service.proto``) over the same services as HTTP.
 
 Ray Serve's gRPC proxy calls the ``Ingress`` methods of the RPC names, which hand the request
-here: the API key comes from the ``x-api-key`` metadata, domain errors become gRPC status
-codes (as ``errors.py`` maps them to HTTP status codes), answers become proto messages.
+here: the API key comes from the ``x-api-key`` metadata (UNAUTHENTICATED when missing or
+wrong, as HTTP answers 401), domain errors become gRPC status codes (as ``errors.py`` maps
+them to HTTP status codes), answers become proto messages.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from typing import Any
 
@@ -14,13 +16,15 @@ import grpc
 from pydantic import ValidationError
 from ray.serve.grpc_util import RayServegRPCContext
 
-from deployments.ingress.middleware import API_KEY_HEADER
+from configs.settings import get_settings
+from deployments.ingress.auth import API_KEY_HEADER, AuthError, KeyIdentity
 from deployments.ingress.schemas.moderation import ModerationResult
 from deployments.ingress.schemas.recommender import FeedRequest, FeedResult
 from deployments.ingress.services import recommender
 from deployments.ingress.services.text import moderate_audited
 from deployments.ingress.services.validation import check_text
 from deployments.ingress.state import IngressState
+from deployments.metrics import record_api_request
 from deployments.protos import ai_service_pb2 as pb
 from models.exceptions import FeatureNotEnabledError, InvalidInputError
 
@@ -34,23 +38,59 @@ def _refuse(context: RayServegRPCContext, code: grpc.StatusCode, details: str) -
     context.set_details(details)
 
 
-def auth_refusal(state: IngressState, context: RayServegRPCContext) -> bool:
-    """Set UNAUTHENTICATED / PERMISSION_DENIED on ``context`` unless the key is valid."""
-    supplied = ""
-    for key, value in context.invocation_metadata():
-        if key.lower() == API_KEY_METADATA:
-            supplied = value.strip()
-    if not supplied:
+def is_local_peer(peer: str) -> bool:
+    """Whether a gRPC peer (``ipv4:127.0.0.1:5000``, ``ipv6:[::1]:5000``, ``unix:...``) is
+    this host."""
+    kind, _, address = peer.partition(":")
+    if kind == "unix":
+        return True
+    host = address.rsplit(":", 1)[0].strip("[]")
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
+def authenticate(state: IngressState, context: RayServegRPCContext) -> KeyIdentity | None:
+    """The caller's key identity, or None after setting the refusal on ``context``:
+    UNAUTHENTICATED for a missing or wrong key (like HTTP's 401), PERMISSION_DENIED for a
+    remote caller while ``SOCIALPLAY_GRPC_LOOPBACK_ONLY`` is set."""
+    # Ray's gRPC proxy cannot bind loopback only (it listens on [::]); this keeps gRPC where
+    # HTTP is when `make serve` binds HTTP to loopback.
+    if get_settings().grpc_loopback_only and not is_local_peer(context.peer()):
+        record_api_request(None, "remote_grpc_peer")
         _refuse(
             context,
-            grpc.StatusCode.UNAUTHENTICATED,
-            f"send your API key in the {API_KEY_METADATA} metadata",
+            grpc.StatusCode.PERMISSION_DENIED,
+            "gRPC is served to this host only (SOCIALPLAY_GRPC_LOOPBACK_ONLY=1, as HTTP binds "
+            "loopback); call from this host or through a TLS-terminating proxy on it",
         )
-        return True
-    if not state.api_keys.matches(supplied):
-        _refuse(context, grpc.StatusCode.PERMISSION_DENIED, "the API key is not valid")
-        return True
-    return False
+        return None
+    supplied: str | None = None
+    for key, value in context.invocation_metadata():
+        if key.lower() == API_KEY_METADATA:
+            supplied = value
+    try:
+        identity = state.api_keys.check(supplied)
+    except AuthError as error:
+        record_api_request(None, error.code)
+        details = (
+            f"send your API key in the {API_KEY_METADATA} metadata"
+            if error.code == "missing_api_key"
+            else f"the API key in the {API_KEY_METADATA} metadata is not valid"
+        )
+        _refuse(context, grpc.StatusCode.UNAUTHENTICATED, details)
+        return None
+    record_api_request(identity.key_id, "accepted")
+    return identity
+
+
+def auth_refusal(state: IngressState, context: RayServegRPCContext) -> bool:
+    """Set UNAUTHENTICATED on ``context`` unless the key is valid; True when refused."""
+    return authenticate(state, context) is None
 
 
 def refuse_input(context: RayServegRPCContext, exc: Exception) -> None:

@@ -8,7 +8,6 @@ module global.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -16,8 +15,9 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from configs.ingress import IngressConfig
-from configs.settings import Settings, resolve_api_keys
+from configs.settings import Settings, resolve_hash_secret
 from deployments.coalesce import CallCoalescer
+from deployments.ingress.auth import ApiKeys
 from deployments.ingress.circuit import BreakerRegistry
 from deployments.ingress.experiments import ExperimentRegistry, missing_variant_nodes
 from deployments.ingress.image_fetch import ImageFetcher
@@ -41,35 +41,6 @@ class NodeHandle(Protocol):
     def deployment_name(self) -> str: ...
 
     def __getattr__(self, method: str) -> Any: ...
-
-
-@dataclass(frozen=True)
-class ApiKeys:
-    """The keys this replica accepts (as bytes) and how they were configured."""
-
-    keys: tuple[bytes, ...] = ()
-    # "configured" (API_KEYS, API_KEY or API_KEY_FILE), "development" (a generated key) or
-    # "unset"; /health shows it.
-    mode: str = "unset"
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> ApiKeys:
-        """The configured keys; refuses to start keyless outside development mode."""
-        keys = resolve_api_keys(settings)
-        mode = "configured" if settings.configured_keys() else "development"
-        return cls(tuple(key.encode("utf-8") for key in keys), mode)
-
-    def matches(self, candidate: str) -> bool:
-        """Whether ``candidate`` is one of the keys.
-
-        compare_digest against every key, without an early exit, so timing says nothing about
-        which key (or how much of one) matched.
-        """
-        supplied = candidate.encode("utf-8")
-        matched = False
-        for key in self.keys:
-            matched |= hmac.compare_digest(supplied, key)
-        return matched
 
 
 class LazyModel(Generic[ModelT]):
@@ -142,6 +113,23 @@ class FeedSnapshot:
         return time.monotonic() - self.taken_at_s
 
 
+@dataclass
+class HealthSnapshot:
+    """The last health check's verdict, which public ``/health`` answers from.
+
+    Refreshed in the background at most every ``HEALTH_SNAPSHOT_MAX_AGE_S``, however many
+    callers ask: public liveness never fans out to the nodes per request.
+    """
+
+    status: str | None = None  # "ok" or "degraded"; None until the first check finished
+    taken_at_s: float = float("-inf")
+    refresh: asyncio.Task[None] | None = None
+
+    def age_s(self) -> float:
+        """Seconds since the last check finished (monotonic clock)."""
+        return time.monotonic() - self.taken_at_s
+
+
 def audit_log_for(settings: Settings, config: IngressConfig) -> AuditLog:
     """The replica's audit log: MongoDB when ``MONGODB_URL`` is set, else in-process.
 
@@ -173,10 +161,16 @@ class IngressState:
     fallbacks: Fallbacks = field(default_factory=Fallbacks)
     image_fetcher: ImageFetcher = field(default_factory=ImageFetcher)
     feed_snapshot: FeedSnapshot = field(default_factory=FeedSnapshot)
+    health: HealthSnapshot = field(default_factory=HealthSnapshot)
 
     @classmethod
     def create(cls, nodes: Mapping[str, NodeHandle], settings: Settings) -> IngressState:
-        """A replica's state on the default config (``reconfigure`` applies the real one)."""
+        """A replica's state on the default config (``reconfigure`` applies the real one).
+
+        Refuses to start without an API key or without SOCIALPLAY_HASH_SECRET (outside
+        development mode): audited user ids are hashed with it.
+        """
+        resolve_hash_secret(settings)
         config = IngressConfig()
         return cls(
             nodes=dict(nodes),

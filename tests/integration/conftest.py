@@ -8,14 +8,18 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+# Every scope (client, moderator, operator): the review and health-detail routes need them.
 TEST_API_KEY = "test-key-0123456789"
 # Replicas import the code of this checkout (a worktree too), not whatever is installed.
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# The client scope only.
 OTHER_API_KEY = "second-key-abcdef"
+HASH_SECRET = "integration-hash-secret-0123456789"
 
 
 def _free_port() -> int:
@@ -28,6 +32,8 @@ def _free_port() -> int:
 METRICS_PORT = _free_port()
 GRPC_PORT = _free_port()
 GRPC_SERVICER = "deployments.protos.ai_service_pb2_grpc.add_AIServiceServicer_to_server"
+# The default HTTP body limit (limits.max_body_bytes).
+GRPC_MAX_MESSAGE_BYTES = 1_048_576
 
 
 @pytest.fixture(scope="session")
@@ -38,6 +44,10 @@ def serve_port() -> Iterator[int]:
     from ray.serve.config import gRPCOptions
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    # Read by Ray's gRPC proxy when it starts (a process of the cluster ray.init starts here,
+    # so it inherits this environment): messages over the HTTP body limit are refused, as
+    # deployments/launch.py sets it for `make serve`.
+    os.environ.setdefault("RAY_SERVE_GRPC_MAX_MESSAGE_SIZE", str(GRPC_MAX_MESSAGE_BYTES))
     # Metrics reach the export endpoint every 10 s by default; 1 s keeps the metrics test short.
     os.environ.setdefault("RAY_metrics_report_interval_ms", "1000")
     # A short private temp dir: Ray's socket paths must stay under the Unix 107-byte limit,
@@ -56,6 +66,12 @@ def serve_port() -> Iterator[int]:
             "env_vars": {
                 "PYTHONPATH": str(REPO_ROOT),
                 "API_KEYS": f"{TEST_API_KEY},{OTHER_API_KEY}",
+                "MODERATOR_API_KEYS": TEST_API_KEY,
+                "OPERATOR_API_KEYS": TEST_API_KEY,
+                # The same secret as this process's: jobs run here hash as the replicas do.
+                "SOCIALPLAY_HASH_SECRET": os.environ.setdefault(
+                    "SOCIALPLAY_HASH_SECRET", HASH_SECRET
+                ),
                 "SOCIALPLAY_DEV_MODE": "0",
                 "SOCIALPLAY_STATE_DIR": state_dir,
                 "ALLOWED_ORIGINS": "http://app.example",
@@ -106,6 +122,15 @@ def deploy(app: object, base_url: str, name: str = "socialplay") -> None:
             pass
         time.sleep(0.5)
     raise AssertionError(f"{name} did not answer /health within 60 s")
+
+
+def health_detail(base_url: str, timeout_s: float = 10.0) -> dict[str, Any]:
+    """The detailed health report (``/api/v1/health``, an operator key's view)."""
+    response = httpx.get(
+        f"{base_url}/api/v1/health", headers={"X-API-Key": TEST_API_KEY}, timeout=timeout_s
+    )
+    report: dict[str, Any] = response.json()
+    return report
 
 
 def undeploy(name: str = "socialplay") -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from configs.app import AppArgs
 from deployments.app import build_graph
-from tests.integration.conftest import deploy, undeploy
+from tests.integration.conftest import deploy, health_detail, undeploy
 
 pytestmark = pytest.mark.integration
 
@@ -135,7 +135,7 @@ def test_malformed_review_requests_are_422(client: httpx.Client) -> None:
 
 def test_health_reports_the_audit_store(base_url: str, client: httpx.Client) -> None:
     moderate(client, CLEAN)
-    audit = httpx.get(f"{base_url}/health").json()["audit"]
+    audit = health_detail(base_url)["audit"]
     assert audit["enabled"] is True
     assert audit["store"].startswith("embedded") and audit["persisted"] is False
     assert audit["dropped"] == 0 and audit["last_error"] is None
@@ -174,7 +174,7 @@ def test_a_down_store_fails_no_moderation_and_reviews_answer_503(
     )
     assert response.status_code == 503, response.text
     assert response.json()["error"]["code"] == "audit_store_unavailable"
-    audit = httpx.get(f"{base_url}/health").json()["audit"]
+    audit = health_detail(base_url)["audit"]
     assert audit["store"] == "mongodb" and audit["persisted"] is True
     assert audit["last_error"] == "ServerSelectionTimeoutError"
     assert audit["buffered"] >= 1 and audit["dropped"] == 0  # kept for when it is back

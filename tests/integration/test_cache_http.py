@@ -18,7 +18,7 @@ import pytest
 from configs.app import AppArgs
 from deployments.app import build_graph
 from tests.fixtures.redis_server import throwaway_redis
-from tests.integration.conftest import deploy, undeploy
+from tests.integration.conftest import deploy, health_detail, undeploy
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +47,7 @@ def redis_process(base_url: str) -> Iterator[subprocess.Popen[bytes]]:
 
 
 def _cache(base_url: str, node: str) -> dict[str, Any]:
-    body = httpx.get(f"{base_url}/health", timeout=10).json()
+    body = health_detail(base_url)
     assert body["nodes"][node]["status"] == "ok", body
     cache = body["nodes"][node]["cache"]
     assert isinstance(cache, dict)
@@ -97,5 +97,5 @@ def test_redis_outage_keeps_answering_and_shows_the_cache_down(
     cache = _cache(base_url, "moderation")
     assert cache["state"] == "down" and cache["errors"] >= 2
     assert cache["last_error"] and "Error" in cache["last_error"]
-    health = httpx.get(f"{base_url}/health", timeout=10).json()
+    health = health_detail(base_url)
     assert health["status"] == "ok"

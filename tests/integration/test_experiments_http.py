@@ -15,7 +15,7 @@ from configs.app import AppArgs
 from configs.experiments import ExperimentConfig
 from deployments.app import build_graph
 from deployments.ingress.experiments import assign_arm
-from tests.integration.conftest import deploy, undeploy
+from tests.integration.conftest import deploy, health_detail, undeploy
 
 pytestmark = pytest.mark.integration
 
@@ -80,7 +80,7 @@ def _arm_requests(report: dict[str, Any]) -> dict[str, int]:
 
 
 def test_health_lists_each_variant_as_its_own_node(experiments_app: None, base_url: str) -> None:
-    nodes = httpx.get(f"{base_url}/health").json()["nodes"]
+    nodes = health_detail(base_url)["nodes"]
     assert {"moderation", "sentiment", "moderation:v2", "sentiment:v2"} <= set(nodes)
     assert all(nodes[n]["status"] == "ok" for n in nodes)
     # Side by side: two different models answer for one task.

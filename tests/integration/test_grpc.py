@@ -77,7 +77,7 @@ def test_moderate_content_refuses_missing_or_wrong_key_and_empty_text(
         stub.ModerateContent(
             request, metadata=(("x-api-key", "nope"), ("application", APP)), timeout=30
         )
-    assert wrong.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert wrong.value.code() == grpc.StatusCode.UNAUTHENTICATED, "like HTTP: 401, not 403"
     with pytest.raises(grpc.RpcError) as empty:
         stub.ModerateContent(pb.ModerationRequest(content="   "), metadata=KEY, timeout=30)
     assert empty.value.code() == grpc.StatusCode.INVALID_ARGUMENT

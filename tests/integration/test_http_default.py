@@ -10,7 +10,7 @@ import pytest
 
 from configs.app import AppArgs
 from deployments.app import build_graph
-from tests.integration.conftest import OTHER_API_KEY, deploy, undeploy
+from tests.integration.conftest import OTHER_API_KEY, TEST_API_KEY, deploy, undeploy
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +41,9 @@ def default_app(base_url: str) -> Iterator[None]:
 
 
 def test_health_names_each_node_model_version_and_device(base_url: str) -> None:
-    response = httpx.get(f"{base_url}/health")
+    public = httpx.get(f"{base_url}/health")
+    assert public.status_code == 200 and public.json() == {"status": "ok"}
+    response = httpx.get(f"{base_url}/api/v1/health", headers={"X-API-Key": TEST_API_KEY})
     assert response.status_code == 200
     body = response.json()
     assert body["status"] == "ok"
@@ -113,7 +115,7 @@ def test_sentiment_routes(client: httpx.Client) -> None:
 
 
 def _coalesced(client: httpx.Client) -> dict[str, float]:
-    nodes = client.get("/health").json()["coalescing"]["nodes"]
+    nodes = client.get("/api/v1/health").json()["coalescing"]["nodes"]
     empty = {"batches_sent": 0, "items_sent": 0, "mean_batch_size": 0.0}
     return dict(nodes.get("TextModeration", empty))
 
@@ -140,7 +142,7 @@ def test_concurrent_requests_are_batched_and_answered_in_order(client: httpx.Cli
 
 @pytest.mark.parametrize(
     ("headers", "status", "code"),
-    [({}, 401, "missing_api_key"), ({"X-API-Key": "wrong"}, 403, "invalid_api_key")],
+    [({}, 401, "missing_api_key"), ({"X-API-Key": "wrong"}, 401, "invalid_api_key")],
 )
 @pytest.mark.parametrize(
     "route",

@@ -23,7 +23,7 @@ from models.images import encode_png
 from tests.fixtures.hostile_server import HostileServer, gzip_bomb, hostile_server
 from tests.fixtures.image_server import ImageServer, image_server, silent_port
 from tests.fixtures.images import noise_image
-from tests.integration.conftest import deploy, undeploy
+from tests.integration.conftest import deploy, health_detail, undeploy
 
 pytestmark = pytest.mark.integration
 
@@ -103,7 +103,7 @@ def _check_image_result(body: dict[str, Any], width: int, height: int) -> None:
 
 
 def test_health_lists_the_image_nodes(images_app: None, base_url: str) -> None:
-    nodes = httpx.get(f"{base_url}/health").json()["nodes"]
+    nodes = health_detail(base_url)["nodes"]
     assert nodes["nsfw"]["status"] == "ok" and nodes["nsfw"]["name"] == "nudenet-320n"
     assert nodes["tagger"]["status"] == "ok" and nodes["tagger"]["labels"] == TAGS
 

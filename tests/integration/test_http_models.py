@@ -16,7 +16,7 @@ from configs.app import AppArgs
 from deployments.app import build_graph
 from deployments.ingress.deployment import Ingress
 from models.device import checkpoint_version
-from tests.integration.conftest import deploy, undeploy
+from tests.integration.conftest import deploy, health_detail, undeploy
 
 pytestmark = pytest.mark.integration
 
@@ -51,7 +51,7 @@ def transformer_app(
 def test_transformer_nodes_report_checkpoint_labels_and_version(
     transformer_app: None, base_url: str, tiny_moderation_checkpoint: Path
 ) -> None:
-    nodes = httpx.get(f"{base_url}/health").json()["nodes"]
+    nodes = health_detail(base_url)["nodes"]
     id2label = json.loads((tiny_moderation_checkpoint / "config.json").read_text())["id2label"]
     expected = [id2label[str(i)] for i in range(len(id2label))]
     assert nodes["moderation"]["labels"] == expected
@@ -160,7 +160,7 @@ def test_stuck_sentiment_node_times_out_to_vader(broken_app: None, client: httpx
 
 
 def test_health_reports_unavailable_nodes(broken_app: None, base_url: str) -> None:
-    health = httpx.get(f"{base_url}/health").json()
+    health = health_detail(base_url)
     assert health["status"] == "degraded"
     assert health["nodes"]["moderation"]["status"] == "unavailable"
     assert health["nodes"]["sentiment"] == {"status": "unavailable", "reason": "node timed out"}

@@ -21,7 +21,7 @@ from configs.nodes import BatchingConfig, SentimentModelSpec
 from deployments.ingress.deployment import Ingress
 from deployments.nodes.text_classifier import text_classifier_deployment
 from models.answers import Answer, ModelInfo, ModelNodeInfo, ModelRef
-from tests.integration.conftest import undeploy
+from tests.integration.conftest import health_detail, undeploy
 
 pytestmark = pytest.mark.integration
 
@@ -118,7 +118,7 @@ def test_breaker_opens_fails_fast_and_closes_after_a_successful_probe(
     calls = flaky_app.calls_made.remote().result()
     assert calls == 2
 
-    health = httpx.get(f"{base_url}/health").json()
+    health = health_detail(base_url)
     assert health["circuit_breakers"]["moderation"]["state"] == "open"
     assert health["circuit_breakers"]["sentiment"]["state"] == "closed"
     assert health["status"] == "degraded"
@@ -142,7 +142,7 @@ def test_breaker_opens_fails_fast_and_closes_after_a_successful_probe(
         time.sleep(0.3)
     assert body["model"] == {"name": "flaky", "version": "7", "device": "cpu"}
     assert flaky_app.calls_made.remote().result() == calls + 1, "exactly one probe call"
-    health = httpx.get(f"{base_url}/health").json()
+    health = health_detail(base_url)
     assert health["circuit_breakers"]["moderation"] == {
         "state": "closed",
         "consecutive_failures": 0,

@@ -21,7 +21,7 @@ from configs.app import AppArgs
 from deployments.app import build_graph
 from pipelines.synthetic_social import post_text
 from tests.fixtures.redis_server import throwaway_redis
-from tests.integration.conftest import deploy, undeploy
+from tests.integration.conftest import deploy, health_detail, undeploy
 
 pytestmark = pytest.mark.integration
 
@@ -109,7 +109,7 @@ def interaction(i: int, user: str, post: str, kind: str, **extra: Any) -> dict[s
 
 
 def test_health_reports_embedder_and_where_the_state_lives(base_url, ingested) -> None:
-    body = httpx.get(f"{base_url}/health", timeout=10).json()
+    body = health_detail(base_url)
     assert body["status"] == "ok", body
     recommender = body["nodes"]["recommender"]
     assert recommender["feature_store"] == {"kind": "redis", "status": "ok"}
@@ -292,7 +292,7 @@ def test_zz_redis_stopped_mid_test_keeps_answering_and_health_says_so(
     )
     assert events.status_code == 200 and events.json()["accepted"] == 1
     time.sleep(0.6)
-    health = httpx.get(f"{base_url}/health", timeout=10).json()
+    health = health_detail(base_url)
     assert health["status"] == "degraded"
     recommender = health["nodes"]["recommender"]
     assert recommender["status"] == "degraded"

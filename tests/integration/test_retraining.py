@@ -16,7 +16,7 @@ import pytest
 
 from configs.pipelines import TextHeadJobConfig
 from tests.fixtures.labelled_data import write_davidson_csv
-from tests.integration.conftest import TEST_API_KEY
+from tests.integration.conftest import TEST_API_KEY, health_detail
 
 pytestmark = pytest.mark.integration
 
@@ -114,8 +114,10 @@ def _deploy_and_wait(config: dict[str, Any], base_url: str, expect_version: str 
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         try:
-            moderation = httpx.get(f"{base_url}/health", timeout=5).json()["nodes"]["moderation"]
-            if expect_version is None or moderation.get("version") == expect_version:
+            moderation = health_detail(base_url)["nodes"]["moderation"]
+            # Ready means the node answered /health (not "unavailable" while it starts).
+            ready = moderation.get("status") == "ok"
+            if ready and (expect_version is None or moderation.get("version") == expect_version):
                 return
         except (httpx.HTTPError, ValueError, KeyError):
             pass
@@ -176,7 +178,7 @@ def test_promoted_version_is_served_after_live_reconfigure(
     registration = trained["registration"]
     _deploy_and_wait(_serve_config(serve_port, {}), base_url, None)
     try:
-        before = httpx.get(f"{base_url}/health").json()["nodes"]["moderation"]
+        before = health_detail(base_url)["nodes"]["moderation"]
         assert before["name"] == "alt-profanity-check"
 
         # Requests keep flowing while the node swaps models: none may fail.
@@ -201,7 +203,7 @@ def test_promoted_version_is_served_after_live_reconfigure(
         }
         node_config = {"model": ref, "registry_poll_s": 1}
         _deploy_and_wait(_serve_config(serve_port, node_config), base_url, f"{MODEL_NAME}/1")
-        after = httpx.get(f"{base_url}/health").json()["nodes"]["moderation"]
+        after = health_detail(base_url)["nodes"]["moderation"]
         assert after["name"] == MODEL_NAME
         assert after["labels"] == ["hate_speech", "offensive"]
         # Same replica: the model was swapped by reconfigure(), not by a restart.
@@ -219,7 +221,7 @@ def test_promoted_version_is_served_after_live_reconfigure(
         while after["version"] != f"{MODEL_NAME}/2":
             assert time.monotonic() < deadline, f"still serving {after['version']} after 60 s"
             time.sleep(0.5)
-            after = httpx.get(f"{base_url}/health").json()["nodes"]["moderation"]
+            after = health_detail(base_url)["nodes"]["moderation"]
         assert after["replica_id"] == before["replica_id"]
         assert after["alias_follow"]["last_error"] is None
         stop.set()
@@ -230,7 +232,7 @@ def test_promoted_version_is_served_after_live_reconfigure(
         while after["version"] != f"{MODEL_NAME}/1":
             assert time.monotonic() < deadline, f"still serving {after['version']} after 60 s"
             time.sleep(0.5)
-            after = httpx.get(f"{base_url}/health").json()["nodes"]["moderation"]
+            after = health_detail(base_url)["nodes"]["moderation"]
 
         with httpx.Client(
             base_url=base_url, headers={"X-API-Key": TEST_API_KEY}, timeout=30

@@ -13,7 +13,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.integration.conftest import TEST_API_KEY
+from tests.integration.conftest import TEST_API_KEY, health_detail
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +39,7 @@ def _deploy(config: dict[str, Any], base_url: str) -> None:
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"{base_url}/health", timeout=5).json().get("status") == "ok":
+            if health_detail(base_url).get("status") == "ok":
                 return
         except (httpx.HTTPError, ValueError):
             pass
@@ -58,7 +58,7 @@ def config(serve_port: int, base_url: str) -> Iterator[dict[str, Any]]:
 
 
 def test_serve_config_yaml_deploys_and_answers(config: dict[str, Any], base_url: str) -> None:
-    health = httpx.get(f"{base_url}/health").json()
+    health = health_detail(base_url)
     assert health["nodes"]["moderation"]["name"] == "alt-profanity-check"
     assert health["nodes"]["sentiment"]["name"] == "vader"
     yaml_batching = config["applications"][0]["deployments"][1]["user_config"]["batching"]
@@ -74,7 +74,7 @@ def test_serve_config_yaml_deploys_and_answers(config: dict[str, Any], base_url:
 def test_user_config_change_is_applied_live_without_restart(
     config: dict[str, Any], base_url: str
 ) -> None:
-    before = httpx.get(f"{base_url}/health").json()["nodes"]["moderation"]
+    before = health_detail(base_url)["nodes"]["moderation"]
     updated = copy.deepcopy(config)
     deployments = {d["name"]: d for d in updated["applications"][0]["deployments"]}
     new_batching = {"max_batch_size": 4, "batch_wait_timeout_s": 0.002}
@@ -86,7 +86,7 @@ def test_user_config_change_is_applied_live_without_restart(
     after = before
     while time.monotonic() < deadline and after["batching"] != new_batching:
         time.sleep(0.5)
-        after = httpx.get(f"{base_url}/health").json()["nodes"]["moderation"]
+        after = health_detail(base_url)["nodes"]["moderation"]
     assert after["batching"] == new_batching
     assert after["replica_id"] == before["replica_id"], "a user_config change must not restart"
     too_many = httpx.post(

@@ -21,7 +21,7 @@ import pytest
 
 from configs.app import AppArgs
 from deployments.app import build_graph
-from tests.integration.conftest import TEST_API_KEY, deploy, undeploy
+from tests.integration.conftest import TEST_API_KEY, deploy, health_detail, undeploy
 
 pytestmark = pytest.mark.integration
 
@@ -254,7 +254,7 @@ def test_bad_reply_requests_name_the_field(client, app, payload, field) -> None:
 
 
 def test_health_lists_the_new_nodes(base_url, sent) -> None:
-    nodes = httpx.get(f"{base_url}/health", timeout=10).json()["nodes"]
+    nodes = health_detail(base_url)["nodes"]
     assert nodes["trends"]["status"] == "ok" and nodes["trends"]["runs"] >= 1
     assert nodes["trends"]["labelled_posts"] > 0
     assert nodes["replies"]["status"] == "ok"

@@ -7,13 +7,17 @@ this replica only. Reviews become training labels (``pipelines/review_labels.py`
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
+from deployments.ingress.auth import MODERATOR_SCOPE, KeyIdentity, require_scope
 from deployments.ingress.schemas.review import DecisionRecord, ReviewRequest
 from deployments.ingress.state import IngressState
 from models.exceptions import FeatureNotEnabledError, InvalidInputError, NotFoundError
 from storage.audit_log import AuditLog, hash_id, is_decision_id
+
+logger = logging.getLogger("ray.serve")
 
 
 def check_decision_id(decision_id: str) -> str:
@@ -63,12 +67,14 @@ async def get_decision(state: IngressState, decision_id: str) -> DecisionRecord:
 
 
 async def review_decision(
-    state: IngressState, decision_id: str, review: ReviewRequest
+    state: IngressState, decision_id: str, review: ReviewRequest, key: KeyIdentity
 ) -> DecisionRecord:
     """Record a moderator's verdict (and per-category labels) on a decision.
 
-    A later review of the same decision replaces the earlier one.
+    Only a key with the moderator scope may (AuthError 403 otherwise): reviews become training
+    labels. A later review of the same decision replaces the earlier one.
     """
+    require_scope(key, MODERATOR_SCOPE)
     decision_id = check_decision_id(decision_id)
     log = _audit_log(state)
     limit = log.config.max_note_chars
@@ -86,4 +92,6 @@ async def review_decision(
     document = await log.review(decision_id, stored_review)
     if document is None:
         raise _not_found(decision_id)
+    # Which key reviewed, by its id: the key itself never reaches a log.
+    logger.info("moderation review recorded by key %s", key.key_id)
     return decision_record(document, stored=True)

@@ -9,11 +9,14 @@ from typing import Any, TypeVar
 import mongomock
 
 from configs.ingress import IngressConfig
-from deployments.ingress.state import ApiKeys, IngressState, NodeHandle
+from configs.settings import ALL_SCOPES, CLIENT_SCOPE
+from deployments.ingress.auth import ApiKeys
+from deployments.ingress.state import IngressState, NodeHandle
 from models.answers import Answer, ModelRef
 from storage.audit_log import AuditLog, DecisionRepository, StoreInfo
 
-TEST_KEY = "unit-test-key"
+TEST_KEY = "unit-test-key"  # every scope
+CLIENT_KEY = "unit-client-key"  # the client scope only
 
 
 class FakeResponse:
@@ -100,12 +103,15 @@ def fake_state(
     config: Mapping[str, Any] | None = None,
     keys: tuple[str, ...] = (TEST_KEY,),
 ) -> IngressState:
-    """A replica's state over fake nodes, an in-memory audit store and ``config``."""
+    """A replica's state over fake nodes, an in-memory audit store and ``config``.
+
+    ``keys`` get every scope; ``CLIENT_KEY`` is always accepted, with the client scope only.
+    """
     ingress_config = IngressConfig.model_validate(config or {})
     repository = DecisionRepository(mongomock.MongoClient(tz_aware=True)["unit"])
     state = IngressState(
         nodes=dict(nodes or {}),
-        api_keys=ApiKeys(tuple(key.encode() for key in keys), "configured"),
+        api_keys=ApiKeys.of({CLIENT_KEY: {CLIENT_SCOPE}, **dict.fromkeys(keys, ALL_SCOPES)}),
         audit_log=AuditLog(ingress_config.audit, repository, StoreInfo("embedded (unit)", False)),
     )
     state.apply(ingress_config)

@@ -195,21 +195,27 @@ def test_api_key_is_checked_before_anything_else(text_state: IngressState) -> No
     with client_for(text_state, key=None) as anonymous:
         missing = anonymous.post("/api/v1/moderation/text", json={"text": "hi"})
         health = anonymous.get("/health")
+        detail = anonymous.get("/api/v1/health")
     with client_for(text_state, key="wrong") as wrong:
         refused = wrong.post("/api/v1/moderation/text", json={"text": "hi"})
+    with client_for(text_state) as operator:
+        report = operator.get("/api/v1/health")
     assert missing.status_code == 401
     assert missing.json()["error"] == {
         "code": "missing_api_key",
         "message": "send your API key in the X-API-Key header",
         "field": "X-API-Key",
     }
-    assert refused.status_code == 403
+    assert refused.status_code == 401, "a wrong key is not authenticated either"
     assert refused.json()["error"]["code"] == "invalid_api_key"
+    assert refused.json()["error"]["field"] == "X-API-Key"
     calls = text_state.nodes["moderation"].methods["predict_many"].calls  # type: ignore[attr-defined]
     assert calls == [], "a refused request reaches no node"
     assert health.status_code == 200, "/health needs no key"
-    assert health.json()["api_keys"] == "configured"
-    assert health.json()["nodes"]["moderation"] == {
+    assert health.json() == {"status": "ok"}, "public liveness says ok/degraded only"
+    assert detail.status_code == 401, "the detailed report needs a key"
+    assert report.json()["api_keys"] == "configured"
+    assert report.json()["nodes"]["moderation"] == {
         "status": "ok",
         "name": "fake",
         "version": "m1",

@@ -16,13 +16,17 @@ from tests.unit.deployments.ingress.fakes import TEST_KEY, FakeNode, answer, fak
 class FakeContext:
     """What the methods use of Ray's gRPC context: metadata in, status code and details out."""
 
-    def __init__(self, key: str | None = TEST_KEY) -> None:
+    def __init__(self, key: str | None = TEST_KEY, peer: str = "ipv4:127.0.0.1:50000") -> None:
         self.metadata = [] if key is None else [("x-api-key", key)]
+        self._peer = peer
         self.code: grpc.StatusCode | None = None
         self.details = ""
 
     def invocation_metadata(self) -> list[tuple[str, str]]:
         return self.metadata
+
+    def peer(self) -> str:
+        return self._peer
 
     def set_code(self, code: grpc.StatusCode) -> None:
         self.code = code
@@ -56,7 +60,7 @@ def test_keys_and_input_errors_become_status_codes() -> None:
     for context in contexts.values():
         assert asyncio.run(moderate_content(state, request, context)) == pb.ModerationResponse()
     assert contexts["none"].code == grpc.StatusCode.UNAUTHENTICATED
-    assert contexts["wrong"].code == grpc.StatusCode.PERMISSION_DENIED
+    assert contexts["wrong"].code == grpc.StatusCode.UNAUTHENTICATED, "like HTTP: 401, not 403"
 
     blank = FakeContext()
     asyncio.run(moderate_content(state, pb.ModerationRequest(content=" "), blank))  # type: ignore[arg-type]
