@@ -374,8 +374,13 @@ def plot_soak(result: dict[str, Any], out_png: Path) -> Path | None:
     memory_ax.legend(loc="lower right", fontsize="small")
     memory_ax.set_xlabel("minutes into the soak")
     for ax in (throughput_ax, latency_ax, memory_ax):
-        ax.set_ylim(bottom=0)
         ax.grid(True, alpha=0.3)
+    throughput_ax.set_ylim(bottom=0)
+    latency_ax.set_ylim(bottom=0)
+    # Memory from 90% of its lowest reading: a few percent of growth must be visible.
+    readings = [w["rss_mb"] for w in windows if "rss_mb" in w]
+    if readings:
+        memory_ax.set_ylim(bottom=0.9 * min(readings), top=1.05 * max(readings))
     growth = result["memory"]["growth_pct"]
     figure.suptitle(
         f"Soak of {result['started_at']}: {result['totals']['errors']} errors in "
