@@ -189,7 +189,7 @@ def test_no_generated_request_gets_a_server_error(schema: Any) -> None:
         f"\nschemathesis: {cases} cases over {len(operations)} operations, "
         f"statuses {sorted(statuses.items())}"
     )
-    assert cases >= min(FUZZ_CASES, len(operations)) // 2, "hypothesis generated too few cases"
+    assert cases >= FUZZ_CASES // 2, f"hypothesis generated only {cases} cases"
     # The key is accepted and valid requests are among the cases: not everything is a 4xx.
     assert statuses[200] > 0, statuses
     assert not failures, f"{len(failures)} server errors:\n" + "\n".join(failures[:20])
