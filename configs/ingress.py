@@ -155,9 +155,10 @@ class CircuitBreakerConfig(StrictModel):
     """false: every call goes to its node, however often it fails."""
     failure_threshold: int = Field(default=5, ge=1, le=1000)
     """Consecutive failed or timed-out calls to one node that open its breaker."""
-    open_s: float = Field(default=30.0, gt=0, le=3600)
+    open_s: float = Field(default=5.0, gt=0, le=3600)
     """Seconds an open breaker answers from the fallback without calling the node, before letting
-    probe calls through (half-open)."""
+    probe calls through (half-open). Short: a probe is one call, and a node whose replica was
+    replaced answers in full again at most this long after it is back."""
     half_open_max_calls: int = Field(default=1, ge=1, le=100)
     """Probe calls let through at once while half-open; one success closes it."""
 

@@ -25,6 +25,11 @@ from deployments.nodes.text_classifier import text_classifier_deployment
 from deployments.nodes.trends import Trends
 from models.text_classifier import TextTask
 
+# Serve notices a dead replica at its next health check and only then starts another; its
+# default period (10 s) alone would keep a crashed node away longer than the 10 s within which
+# full service must be back (tests/integration/test_replica_faults.py). The checks are cheap.
+HEALTH_CHECK_PERIOD_S = 2.0
+
 
 def build_graph(
     args: AppArgs, deployment_options: Mapping[str, Mapping[str, Any]] | None = None
@@ -39,7 +44,8 @@ def build_graph(
 
     def node(deployment: object, name: str) -> Deployment:
         # The decorators return Deployment objects; mypy sees the undecorated classes.
-        return cast(Deployment, deployment).options(**options.get(name, {}))
+        overrides = {"health_check_period_s": HEALTH_CHECK_PERIOD_S, **options.get(name, {})}
+        return cast(Deployment, deployment).options(**overrides)
 
     # Embed once: every node that runs MiniLM on text shares vectors through one store.
     text_vectors = args.text_vectors
