@@ -149,7 +149,7 @@ def test_the_key_is_still_checked_first(client: TestClient) -> None:
         content=NESTED_ARRAYS,
         headers={"Content-Type": "application/json", "X-API-Key": "wrong"},
     )
-    assert response.status_code == 403
+    assert response.status_code == 401
 
 
 def test_a_recursion_error_is_a_400_not_a_500() -> None:
