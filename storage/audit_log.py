@@ -415,8 +415,12 @@ class RedisStreamQueue:
         key: str = STREAM_KEY,
         retry_s: float = 5.0,
         client: SyncClient | None = None,
+        claim_idle_ms: int = _CLAIM_IDLE_MS,
     ) -> None:
+        """`claim_idle_ms`: how long another consumer's taken entry waits before it is
+        claimed (tests shorten it); `client` replaces the one built from `redis_url`."""
         self.capacity = capacity
+        self.claim_idle_ms = claim_idle_ms
         self.spill = spill
         self.key = key
         self.consumer = uuid.uuid4().hex[:12]
@@ -426,6 +430,8 @@ class RedisStreamQueue:
         self._taken_ids: list[bytes] = []
         self._from_spill = False
         self._group_ready = False
+        # What earlier replicas left in the stream counts as pending from the start.
+        self._length = self._call(lambda r: int(r.xlen(self.key))) or 0
 
     def _call(self, action: Callable[[SyncClient], ResultT]) -> ResultT | None:
         try:
@@ -468,7 +474,7 @@ class RedisStreamQueue:
             entries = list(mine[0][1]) if mine else []
             if not entries:
                 claimed = r.xautoclaim(
-                    self.key, _GROUP, self.consumer, _CLAIM_IDLE_MS, "0-0", count=limit
+                    self.key, _GROUP, self.consumer, self.claim_idle_ms, "0-0", count=limit
                 )
                 entries = list(claimed[1])
             if not entries:
@@ -651,7 +657,10 @@ class AuditLog:
     async def flush(self) -> None:
         """Write everything queued now; AuditStoreError (nothing lost) when the store fails."""
         while self.queue.pending():
-            if not await self._write_batch():
+            written = await self._write_batch()
+            if written is None:
+                return  # nothing this replica may take now (another replica's entries)
+            if not written:
                 raise AuditStoreError(self.last_error or "the decision store is unavailable")
 
     async def close(self) -> None:
@@ -686,13 +695,19 @@ class AuditLog:
     async def _run(self) -> None:
         """Background writer: a batch when one is full or every ``flush_interval_s``."""
         while True:
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancel that
+            # arrives as the wake is set, and `close` would then wait on a writer that loops on.
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self.config.flush_interval_s)
+                async with asyncio.timeout(self.config.flush_interval_s):
+                    await self._wake.wait()
             except TimeoutError:
                 pass
             self._wake.clear()
             while self.queue.pending():
-                if not await self._write_batch():
+                written = await self._write_batch()
+                if written is None:
+                    break  # nothing to take now: wait for the next wake or interval
+                if not written:
                     # Exponential backoff: a down store is not hammered by every replica.
                     delay = min(
                         self.config.retry_backoff_s * 2 ** max(self._failures - 1, 0),
@@ -700,12 +715,13 @@ class AuditLog:
                     )
                     await self._sleep(delay)
 
-    async def _write_batch(self) -> bool:
-        """Write one batch (at most ``max_batch``); False (batch left queued) when it failed."""
+    async def _write_batch(self) -> bool | None:
+        """Write one batch (at most ``max_batch``); False (batch left queued) when it failed,
+        None when there was nothing to take."""
         async with self._write_lock:
             batch = self.queue.take(self.config.max_batch)
             if not batch:
-                return True
+                return None
             try:
                 repository = await self._repository_or_raise()
                 await self._call(repository.insert_many, batch)
