@@ -2,7 +2,8 @@
 
 Every moderation decision the ingress returns is written to the ``moderation_decisions``
 collection (MongoDB when ``MONGODB_URL`` is set, else an in-process store), through a bounded
-in-memory buffer that a background task flushes in batches. ``configs/ingress.py`` embeds
+durable queue (a Redis stream when ``REDIS_URL`` is set, else a file in the state directory)
+that a background task drains in batches. ``configs/ingress.py`` embeds
 ``AuditConfig`` in ``IngressConfig``.
 """
 
@@ -23,8 +24,8 @@ class AuditConfig(_Strict):
     """Also store the moderated text (needed to retrain on reviewed decisions); default false:
     only its sha256 is kept."""
     buffer_size: int = Field(default=10_000, ge=1, le=1_000_000)
-    """Most decisions held in memory while waiting to be written; when full, the oldest pending
-    decision is dropped and counted."""
+    """Most decisions queued while waiting to be written; when the queue is full, a new decision
+    is dropped, counted (audit_decisions_dropped, /health) and logged."""
     flush_interval_s: float = Field(default=1.0, gt=0.0, le=3600.0)
     """Longest a decision waits in the buffer before a write, in seconds."""
     max_batch: int = Field(default=500, ge=1, le=100_000)
@@ -33,6 +34,9 @@ class AuditConfig(_Strict):
     """Wait after the first failed write; doubled after each further failure."""
     retry_backoff_max_s: float = Field(default=30.0, gt=0.0, le=3600.0)
     """Longest wait between two write attempts while the store is down."""
+    shutdown_flush_s: float = Field(default=5.0, ge=0.0, le=600.0)
+    """Longest a stopping ingress replica spends writing queued decisions; what is left stays
+    queued for the next replica. Keep it below the deployment's graceful_shutdown_timeout_s."""
     max_note_chars: int = Field(default=2_000, ge=0, le=100_000)
     """Longest moderator note a review may carry."""
     user_id_salt: str = Field(default="socialplay-audit", min_length=1)

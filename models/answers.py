@@ -141,6 +141,8 @@ class ModelNodeInfo:
         cache: Result cache state and counters (nodes that may cache; None: not shown).
         alias_follow: The followed registry alias (None: not following).
         text_vectors: The shared vector store of nodes that embed text (None: not shown).
+        model_source: Where a registered model was loaded from (``"registry"``, or
+            ``"cache (registry unreachable)"``); None for models not from the registry.
     """
 
     model: ModelInfo
@@ -150,6 +152,7 @@ class ModelNodeInfo:
     cache: JsonObject | None = None
     alias_follow: AliasFollowInfo | None = None
     text_vectors: JsonObject | None = None
+    model_source: str | None = None
 
     def as_json(self) -> JsonObject:
         """Model name, version, device, labels, batching, replica id, then the set parts."""
@@ -159,6 +162,7 @@ class ModelNodeInfo:
             "cache": self.cache,
             "alias_follow": json_object(asdict(follow)) if follow is not None else None,
             "text_vectors": self.text_vectors,
+            "model_source": self.model_source,
         }
         return json_object(
             {

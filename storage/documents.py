@@ -130,6 +130,7 @@ class PostRepository:
         return list(cursor)
 
     def count(self) -> int:
+        """How many posts are stored."""
         return int(self._posts.count_documents({}))
 
 
@@ -139,17 +140,43 @@ class InteractionRepository:
     def __init__(self, database: DocumentDatabase) -> None:
         self._events = database["interactions"]
         self._events.create_index([("user_id", 1), ("timestamp_s", -1)])
+        # Start-up finds the few interactions stored but not applied without a scan.
+        self._events.create_index([("applied", 1)])
 
     def existing_ids(self, event_ids: Iterable[str]) -> set[str]:
         """Which of ``event_ids`` are already stored (idempotency)."""
+        return set(self.get_many(event_ids, {"_id": 1}))
+
+    def get_many(
+        self, event_ids: Iterable[str], fields: dict[str, int] | None = None
+    ) -> dict[str, Document]:
+        """Stored interactions among ``event_ids``, by id (``fields``: a projection)."""
         ids = list(dict.fromkeys(event_ids))
         if not ids:
-            return set()
-        return {doc["_id"] for doc in self._events.find({"_id": {"$in": ids}}, {"_id": 1})}
+            return {}
+        return {doc["_id"]: doc for doc in self._events.find({"_id": {"$in": ids}}, fields)}
 
     def insert_many(self, events: list[Document]) -> None:
+        """Store new interactions; callers store them with ``applied: False`` first."""
         if events:
             self._events.insert_many(events, ordered=True)
+
+    def mark_applied(self, event_ids: Iterable[str]) -> None:
+        """Flag interactions whose updates (profiles, popularity, hidden posts) are done."""
+        ids = list(dict.fromkeys(event_ids))
+        if ids:
+            self._events.update_many({"_id": {"$in": ids}}, {"$set": {"applied": True}})
+
+    def unapplied(self) -> list[Document]:
+        """Interactions stored but not yet applied (a failure came between), oldest first.
+
+        Interactions stored before the flag existed carry no ``applied`` field: applied.
+        """
+        return list(self._events.find({"applied": False}).sort("timestamp_s", 1))
+
+    def all_by_time(self) -> Iterator[Document]:
+        """Every interaction, oldest first (rebuilding an empty feature store)."""
+        yield from self._events.find({}).sort("timestamp_s", 1)
 
     def recent_for_user(self, user_id: str, limit: int) -> list[Document]:
         """The user's latest ``limit`` interactions, newest first."""
@@ -166,4 +193,5 @@ class InteractionRepository:
         return list(self._events.find(query).sort("_id", 1).limit(limit))
 
     def count(self) -> int:
+        """How many interactions are stored."""
         return int(self._events.count_documents({}))

@@ -8,6 +8,12 @@ writes what changed meanwhile to it.
 
 Without ``REDIS_URL`` the mirror is the store.
 
+Outage write-back merges, it never overwrites: profile updates and popularity increments made
+while Redis was down are kept as deltas and applied onto what Redis holds when it answers
+again (a profile Redis does not hold is written from the mirror). The pending writes are taken
+in one step under the store's lock and put back if the write-back fails, so nothing written
+meanwhile is cleared without being written.
+
 Redis layout (``P`` is the key prefix, default ``sp:rec:``)::
 
     P vec:<text_hash>        float32 bytes of the unit vector (immutable: keyed by the text)
@@ -15,18 +21,20 @@ Redis layout (``P`` is the key prefix, default ``sp:rec:``)::
     P pop                    hash: post_id -> engagement (sum of positive reaction weights)
     P profile:<user_id>      hash: vector (float32 bytes), weight, t_ref_s, events
     P hidden:<user_id>       set of post ids the user hid or reported
+    P events                 marker: events were applied here (absent: rebuild from events)
     P feed:<user_id>:<key>   cached feed answer (json), with a TTL
     P feedkeys:<user_id>     set of that user's cached feed keys (to drop them together)
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, TypeVar
 
@@ -34,7 +42,7 @@ import numpy as np
 import redis
 
 from models.embeddings import EMBEDDING_DIM
-from models.ranking import Profile
+from models.ranking import Profile, update_profile
 from storage.redis import RedisConnection, RedisGate, SyncClient
 
 if TYPE_CHECKING:
@@ -77,6 +85,7 @@ class _Mirror:
     profiles: dict[str, Profile] = field(default_factory=dict)
     hidden: dict[str, set[str]] = field(default_factory=dict)
     cache: dict[tuple[str, str], tuple[float, str]] = field(default_factory=dict)
+    events_applied: bool = False
 
 
 def _vector_bytes(vector: np.ndarray) -> bytes:
@@ -118,6 +127,39 @@ def _text(raw: bytes | str) -> str:
     return raw.decode("utf-8") if isinstance(raw, bytes) else raw
 
 
+@dataclass
+class _Pending:
+    """What changed while Redis was down, to write back when it answers again."""
+
+    vectors: set[str] = field(default_factory=set)
+    posts: set[str] = field(default_factory=set)
+    hidden: set[str] = field(default_factory=set)
+    # Profile updates as (post vector, weight, at_s, half_life_s), in the order applied.
+    profile_deltas: dict[str, list[tuple[np.ndarray, float, float, float]]] = field(
+        default_factory=dict
+    )
+    # Profiles written whole while Redis was down (`put_profile`): written back whole.
+    profiles: set[str] = field(default_factory=set)
+    popularity: dict[str, float] = field(default_factory=dict)
+    events_marker: bool = False
+
+    def users(self) -> set[str]:
+        """Users whose Redis state is behind the mirror."""
+        return self.hidden | self.profiles | set(self.profile_deltas)
+
+    def merge(self, later: _Pending) -> None:
+        """Add `later` (pending writes made after these were taken) to these."""
+        self.vectors |= later.vectors
+        self.posts |= later.posts
+        self.hidden |= later.hidden
+        self.profiles |= later.profiles
+        for user_id, deltas in later.profile_deltas.items():
+            self.profile_deltas.setdefault(user_id, []).extend(deltas)
+        for post_id, amount in later.popularity.items():
+            self.popularity[post_id] = self.popularity.get(post_id, 0.0) + amount
+        self.events_marker = self.events_marker or later.events_marker
+
+
 class FeatureStore:
     """Redis-backed feature store with an in-process mirror that takes over when Redis fails."""
 
@@ -128,9 +170,10 @@ class FeatureStore:
         self._mirror = _Mirror()
         self._lock = threading.RLock()
         # What changed while Redis was down, written to it when it answers again.
-        self._dirty_vectors: set[str] = set()
-        self._dirty_posts: set[str] = set()
-        self._dirty_users: set[str] = set()
+        self._pending = _Pending()
+        # Writes go to the mirror only (a start-up replay while Redis is unreachable: Redis
+        # already holds what is replayed, so it must not be written back as deltas).
+        self._mirror_only = False
         self._redis: RedisConnection | None = None
         # Why Redis is down, as feed answers and /health say it: the error type only (a
         # client's message names the server, which a feed answer must not show).
@@ -239,8 +282,11 @@ class FeatureStore:
                 pipe.set(self._key("vec", text_hash), _vector_bytes(vector))
             pipe.execute()
 
+        if self._mirror_only:
+            return
         if not self._write(write):
-            self._dirty_vectors.update(vectors)
+            with self._lock:
+                self._pending.vectors.update(vectors)
 
     # ---- posts --------------------------------------------------------------------------
     def get_posts(self, post_ids: Iterable[str]) -> dict[str, PostFeatures]:
@@ -257,22 +303,26 @@ class FeatureStore:
         """Keep one post's features (mirror and Redis)."""
         with self._lock:
             self._mirror.posts[post_id] = features
-        if self._redis is None:
+        if self._redis is None or self._mirror_only:
             return
         if not self._write(
             lambda r: r.hset(self._key("post", post_id), mapping=_post_map(features))
         ):
-            self._dirty_posts.add(post_id)
+            with self._lock:
+                self._pending.posts.add(post_id)
 
     # ---- popularity ---------------------------------------------------------------------
     def add_popularity(self, post_id: str, amount: float) -> None:
         """Add `amount` to a post's engagement."""
         with self._lock:
             self._mirror.popularity[post_id] = self._mirror.popularity.get(post_id, 0.0) + amount
-        if self._redis is None:
+        if self._redis is None or self._mirror_only:
             return
+        # HINCRBYFLOAT commutes: a direct write while a delta is pending counts once each.
         if not self._write(lambda r: r.hincrbyfloat(self._key("pop"), post_id, amount)):
-            self._dirty_posts.add(post_id)
+            with self._lock:
+                pending = self._pending.popularity
+                pending[post_id] = pending.get(post_id, 0.0) + amount
 
     def get_popularity(self, post_ids: list[str]) -> np.ndarray:
         """Engagement of each post, in order (0 when unknown)."""
@@ -284,7 +334,7 @@ class FeatureStore:
         """The user's profile: Redis when it answers and holds it, else the mirror."""
         raw = self._redis_do(lambda r: r.hgetall(self._key("profile", user_id)))
         with self._lock:
-            if raw is not _MISSING and user_id not in self._dirty_users:
+            if raw is not _MISSING and user_id not in self._pending.users():
                 if not raw:
                     return self._mirror.profiles.get(user_id)
                 profile = _profile_from(raw)
@@ -296,17 +346,43 @@ class FeatureStore:
         """Keep the user's profile (mirror and Redis)."""
         with self._lock:
             self._mirror.profiles[user_id] = profile
-        if self._redis is None:
+        if self._redis is None or self._mirror_only:
             return
         mapping = _profile_map(profile)
         if not self._write(lambda r: r.hset(self._key("profile", user_id), mapping=mapping)):
-            self._dirty_users.add(user_id)
+            with self._lock:
+                self._pending.profiles.add(user_id)
+
+    def add_to_profile(
+        self, user_id: str, post_vector: np.ndarray, weight: float, at_s: float, half_life_s: float
+    ) -> Profile:
+        """Add one reaction to the user's profile (`models.ranking.update_profile`).
+
+        While Redis is down (or deltas of the user are still pending) the update is kept as
+        a delta, applied onto Redis's profile when it answers again: an outage never replaces
+        a full profile with one built from outage-time events only.
+        """
+        with self._lock:
+            pending = user_id in self._pending.profile_deltas
+            current = self._mirror.profiles.get(user_id) if pending else self.get_profile(user_id)
+            profile = update_profile(current, post_vector, weight, at_s, half_life_s)
+            self._mirror.profiles[user_id] = profile
+            if self._redis is None or self._mirror_only:
+                return profile
+            delta = (np.asarray(post_vector, dtype=np.float32), weight, at_s, half_life_s)
+            if pending:
+                self._pending.profile_deltas[user_id].append(delta)
+                return profile
+            mapping = _profile_map(profile)
+            if not self._write(lambda r: r.hset(self._key("profile", user_id), mapping=mapping)):
+                self._pending.profile_deltas.setdefault(user_id, []).append(delta)
+            return profile
 
     def get_hidden(self, user_id: str) -> set[str]:
         """Post ids the user hid or reported."""
         raw = self._redis_do(lambda r: r.smembers(self._key("hidden", user_id)))
         with self._lock:
-            if raw is not _MISSING and user_id not in self._dirty_users:
+            if raw is not _MISSING and user_id not in self._pending.hidden:
                 hidden = {_text(item) for item in raw}
                 self._mirror.hidden[user_id] = hidden
                 return set(hidden)
@@ -316,10 +392,11 @@ class FeatureStore:
         """Remember that the user hid or reported `post_id`."""
         with self._lock:
             self._mirror.hidden.setdefault(user_id, set()).add(post_id)
-        if self._redis is None:
+        if self._redis is None or self._mirror_only:
             return
         if not self._write(lambda r: r.sadd(self._key("hidden", user_id), post_id)):
-            self._dirty_users.add(user_id)
+            with self._lock:
+                self._pending.hidden.add(user_id)
 
     # ---- feed cache ---------------------------------------------------------------------
     def cache_get(self, user_id: str, key: str) -> str | None:
@@ -373,35 +450,115 @@ class FeatureStore:
                 self._mirror.popularity = {_text(k): float(v) for k, v in raw.items()}
 
     def _resync(self) -> None:
+        """Write back what changed while Redis was down, merging deltas onto Redis's state.
+
+        Holds the store's lock throughout: a profile read-modify-write must not interleave
+        with the merge of that profile's deltas.
+        """
         with self._lock:
-            vectors = {h: self._mirror.vectors[h] for h in self._dirty_vectors}
-            posts = {p: self._mirror.posts.get(p) for p in self._dirty_posts}
-            popularity = {p: self._mirror.popularity.get(p, 0.0) for p in self._dirty_posts}
-            profiles = {u: self._mirror.profiles.get(u) for u in self._dirty_users}
-            hidden = {u: set(self._mirror.hidden.get(u, set())) for u in self._dirty_users}
+            taken, self._pending = self._pending, _Pending()
+            vectors = {h: self._mirror.vectors[h] for h in taken.vectors}
+            posts = {p: self._mirror.posts.get(p) for p in taken.posts}
+            hidden = {u: set(self._mirror.hidden.get(u, set())) for u in taken.hidden}
+            whole = {u: self._mirror.profiles.get(u) for u in taken.profiles}
 
-        def write(r: SyncClient) -> None:
-            pipe = r.pipeline(transaction=False)
-            for text_hash, vector in vectors.items():
-                pipe.set(self._key("vec", text_hash), _vector_bytes(vector))
-            for post_id, features in posts.items():
-                if features is not None:
-                    pipe.hset(self._key("post", post_id), mapping=_post_map(features))
-                pipe.hset(self._key("pop"), post_id, repr(popularity[post_id]))
-            for user_id, profile in profiles.items():
-                if profile is not None:
-                    pipe.hset(self._key("profile", user_id), mapping=_profile_map(profile))
-                if hidden[user_id]:
-                    pipe.sadd(self._key("hidden", user_id), *sorted(hidden[user_id]))
-            pipe.execute()
-            # Feeds cached in Redis before the outage predate these changes.
-            for user_id in profiles:
-                self._drop_cached_feeds(r, user_id)
+            def write(r: SyncClient) -> dict[str, Profile]:
+                users = sorted(taken.profile_deltas)
+                reads = r.pipeline(transaction=False)
+                for user_id in users:
+                    reads.hgetall(self._key("profile", user_id))
+                merged: dict[str, Profile] = {}
+                for user_id, raw in zip(users, reads.execute(), strict=True):
+                    if not raw:
+                        # Redis lost the profile (e.g. came back empty): the mirror's is the
+                        # best copy there is.
+                        profile = self._mirror.profiles.get(user_id)
+                    else:
+                        profile = _profile_from(raw)
+                        for vector, weight, at_s, half_life_s in taken.profile_deltas[user_id]:
+                            profile = update_profile(profile, vector, weight, at_s, half_life_s)
+                    if profile is not None:
+                        merged[user_id] = profile
+                pipe = r.pipeline(transaction=False)
+                for text_hash, vector in vectors.items():
+                    pipe.set(self._key("vec", text_hash), _vector_bytes(vector))
+                for post_id, features in posts.items():
+                    if features is not None:
+                        pipe.hset(self._key("post", post_id), mapping=_post_map(features))
+                for post_id, amount in taken.popularity.items():
+                    pipe.hincrbyfloat(self._key("pop"), post_id, amount)
+                for user_id, profile in {**whole, **merged}.items():
+                    if profile is not None:
+                        pipe.hset(self._key("profile", user_id), mapping=_profile_map(profile))
+                for user_id, members in hidden.items():
+                    if members:
+                        pipe.sadd(self._key("hidden", user_id), *sorted(members))
+                if taken.events_marker:
+                    pipe.set(self._key("events"), "1")
+                pipe.hgetall(self._key("pop"))
+                popularity = pipe.execute()[-1]
+                # The mirror now follows Redis (a replica that started during the outage
+                # had no popularity to start from).
+                self._mirror.popularity = {_text(k): float(v) for k, v in popularity.items()}
+                # Feeds cached in Redis before the outage predate these changes.
+                for user_id in taken.users():
+                    self._drop_cached_feeds(r, user_id)
+                return merged
 
-        if self._redis_do(write) is not _MISSING:
-            self._dirty_vectors.clear()
-            self._dirty_posts.clear()
-            self._dirty_users.clear()
+            merged = self._redis_do(write)
+            if merged is _MISSING:
+                taken.merge(self._pending)
+                self._pending = taken
+                return
+            self._mirror.profiles.update(merged)
+
+    # ---- events marker and replays --------------------------------------------------------
+    def mark_events_applied(self) -> None:
+        """Record that events were applied to this store (see `holds_event_state`)."""
+        with self._lock:
+            self._mirror.events_applied = True
+        if self._redis is None or self._mirror_only:
+            return
+        if not self._write(lambda r: r.set(self._key("events"), "1")):
+            with self._lock:
+                self._pending.events_marker = True
+
+    def holds_event_state(self) -> bool:
+        """Whether profiles, popularity and hidden sets from events are here already.
+
+        False for an empty store (a fresh mirror without Redis, a flushed Redis): the caller
+        replays the stored events. Redis state from before the marker existed counts as
+        present (a popularity hash, a profile or a hidden set), so it is not counted twice.
+        None of it is readable while Redis is down: then only the mirror says.
+        """
+        with self._lock:
+            if self._mirror.events_applied:
+                return True
+
+        def probe(r: SyncClient) -> bool:
+            if r.exists(self._key("events"), self._key("pop")):
+                return True
+            for pattern in ("profile:*", "hidden:*"):
+                for _ in r.scan_iter(match=self._prefix + pattern, count=1000):
+                    return True
+            return False
+
+        present = self._redis_do(probe)
+        return False if present is _MISSING else bool(present)
+
+    @contextlib.contextmanager
+    def mirror_only(self) -> Iterator[None]:
+        """Writes inside go to the in-process mirror only, and are not written back later.
+
+        For replaying stored events into the mirror while Redis is unreachable: Redis
+        already holds their effect, and a write-back would count them twice.
+        """
+        with self._lock:
+            self._mirror_only = True
+            try:
+                yield
+            finally:
+                self._mirror_only = False
 
     def clear(self) -> int:
         """Delete every key under this store's prefix (tests, resets); returns the count."""

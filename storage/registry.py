@@ -9,12 +9,24 @@ Serving nodes resolve the alias they follow (`resolve_registered_version`) and l
 names (`fetch_registered_head`); the training jobs (`pipelines.registry`) register versions
 and move aliases, and download the serving version to compare a candidate with it.
 Downloads land in ``<state_dir>/registry-cache/<name>/<version>`` once.
+
+Registry down: a node must still start when the version it wants is cached. When the tracking
+server does not answer (`RegistryUnreachableError`: a refused connection is seen at once, a
+server that answers with errors after MLflow's own retries), `fetch_registered_head` loads the
+cached version: a pinned version's directory, or for an alias the version it named when last
+resolved (``<cache>/<name>/aliases.json``). `model_source` then says
+``"cache (registry unreachable)"`` for that version, and the node's /health shows it.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import shutil
+import socket
+import threading
 from pathlib import Path
+from urllib.parse import urlparse
 
 import mlflow
 import mlflow.artifacts
@@ -26,15 +38,48 @@ from configs.settings import get_settings
 from models.heads import HEAD_CONFIG_FILENAME
 
 __all__ = [
+    "SOURCE_CACHE",
+    "SOURCE_REGISTRY",
+    "RegistryUnreachableError",
     "download_head",
     "download_version",
     "fetch_registered_head",
+    "model_source",
     "registry_cache_dir",
     "registry_client",
     "resolve_registered_version",
     "resolve_tracking_uri",
+    "cached_version",
     "state_dir",
 ]
+
+logger = logging.getLogger(__name__)
+
+SOURCE_REGISTRY = "registry"
+SOURCE_CACHE = "cache (registry unreachable)"
+_ALIASES_FILE = "aliases.json"
+# A tracking server that does not accept a connection within this is down (MLflow's own
+# retries would otherwise hold a node's start for minutes).
+_PROBE_TIMEOUT_S = 2.0
+# Where each loaded "<name>/<version>" came from, for the nodes' /health.
+_sources: dict[str, str] = {}
+_sources_lock = threading.Lock()
+
+
+class RegistryUnreachableError(ConnectionError):
+    """The tracking server did not answer (not: it answered that something is missing)."""
+
+
+def model_source(label: str) -> str | None:
+    """Where ``"<name>/<version>"`` was last loaded from in this process: `SOURCE_REGISTRY`,
+    `SOURCE_CACHE`, or None when it was not loaded through the registry."""
+    with _sources_lock:
+        return _sources.get(label)
+
+
+def _set_source(name: str, version: str, source: str) -> None:
+    with _sources_lock:
+        _sources[f"{name}/{version}"] = source
 
 
 def state_dir() -> Path:
@@ -102,12 +147,33 @@ def download_head(name: str, version: str) -> Path:
     )
 
 
+def _probe(tracking_uri: str) -> None:
+    """Raise `RegistryUnreachableError` when an http(s) tracking server refuses connections."""
+    url = urlparse(tracking_uri)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        return  # a local store (sqlite, file) is as available as the disk
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname, port), timeout=_PROBE_TIMEOUT_S):
+            pass
+    except OSError as exc:
+        raise RegistryUnreachableError(
+            f"MLflow tracking server {url.hostname}:{port} unreachable ({type(exc).__name__})"
+        ) from exc
+
+
 def _resolve_version(client: MlflowClient, tracking_uri: str, ref: RegisteredModelRef) -> str:
+    _probe(tracking_uri)
     try:
         if ref.alias is not None:
             return str(client.get_model_version_by_alias(ref.model_name, ref.alias).version)
         return str(client.get_model_version(ref.model_name, str(ref.version)).version)
     except MlflowException as exc:
+        if exc.error_code in ("INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE"):
+            # Not an answer about the model: the server failed (after MLflow's retries).
+            raise RegistryUnreachableError(
+                f"MLflow tracking server failed ({exc.error_code})"
+            ) from exc
         wanted = f"alias {ref.alias!r}" if ref.alias is not None else f"version {ref.version}"
         raise LookupError(
             f"registered model {ref.model_name!r} has no {wanted} in {tracking_uri} "
@@ -119,18 +185,84 @@ def _resolve_version(client: MlflowClient, tracking_uri: str, ref: RegisteredMod
 def resolve_registered_version(ref: RegisteredModelRef) -> str:
     """The version `ref` names now (an alias resolved), without downloading anything.
 
+    A resolved alias is remembered in the cache (the version to load while the registry is
+    down).
+
     Raises:
         LookupError: The model, alias or version does not exist in the registry.
+        RegistryUnreachableError: The tracking server did not answer.
     """
     tracking_uri = resolve_tracking_uri(ref.tracking_uri)
-    return _resolve_version(registry_client(tracking_uri), tracking_uri, ref)
+    version = _resolve_version(registry_client(tracking_uri), tracking_uri, ref)
+    if ref.alias is not None:
+        _remember_alias(ref.model_name, ref.alias, version)
+    if model_source(f"{ref.model_name}/{version}") == SOURCE_CACHE:
+        _set_source(ref.model_name, version, SOURCE_REGISTRY)  # the registry answers again
+    return version
+
+
+def _aliases_path(name: str) -> Path:
+    return registry_cache_dir() / name / _ALIASES_FILE
+
+
+def _remember_alias(name: str, alias: str, version: str) -> None:
+    path = _aliases_path(name)
+    try:
+        known = json.loads(path.read_text()) if path.is_file() else {}
+        if known.get(alias) == version:
+            return
+        known[alias] = version
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.name}.partial")
+        partial.write_text(json.dumps(known))
+        partial.replace(path)
+    except (OSError, ValueError) as exc:
+        # Only the outage fallback needs this file: serving goes on without it.
+        logger.warning("could not remember alias %s of %s: %s", alias, name, exc)
+
+
+def cached_version(ref: RegisteredModelRef) -> str | None:
+    """The version of `ref` that is in the local cache: the pinned one, or the one the alias
+    named when last resolved; None when it is not cached."""
+    if ref.alias is None:
+        version: str | None = str(ref.version)
+    else:
+        path = _aliases_path(ref.model_name)
+        try:
+            version = json.loads(path.read_text()).get(ref.alias) if path.is_file() else None
+        except (OSError, ValueError):
+            version = None
+    if version is None:
+        return None
+    target = registry_cache_dir() / ref.model_name / version
+    return version if target.is_dir() and any(target.rglob(HEAD_CONFIG_FILENAME)) else None
 
 
 def fetch_registered_head(ref: RegisteredModelRef) -> tuple[Path, str, str]:
     """Resolve `ref` (alias or version) and download it; returns (head dir, name, version).
 
+    While the tracking server does not answer, the cached version is returned instead (see
+    the module docstring) and `model_source` says so.
+
     Raises:
         LookupError: The model, alias or version does not exist in the registry.
+        RegistryUnreachableError: The registry does not answer and nothing usable is cached.
     """
-    version = resolve_registered_version(ref)
-    return download_head(ref.model_name, version), ref.model_name, version
+    try:
+        version = resolve_registered_version(ref)
+    except RegistryUnreachableError as exc:
+        cached = cached_version(ref)
+        if cached is None:
+            raise RegistryUnreachableError(
+                f"{exc}; and {ref.model_name!r} "
+                f"{'alias ' + repr(ref.alias) if ref.alias else 'version ' + str(ref.version)} "
+                "is not in the local registry cache: start MLflow, or pin a cached version"
+            ) from exc
+        logger.warning(
+            "%s; loading %s version %s from the local cache", exc, ref.model_name, cached
+        )
+        _set_source(ref.model_name, cached, SOURCE_CACHE)
+        return download_head(ref.model_name, cached), ref.model_name, cached
+    head = download_head(ref.model_name, version)
+    _set_source(ref.model_name, version, SOURCE_REGISTRY)
+    return head, ref.model_name, version

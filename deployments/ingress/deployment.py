@@ -36,6 +36,12 @@ class Ingress:
         """The replica's FastAPI app, over this replica's state (called by Ray Serve)."""
         return build_fastapi_app(self.state)
 
+    async def __del__(self) -> None:
+        """Graceful stop (Serve calls this before the replica exits): write the queued audit
+        decisions within ``audit.shutdown_flush_s``; what is left stays in the durable queue."""
+        log = self.state.audit_log
+        await log.shutdown(log.config.shutdown_flush_s)
+
     def reconfigure(self, user_config: dict[str, Any] | None) -> None:
         """Apply limits, timeouts, policies and experiments without a restart."""
         self.state.apply(IngressConfig.model_validate(user_config or {}))

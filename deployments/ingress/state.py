@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from configs.ingress import IngressConfig
@@ -24,7 +25,7 @@ from deployments.ingress.image_fetch import ImageFetcher
 from deployments.metrics import record_audit_dropped
 from models.exceptions import FeatureNotEnabledError
 from models.recommender import FallbackSnapshot
-from storage.audit_log import AuditLog, StoreInfo, open_repository
+from storage.audit_log import AuditLog, StoreInfo, open_queue, open_repository
 
 if TYPE_CHECKING:
     from models.nsfw import NudeNetDetector
@@ -133,7 +134,8 @@ class HealthSnapshot:
 def audit_log_for(settings: Settings, config: IngressConfig) -> AuditLog:
     """The replica's audit log: MongoDB when ``MONGODB_URL`` is set, else in-process.
 
-    The store is chosen once, here; the repository is opened on the first write.
+    The store is chosen once, here; the repository is opened on the first write. Decisions
+    wait in a durable queue (a Redis stream with ``REDIS_URL``, else a file in the state dir).
     """
     mongodb_url = settings.mongodb_url
     kind = "mongodb" if mongodb_url else "embedded (mongomock, in-process, not persisted)"
@@ -142,6 +144,9 @@ def audit_log_for(settings: Settings, config: IngressConfig) -> AuditLog:
         lambda: open_repository(mongodb_url)[0],
         StoreInfo(kind, bool(mongodb_url)),
         on_dropped=record_audit_dropped,
+        queue=open_queue(
+            config.audit.buffer_size, Path(settings.state_dir).resolve(), settings.redis_url
+        ),
     )
 
 

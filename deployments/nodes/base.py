@@ -29,7 +29,7 @@ from models.answers import (
 )
 from models.text_classifier import TextClassifierModel, load_text_classifier
 from models.text_vectors import TextEncoder
-from storage.registry import fetch_registered_head, resolve_registered_version
+from storage.registry import fetch_registered_head, model_source, resolve_registered_version
 from storage.result_cache import ResultCache
 
 logger = logging.getLogger("ray.serve")
@@ -329,6 +329,7 @@ class BatchedNodeMixin(Generic[ItemT, ResultT]):
             model_update_error=self.model_update_error,
             cache=cache,
             alias_follow=alias_follow,
+            model_source=model_source(str(self.model.info.version)),
         )
 
 

@@ -2,6 +2,7 @@
 
 One replica holds the state every route reads (document repositories, the Redis-backed
 feature store with its in-process mirror, the hnswlib index), so all callers see one state;
+a deployment configured for more replicas refuses to start (`single_replica`);
 the ingress makes one handle call per request. New post texts are embedded through the
 Embedder node's handle, only when no vector is stored for them yet.
 """
@@ -18,6 +19,7 @@ from ray.serve.handle import DeploymentHandle
 from configs.recommender import RecommenderConfig
 from configs.settings import get_settings
 from deployments.nodes.recommender_state import RecommenderService
+from deployments.nodes.single_replica import require_one_replica
 from models.answers import Answer
 from models.ranking import hash_user_id
 from models.recommender import (
@@ -43,6 +45,9 @@ class Recommender:
     """Events in; feeds, similar posts and interests out."""
 
     def __init__(self, embedder: DeploymentHandle[Any], redis_key_prefix: str = "sp:rec:") -> None:
+        require_one_replica(
+            "Recommender", "the vector index, the feature mirror and the feed cache epoch"
+        )
         settings = get_settings()
         self.embedder = embedder
         self.service = RecommenderService(

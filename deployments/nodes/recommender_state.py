@@ -26,14 +26,12 @@ from models.answers import json_object
 from models.embeddings import text_hash
 from models.ranking import (
     CollaborativeModel,
-    Profile,
     ScoreWeights,
     blend_scores,
     cosine_to_profile,
     freshness,
     mmr_order,
     popularity_score,
-    update_profile,
     weighted_topics,
 )
 from models.recommender import (
@@ -68,6 +66,14 @@ FLAGGING_ACTIONS = frozenset({"flag_for_review", "reject"})
 HIDING_TYPES = frozenset({"hide", "report"})
 # Feeds are cached as the JSON of the ranking (read back into the same types).
 _FEED_CODEC = TypeAdapter(FeedRanking)
+
+
+def _vector_bytes(vector: np.ndarray) -> bytes:
+    return np.asarray(vector, dtype=np.float32).tobytes()
+
+
+def _vector_of(post: dict[str, Any]) -> np.ndarray:
+    return np.frombuffer(bytes(post["vector"]), dtype=np.float32).copy()
 
 
 def log_id(value: str) -> str:
@@ -111,6 +117,9 @@ class RecommenderService:
         self._moderation_epoch = 0
         # Writes (events) are serialised; reads run alongside them on consistent snapshots.
         self._write_lock = threading.Lock()
+        # Applied by this replica, the store's `applied` flag not yet written (its write
+        # failed): never applied again, flagged on the next ingest.
+        self._applied_unmarked: set[str] = set()
         self._rebuild()
         self.reconfigure(self.config)
 
@@ -133,11 +142,25 @@ class RecommenderService:
                 logger.error("%s", self._collaborative_error)
 
     def _rebuild(self) -> None:
-        """Refill post features and the index from the document store (after a restart)."""
+        """Bring the state back after a restart: posts and the index from the document store,
+        then profiles, popularity and hidden posts from the stored events.
+
+        Vectors the feature store lost (a flushed Redis, no Redis) come from the post
+        documents. An empty feature store gets every stored event replayed; one that holds
+        event state gets only the events stored but never applied (a failure came between).
+        While Redis is unreachable the replay fills the in-process mirror only: Redis holds
+        that state already and must not receive it twice once it answers.
+        """
         posts = list(self.posts.all())
-        if not posts:
-            return
         vectors = self.features.get_vectors(p["text_hash"] for p in posts if p.get("text_hash"))
+        recovered = {
+            p["text_hash"]: _vector_of(p)
+            for p in posts
+            if p.get("text_hash") and p["text_hash"] not in vectors and p.get("vector")
+        }
+        if recovered:
+            self.features.put_vectors(recovered)
+            vectors.update(recovered)
         for post in posts:
             features = self._features_of(post)
             self.features.put_post(post["_id"], features)
@@ -145,7 +168,27 @@ class RecommenderService:
             if vector is not None:
                 self.index.upsert(post["_id"], vector)
                 self.index.set_hidden(post["_id"], features.flagged)
-        logger.info("recommender rebuilt: %d posts, %d indexed", len(posts), len(self.index))
+        with self._write_lock:
+            if self.features.holds_event_state():
+                events = self.interactions.unapplied()
+                replayed = "unapplied"
+                self._apply(events)
+            else:
+                events = list(self.interactions.all_by_time())
+                replayed = "all"
+                if self.features.uses_redis and not self.features.redis_up():
+                    with self.features.mirror_only():
+                        self._apply(events)
+                else:
+                    self._apply(events)
+            self.interactions.mark_applied(e["_id"] for e in events if not e.get("applied"))
+        logger.info(
+            "recommender rebuilt: %d posts, %d indexed, %d events replayed (%s)",
+            len(posts),
+            len(self.index),
+            len(events),
+            replayed,
+        )
 
     # ---- events -------------------------------------------------------------------------
     def missing_vectors(self, posts: Sequence[NewPost]) -> dict[str, str]:
@@ -180,11 +223,20 @@ class RecommenderService:
             stored = self.features.get_vectors(hashes)
             for post in posts:
                 document = self._document_of(post)
-                if existing.get(post.post_id) == document:
+                before = existing.get(post.post_id)
+                if before is not None and {k: v for k, v in before.items() if k != "vector"} == (
+                    document
+                ):
                     unchanged += 1
                     continue
                 previous = self.features.get_posts([post.post_id]).get(post.post_id)
-                self.posts.upsert(document)
+                vector = stored.get(document["text_hash"] or "")
+                # Kept with the post too: a feature store that lost its vectors (flushed
+                # Redis, no Redis) gets them back at start-up without the embedder.
+                stored_document = (
+                    document if vector is None else {**document, "vector": _vector_bytes(vector)}
+                )
+                self.posts.upsert(stored_document)
                 existing[post.post_id] = document
                 features = self._features_of(document)
                 if previous is not None and previous.flagged != features.flagged:
@@ -222,74 +274,98 @@ class RecommenderService:
     def ingest_interactions(self, events: Sequence[Interaction]) -> InteractionIngestSummary:
         """Store new interactions (by ``event_id``) and update profiles, popularity, filters.
 
-        An event id seen before, in an earlier batch or earlier in this one, changes nothing.
+        Each event is stored with ``applied: false`` first, applied, then flagged applied. An
+        event id seen before and applied, in an earlier batch or earlier in this one, changes
+        nothing; one stored by an attempt that failed before applying it is applied now (and
+        counted as accepted), so a client's retry completes what the failure left undone.
         Interactions on posts not (yet) known are stored and count for the hide filter, but
         cannot move a profile: there is no vector to move it by.
         """
-        weights = self.config.event_weights
         duplicates = 0
-        unknown: list[str] = []
         with self._write_lock:
-            seen = self.interactions.existing_ids(e.event_id for e in events)
-            fresh: list[Interaction] = []
+            self._mark_applied_now()
+            stored = self.interactions.get_many(e.event_id for e in events)
+            seen: set[str] = set(self._applied_unmarked)
+            fresh: list[dict[str, Any]] = []
+            to_apply: list[dict[str, Any]] = []
             for event in events:
-                if event.event_id in seen:
+                previous = stored.get(event.event_id)
+                if event.event_id in seen or (
+                    previous is not None and previous.get("applied", True)
+                ):
                     duplicates += 1
                     continue
                 seen.add(event.event_id)
-                fresh.append(event)
-            self.interactions.insert_many(
-                [
-                    {
-                        "_id": e.event_id,
-                        "user_id": e.user_id,
-                        "post_id": e.post_id,
-                        "type": e.type,
-                        "timestamp_s": float(e.timestamp_s),
-                    }
-                    for e in fresh
-                ]
-            )
-            posts = self.features.get_posts(e.post_id for e in fresh)
-            vectors = self.features.get_vectors(
-                p.text_hash for p in posts.values() if p.text_hash is not None
-            )
-            changed_users: set[str] = set()
-            profiles: dict[str, Profile] = {}
-            for event in fresh:
-                user_id, post_id = event.user_id, event.post_id
-                weight = getattr(weights, event.type)
-                if event.type in HIDING_TYPES:
-                    self.features.add_hidden(user_id, post_id)
-                    changed_users.add(user_id)
-                post = posts.get(post_id)
-                if post is None:
-                    if post_id not in unknown:
-                        unknown.append(post_id)
+                if previous is not None:
+                    to_apply.append(previous)  # stored by a failed attempt: the stored one counts
                     continue
-                if weight > 0:
-                    self.features.add_popularity(post_id, weight)
-                vector = vectors.get(post.text_hash or "")
-                if vector is None or weight == 0:
-                    continue
-                current = (
-                    profiles[user_id] if user_id in profiles else self.features.get_profile(user_id)
-                )
-                profiles[user_id] = update_profile(
-                    current,
-                    vector,
-                    weight,
-                    float(event.timestamp_s),
-                    self.config.profile_half_life_s,
-                )
-                changed_users.add(user_id)
-            for user_id, profile in profiles.items():
-                self.features.put_profile(user_id, profile)
-            for user_id in changed_users:
-                self.features.cache_drop_user(user_id)
+                document = {
+                    "_id": event.event_id,
+                    "user_id": event.user_id,
+                    "post_id": event.post_id,
+                    "type": event.type,
+                    "timestamp_s": float(event.timestamp_s),
+                    "applied": False,
+                }
+                fresh.append(document)
+                to_apply.append(document)
+            self.interactions.insert_many(fresh)
+            unknown = self._apply(to_apply)
+            self._applied_unmarked.update(d["_id"] for d in to_apply)
+            self._mark_applied_now()
         return InteractionIngestSummary(
-            accepted=len(fresh), duplicates=duplicates, unknown_post_ids=tuple(unknown)
+            accepted=len(to_apply), duplicates=duplicates, unknown_post_ids=tuple(unknown)
         )
+
+    def _mark_applied_now(self) -> None:
+        """Flag applied events in the store; kept in memory (so never applied twice by this
+        replica) until the flag is written."""
+        if self._applied_unmarked:
+            self.interactions.mark_applied(self._applied_unmarked)
+            self._applied_unmarked.clear()
+
+    def _apply(self, events: Sequence[dict[str, Any]]) -> list[str]:
+        """Update hidden sets, popularity and profiles from stored events; the unknown posts.
+
+        Callers hold the write lock.
+        """
+        weights = self.config.event_weights
+        unknown: list[str] = []
+        if not events:
+            return unknown
+        posts = self.features.get_posts(e["post_id"] for e in events)
+        vectors = self.features.get_vectors(
+            p.text_hash for p in posts.values() if p.text_hash is not None
+        )
+        changed_users: set[str] = set()
+        for event in events:
+            user_id, post_id, kind = event["user_id"], event["post_id"], event["type"]
+            weight = getattr(weights, kind)
+            if kind in HIDING_TYPES:
+                self.features.add_hidden(user_id, post_id)
+                changed_users.add(user_id)
+            post = posts.get(post_id)
+            if post is None:
+                if post_id not in unknown:
+                    unknown.append(post_id)
+                continue
+            if weight > 0:
+                self.features.add_popularity(post_id, weight)
+            vector = vectors.get(post.text_hash or "")
+            if vector is None or weight == 0:
+                continue
+            self.features.add_to_profile(
+                user_id,
+                vector,
+                weight,
+                float(event["timestamp_s"]),
+                self.config.profile_half_life_s,
+            )
+            changed_users.add(user_id)
+        for user_id in changed_users:
+            self.features.cache_drop_user(user_id)
+        self.features.mark_events_applied()
+        return unknown
 
     # ---- feed ---------------------------------------------------------------------------
     def rank_feed(

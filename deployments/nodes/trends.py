@@ -7,7 +7,8 @@ are kept here by post id and text hash), then runs `models.trends.TrendDetector`
 thread. Requests for the background window read its latest result; another window is computed
 on demand (bounded by ``on_demand_max_posts``) and reused for ``on_demand_cache_s``.
 
-One replica: the label cache and the latest report are replica state, and one loop is enough
+One replica (more refuse to start, `single_replica`): the label cache and the latest report
+are replica state, and one loop is enough
 (the computation is measured in docs/benchmarks.md, "Trends").
 """
 
@@ -24,6 +25,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from configs.trends import TrendsNodeConfig
+from deployments.nodes.single_replica import require_one_replica
 from models.answers import Answer
 from models.recommender import RecentPost, RecentPosts
 from models.sentiment import SentimentScores
@@ -72,6 +74,7 @@ class Trends:
     def __init__(
         self, recommender: DeploymentHandle[Any], sentiment: DeploymentHandle[Any]
     ) -> None:
+        require_one_replica("Trends", "the label cache and the background trend loop")
         self.recommender = recommender
         self.sentiment = sentiment
         self.config = TrendsNodeConfig()

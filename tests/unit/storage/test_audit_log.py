@@ -115,7 +115,8 @@ def test_store_outage_loses_nothing_up_to_the_buffer_bound() -> None:
     assert log.last_error is None and log.buffered == 0
 
 
-def test_overflow_drops_exactly_the_oldest_and_counts_them() -> None:
+def test_overflow_drops_exactly_the_newest_and_counts_them() -> None:
+    # A full queue refuses the newcomer: what is queued (durably) is never given up.
     metric_counts: list[int] = []
     repo = FlakyRepository(failures=2)
 
@@ -129,8 +130,8 @@ def test_overflow_drops_exactly_the_oldest_and_counts_them() -> None:
     ids, log = run(scenario())
     assert log.dropped == 3 and sum(metric_counts) == 3
     assert log.status()["dropped"] == 3
-    assert all(repo.get(i) is None for i in ids[:3])
-    assert all(repo.get(i) is not None for i in ids[3:])
+    assert all(repo.get(i) is not None for i in ids[:10])
+    assert all(repo.get(i) is None for i in ids[10:])
     assert repo.count() == 10
 
 
