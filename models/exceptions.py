@@ -64,3 +64,15 @@ class NodeUnavailableError(SocialPlayError):
         super().__init__(message)
         self.code = f"{node}_unavailable"
         self.message = message
+
+
+class OverloadedError(SocialPlayError):
+    """The service is at capacity and shed this request; retry after ``retry_after_s``.
+
+    The ingress answers 503 with a ``Retry-After`` header (whole seconds, rounded up).
+    """
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after_s = retry_after_s

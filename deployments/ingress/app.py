@@ -12,6 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from configs.settings import get_settings
 from deployments.ingress.errors import add_exception_handlers
 from deployments.ingress.middleware import API_KEY_HEADER, GuardMiddleware
+from deployments.ingress.rate_limit import RateLimitMiddleware
 from deployments.ingress.routes import (
     events,
     experiments,
@@ -55,6 +56,8 @@ def build_fastapi_app(state: IngressState) -> FastAPI:
         },
     )
     app.state.ingress = state
+    # Added first, so it runs inside the key check: only accepted keys get a token bucket.
+    app.add_middleware(RateLimitMiddleware, state=state)
     app.add_middleware(GuardMiddleware, state=state)
     # Added last so it is outermost: CORS preflight requests carry no API key.
     app.add_middleware(
