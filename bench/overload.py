@@ -269,12 +269,24 @@ async def _measure(
     overload_s = overload.summary()
     fraction = overload_s["ok_per_s"] / capacity_s["ok_per_s"] if capacity_s["ok_per_s"] else 0.0
     met = fraction >= TARGET_FRACTION and overload_s["p99_s"] <= TARGET_P99_S
+    # Answers per core-second the server got: on a shared machine the server's share of the
+    # CPU can differ between the phases (Ray workers run at nice 15), and this ratio says how
+    # much of its work shedding costs, whatever share it got.
+    per_core = [
+        phase["ok_per_s"] / cores["server"] if cores["server"] else 0.0
+        for phase, cores in ((capacity_s, capacity_cores), (overload_s, overload_cores))
+    ]
+    _log(
+        f"fraction of capacity {fraction:.2f}; answers per server core-second "
+        f"{per_core[0]:.1f} -> {per_core[1]:.1f}"
+    )
     return {
         "route": ROUTE,
         "honour_retry_after": args.honour_retry_after,
         "capacity": {**capacity_s, "cores": capacity_cores},
         "overload": {**overload_s, "cores": overload_cores},
         "fraction_of_capacity": fraction,
+        "answers_per_server_core_s": {"capacity": per_core[0], "overload": per_core[1]},
         "target_met": met,
     }
 
