@@ -5,6 +5,8 @@ policies, experiments, audit, breakers, coalescing), applied live by
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 
 from configs.audit import AuditConfig
@@ -27,6 +29,22 @@ class LimitsConfig(StrictModel):
     max_image_body_bytes: int = Field(default=15_000_000, ge=1024)
     """Largest body on the image routes (an upload or base64 image; base64 is 4/3 of the image),
     instead of max_body_bytes (else 413)."""
+    key_rate_per_s: float = Field(default=1000.0, gt=0, le=1_000_000)
+    """Requests per second each API key may send on average, per ingress replica (token bucket
+    refill rate; above it: 429 with Retry-After). Keys are told apart by a sha256 prefix of the
+    X-API-Key header. The default is generous, far above what one replica serves, so only a
+    runaway client is throttled; lower it to share capacity fairly between keys."""
+    key_burst: int = Field(default=2000, ge=1, le=10_000_000)
+    """Requests a key may send at once above its rate (token bucket size)."""
+    max_rate_limited_keys: int = Field(default=10_000, ge=1, le=10_000_000)
+    """Token buckets kept per replica; the least recently used key's bucket is dropped beyond
+    this (it starts full again), so the table never grows without bound."""
+    max_concurrent_fallbacks: int = Field(default=8, ge=1, le=1024)
+    """Fallback model runs (text and image) at once in this replica while a node fails; more:
+    503 with Retry-After, so an open breaker does not move the whole load into the ingress."""
+    retry_after_s: float = Field(default=1.0, gt=0, le=3600)
+    """Retry-After (seconds, rounded up) on 503s for a full fallback bound or a node's full
+    queue."""
 
 
 class TimeoutsConfig(StrictModel):
@@ -83,6 +101,9 @@ class ModerationPolicyConfig(StrictModel):
     """Flag thresholds per category, overriding the default."""
     category_reject_thresholds: dict[str, float] = Field(default_factory=dict)
     """Reject thresholds per category, overriding the default."""
+    degraded_action: Literal["flag_for_review", "reject"] = "flag_for_review"
+    """flag_for_review or reject: the least strict action when the moderation node failed and the
+    in-ingress fallback model answered (a degraded answer is never approve)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> ModerationPolicyConfig:

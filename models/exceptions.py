@@ -67,10 +67,9 @@ class NodeUnavailableError(SocialPlayError):
 
 
 class OverloadedError(SocialPlayError):
-    """The service is over capacity and refused the work instead of queueing it.
+    """The service is at capacity and shed this request; retry after ``retry_after_s``.
 
-    ``retry_after_s`` is how long the client should wait before retrying (the ingress sends
-    it as ``Retry-After``).
+    The ingress answers 503 with a ``Retry-After`` header (whole seconds, rounded up).
     """
 
     def __init__(self, message: str, retry_after_s: float) -> None:

@@ -8,6 +8,8 @@ from collections.abc import Mapping
 APPROVE = "approve"
 FLAG_FOR_REVIEW = "flag_for_review"
 REJECT = "reject"
+# Strictest last: a degraded decision never moves down this order.
+_SEVERITY = {APPROVE: 0, FLAG_FOR_REVIEW: 1, REJECT: 2}
 
 
 def decide_action(
@@ -72,6 +74,28 @@ def decide_action(
     if categories:
         return FLAG_FOR_REVIEW, categories
     return APPROVE, []
+
+
+def degraded_decision(action: str, degraded_action: str) -> str:
+    """The action of an answer a fallback model gave because the moderation node failed.
+
+    A fallback is a weaker model judging alone, so its ``approve`` must not reach users
+    unreviewed: the decision is the stricter of ``action`` and ``degraded_action``
+    (``flag_for_review`` or ``reject``), never ``approve``.
+
+    Raises:
+        ValueError: ``degraded_action`` is ``approve`` or not an action; or ``action`` is
+            not one.
+    """
+    for name, value in (("action", action), ("degraded_action", degraded_action)):
+        if value not in _SEVERITY:
+            raise ValueError(f"{name} is {value!r}; use one of {sorted(_SEVERITY)}")
+    if degraded_action == APPROVE:
+        raise ValueError(
+            "degraded_action is 'approve'; a fallback must never approve unreviewed, "
+            "use 'flag_for_review' or 'reject'"
+        )
+    return action if _SEVERITY[action] >= _SEVERITY[degraded_action] else degraded_action
 
 
 def _check_threshold(name: str, value: float) -> None:

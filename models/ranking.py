@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -125,26 +126,25 @@ def fallback_order(
     freshness_weight: float,
     popularity_weight: float,
     limit: int,
+    hidden: Collection[str] = (),
 ) -> list[tuple[str, float]]:
     """Rank by freshness and popularity alone, from a snapshot ``{post_id: (created_at_s,
     engagement, flagged)}``: the feed when the recommender itself cannot answer.
 
-    Flagged posts are left out; candidates the snapshot does not know follow the known ones,
-    in the order sent, with score 0.
+    Only posts the snapshot knows to be unflagged come back: a candidate it does not know has
+    an unknown flag status and is left out, as are flagged posts and the user's ``hidden``
+    ones (hidden or reported).
     """
     unique = list(dict.fromkeys(candidates))
-    known = [p for p in unique if p in snapshot and not snapshot[p][2]]
-    unknown = [p for p in unique if p not in snapshot]
-    ranked: list[tuple[str, float]] = []
-    if known:
-        fresh = freshness(np.array([snapshot[p][0] for p in known]), now_s, half_life_s)
-        popular = popularity_score(np.array([snapshot[p][1] for p in known]))
-        total_weight = freshness_weight + popularity_weight
-        scores = (freshness_weight * fresh + popularity_weight * popular) / (total_weight or 1.0)
-        order = sorted(range(len(known)), key=lambda i: (-scores[i], i))
-        ranked = [(known[i], round(float(scores[i]), 6)) for i in order]
-    ranked += [(p, 0.0) for p in unknown]
-    return ranked[:limit]
+    known = [p for p in unique if p in snapshot and not snapshot[p][2] and p not in hidden]
+    if not known:
+        return []
+    fresh = freshness(np.array([snapshot[p][0] for p in known]), now_s, half_life_s)
+    popular = popularity_score(np.array([snapshot[p][1] for p in known]))
+    total_weight = freshness_weight + popularity_weight
+    scores = (freshness_weight * fresh + popularity_weight * popular) / (total_weight or 1.0)
+    order = sorted(range(len(known)), key=lambda i: (-scores[i], i))
+    return [(known[i], round(float(scores[i]), 6)) for i in order][:limit]
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from deployments.ingress.auth import API_KEY_HEADER
 from deployments.ingress.body_guard import install_body_guard
 from deployments.ingress.errors import add_exception_handlers
 from deployments.ingress.middleware import GuardMiddleware
+from deployments.ingress.rate_limit import RateLimitMiddleware
 from deployments.ingress.routes import (
     events,
     experiments,
@@ -59,6 +60,8 @@ def build_fastapi_app(state: IngressState) -> FastAPI:
     )
     app.state.ingress = state
     install_body_guard(app, state)  # inside the guard: keys and size limits are checked first
+    # Added before the guard, so it runs inside the key check: accepted keys only get a bucket.
+    app.add_middleware(RateLimitMiddleware, state=state)
     app.add_middleware(GuardMiddleware, state=state)
     # Added last so it is outermost: CORS preflight requests carry no API key.
     app.add_middleware(

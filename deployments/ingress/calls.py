@@ -9,14 +9,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
+
+from ray.serve.exceptions import BackPressureError
 
 from deployments.coalesce import CallCoalescer
 from deployments.ingress.circuit import CircuitOpenError
+from deployments.ingress.errors import back_pressure_error
 from deployments.ingress.state import IngressState
 from deployments.metrics import record_degraded, record_node_call
 from models.answers import Answer
-from models.exceptions import InvalidInputError, NodeUnavailableError
+from models.exceptions import InvalidInputError, NodeUnavailableError, OverloadedError
 
 logger = logging.getLogger("ray.serve")
 
@@ -43,9 +48,19 @@ async def call_node(
     ``guarded`` calls go through the node's circuit breaker (``CircuitOpenError`` without a
     call while it is open) and are counted in the node metrics; /health calls are not, so a
     health probe neither trips nor closes a breaker.
+
+    Raises:
+        OverloadedError: The node's queue is full (Ray's ``BackPressureError``: its
+            ``max_queued_requests`` reached). A busy node is not a failing one: the breaker
+            gets no verdict, and callers answer 503 with Retry-After instead of running the
+            fallback model here, which would pile the overload into the ingress.
     """
+    retry_after_s = state.config.limits.retry_after_s
     if not guarded:
-        return await _call(method, timeout_s, args)
+        try:
+            return await _call(method, timeout_s, args)
+        except BackPressureError as exc:
+            raise back_pressure_error(exc, retry_after_s) from exc
     node = node_name(method)
     settings = state.config.circuit_breaker
     breaker = state.breakers.get(node) if settings.enabled else None
@@ -61,6 +76,9 @@ async def call_node(
         # The node answered and refused the input: it is healthy.
         outcome = True
         raise
+    except BackPressureError as exc:
+        # Shed before the node saw it: no verdict on the node (outcome stays None).
+        raise back_pressure_error(exc, retry_after_s) from exc
     except Exception:
         outcome = False
         raise
@@ -152,7 +170,14 @@ def note_degraded(node: str, reason: str) -> None:
 
 
 def answer_degraded(node: str, exc: BaseException) -> str:
-    """The ``failure_reason`` of a node that a fallback answers for: counted and logged."""
+    """The ``failure_reason`` of a node that a fallback answers for: counted and logged.
+
+    Raises:
+        OverloadedError: ``exc`` itself when it is one (the node's queue was full): shed
+            load is answered 503 + Retry-After, not moved into a fallback in the ingress.
+    """
+    if isinstance(exc, OverloadedError):
+        raise exc
     reason = failure_reason(exc)
     note_degraded(node, reason)
     logger.warning("%s node unavailable (%s); using fallback", node, reason)
@@ -171,12 +196,37 @@ def coalescer_stats(state: IngressState) -> dict[str, dict[str, float]]:
 
 def node_unavailable(
     node: str, exc: BaseException, *, label: str = "", what: str = "answer", hint: str = "retry"
-) -> NodeUnavailableError:
+) -> NodeUnavailableError | OverloadedError:
     """The error for ``node``'s failed call (``exc``), logged by reason only.
 
     ``label`` names the node in the message (default: ``node``); nothing about the request
-    is logged.
+    is logged. A full node queue stays an ``OverloadedError`` (503 with Retry-After).
     """
+    if isinstance(exc, OverloadedError):
+        return exc
     reason = failure_reason(exc)
     logger.warning("%s unavailable (%s)", node, reason)
     return NodeUnavailableError(node, reason, label=label, what=what, hint=hint)
+
+
+@asynccontextmanager
+async def fallback_slot(state: IngressState, node: str) -> AsyncIterator[None]:
+    """Run a fallback model for ``node`` inside the bound ``limits.max_concurrent_fallbacks``.
+
+    Raises:
+        OverloadedError: The bound is reached (503 with ``limits.retry_after_s``): while
+            breakers are open every request would otherwise run its model here, on the
+            ingress's small CPU share.
+    """
+    limits = state.config.limits
+    if not state.fallback_gate.try_enter(limits.max_concurrent_fallbacks):
+        raise OverloadedError(
+            f"the {node} node is unavailable and {limits.max_concurrent_fallbacks} fallback "
+            "answers are already running in this replica (limits.max_concurrent_fallbacks); "
+            "retry after the Retry-After delay",
+            limits.retry_after_s,
+        )
+    try:
+        yield
+    finally:
+        state.fallback_gate.leave()

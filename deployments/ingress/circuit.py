@@ -154,3 +154,28 @@ class BreakerRegistry:
         with self._lock:
             breakers = dict(self._breakers)
         return {name: b.snapshot(settings, now) for name, b in sorted(breakers.items())}
+
+
+class FallbackGate:
+    """Counts fallback model runs in this replica, refusing more than the live limit.
+
+    Not a waiting semaphore: a request that finds the gate full is shed at once (503), so
+    no queue of fallback work builds up in the ingress.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.running = 0
+
+    def try_enter(self, limit: int) -> bool:
+        """Take a slot when fewer than ``limit`` are taken; False when full."""
+        with self._lock:
+            if self.running >= limit:
+                return False
+            self.running += 1
+            return True
+
+    def leave(self) -> None:
+        """Give a slot back."""
+        with self._lock:
+            self.running = max(0, self.running - 1)

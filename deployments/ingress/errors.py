@@ -6,11 +6,13 @@ Every failure answers ``{"error": {code, message, field}}`` (``ErrorBody``).
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from ray.serve.exceptions import BackPressureError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from deployments.ingress.auth import AuthError
@@ -21,6 +23,7 @@ from models.exceptions import (
     InvalidInputError,
     NodeUnavailableError,
     NotFoundError,
+    OverloadedError,
     PayloadTooLargeError,
 )
 from storage.audit_log import AuditStoreError
@@ -28,10 +31,46 @@ from storage.audit_log import AuditStoreError
 logger = logging.getLogger("ray.serve")
 
 
-def error_response(status: int, code: str, message: str, field: str | None = None) -> JSONResponse:
+# When a node's queue is full and Ray's error carries no delay of its own.
+DEFAULT_RETRY_AFTER_S = 1.0
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    field: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     """The JSON error body every failure uses: ``{"error": {code, message, field}}``."""
     body = ErrorBody.model_validate({"error": {"code": code, "message": message, "field": field}})
-    return JSONResponse(status_code=status, content=body.model_dump())
+    return JSONResponse(status_code=status, content=body.model_dump(), headers=headers)
+
+
+def retry_after_header(retry_after_s: float) -> dict[str, str]:
+    """``Retry-After`` in whole seconds (RFC 9110), rounded up and at least 1, so a client
+    that honours it never comes back before the delay (and never at once)."""
+    return {"Retry-After": str(max(1, math.ceil(retry_after_s)))}
+
+
+def overloaded_response(exc: OverloadedError) -> JSONResponse:
+    """503 with ``Retry-After``: the request was shed, nothing was processed."""
+    return error_response(
+        503, "overloaded", exc.message, headers=retry_after_header(exc.retry_after_s)
+    )
+
+
+def back_pressure_error(
+    exc: BackPressureError, default_retry_after_s: float = DEFAULT_RETRY_AFTER_S
+) -> OverloadedError:
+    """Ray's full-queue error of a handle call as the domain error (no request data in it);
+    its ``retry_after_s`` (the node's ``backpressure_config``) when set, else the default."""
+    retry_after_s = getattr(exc, "retry_after_s", None)
+    return OverloadedError(
+        "a node's request queue is full (max_queued_requests); nothing was processed, retry "
+        "after the Retry-After delay",
+        default_retry_after_s if retry_after_s is None else float(retry_after_s),
+    )
 
 
 def _field_name(loc: tuple[Any, ...]) -> str:
@@ -67,6 +106,10 @@ def domain_error_response(exc: Exception) -> JSONResponse:
         return error_response(413, "payload_too_large", str(exc), "body")
     if isinstance(exc, NotFoundError):
         return error_response(404, exc.code, exc.message, exc.field)
+    if isinstance(exc, OverloadedError):
+        return overloaded_response(exc)
+    if isinstance(exc, BackPressureError):
+        return overloaded_response(back_pressure_error(exc))
     if isinstance(exc, NodeUnavailableError):
         return error_response(503, exc.code, exc.message)
     if isinstance(exc, AuditStoreError):
@@ -80,6 +123,8 @@ DOMAIN_ERRORS: tuple[type[Exception], ...] = (
     PayloadTooLargeError,
     NotFoundError,
     NodeUnavailableError,
+    OverloadedError,
+    BackPressureError,
     AuditStoreError,
 )
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -19,7 +20,7 @@ from configs.ingress import IngressConfig
 from configs.settings import Settings, resolve_hash_secret
 from deployments.coalesce import CallCoalescer
 from deployments.ingress.auth import ApiKeys
-from deployments.ingress.circuit import BreakerRegistry
+from deployments.ingress.circuit import BreakerRegistry, FallbackGate
 from deployments.ingress.experiments import ExperimentRegistry, missing_variant_nodes
 from deployments.ingress.image_fetch import ImageFetcher
 from deployments.metrics import record_audit_dropped
@@ -97,9 +98,45 @@ class Fallbacks:
         return model
 
 
+class HiddenPosts:
+    """Posts each user hid or reported, as this replica saw them: the feed fallback leaves
+    them out when the Recommender (which owns the full sets) cannot answer.
+
+    Learnt from the hide/report events this replica forwarded and from the posts the
+    Recommender filtered out of the healthy feeds it served (hidden, reported or flagged).
+    Bounded: the least recently seen users beyond ``max_users`` are forgotten, and each user
+    keeps the newest ``max_posts_per_user`` posts. Held in memory only, never logged.
+    """
+
+    def __init__(self, max_users: int = 50_000, max_posts_per_user: int = 1_000) -> None:
+        self.max_users = max_users
+        self.max_posts_per_user = max_posts_per_user
+        self._users: OrderedDict[str, dict[str, None]] = OrderedDict()
+
+    def add(self, user_id: str, post_ids: Iterable[str]) -> None:
+        """Remember ``post_ids`` as hidden for ``user_id``."""
+        posts = self._users.pop(user_id, None) or {}
+        for post_id in post_ids:
+            posts.pop(post_id, None)
+            posts[post_id] = None
+        while len(posts) > self.max_posts_per_user:
+            posts.pop(next(iter(posts)))
+        if posts:
+            self._users[user_id] = posts
+        while len(self._users) > self.max_users:
+            self._users.popitem(last=False)
+
+    def of(self, user_id: str) -> set[str]:
+        """The posts ``user_id`` is known to have hidden or reported."""
+        return set(self._users.get(user_id, ()))
+
+    def __len__(self) -> int:
+        return len(self._users)
+
+
 @dataclass
 class FeedSnapshot:
-    """Post freshness and popularity the feed fallback ranks with.
+    """Post freshness and popularity the feed fallback ranks with, and users' hidden posts.
 
     Refreshed in the background after successful feeds, so a failing Recommender finds one
     already here; ``latest`` is None until the first refresh.
@@ -108,6 +145,7 @@ class FeedSnapshot:
     latest: FallbackSnapshot | None = None
     taken_at_s: float = 0.0
     refresh: asyncio.Task[None] | None = None
+    hidden: HiddenPosts = field(default_factory=HiddenPosts)
 
     def age_s(self) -> float:
         """Seconds since the snapshot was taken (monotonic clock)."""
@@ -167,6 +205,8 @@ class IngressState:
     image_fetcher: ImageFetcher = field(default_factory=ImageFetcher)
     feed_snapshot: FeedSnapshot = field(default_factory=FeedSnapshot)
     health: HealthSnapshot = field(default_factory=HealthSnapshot)
+    # Fallback model runs in flight (bounded by limits.max_concurrent_fallbacks).
+    fallback_gate: FallbackGate = field(default_factory=FallbackGate)
 
     @classmethod
     def create(cls, nodes: Mapping[str, NodeHandle], settings: Settings) -> IngressState:

@@ -24,6 +24,8 @@ from models.recommender import (
     FeedRanking,
     FeedTerms,
     FreshnessTerm,
+    Interaction,
+    InteractionIngestSummary,
     ScoredPost,
     ScoreTerm,
 )
@@ -54,6 +56,9 @@ class FakeRecommender:
 
     def snapshot_count(self) -> int:
         return self.snapshots_served
+
+    async def ingest_interactions(self, events: list[Interaction]) -> InteractionIngestSummary:
+        return InteractionIngestSummary(accepted=len(events), duplicates=0, unknown_post_ids=())
 
     async def rank_feed(self, user_id: str, candidates: list[str], limit: int) -> FeedRanking:
         if self.broken:
@@ -132,6 +137,16 @@ def test_failing_recommender_feed_is_ranked_by_freshness_and_popularity(
         assert time.monotonic() < deadline, "the ingress never fetched a fallback snapshot"
         time.sleep(0.2)
     time.sleep(0.5)  # the ingress stores it after the call returns
+    # The user hides a post while the node is healthy: the fallback must still leave it out.
+    hide = {
+        "event_id": "e-hide-1",
+        "user_id": "u-1",
+        "post_id": "old-quiet",
+        "type": "hide",
+        "timestamp": "2026-01-01T00:00:00Z",
+    }
+    stored = client.post("/api/v1/events/interactions", json={"interactions": [hide]})
+    assert stored.status_code == 200, stored.text
     recommender.set_broken.remote(True).result()
     try:
         answer = feed(client)
@@ -140,7 +155,8 @@ def test_failing_recommender_feed_is_ranked_by_freshness_and_popularity(
     assert answer["degraded"] is True
     assert "node failed" in answer["degraded_reason"]
     assert "freshness and popularity" in answer["degraded_reason"]
-    # Newest first, then the popular old post, then the quiet one; flagged posts are left
-    # out and posts the snapshot does not know follow in the order sent.
-    assert [p["post_id"] for p in answer["posts"]] == ["new", "old-popular", "old-quiet", "ghost"]
-    assert answer["posts"][-1]["score"] == 0.0
+    # Newest first, then the popular old post; the flagged post, the one the user hid and the
+    # one the snapshot does not know (flag status unknown) are left out.
+    assert [p["post_id"] for p in answer["posts"]] == ["new", "old-popular"]
+    assert answer["unknown_post_ids"] == ["ghost"]
+    assert sorted(answer["filtered_post_ids"]) == ["flagged", "old-quiet"]

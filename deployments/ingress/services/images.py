@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 from configs.ingress import ImagePolicyConfig
-from deployments.ingress.calls import answer_degraded, call_node
+from deployments.ingress.calls import answer_degraded, call_node, fallback_slot
 from deployments.ingress.image_fetch import decode_base64_image
 from deployments.ingress.schemas.common import ErrorDetail, ModelRef
 from deployments.ingress.schemas.images import (
@@ -35,7 +35,12 @@ from deployments.ingress.schemas.images import (
 from deployments.ingress.state import IngressState, NodeHandle
 from models import answers
 from models.answers import Answer
-from models.exceptions import FeatureNotEnabledError, ImageInputError, InvalidInputError
+from models.exceptions import (
+    FeatureNotEnabledError,
+    ImageInputError,
+    InvalidInputError,
+    OverloadedError,
+)
 from models.images import DecodedImage, ImageTagRequest, decode_image
 
 if TYPE_CHECKING:
@@ -136,9 +141,12 @@ async def judge_image(
         reason = answer_degraded("nsfw", exc)
     if output is None:
         try:
-            fallback = await state.fallbacks.nsfw.get()
-            results = await asyncio.to_thread(fallback.predict_batch, [image.decoded.pixels])
+            async with fallback_slot(state, "nsfw"):  # bounded: 503 when full
+                fallback = await state.fallbacks.nsfw.get()
+                results = await asyncio.to_thread(fallback.predict_batch, [image.decoded.pixels])
             output = Answer(results[0], answers.ModelRef.of(fallback.info))
+        except OverloadedError:
+            raise
         except Exception as exc:  # no model at all: flag, never approve silently
             logger.error("nsfw fallback failed (%s)", type(exc).__name__)
             reason = f"{reason}; fallback failed"
@@ -213,8 +221,11 @@ async def tag_image(
         )
     except Exception as exc:  # any node failure: faces-only tags from the ingress
         reason = answer_degraded("tagger", exc)
-        fallback = await state.fallbacks.tagger.get()
-        results = await asyncio.to_thread(fallback.predict_batch, [image.decoded.pixels], [top_k])
+        async with fallback_slot(state, "tagger"):  # bounded: 503 when full
+            fallback = await state.fallbacks.tagger.get()
+            results = await asyncio.to_thread(
+                fallback.predict_batch, [image.decoded.pixels], [top_k]
+            )
         output = Answer(results[0], answers.ModelRef.of(fallback.info))
     tags = output.result
     return ImageTagsResult(

@@ -28,7 +28,7 @@ from deployments.ingress.schemas.recommender import (
 )
 from deployments.ingress.services.validation import check_id, check_text
 from deployments.ingress.state import IngressState, NodeHandle
-from models.exceptions import InvalidInputError, NotFoundError
+from models.exceptions import InvalidInputError, NotFoundError, OverloadedError
 from models.ranking import fallback_order
 from models.recommender import (
     FallbackSnapshot,
@@ -47,6 +47,8 @@ EVENTS_FEATURE = "events"
 FEATURE = "recommendations"
 # Nothing was stored on failure, and events are idempotent by id, so a plain retry is safe.
 EVENTS_RETRY_HINT = "retry the same request: events are idempotent by id"
+# Interaction types that take a post out of the user's feeds (the Recommender's HIDING_TYPES).
+HIDING_TYPES = frozenset({"hide", "report"})
 
 
 # ---- checks -------------------------------------------------------------------------------
@@ -177,6 +179,10 @@ async def ingest_interactions(
         _interaction(event, f"interactions[{i}]", state) for i, event in enumerate(interactions)
     ]
     summary: InteractionIngestSummary = await _ingest(state, "ingest_interactions", records)
+    # Stored: the feed fallback must keep these posts out too, should the node fail next.
+    for record in records:
+        if record.type in HIDING_TYPES:
+            state.feed_snapshot.hidden.add(record.user_id, [record.post_id])
     return InteractionEventsResult(**asdict(summary))
 
 
@@ -205,11 +211,15 @@ async def rank_feed(
         ranking: FeedRanking = await call_node(
             state, handle.rank_feed, limits.query_timeout_s, user_id, candidate_post_ids, limit
         )
+    except OverloadedError:
+        raise  # a full node queue: 503 with Retry-After, not fallback work in the ingress
     except Exception as exc:  # the client still gets a feed, ranked as well as we can
         reason = failure_reason(exc)
         note_degraded("recommender", reason)
         logger.warning("recommender unavailable for a feed (%s); answering from fallback", reason)
-        return fallback_feed(state, candidate_post_ids, limit, reason)
+        return fallback_feed(state, user_id, candidate_post_ids, limit, reason)
+    if ranking.filtered_post_ids:
+        state.feed_snapshot.hidden.add(user_id, ranking.filtered_post_ids)
     refresh_feed_snapshot(state, handle)
     return FeedResult(**asdict(ranking))
 
@@ -243,34 +253,44 @@ def refresh_feed_snapshot(state: IngressState, handle: NodeHandle) -> None:
 
 
 def fallback_feed(
-    state: IngressState, candidates: list[str], limit: int, reason: str
+    state: IngressState, user_id: str, candidates: list[str], limit: int, reason: str
 ) -> FeedResult:
-    """The candidates ranked by freshness and popularity from the snapshot, else unranked."""
+    """The candidates the snapshot knows to be unflagged, ranked by freshness and popularity.
+
+    Never a post whose flag status is unknown (not in the snapshot, or no snapshot yet: those
+    are listed in ``unknown_post_ids``), a flagged one, or one the user hid or reported as far
+    as this replica knows (``filtered_post_ids``).
+    """
     snapshot = state.feed_snapshot
-    if snapshot.latest is None:
-        ordered = list(dict.fromkeys(candidates))[:limit]
-        posts = [ScoredPost(post_id=p, score=0.0) for p in ordered]
-        how = "candidates returned unranked, in the order sent"
+    unique = list(dict.fromkeys(candidates))
+    hidden = snapshot.hidden.of(user_id)
+    latest = snapshot.latest
+    known = latest.posts if latest is not None else {}
+    unknown = [p for p in unique if p not in known]
+    filtered = [p for p in unique if p in known and (known[p][2] or p in hidden)]
+    posts: list[ScoredPost] = []
+    if latest is None:
+        how = "no snapshot yet, so no post's flag status is known: none returned"
     else:
-        latest = snapshot.latest
         ranked = fallback_order(
-            candidates,
+            unique,
             latest.posts,
             time.time(),
             latest.freshness_half_life_s,
             latest.freshness_weight,
             latest.popularity_weight,
             limit,
+            hidden,
         )
         posts = [ScoredPost(post_id=p, score=score) for p, score in ranked]
         how = (
             f"ranked by freshness and popularity from a snapshot {snapshot.age_s():.0f} s old; "
-            "posts it does not know follow in the order sent"
+            "posts it does not know (flag status unknown) are left out"
         )
     return FeedResult(
         posts=posts,
-        unknown_post_ids=[],
-        filtered_post_ids=[],
+        unknown_post_ids=unknown,
+        filtered_post_ids=filtered,
         terms={},
         cold_start=True,
         cached=False,

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Generic, Literal, TypeVar
 
 from configs.ingress import IngressConfig, TimeoutsConfig
-from deployments.ingress.calls import answer_degraded, call_text_node
+from deployments.ingress.calls import answer_degraded, call_text_node, fallback_slot
 from deployments.ingress.experiments import Summary, sentiment_score
 from deployments.ingress.schemas.common import ModelRef
 from deployments.ingress.schemas.moderation import ModerationResult
@@ -25,7 +25,8 @@ from deployments.ingress.services.audit import audited
 from deployments.ingress.services.experiments import start_shadow, tag_results
 from deployments.ingress.state import IngressState
 from models.answers import Answer
-from models.policy import decide_action
+from models.exceptions import OverloadedError
+from models.policy import decide_action, degraded_decision
 
 if TYPE_CHECKING:
     from models.moderation import ModerationScores
@@ -88,10 +89,14 @@ async def classify(
         choice.record(0.0, ok=False)
         reason = answer_degraded(task.name, exc)
     try:
-        model = await state.fallbacks.text(task.name).get()
-        scores: list[ScoresT] = await asyncio.to_thread(model.predict_batch, texts)
+        # Bounded: with the breaker open every request would run its model here.
+        async with fallback_slot(state, task.name):
+            model = await state.fallbacks.text(task.name).get()
+            scores: list[ScoresT] = await asyncio.to_thread(model.predict_batch, texts)
         ref = ModelRef.of(model.info)
         return [task.answer(config, item, ref, reason) for item in scores]
+    except OverloadedError:
+        raise
     except Exception as exc:
         if task.unanswered is None:
             raise
@@ -107,7 +112,11 @@ def verdict(
     model: ModelRef | None,
     degraded_reason: str | None = None,
 ) -> ModerationResult:
-    """The moderation answer for ``scores`` under the live policy's thresholds."""
+    """The moderation answer for ``scores`` under the live policy's thresholds.
+
+    A degraded answer (``degraded_reason`` set: the node failed, a fallback judged) is never
+    ``approve``: at least the policy's ``degraded_action``.
+    """
     policy = config.moderation_policy
     action, flagged = decide_action(
         scores,
@@ -116,6 +125,8 @@ def verdict(
         policy.flag_threshold,
         policy.reject_threshold,
     )
+    if degraded_reason is not None:
+        action = degraded_decision(action, policy.degraded_action)
     return ModerationResult(
         is_safe=action == "approve",
         action=action,  # type: ignore[arg-type]

@@ -5,8 +5,10 @@ from __future__ import annotations
 import math
 
 import pytest
+from pydantic import ValidationError
 
-from models.policy import decide_action
+from configs.ingress import ModerationPolicyConfig
+from models.policy import decide_action, degraded_decision
 
 FLAG = 0.5
 REJECT = 0.9
@@ -79,3 +81,34 @@ def test_nan_threshold_is_rejected() -> None:
         decide({"threat": 0.1}, flag={"threat": math.nan})
     with pytest.raises(ValueError, match="default_reject"):
         decide_action({"x": 0.1}, {}, {}, 0.5, math.nan)
+
+
+@pytest.mark.parametrize(
+    ("action", "degraded_action", "expected"),
+    [
+        ("approve", "flag_for_review", "flag_for_review"),
+        ("approve", "reject", "reject"),
+        ("flag_for_review", "flag_for_review", "flag_for_review"),
+        ("flag_for_review", "reject", "reject"),
+        ("reject", "flag_for_review", "reject"),  # a stricter verdict stands
+    ],
+)
+def test_a_degraded_decision_is_the_stricter_and_never_approve(
+    action: str, degraded_action: str, expected: str
+) -> None:
+    assert degraded_decision(action, degraded_action) == expected
+
+
+def test_degraded_action_approve_or_an_unknown_action_is_refused_naming_it() -> None:
+    with pytest.raises(ValueError, match="degraded_action is 'approve'"):
+        degraded_decision("flag_for_review", "approve")
+    with pytest.raises(ValueError, match="degraded_action is 'ignore'"):
+        degraded_decision("approve", "ignore")
+    with pytest.raises(ValueError, match="action is 'maybe'"):
+        degraded_decision("maybe", "reject")
+
+
+def test_degraded_action_in_the_config_defaults_to_flag_and_refuses_approve() -> None:
+    assert ModerationPolicyConfig().degraded_action == "flag_for_review"
+    with pytest.raises(ValidationError, match="degraded_action"):
+        ModerationPolicyConfig.model_validate({"degraded_action": "approve"})

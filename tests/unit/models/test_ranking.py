@@ -102,7 +102,7 @@ def test_weighted_topics_are_shares_of_positive_weight() -> None:
     assert weighted_topics({"x": -1.0}, 5) == []
 
 
-def test_fallback_order_ranks_by_freshness_and_popularity_then_unknowns_in_order() -> None:
+def test_fallback_order_ranks_known_unflagged_posts_and_leaves_out_unknown_and_hidden() -> None:
     now_s = 1_000_000.0
     day_s = 86_400.0
     snapshot = {
@@ -110,23 +110,32 @@ def test_fallback_order_ranks_by_freshness_and_popularity_then_unknowns_in_order
         "new-quiet": (now_s - 60.0, 0.0, False),
         "old-popular": (now_s - 10 * day_s, 500.0, False),
         "new-flagged": (now_s, 900.0, True),
+        "hidden-new": (now_s, 900.0, False),
     }
+    candidates = [
+        "ghost-b", "old-quiet", "old-popular", "new-flagged", "hidden-new", "new-quiet",
+        "ghost-a", "old-quiet",
+    ]  # fmt: skip
     ranked = fallback_order(
-        ["ghost-b", "old-quiet", "old-popular", "new-flagged", "new-quiet", "ghost-a", "old-quiet"],
+        candidates,
         snapshot,
         now_s,
         half_life_s=day_s,
         freshness_weight=0.3,
         popularity_weight=0.2,
         limit=10,
+        hidden={"hidden-new"},
     )
     order = [post_id for post_id, _ in ranked]
-    # Flagged posts never come back; duplicates count once; unknown posts follow, as sent.
-    assert order == ["new-quiet", "old-popular", "old-quiet", "ghost-b", "ghost-a"]
+    # Flagged, hidden and unknown (flag status unknown) posts never come back; duplicates
+    # count once.
+    assert order == ["new-quiet", "old-popular", "old-quiet"]
     scores = dict(ranked)
     assert scores["new-quiet"] > scores["old-popular"] > scores["old-quiet"] > 0.0
-    assert scores["ghost-a"] == 0.0
     assert len(fallback_order(order, snapshot, now_s, day_s, 0.3, 0.2, limit=2)) == 2
+    # Without the hidden set the hidden post would rank first: the set is what removed it.
+    assert fallback_order(["hidden-new"], snapshot, now_s, day_s, 0.3, 0.2, limit=5)
+    assert fallback_order(["ghost-a"], snapshot, now_s, day_s, 0.3, 0.2, limit=5) == []
 
 
 def test_fallback_order_with_popularity_only_prefers_engagement() -> None:

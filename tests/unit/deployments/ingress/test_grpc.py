@@ -74,13 +74,15 @@ def test_keys_and_input_errors_become_status_codes() -> None:
     assert "recommender node" in no_recommender.details
 
 
-def test_get_recommendations_falls_back_to_the_order_sent() -> None:
+def test_get_recommendations_without_a_snapshot_returns_no_post_of_unknown_flag_status() -> None:
     broken = FakeNode("Recommender", rank_feed=RuntimeError("down"))
     state = fake_state({"recommender": broken})
     context = FakeContext()
     request = pb.RecommendationRequest(user_id="u1", candidate_post_ids=["b", "a", "b"])
     reply = asyncio.run(get_recommendations(state, request, context))  # type: ignore[arg-type]
     assert context.code is None
-    assert [post.post_id for post in reply.posts] == ["b", "a"]
+    # No snapshot yet: no candidate's flag status is known, so none is shown.
+    assert list(reply.posts) == []
+    assert list(reply.unknown_post_ids) == ["b", "a"]
     assert reply.degraded and reply.cold_start
-    assert reply.degraded_reason.startswith("node failed (RuntimeError); candidates returned")
+    assert reply.degraded_reason.startswith("node failed (RuntimeError); no snapshot yet")
