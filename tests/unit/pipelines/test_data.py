@@ -117,7 +117,7 @@ def test_errors_never_quote_row_text(tmp_path: Path) -> None:
     path = tmp_path / "d.csv"
     secret = "SECRET-TWEET-TEXT"
     path.write_text(
-        "count,hate_speech,offensive_language,neither,class,tweet\n" f"3,0,0,3,9,{secret}\n"
+        f"count,hate_speech,offensive_language,neither,class,tweet\n3,0,0,3,9,{secret}\n"
     )
     with pytest.raises(DataValidationError) as excinfo:
         read_davidson_csv(path)

@@ -91,4 +91,4 @@ def test_a_wrong_key_is_refused_by_the_key_check_before_it_gets_a_bucket() -> No
             client.post("/api/v1/moderation/text", json={"text": "hi"}).status_code
             for _ in range(3)
         }
-    assert statuses == {403}
+    assert statuses == {401}
