@@ -141,8 +141,8 @@ async def judge_image(
         reason = answer_degraded("nsfw", exc)
     if output is None:
         try:
+            fallback = await state.fallbacks.nsfw.get()  # loaded once, outside the bound
             async with fallback_slot(state, "nsfw"):  # bounded: 503 when full
-                fallback = await state.fallbacks.nsfw.get()
                 results = await asyncio.to_thread(fallback.predict_batch, [image.decoded.pixels])
             output = Answer(results[0], answers.ModelRef.of(fallback.info))
         except OverloadedError:
@@ -221,8 +221,8 @@ async def tag_image(
         )
     except Exception as exc:  # any node failure: faces-only tags from the ingress
         reason = answer_degraded("tagger", exc)
+        fallback = await state.fallbacks.tagger.get()  # loaded once, outside the bound
         async with fallback_slot(state, "tagger"):  # bounded: 503 when full
-            fallback = await state.fallbacks.tagger.get()
             results = await asyncio.to_thread(
                 fallback.predict_batch, [image.decoded.pixels], [top_k]
             )

@@ -89,9 +89,11 @@ async def classify(
         choice.record(0.0, ok=False)
         reason = answer_degraded(task.name, exc)
     try:
+        # Loaded once, outside the bound: waiting for the first load is not a model run, and
+        # counting it would shed every request that arrives while the fallback loads.
+        model = await state.fallbacks.text(task.name).get()
         # Bounded: with the breaker open every request would run its model here.
         async with fallback_slot(state, task.name):
-            model = await state.fallbacks.text(task.name).get()
             scores: list[ScoresT] = await asyncio.to_thread(model.predict_batch, texts)
         ref = ModelRef.of(model.info)
         return [task.answer(config, item, ref, reason) for item in scores]
