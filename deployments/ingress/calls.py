@@ -23,6 +23,9 @@ from deployments.metrics import record_degraded, record_node_call
 from models.answers import Answer
 from models.exceptions import InvalidInputError, NodeUnavailableError, OverloadedError
 
+# How often a request waiting for a fallback slot looks again (limits.fallback_slot_wait_s).
+FALLBACK_SLOT_POLL_S = 0.01
+
 logger = logging.getLogger("ray.serve")
 
 
@@ -214,12 +217,18 @@ async def fallback_slot(state: IngressState, node: str) -> AsyncIterator[None]:
     """Run a fallback model for ``node`` inside the bound ``limits.max_concurrent_fallbacks``.
 
     Raises:
-        OverloadedError: The bound is reached (503 with ``limits.retry_after_s``): while
-            breakers are open every request would otherwise run its model here, on the
-            ingress's small CPU share.
+        OverloadedError: The bound stays reached for ``limits.fallback_slot_wait_s`` (503
+            with ``limits.retry_after_s``): while breakers are open every request would
+            otherwise run its model here, on the ingress's small CPU share.
     """
     limits = state.config.limits
-    if not state.fallback_gate.try_enter(limits.max_concurrent_fallbacks):
+    # A short bounded wait, not an immediate refusal: a replica that dies fails all its
+    # in-flight requests at once, and those should answer degraded, not 503.
+    deadline_s = time.monotonic() + limits.fallback_slot_wait_s
+    while not state.fallback_gate.try_enter(limits.max_concurrent_fallbacks):
+        if time.monotonic() < deadline_s:
+            await asyncio.sleep(FALLBACK_SLOT_POLL_S)
+            continue
         raise OverloadedError(
             f"the {node} node is unavailable and {limits.max_concurrent_fallbacks} fallback "
             "answers are already running in this replica (limits.max_concurrent_fallbacks); "

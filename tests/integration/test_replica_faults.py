@@ -87,7 +87,7 @@ class Load:
                 time.monotonic(),
                 response.status_code,
                 body.get("degraded"),
-                body.get("degraded_reason"),
+                body.get("degraded_reason") if body else response.text[:300],
             )
         with self._lock:
             self.outcomes.append(outcome)
@@ -231,7 +231,8 @@ def test_killed_moderation_replica_costs_only_degraded_answers(base_url: str) ->
     )
     # Never a 5xx or a lost request: the fallback answers while the node is away.
     statuses = {o.status for o in outcomes}
-    assert statuses == {200}, f"statuses seen: {statuses}"
+    refused = [o.reason for o in outcomes if o.status != 200]
+    assert statuses == {200}, f"statuses seen: {statuses}; first refusals: {refused[:3]}"
     assert all(o.reason for o in degraded), "a degraded answer says why"
     assert all(o.done_s >= killed_at for o in degraded), "degraded answers only after the kill"
     # Serve notices the death at its next health check (deployments/app.py) and replaces it.
