@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import math
 from typing import Any
 
 import grpc
@@ -26,7 +27,7 @@ from deployments.ingress.services.validation import check_text
 from deployments.ingress.state import IngressState
 from deployments.metrics import record_api_request
 from deployments.protos import ai_service_pb2 as pb
-from models.exceptions import FeatureNotEnabledError, InvalidInputError
+from models.exceptions import FeatureNotEnabledError, InvalidInputError, OverloadedError
 
 logger = logging.getLogger("ray.serve")
 
@@ -107,6 +108,13 @@ def refuse_input(context: RayServegRPCContext, exc: Exception) -> None:
         raise TypeError(f"not an input error: {type(exc).__name__}")
 
 
+def refuse_overload(context: RayServegRPCContext, exc: OverloadedError) -> None:
+    """UNAVAILABLE (gRPC's retryable status) with a ``retry-after`` trailer in whole seconds:
+    the gRPC form of HTTP's 503 with Retry-After."""
+    _refuse(context, grpc.StatusCode.UNAVAILABLE, exc.message)
+    context.set_trailing_metadata([("retry-after", str(max(1, math.ceil(exc.retry_after_s))))])
+
+
 def moderation_message(result: ModerationResult) -> pb.ModerationResponse:
     """The proto form of one moderation answer."""
     message = pb.ModerationResponse(
@@ -151,8 +159,12 @@ async def moderate_content(
     except InvalidInputError as exc:
         refuse_input(context, exc)
         return pb.ModerationResponse()
-    # Audited like the HTTP routes: every decision a caller sees is logged once.
-    results = await moderate_audited(state, "grpc", [text])
+    try:
+        # Audited like the HTTP routes: every decision a caller sees is logged once.
+        results = await moderate_audited(state, "grpc", [text])
+    except OverloadedError as exc:
+        refuse_overload(context, exc)
+        return pb.ModerationResponse()
     return moderation_message(results[0])
 
 
@@ -175,5 +187,8 @@ async def get_recommendations(
         )
     except (InvalidInputError, ValidationError) as exc:
         refuse_input(context, exc)
+        return pb.RecommendationResponse()
+    except OverloadedError as exc:
+        refuse_overload(context, exc)
         return pb.RecommendationResponse()
     return recommendation_message(result)

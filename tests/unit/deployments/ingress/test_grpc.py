@@ -7,6 +7,7 @@ from typing import Any
 
 import grpc
 import pytest
+from ray.serve.exceptions import BackPressureError
 
 from deployments.ingress.grpc import get_recommendations, moderate_content
 from deployments.protos import ai_service_pb2 as pb
@@ -21,6 +22,7 @@ class FakeContext:
         self._peer = peer
         self.code: grpc.StatusCode | None = None
         self.details = ""
+        self.trailing_metadata: list[tuple[str, str]] = []
 
     def invocation_metadata(self) -> list[tuple[str, str]]:
         return self.metadata
@@ -33,6 +35,9 @@ class FakeContext:
 
     def set_details(self, details: str) -> None:
         self.details = details
+
+    def set_trailing_metadata(self, metadata: list[tuple[str, str]]) -> None:
+        self.trailing_metadata = metadata
 
 
 def moderation_node() -> FakeNode:
@@ -86,3 +91,20 @@ def test_get_recommendations_without_a_snapshot_returns_no_post_of_unknown_flag_
     assert list(reply.unknown_post_ids) == ["b", "a"]
     assert reply.degraded and reply.cold_start
     assert reply.degraded_reason.startswith("node failed (RuntimeError); no snapshot yet")
+
+
+def test_shed_load_is_unavailable_with_a_retry_after_trailer() -> None:
+    full = FakeNode("TextModeration", predict_many=BackPressureError(128, 128, 503, 2.5))
+    context = FakeContext()
+    request = pb.ModerationRequest(content="hello")
+    reply = asyncio.run(moderate_content(fake_state({"moderation": full}), request, context))  # type: ignore[arg-type]
+    assert reply == pb.ModerationResponse()
+    assert context.code == grpc.StatusCode.UNAVAILABLE
+    assert context.trailing_metadata == [("retry-after", "3")]
+
+    busy = FakeNode("Recommender", rank_feed=BackPressureError(5, 5))
+    feed_context = FakeContext()
+    feed = pb.RecommendationRequest(user_id="u1", candidate_post_ids=["p1"])
+    asyncio.run(get_recommendations(fake_state({"recommender": busy}), feed, feed_context))  # type: ignore[arg-type]
+    assert feed_context.code == grpc.StatusCode.UNAVAILABLE
+    assert feed_context.trailing_metadata[0][0] == "retry-after"
