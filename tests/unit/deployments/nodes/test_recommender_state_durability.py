@@ -198,6 +198,10 @@ def test_restart_with_redis_emptied_rebuilds_from_the_stored_events(stores, redi
     assert not hidden & {item.post_id for item in feed.posts}
 
 
+# How long Redis is stopped (SIGSTOP) while events arrive.
+OUTAGE_S = 20.0
+
+
 def test_redis_outage_under_events_ends_with_the_profiles_of_a_run_without_it(monkeypatch):
     database = mongomock.MongoClient(tz_aware=True)["outage"]
     info = DocumentStoreInfo("mongomock", True)
@@ -214,9 +218,13 @@ def test_redis_outage_under_events_ends_with_the_profiles_of_a_run_without_it(mo
         service = RecommenderService(config, redis_url=url, redis_key_prefix="sp-out:")
         os.kill(process.pid, signal.SIGSTOP)
         try:
+            # The outage: Redis away for 20 s while events keep arriving.
+            outage_end_s = time.monotonic() + OUTAGE_S
             for batch in batches[3:6]:
                 service.ingest_interactions(batch)
-            assert service.info().status == "degraded"
+                assert service.info().status == "degraded"
+                time.sleep(max(0.0, min(OUTAGE_S / 3, outage_end_s - time.monotonic())))
+            assert time.monotonic() >= outage_end_s - 0.5, "the outage lasted its 20 s"
         finally:
             os.kill(process.pid, signal.SIGCONT)
         time.sleep(0.3)  # past redis_retry_s: the next call pings and writes back
