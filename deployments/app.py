@@ -29,6 +29,9 @@ from models.text_classifier import TextTask
 # default period (10 s) alone would keep a crashed node away longer than the 10 s within which
 # full service must be back (tests/integration/test_replica_faults.py). The checks are cheap.
 HEALTH_CHECK_PERIOD_S = 2.0
+# A stopping replica looks this often whether its last request has finished (Serve's default,
+# 2 s, holds every redeploy and delete for up to 2 s after the replica is idle).
+GRACEFUL_SHUTDOWN_WAIT_LOOP_S = 0.2
 
 
 def build_graph(
@@ -44,7 +47,11 @@ def build_graph(
 
     def node(deployment: object, name: str) -> Deployment:
         # The decorators return Deployment objects; mypy sees the undecorated classes.
-        overrides = {"health_check_period_s": HEALTH_CHECK_PERIOD_S, **options.get(name, {})}
+        overrides = {
+            "health_check_period_s": HEALTH_CHECK_PERIOD_S,
+            "graceful_shutdown_wait_loop_s": GRACEFUL_SHUTDOWN_WAIT_LOOP_S,
+            **options.get(name, {}),
+        }
         return cast(Deployment, deployment).options(**overrides)
 
     # Embed once: every node that runs MiniLM on text shares vectors through one store.

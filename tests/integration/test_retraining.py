@@ -5,6 +5,7 @@ an alias move followed by the running node with no redeploy and no failed reques
 from __future__ import annotations
 
 import os
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -242,5 +243,17 @@ def test_promoted_version_is_served_after_live_reconfigure(
             ).json()
         assert answer["model"]["version"] == f"{MODEL_NAME}/1"
         assert set(answer["scores"]) == {"hate_speech", "offensive"}
+
+        # MLflow down at replica start: a new replica (not a reconfigure) whose tracking
+        # server does not answer loads the version it cached and says so in /health.
+        serve.delete("socialplay")
+        with socket.socket() as unused:
+            unused.bind(("127.0.0.1", 0))
+            dead_uri = f"http://127.0.0.1:{unused.getsockname()[1]}"
+        pinned = {"model_name": MODEL_NAME, "version": 1, "tracking_uri": dead_uri}
+        _deploy_and_wait(_serve_config(serve_port, {"model": pinned}), base_url, f"{MODEL_NAME}/1")
+        cached = health_detail(base_url)["nodes"]["moderation"]
+        assert cached["model_source"] == "cache (registry unreachable)", cached
+        assert cached["replica_id"] != before["replica_id"]
     finally:
         serve.delete("socialplay")
