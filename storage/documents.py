@@ -90,7 +90,54 @@ def open_database(
         logger.info("document store: MongoDB, database %s", selected.name)
         return selected, info
     logger.info("MONGODB_URL is empty: documents are kept in an in-process store (%s)", info.kind)
-    return cast(DocumentDatabase, mongomock.MongoClient(tz_aware=True)[database]), info
+    embedded: Any = mongomock.MongoClient(tz_aware=True)[database]
+    embedded.__class__ = _KeyedDatabase
+    return cast(DocumentDatabase, embedded), info
+
+
+def _id_lookup(spec: object) -> list[str] | None:
+    """The ids of a filter that is exactly ``{"_id": id}`` or ``{"_id": {"$in": ids}}`` (string
+    ids), else None."""
+    if not isinstance(spec, dict) or set(spec) != {"_id"}:
+        return None
+    value = spec["_id"]
+    if isinstance(value, dict):
+        if set(value) != {"$in"} or not isinstance(value["$in"], list | tuple):
+            return None
+        ids = list(value["$in"])
+    else:
+        ids = [value]
+    if not all(isinstance(item, str) for item in ids):
+        return None
+    return list(dict.fromkeys(ids))
+
+
+class _KeyedCollection(mongomock.Collection):  # type: ignore[type-arg]
+    """mongomock's collection, with filters on ``_id`` alone answered from its keyed store.
+
+    mongomock matches every filter by scanning every stored document, so the Recommender's
+    per-request lookups by event and post id (idempotency, the ``applied`` flag, upserts) grew
+    with everything stored and halved its capacity within minutes of a soak
+    (docs/benchmarks.md, "Soak re-run on merged main"). Any other filter is mongomock's own.
+    """
+
+    def _iter_documents(self, filter: Any) -> Iterator[Document]:  # noqa: A002 (mongomock's name)
+        ids = _id_lookup(filter)
+        if ids is None:
+            scan: Any = super()
+            return cast(Iterator[Document], scan._iter_documents(filter))
+        store: Any = self._store
+        # A list, as mongomock's own scan takes one: callers update documents while iterating.
+        return iter([store[item] for item in ids if item in store])
+
+
+class _KeyedDatabase(mongomock.Database):  # type: ignore[type-arg]
+    """mongomock's database handing out `_KeyedCollection`s."""
+
+    def get_collection(self, name: str, *args: Any, **kwargs: Any) -> _KeyedCollection:
+        collection: Any = super().get_collection(name, *args, **kwargs)
+        collection.__class__ = _KeyedCollection
+        return cast(_KeyedCollection, collection)
 
 
 class PostRepository:
