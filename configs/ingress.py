@@ -42,9 +42,10 @@ class LimitsConfig(StrictModel):
     max_concurrent_fallbacks: int = Field(default=8, ge=1, le=1024)
     """Fallback model runs (text and image) at once in this replica while a node fails; more:
     503 with Retry-After, so an open breaker does not move the whole load into the ingress."""
-    fallback_slot_wait_s: float = Field(default=1.0, ge=0, le=30)
+    fallback_slot_wait_s: float = Field(default=5.0, ge=0, le=30)
     """How long a request waits for a free fallback slot before its 503: absorbs the burst of
-    in-flight requests that fail together when a node replica dies, while the bound holds."""
+    in-flight requests that fail together when a node replica dies, while the bound holds (the
+    waiters are bounded too, by the Ingress's max_ongoing_requests)."""
     retry_after_s: float = Field(default=1.0, gt=0, le=3600)
     """Retry-After (seconds, rounded up) on 503s for a full fallback bound or a node's full
     queue."""
