@@ -26,6 +26,7 @@ from deployments.ingress.image_fetch import (
 )
 from models.exceptions import ImageInputError, OverloadedError
 from tests.fixtures.hostile_server import PNG, HostileServer, gzip_bomb, hostile_server
+from tests.fixtures.image_fetching import fetch, fetch_config, refused
 from tests.fixtures.image_server import silent_port
 from tests.unit.deployments.ingress.fakes import FakeNode, fake_state
 
@@ -44,33 +45,7 @@ def server(bomb: bytes) -> Iterator[HostileServer]:
 
 
 def _config(**overrides: Any) -> ImageInputConfig:
-    values: dict[str, Any] = {
-        "allowed_hosts": ["127.0.0.1"],
-        "connect_timeout_s": 1.0,
-        "read_timeout_s": 1.0,
-        "total_timeout_s": 5.0,
-    }
-    values.update(overrides)
-    return ImageInputConfig.model_validate(values)
-
-
-def _fetch(url: str, config: ImageInputConfig | None = None, resolver: Any = None) -> bytes:
-    async def run() -> bytes:
-        fetcher = ImageFetcher(resolver)
-        try:
-            return await fetcher.fetch(url, config or _config(), "image_url")
-        finally:
-            await fetcher.aclose()
-
-    return asyncio.run(run())
-
-
-def _refused(url: str, config: ImageInputConfig | None = None, resolver: Any = None) -> Any:
-    with pytest.raises(ImageInputError) as caught:
-        _fetch(url, config, resolver)
-    assert caught.value.field == "image_url"
-    assert 400 <= caught.value.status < 500
-    return caught.value
+    return fetch_config(**{"read_timeout_s": 1.0, **overrides})
 
 
 def _resident_bytes() -> int:
@@ -80,9 +55,9 @@ def _resident_bytes() -> int:
 
 # ---- compression ------------------------------------------------------------------------------
 def test_a_gzip_bomb_is_refused_unread_and_memory_stays_flat(server: HostileServer) -> None:
-    assert _fetch(f"{server.base_url}/identity.png") == PNG  # warm up: client, pool, imports
+    assert fetch(f"{server.base_url}/identity.png") == PNG  # warm up: client, pool, imports
     before = _resident_bytes()
-    error = _refused(f"{server.base_url}/bomb.png")
+    error = refused(f"{server.base_url}/bomb.png")
     growth = _resident_bytes() - before
     assert error.code == "image_compressed"
     assert "compressed bodies are refused" in error.message and "gzip, gzip, gzip" in error.message
@@ -92,7 +67,7 @@ def test_a_gzip_bomb_is_refused_unread_and_memory_stays_flat(server: HostileServ
 
 @pytest.mark.parametrize("path", ["/gzip.png", "/br.png"])
 def test_any_content_encoding_but_identity_is_refused(server: HostileServer, path: str) -> None:
-    assert _refused(f"{server.base_url}{path}").code == "image_compressed"
+    assert refused(f"{server.base_url}{path}").code == "image_compressed"
 
 
 def test_the_ingress_refuses_the_bomb_with_a_4xx_naming_the_field(server: HostileServer) -> None:
@@ -128,7 +103,7 @@ def test_the_ingress_refuses_the_bomb_with_a_4xx_naming_the_field(server: Hostil
     ],
 )
 def test_control_format_and_space_characters_are_refused(url: str, said: str) -> None:
-    error = _refused(url)
+    error = refused(url)
     assert error.code == "image_url_refused" and said in error.message
     assert "percent-encode" in error.message
     with pytest.raises(ImageInputError):
@@ -146,13 +121,13 @@ def test_control_format_and_space_characters_are_refused(url: str, said: str) ->
     ],
 )
 def test_every_url_parse_error_is_a_refusal(url: str) -> None:
-    error = _refused(url)
+    error = refused(url)
     assert error.code == "image_url_refused" and "not a valid URL" in error.message
 
 
 def test_a_redirect_to_an_unparsable_location_is_refused(server: HostileServer) -> None:
     # httpx itself refuses to build the next request (RemoteProtocolError): a handled 4xx.
-    assert _refused(f"{server.base_url}/redirect/unparsable").code == "image_fetch_failed"
+    assert refused(f"{server.base_url}/redirect/unparsable").code == "image_fetch_failed"
 
 
 def test_the_ingress_answers_the_control_character_url_with_a_4xx() -> None:
@@ -185,13 +160,13 @@ WRAPPED = [
 @pytest.mark.parametrize(("address", "reason"), WRAPPED)
 def test_ipv6_forms_wrapping_ipv4_are_refused(address: str, reason: str) -> None:
     assert reason in (address_refusal(ipaddress.ip_address(address)) or "")
-    literal = _refused(f"http://[{address}]/a.png")
+    literal = refused(f"http://[{address}]/a.png")
     assert reason in literal.message and literal.code == "image_url_refused"
 
     async def resolves_to_it(host: str, port: int) -> list[str]:
         return ["93.184.216.34", address]  # one bad address among good ones is enough
 
-    by_dns = _refused("http://images.example/a.png", resolver=resolves_to_it)
+    by_dns = refused("http://images.example/a.png", resolver=resolves_to_it)
     assert reason in by_dns.message
 
 
@@ -222,7 +197,7 @@ def test_specific_reasons_win_for_loopback_forms() -> None:
 def test_redirects_to_wrapped_forms_are_refused(
     server: HostileServer, path: str, reason: str
 ) -> None:
-    assert reason in _refused(f"{server.base_url}{path}").message
+    assert reason in refused(f"{server.base_url}{path}").message
 
 
 # ---- a bound on concurrent fetches ------------------------------------------------------------
