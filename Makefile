@@ -35,8 +35,10 @@ bench-venv: $(BENCH_STAMP)
 serve: venv
 	SOCIALPLAY_DEV_MODE=$${SOCIALPLAY_DEV_MODE:-1} $(PY) -m deployments.launch
 
+# Integration tests share one Ray instance, so they run on one pytest-xdist worker (one
+# xdist group, tests/conftest.py); the unit tests spread over the other workers meanwhile.
 test: venv
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 3 --dist loadgroup
 
 test-unit: venv
 	$(PY) -m pytest -q tests/unit
