@@ -94,7 +94,9 @@ class Replay:
             (self.shims / name).symlink_to(sys.executable)
 
     def path(self, container_path: str, workdir: str) -> Path:
-        absolute = container_path if container_path.startswith("/") else f"{workdir}/{container_path}"
+        absolute = (
+            container_path if container_path.startswith("/") else f"{workdir}/{container_path}"
+        )
         return self.root / absolute.lstrip("/")
 
     def rewrite(self, text: str) -> str:

@@ -112,7 +112,9 @@ def test_every_shipped_data_file_is_package_data() -> None:
 def test_the_project_is_installed_from_pyproject_not_from_a_hand_list(
     dockerfile: Dockerfile,
 ) -> None:
-    installs = [args for r in dockerfile.stage("build").all("RUN") for args in _pip_installs(r.args)]
+    installs = [
+        args for r in dockerfile.stage("build").all("RUN") for args in _pip_installs(r.args)
+    ]
     assert ["."] in installs
     dependencies = pyproject()["project"]["dependencies"]  # type: ignore[index]
     names = {re.split(r"[<>=\[ ;]", d)[0].lower() for d in dependencies}  # type: ignore[union-attr]

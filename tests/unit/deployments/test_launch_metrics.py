@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import sys
+import types
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,12 @@ def test_the_child_starts_ray_on_the_port_unless_ray_runs_elsewhere() -> None:
     config = Path("/srv/serve_config.yaml")
     command = serve_run_command(config, 8080, {})
     assert command == [
-        sys.executable, "-m", "deployments.serve_run", "--metrics-export-port", "8080", str(config)
+        sys.executable,
+        "-m",
+        "deployments.serve_run",
+        "--metrics-export-port",
+        "8080",
+        str(config),
     ]
     # An existing cluster (RAY_ADDRESS) has its own metrics port: plain `serve run`.
     existing = serve_run_command(config, 8080, {"RAY_ADDRESS": "ray://head:10001"})
@@ -60,16 +66,26 @@ def test_the_child_starts_ray_on_the_port_unless_ray_runs_elsewhere() -> None:
 
 
 def test_serve_run_inits_ray_with_the_port_then_hands_over(monkeypatch: pytest.MonkeyPatch) -> None:
-    import ray
-    from ray.serve import scripts
-
+    # Stand-ins for the three Ray names serve_run uses: importing Ray's CLI costs seconds.
     calls: list[tuple[str, Any]] = []
-    monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(("init", kwargs)))
-    monkeypatch.setattr(
-        scripts.cli, "main", lambda args, prog_name: calls.append(("serve", (prog_name, args)))
+    ray = types.ModuleType("ray")
+    ray.init = lambda **kwargs: calls.append(("init", kwargs))  # type: ignore[attr-defined]
+    constants = types.ModuleType("ray.serve._private.constants")
+    constants.SERVE_NAMESPACE = "serve-ns"  # type: ignore[attr-defined]
+    scripts = types.ModuleType("ray.serve.scripts")
+    scripts.cli = types.SimpleNamespace(  # type: ignore[attr-defined]
+        main=lambda args, prog_name: calls.append(("serve", (prog_name, args)))
     )
-    assert serve_run.main(["--metrics-export-port", "8181", "serve_config.yaml"]) == 0
+    for name, module in (
+        ("ray", ray),
+        ("ray.serve", types.ModuleType("ray.serve")),
+        ("ray.serve._private", types.ModuleType("ray.serve._private")),
+        ("ray.serve._private.constants", constants),
+        ("ray.serve.scripts", scripts),
+    ):
+        monkeypatch.setitem(sys.modules, name, module)
+    assert serve_run.main(["--metrics-export-port", "8181", "serve_config.yaml", "-a", "x"]) == 0
     assert calls == [
-        ("init", {"namespace": "serve", "_metrics_export_port": 8181}),
-        ("serve", ("serve", ["run", "serve_config.yaml"])),
+        ("init", {"namespace": "serve-ns", "_metrics_export_port": 8181}),
+        ("serve", ("serve", ["run", "serve_config.yaml", "-a", "x"])),
     ]
