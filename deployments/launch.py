@@ -4,6 +4,10 @@ development mode, the generated key (never a configured one).
 Runs ``serve run`` as a child in its own process group, so that Ctrl-C here reaches it once, as
 a deliberate SIGINT (its graceful shutdown), whatever the terminal or process manager did.
 
+Ray starts with its Prometheus metrics on a fixed port (8080, or ``--metrics-port`` /
+``SOCIALPLAY_METRICS_PORT``), printed at start, so a scraper finds them where the docs say; a
+port already taken is refused before anything starts.
+
 Before starting it refuses what the replicas would refuse (no API key, no
 ``SOCIALPLAY_HASH_SECRET`` outside development mode), and confines Ray's gRPC proxy as far as
 Ray allows: messages capped at the HTTP body limit, and, when HTTP binds loopback, calls from
@@ -17,12 +21,14 @@ import ipaddress
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +47,54 @@ from configs.settings import (
 
 READY_TIMEOUT_S = 180.0
 STOP_TIMEOUT_S = 30.0
+METRICS_PORT_ENV = "SOCIALPLAY_METRICS_PORT"
+DEFAULT_METRICS_PORT = 8080
+
+
+def metrics_port(flag: str | None, environ: Mapping[str, str]) -> int:
+    """The port Ray exports Prometheus metrics on: ``--metrics-port``, else
+    ``SOCIALPLAY_METRICS_PORT``, else 8080. Exits naming the setting when it is not a port."""
+    if flag is not None:
+        raw, source = flag.strip(), "--metrics-port"
+    else:
+        raw, source = environ.get(METRICS_PORT_ENV, "").strip(), METRICS_PORT_ENV
+        if not raw:
+            return DEFAULT_METRICS_PORT
+    try:
+        port = int(raw)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise SystemExit(f"{source} must be a port number from 1 to 65535, got {raw!r}")
+    return port
+
+
+def refuse_taken_port(port: int) -> None:
+    """Exit with the fix when ``port`` is taken: Ray would silently export nowhere useful."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("", port))
+        except OSError:
+            raise SystemExit(
+                f"the metrics port {port} is in use (another Ray or service?); pick a free one "
+                f"with {METRICS_PORT_ENV}=<port> or --metrics-port <port>"
+            ) from None
+
+
+def serve_run_command(config_path: Path, port: int, environ: Mapping[str, str]) -> list[str]:
+    """The child that runs ``serve run``: through ``deployments.serve_run``, which starts the
+    local Ray on ``port`` first; with ``RAY_ADDRESS`` set (an existing cluster, whose metrics
+    port is its own) plain ``serve run``."""
+    if environ.get("RAY_ADDRESS"):
+        return [sys.executable, "-m", "ray.serve.scripts", "run", str(config_path)]
+    return [
+        sys.executable,
+        "-m",
+        "deployments.serve_run",
+        "--metrics-export-port",
+        str(port),
+        str(config_path),
+    ]
 
 
 def haproxy_env(state_dir: Path) -> dict[str, str]:
@@ -181,8 +235,17 @@ def main(argv: list[str] | None = None) -> int:
         help="HTTP ingress: Ray's Python proxy, or HAProxy forwarding straight to the Ingress "
         "replica (faster on small nodes; docs/benchmarks.md). Env: SOCIALPLAY_INGRESS.",
     )
+    parser.add_argument(
+        "--metrics-port",
+        default=None,
+        help=f"Ray's Prometheus metrics export port (default {DEFAULT_METRICS_PORT}). "
+        f"Env: {METRICS_PORT_ENV}.",
+    )
     args = parser.parse_args(argv)
     config_path = Path(args.config).resolve()
+    port = metrics_port(args.metrics_port, os.environ)
+    if not os.environ.get("RAY_ADDRESS"):
+        refuse_taken_port(port)
 
     env = dict(os.environ)
     # Local single-user cluster: Ray's token auth would make the `serve` CLI fail with
@@ -231,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, interrupt)
 
     child = subprocess.Popen(
-        [sys.executable, "-m", "ray.serve.scripts", "run", str(config_path)],
+        serve_run_command(config_path, port, env),
         env=env,
         start_new_session=True,
     )
@@ -247,6 +310,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print("API keys: the configured ones (API_KEYS, MODERATOR_API_KEYS, ...; not shown)")
         print(f"Models: {models}")
+        if env.get("RAY_ADDRESS"):
+            print("Metrics (Prometheus): on the Ray cluster's own metrics export port")
+        else:
+            print(f"Metrics (Prometheus): http://127.0.0.1:{port}/metrics (ours: ray_socialplay_*)")
         print(
             f'Try: curl -s -X POST {url}/api/v1/moderation/text -H "X-API-Key: {shown}" '
             "-H 'Content-Type: application/json' -d '{\"text\": \"have a lovely day\"}'"

@@ -1,0 +1,153 @@
+"""KubeRay manifests (deploy/kuberay/) validated offline against the vendored schemas.
+
+The schemas (deploy/kuberay/schemas/) are the subset of KubeRay's ray.io/v1 CRDs (and of
+batch/v1 CronJob) that the manifests use. As `kubeconform -strict` does, every object without
+`additionalProperties` or `x-kubernetes-preserve-unknown-fields` is closed here, so a
+misspelt or misplaced field fails.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from configs.schedules import load_schedules
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+KUBERAY = REPO_ROOT / "deploy/kuberay"
+SCHEMA_OF_KIND = {"RayService": "rayservice", "RayJob": "rayjob", "CronJob": "cronjob"}
+
+
+def _strict(node: Any) -> Any:
+    if isinstance(node, dict):
+        node = {k: _strict(v) for k, v in node.items()}
+        if (
+            "properties" in node
+            and "additionalProperties" not in node
+            and not node.get("x-kubernetes-preserve-unknown-fields")
+        ):
+            node["additionalProperties"] = False
+        return node
+    if isinstance(node, list):
+        return [_strict(v) for v in node]
+    return node
+
+
+def _validator(kind: str) -> jsonschema.Draft7Validator:
+    schema = json.loads((KUBERAY / "schemas" / f"{SCHEMA_OF_KIND[kind]}.json").read_text())
+    return jsonschema.Draft7Validator(_strict(schema))
+
+
+def _manifests() -> list[Path]:
+    return sorted(p for p in KUBERAY.glob("*.yaml") if not p.name.endswith(".template.yaml"))
+
+
+def _errors(document: dict[str, Any]) -> list[str]:
+    return [
+        f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
+        for e in _validator(document["kind"]).iter_errors(document)
+    ]
+
+
+@pytest.mark.parametrize("path", _manifests(), ids=lambda p: p.name)
+def test_manifest_matches_its_schema(path: Path) -> None:
+    document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    assert _errors(document) == []
+
+
+def _rayservice() -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load((KUBERAY / "rayservice.yaml").read_text())
+    return document
+
+
+@pytest.mark.parametrize(
+    ("where", "mutate"),
+    [
+        ("a misspelt spec field", lambda d: d["spec"].update(serveConfigV3="x")),
+        (
+            "a field at the wrong level",
+            lambda d: d["spec"]["rayClusterConfig"].update(rayStartParams={}),
+        ),
+        (
+            "a wrong type",
+            lambda d: d["spec"]["rayClusterConfig"]["workerGroupSpecs"][0].update(maxReplicas="4"),
+        ),
+        ("a value outside the enum", lambda d: d["spec"]["upgradeStrategy"].update(type="Blue")),
+        (
+            "a misspelt container field",
+            lambda d: d["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"][
+                "containers"
+            ][0].update(imagePullPolcy="Always"),
+        ),
+    ],
+)
+def test_a_mutated_manifest_fails(where: str, mutate: Any) -> None:
+    document = copy.deepcopy(_rayservice())
+    mutate(document)
+    assert _errors(document) != [], f"{where} passed validation"
+
+
+def test_the_rayservice_serves_serve_config_yaml() -> None:
+    spec = importlib.util.spec_from_file_location("render", KUBERAY / "render.py")
+    assert spec is not None and spec.loader is not None
+    render = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(render)
+    assert (KUBERAY / "rayservice.yaml").read_text(encoding="utf-8") == render.render(), (
+        "deploy/kuberay/rayservice.yaml is stale: run python deploy/kuberay/render.py"
+    )
+    served = yaml.safe_load(_rayservice()["spec"]["serveConfigV2"])
+    shipped = yaml.safe_load((REPO_ROOT / "serve_config.yaml").read_text(encoding="utf-8"))
+    shipped["http_options"]["host"] = "0.0.0.0"
+    assert served == shipped
+
+
+def _containers(cluster: dict[str, Any]) -> list[dict[str, Any]]:
+    groups = [cluster["headGroupSpec"], *cluster.get("workerGroupSpecs", [])]
+    return [c for g in groups for c in g["template"]["spec"]["containers"]]
+
+
+def test_the_rayservice_has_secrets_bounds_and_the_fast_path() -> None:
+    cluster = _rayservice()["spec"]["rayClusterConfig"]
+    assert cluster["rayVersion"] == "2.60.0"
+    assert cluster["enableInTreeAutoscaling"] is True
+    for group in cluster["workerGroupSpecs"]:
+        assert 0 <= group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
+    assert cluster["headGroupSpec"]["rayStartParams"]["metrics-export-port"] == "8080"
+    for container in _containers(cluster):
+        env = {e["name"]: e for e in container["env"]}
+        for secret in ("API_KEYS", "SOCIALPLAY_HASH_SECRET"):
+            assert env[secret]["valueFrom"]["secretKeyRef"]["name"] == "socialplay-secrets"
+            assert "value" not in env[secret]
+        assert env["RAY_SERVE_ENABLE_HA_PROXY"]["value"] == "1"
+        assert container["resources"]["requests"] and container["resources"]["limits"]
+        assert container["image"] == _containers(cluster)[0]["image"]
+
+
+def test_every_enabled_schedule_has_a_rayjob_and_the_cronjob_runs_the_scheduler() -> None:
+    schedules = load_schedules(REPO_ROOT / "configs/schedules.yaml")
+    for schedule in schedules.jobs:
+        path = KUBERAY / f"rayjob-{schedule.name}.yaml"
+        job = yaml.safe_load(path.read_text(encoding="utf-8"))
+        assert job["spec"]["entrypoint"] == (
+            f"python -m pipelines.{schedule.job} --config {schedule.config}"
+        )
+        assert (REPO_ROOT / schedule.config).is_file()
+        assert job["spec"]["shutdownAfterJobFinishes"] is True
+    cronjob = yaml.safe_load((KUBERAY / "cronjob-retraining.yaml").read_text(encoding="utf-8"))
+    [container] = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["python", "-m", "pipelines.schedule"]
+    args = container["args"]
+    assert args[args.index("--schedules") + 1] == "configs/schedules.yaml"
+    # The RayService's head service (KubeRay names it <name>-head-svc), dashboard port.
+    assert (
+        args[args.index("--address") + 1]
+        == f"http://{_rayservice()['metadata']['name']}-head-svc:8265"
+    )
+    assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
