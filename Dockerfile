@@ -13,12 +13,12 @@ WORKDIR /app
 # torch first and pinned, from the CPU index: a plain resolve pulls a multi-GB CUDA build.
 RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
 
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md requirements-data.txt ./
 COPY configs/ configs/
 COPY models/ models/
 COPY deployments/ deployments/
 COPY storage/ storage/
-RUN pip install .
+RUN pip install . && pip install --no-deps --require-hashes -r requirements-data.txt
 
 COPY serve_config.yaml ./
 

@@ -280,7 +280,7 @@ def decode_rows(
 
     A class's score is objectness x class probability; `objectness_applied`: the class
     columns hold that product already (OpenCV's Darknet ``yolo`` layer writes it so).
-    Boxes are clipped to the image.
+    Boxes are clipped to the image; those with less than a pixel of it left are dropped.
     """
     class_columns = rows[:, _CLASS_OFFSET:]
     if not objectness_applied:
@@ -294,7 +294,13 @@ def decode_rows(
     right = np.clip(boxes[:, 0] + boxes[:, 2], 0, width)
     bottom = np.clip(boxes[:, 1] + boxes[:, 3], 0, height)
     clipped = np.stack([left, top, right - left, bottom - top], axis=1).astype(np.float32)
-    return clipped, scores[keep].astype(np.float32), best[keep].astype(np.int64)
+    # A box that lies in the grey border only has nothing of the image left: dropped.
+    inside = (clipped[:, 2] >= 1) & (clipped[:, 3] >= 1)
+    return (
+        clipped[inside],
+        scores[keep][inside].astype(np.float32),
+        best[keep][inside].astype(np.int64),
+    )
 
 
 def select(
