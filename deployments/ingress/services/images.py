@@ -252,7 +252,10 @@ async def tag_image(
     tag_list = tags.tags
     models = list(tags.models)
     if detected is not None:
-        objects, objects_reason = await detected
+        try:
+            objects, objects_reason = await detected
+        except OverloadedError:  # a full detector queue costs the tags their objects only
+            objects, objects_reason = None, "node overloaded"
         if objects is not None:
             tag_list = add_backed_tags(tag_list, objects.result.tags, OBJECTS_SOURCE)
             models.append(objects.model.name)
