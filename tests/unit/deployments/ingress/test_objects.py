@@ -12,6 +12,7 @@ from deployments.ingress.app import build_fastapi_app
 from deployments.ingress.state import IngressState
 from models.answers import Answer, ModelRef
 from models.detector import DetectedObject, DetectedObjects
+from models.exceptions import OverloadedError
 from models.faces import Faces
 from models.images import encode_jpeg, encode_png
 from models.tagger import ImageTag, ImageTags
@@ -111,3 +112,15 @@ def test_bad_images_are_refused_before_the_node_is_called() -> None:
     assert (text.status_code, text.json()["error"]["code"]) == (422, "image_invalid")
     assert both.status_code == 422 and both.json()["error"]["code"] == "invalid_field"
     assert detector.predict.calls == []
+
+
+def test_a_full_detector_queue_is_503_for_objects_but_only_degrades_tags() -> None:
+    full = OverloadedError("the ObjectDetector queue is full", 1.0)
+    state = fake_state({"detector": _detector(full), "tagger": _tagger()})
+    png = encode_png(noise_image(5, 60, 80))
+    with _client(state) as client:
+        objects = client.post("/api/v1/image/objects", json=_b64(png))
+        tags = client.post("/api/v1/image/tags", json=_b64(png))
+    assert objects.status_code == 503 and "Retry-After" in objects.headers
+    assert tags.status_code == 200, tags.text
+    assert tags.json()["degraded_reason"] == "objects: node overloaded"
