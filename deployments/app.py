@@ -13,9 +13,10 @@ from ray.serve import Application
 from ray.serve.deployment import Deployment
 
 from configs.app import AppArgs
-from configs.nodes import TextClassifierSpec
+from configs.nodes import DetectorModelSpec, TextClassifierSpec
 from deployments.ingress.deployment import Ingress
 from deployments.ingress.experiments import node_key
+from deployments.nodes.detector import ObjectDetector
 from deployments.nodes.embedder import Embedder
 from deployments.nodes.nsfw import NsfwDetector
 from deployments.nodes.recommender import Recommender
@@ -23,6 +24,8 @@ from deployments.nodes.replies import SmartReply
 from deployments.nodes.tagger import ImageTagger
 from deployments.nodes.text_classifier import text_classifier_deployment
 from deployments.nodes.trends import Trends
+from models.detector import DEFAULT_TAG_MAP
+from models.tagger import DEFAULT_TAGS
 from models.text_classifier import TextTask
 
 # Serve notices a dead replica at its next health check and only then starts another; its
@@ -37,8 +40,8 @@ GRACEFUL_SHUTDOWN_WAIT_LOOP_S = 0.2
 def build_graph(
     args: AppArgs, deployment_options: Mapping[str, Mapping[str, Any]] | None = None
 ) -> Application:
-    """``Ingress.bind(moderation=..., sentiment=..., [nsfw=..., tagger=..., embedder=...,
-    recommender=..., trends=..., replies=..., "moderation:<variant>"=..., ...])``.
+    """``Ingress.bind(moderation=..., sentiment=..., [nsfw=..., tagger=..., detector=...,
+    embedder=..., recommender=..., trends=..., replies=..., "moderation:<variant>"=..., ...])``.
 
     ``deployment_options`` maps a deployment name to ``.options()`` overrides (tests and
     benchmarks; operators use ``serve_config.yaml``).
@@ -77,6 +80,8 @@ def build_graph(
         image_nodes["nsfw"] = node(NsfwDetector, "NsfwDetector").bind(args.nsfw_model)
     if args.tagger_model.enabled:
         image_nodes["tagger"] = node(ImageTagger, "ImageTagger").bind(args.tagger_model)
+    if args.detector_model.enabled:
+        image_nodes["detector"] = node(ObjectDetector, "ObjectDetector").bind(detector_spec(args))
     # Recommender nodes are optional too. The Recommender owns the event store, feature store
     # and index; it calls the Embedder for new texts. The ingress gets the Embedder's handle
     # only to report it in /health: routes reach it through the Recommender, one hop.
@@ -100,6 +105,17 @@ def build_graph(
     return node(Ingress, "Ingress").bind(
         **text_nodes, **image_nodes, **recommender_nodes, **variant_nodes
     )
+
+
+def detector_spec(args: AppArgs) -> DetectorModelSpec:
+    """The detector's spec with its tag map set: labels map only to the tagger's candidate
+    tags (a configured map is checked by AppArgs; the default one is cut to the candidates)."""
+    spec = args.detector_model
+    if spec.tag_map is not None:
+        return spec
+    candidates = set(args.tagger_model.tags or DEFAULT_TAGS)
+    tag_map = {label: tag for label, tag in DEFAULT_TAG_MAP.items() if tag in candidates}
+    return spec.model_copy(update={"tag_map": tag_map})
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:

@@ -47,6 +47,7 @@ DEFAULT_PROMPT_TEMPLATE = "a photo of {tag}"
 DEFAULT_TOP_K = 5
 CLIP_SOURCE = "clip"
 FACES_SOURCE = "faces"
+OBJECTS_SOURCE = "objects"
 # A single face covering at least this share of the picture is a selfie, not a portrait
 # taken from across the room.
 SELFIE_MIN_FACE_AREA_FRACTION = 0.05
@@ -281,6 +282,23 @@ class ImageTagModel:
     def predict_requests(self, requests: list[ImageTagRequest]) -> list[ImageTags]:
         """`predict_batch` over typed requests, each with its own ``top_k``."""
         return self.predict_batch([r.image for r in requests], [r.top_k for r in requests])
+
+
+def add_backed_tags(
+    tags: Sequence[ImageTag], backed: Sequence[str], source: str
+) -> tuple[ImageTag, ...]:
+    """`tags` with `source` added to those in `backed`, and `backed`'s others appended.
+
+    A new tag's score is null (a detector backs it, not CLIP); it follows the listed tags.
+    """
+    listed = {tag.tag: tag for tag in tags}
+    for name in backed:
+        tag = listed.get(name)
+        if tag is None:
+            listed[name] = ImageTag(name, None, (source,))
+        elif source not in tag.sources:
+            listed[name] = ImageTag(name, tag.score, (*tag.sources, source))
+    return tuple(listed.values())
 
 
 def face_tags_possible(candidates: Sequence[str]) -> list[str]:

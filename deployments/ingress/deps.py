@@ -91,3 +91,4 @@ def _image_node_dependency(name: str) -> Callable[[IngressState], NodeHandle]:
 # Resolved before the body is read: a graph without the node answers 422 before any fetch.
 NsfwNode = Annotated[NodeHandle, Depends(_image_node_dependency("nsfw"))]
 TaggerNode = Annotated[NodeHandle, Depends(_image_node_dependency("tagger"))]
+DetectorNode = Annotated[NodeHandle, Depends(_image_node_dependency("detector"))]

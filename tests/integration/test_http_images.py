@@ -1,4 +1,5 @@
-"""Image routes over HTTP under serve.run: one deploy (NSFW + tiny CLIP tagger) for the module.
+"""Image routes over HTTP under serve.run: one deploy (NSFW + tiny CLIP tagger + the embedded
+yolov3-tiny object detector) for the module.
 
 The hostile-input attempts of issue 15 (a triple-gzip bomb from an allowlisted host, a URL
 with a control character, 5,000 nested JSON arrays) run here too, on the same deploy.
@@ -19,7 +20,7 @@ import pytest
 
 from configs.app import AppArgs
 from deployments.app import build_graph
-from models.images import encode_png
+from models.images import encode_jpeg, encode_png
 from tests.fixtures.hostile_server import HostileServer, gzip_bomb, hostile_server
 from tests.fixtures.image_server import ImageServer, image_server, silent_port
 from tests.fixtures.images import noise_image
@@ -63,6 +64,7 @@ def images_app(base_url: str, tiny_clip_checkpoint: Path) -> Iterator[None]:
                 "tags": TAGS,
                 "top_k": 2,
             },
+            "detector_model": {"enabled": True, "num_threads": 1},
         }
     )
     small = {"ray_actor_options": {"num_cpus": 0.1}}
@@ -84,6 +86,7 @@ def images_app(base_url: str, tiny_clip_checkpoint: Path) -> Iterator[None]:
         "Sentiment": small,
         "NsfwDetector": small,
         "ImageTagger": small,
+        "ObjectDetector": small,
     }
     deploy(build_graph(args, options), base_url)
     yield
@@ -106,6 +109,8 @@ def test_health_lists_the_image_nodes(images_app: None, base_url: str) -> None:
     nodes = health_detail(base_url)["nodes"]
     assert nodes["nsfw"]["status"] == "ok" and nodes["nsfw"]["name"] == "nudenet-320n"
     assert nodes["tagger"]["status"] == "ok" and nodes["tagger"]["labels"] == TAGS
+    assert nodes["detector"]["status"] == "ok" and nodes["detector"]["name"] == "yolov3-tiny"
+    assert len(nodes["detector"]["labels"]) == 80
 
 
 def test_moderate_image_by_url_base64_and_upload_agree(
@@ -154,7 +159,7 @@ def test_tags_with_clip_and_faces(
     face_backed = {t["tag"] for t in body["tags"] if "faces" in t["sources"]}
     assert face_backed == {"people", "selfie"}
     clip_name = Path(body["model"]["name"].split("+")[0]).name
-    assert body["models"] == [clip_name, "opencv-haar-frontalface"]
+    assert body["models"] == [clip_name, "opencv-haar-frontalface", "yolov3-tiny"]
     default_k = client.post("/api/v1/image/tags", json={"image_url": f"{server.base_url}/ok.png"})
     assert len([t for t in default_k.json()["tags"] if "clip" in t["sources"]]) == 2
 
@@ -177,7 +182,9 @@ BAD_INPUTS = [
 ]
 
 
-@pytest.mark.parametrize("route", ["/api/v1/moderation/image", "/api/v1/image/tags"])
+@pytest.mark.parametrize(
+    "route", ["/api/v1/moderation/image", "/api/v1/image/tags", "/api/v1/image/objects"]
+)
 def test_every_bad_input_gets_its_4xx_and_the_service_keeps_serving(
     images_app: None, client: httpx.Client, server: ImageServer, silent: int, route: str
 ) -> None:
@@ -193,6 +200,36 @@ def test_every_bad_input_gets_its_4xx_and_the_service_keeps_serving(
         assert error["message"] and error["field"], (name, error)
     good = client.post(route, json={"image_url": f"{server.base_url}/ok.png"})
     assert good.status_code == 200, good.text
+
+
+def test_objects_in_real_photographs_and_the_tags_they_back(
+    images_app: None, client: httpx.Client
+) -> None:
+    data = pytest.importorskip("skimage.data")
+    astronaut = encode_png(data.astronaut())
+    cat = encode_jpeg(data.chelsea())
+    person = client.post(
+        "/api/v1/image/objects", json={"image_base64": base64.b64encode(astronaut).decode()}
+    )
+    chelsea = client.post("/api/v1/image/objects", files={"file": ("cat.jpg", cat, "image/jpeg")})
+    for response, label in ((person, "person"), (chelsea, "cat")):
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["objects"][0]["label"] == label and body["objects"][0]["score"] >= 0.5
+        assert body["model"]["name"] == "yolov3-tiny" and body["degraded"] is False
+        x, y, w, h = body["objects"][0]["box"]
+        assert (
+            0 <= x
+            and 0 <= y
+            and x + w <= body["image"]["width"]
+            and y + h <= body["image"]["height"]
+        )
+    tags = client.post(
+        "/api/v1/image/tags", json={"image_base64": base64.b64encode(astronaut).decode()}
+    )
+    assert tags.status_code == 200, tags.text
+    people = [t for t in tags.json()["tags"] if t["tag"] == "people"]
+    assert people and "objects" in people[0]["sources"]
 
 
 def test_oversized_image_body_is_413(images_app: None, client: httpx.Client) -> None:

@@ -1,4 +1,5 @@
-"""Images: ``/api/v1/moderation/image`` (NSFW verdict) and ``/api/v1/image/tags``.
+"""Images: ``/api/v1/moderation/image`` (NSFW verdict), ``/api/v1/image/tags`` and
+``/api/v1/image/objects``.
 
 An image arrives as JSON ``{"image_url"}`` / ``{"image_base64"}`` or as a multipart upload
 (field ``file``); reading that is HTTP's business and happens here, the rest in
@@ -16,11 +17,12 @@ from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
 from configs.ingress import ImageInputConfig
-from deployments.ingress.deps import NsfwNode, State, TaggerNode, api_router
+from deployments.ingress.deps import DetectorNode, NsfwNode, State, TaggerNode, api_router
 from deployments.ingress.schemas.images import (
     ImageModerationResult,
     ImageRequest,
     ImageTagsResult,
+    ObjectsResult,
     TagRequest,
 )
 from deployments.ingress.services import images
@@ -116,3 +118,10 @@ async def tag_image(request: Request, state: State, tagger: TaggerNode) -> Image
     source, body, extra = await read_image_request(request, TagRequest, state.config.images)
     top_k = body.top_k if isinstance(body, TagRequest) else _form_top_k(extra)
     return await images.tag_image(state, tagger, source, top_k)
+
+
+@router.post("/api/v1/image/objects", tags=["Image"], openapi_extra=IMAGE_BODY)
+async def detect_objects(request: Request, state: State, detector: DetectorNode) -> ObjectsResult:
+    """Objects in one image: label, score and box [x, y, width, height], best first."""
+    source, _, _ = await read_image_request(request, ImageRequest, state.config.images)
+    return await images.detect_objects(state, detector, source)

@@ -93,7 +93,9 @@ class ImageTag(BaseModel):
     score: float | None = Field(
         description="CLIP probability over the candidate tags; null when only a detector backs it."
     )
-    sources: list[str] = Field(description='Models that produced the tag: "clip", "faces".')
+    sources: list[str] = Field(
+        description='Models that produced the tag: "clip", "faces", "objects".'
+    )
 
 
 class FacesResult(BaseModel):
@@ -112,4 +114,22 @@ class ImageTagsResult(BaseModel):
     image: ImageMeta
     model: ModelRef
     degraded: bool
+    degraded_reason: str | None = None
+
+
+class DetectedObject(BaseModel):
+    """One object; ``box`` is [x, y, width, height] in original image pixels."""
+
+    label: str = Field(description="A label of the detector's checkpoint (COCO's 80 by default).")
+    score: float = Field(description="Objectness x class probability.")
+    box: list[int]
+
+
+class ObjectsResult(BaseModel):
+    """Objects found in one image, best first."""
+
+    objects: list[DetectedObject]
+    image: ImageMeta
+    model: ModelRef | None = Field(description="Null when no model could look at the image.")
+    degraded: bool = Field(description="True when the detector node failed: objects is empty.")
     degraded_reason: str | None = None

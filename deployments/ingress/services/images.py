@@ -1,4 +1,4 @@
-"""Images: NSFW verdicts and tags of one image, and the images of a post.
+"""Images: NSFW verdicts, tags and objects of one image, and the images of a post.
 
 The ingress fetches (``image_fetch``: SSRF and size guards) and decodes (``models.images``:
 pixel cap, truncated or non-image bytes) before any node is called, and sends the node a
@@ -7,7 +7,9 @@ original image's pixels.
 
 Each node call has a timeout; when the NSFW or tagger node fails, the same shipped detector
 (nudenet, or the face detector) answers from the ingress with ``degraded: true``, and if even
-that fails an image is flagged for review, never approved.
+that fails an image is flagged for review, never approved. When the object detector fails,
+``/image/objects`` answers no objects with ``degraded: true`` (a 35 MB network is not loaded
+into the ingress), and ``/image/tags`` answers without object-backed tags, also degraded.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from deployments.ingress.calls import answer_degraded, call_node, fallback_slot
 from deployments.ingress.image_fetch import decode_base64_image
 from deployments.ingress.schemas.common import ErrorDetail, ModelRef
 from deployments.ingress.schemas.images import (
+    DetectedObject,
     FacesResult,
     ImageMeta,
     ImageModerationResult,
@@ -30,6 +33,7 @@ from deployments.ingress.schemas.images import (
     ImageTagsResult,
     NsfwDetection,
     NsfwScores,
+    ObjectsResult,
     PostImageResult,
 )
 from deployments.ingress.state import IngressState, NodeHandle
@@ -42,8 +46,10 @@ from models.exceptions import (
     OverloadedError,
 )
 from models.images import DecodedImage, ImageTagRequest, decode_image
+from models.tagger import OBJECTS_SOURCE, add_backed_tags
 
 if TYPE_CHECKING:
+    from models.detector import DetectedObjects
     from models.nsfw import NsfwResult
     from models.tagger import ImageTags
 
@@ -51,7 +57,12 @@ logger = logging.getLogger("ray.serve")
 
 _RATING = {"approve": "safe", "flag_for_review": "questionable", "reject": "unsafe"}
 # The setting that adds each optional image node to the graph.
-_NODE_SETTINGS = {"nsfw": "nsfw_model.enabled", "tagger": "tagger_model.enabled"}
+_NODE_SETTINGS = {
+    "nsfw": "nsfw_model.enabled",
+    "tagger": "tagger_model.enabled",
+    "detector": "detector_model.enabled",
+}
+_FEATURES = {"nsfw": "image moderation", "tagger": "image tagging", "detector": "object detection"}
 
 
 def image_node(state: IngressState, name: str, field_name: str) -> NodeHandle:
@@ -60,9 +71,9 @@ def image_node(state: IngressState, name: str, field_name: str) -> NodeHandle:
     if handle is None:
         raise FeatureNotEnabledError(
             field_name,
-            f"image {'moderation' if name == 'nsfw' else 'tagging'} is not "
-            f"enabled in this deployment; set args.{_NODE_SETTINGS[name]}: true in "
-            "serve_config.yaml" + (" or send the post without images" if name == "nsfw" else ""),
+            f"{_FEATURES[name]} is not enabled in this deployment; set "
+            f"args.{_NODE_SETTINGS[name]}: true in serve_config.yaml"
+            + (" or send the post without images" if name == "nsfw" else ""),
         )
     return handle
 
@@ -211,6 +222,11 @@ async def tag_image(
 ) -> ImageTagsResult:
     """Tags of one image (CLIP top-k and face-backed tags), with the models behind each."""
     image = await load_image(state, source)
+    # The detector (when the graph has it) looks at the image while the tagger tags it.
+    detector = state.nodes.get("detector")
+    detected = (
+        asyncio.create_task(find_objects(state, detector, image)) if detector is not None else None
+    )
     reason: str | None = None
     try:
         output: Answer[ImageTags] = await call_node(
@@ -220,22 +236,76 @@ async def tag_image(
             ImageTagRequest(image.decoded.pixels, top_k),
         )
     except Exception as exc:  # any node failure: faces-only tags from the ingress
-        reason = answer_degraded("tagger", exc)
-        fallback = await state.fallbacks.tagger.get()  # loaded once, outside the bound
-        async with fallback_slot(state, "tagger"):  # bounded: 503 when full
-            results = await asyncio.to_thread(
-                fallback.predict_batch, [image.decoded.pixels], [top_k]
-            )
+        try:
+            reason = answer_degraded("tagger", exc)
+            fallback = await state.fallbacks.tagger.get()  # loaded once, outside the bound
+            async with fallback_slot(state, "tagger"):  # bounded: 503 when full
+                results = await asyncio.to_thread(
+                    fallback.predict_batch, [image.decoded.pixels], [top_k]
+                )
+        except BaseException:
+            if detected is not None:
+                detected.cancel()
+            raise
         output = Answer(results[0], answers.ModelRef.of(fallback.info))
     tags = output.result
+    tag_list = tags.tags
+    models = list(tags.models)
+    if detected is not None:
+        try:
+            objects, objects_reason = await detected
+        except OverloadedError:  # a full detector queue costs the tags their objects only
+            objects, objects_reason = None, "node overloaded"
+        if objects is not None:
+            tag_list = add_backed_tags(tag_list, objects.result.tags, OBJECTS_SOURCE)
+            models.append(objects.model.name)
+        else:
+            detail = f"objects: {objects_reason}"
+            reason = f"{reason}; {detail}" if reason else detail
     return ImageTagsResult(
-        tags=[ImageTag(**asdict(tag)) for tag in tags.tags],
+        tags=[ImageTag(**asdict(tag)) for tag in tag_list],
         faces=FacesResult(
             count=tags.faces.count, boxes=[image.scale_box(box) for box in tags.faces.boxes]
         ),
-        models=list(tags.models),
+        models=models,
         image=image.meta(),
         model=ModelRef.of(output.model),
+        degraded=reason is not None,
+        degraded_reason=reason,
+    )
+
+
+# ---- objects ------------------------------------------------------------------------------
+async def find_objects(
+    state: IngressState, detector: NodeHandle, image: LoadedImage
+) -> tuple[Answer[DetectedObjects] | None, str | None]:
+    """The detector node's answer for one image, or None and why it failed.
+
+    Raises:
+        OverloadedError: The node's queue is full (503 with Retry-After, as for every node).
+    """
+    try:
+        output: Answer[DetectedObjects] = await call_node(
+            state, detector.predict, state.config.timeouts.detector_s, image.decoded.pixels
+        )
+    except Exception as exc:  # any node failure: no objects, said so
+        return None, answer_degraded("detector", exc)
+    return output, None
+
+
+async def detect_objects(
+    state: IngressState, detector: NodeHandle, source: ImageSource
+) -> ObjectsResult:
+    """Objects in one image (label, score, box in original pixels), best first."""
+    image = await load_image(state, source)
+    output, reason = await find_objects(state, detector, image)
+    found = output.result.objects if output is not None else ()
+    return ObjectsResult(
+        objects=[
+            DetectedObject(label=o.label, score=o.score, box=image.scale_box(o.box)) for o in found
+        ],
+        image=image.meta(),
+        model=ModelRef.of(output.model) if output is not None else None,
         degraded=reason is not None,
         degraded_reason=reason,
     )

@@ -21,11 +21,10 @@ def test_serve_config_yaml_validates_against_our_models() -> None:
     assert app["import_path"] == "deployments.app:build_app"
     AppArgs.model_validate(app["args"])
     deployments = {d["name"]: d for d in app["deployments"]}
-    assert {"Ingress", "TextModeration", "Sentiment", "NsfwDetector", "ImageTagger"} <= set(
-        deployments
-    )
+    nodes = ("TextModeration", "Sentiment", "NsfwDetector", "ImageTagger", "ObjectDetector")
+    assert {"Ingress", *nodes} <= set(deployments)
     IngressConfig.model_validate(deployments["Ingress"]["user_config"])
-    for name in ("TextModeration", "Sentiment", "NsfwDetector", "ImageTagger"):
+    for name in nodes:
         node = ModelNodeConfig.model_validate(deployments[name]["user_config"])
         # Batches only fill when the replica may hold that many requests.
         assert deployments[name]["max_ongoing_requests"] >= node.batching.max_batch_size

@@ -30,6 +30,7 @@ from deployments.ingress.app import build_fastapi_app
 from deployments.ingress.image_fetch import ImageFetcher
 from deployments.nodes.recommender import Recommender
 from deployments.nodes.trends import Trends
+from models.detector import DetectedObjects
 from models.faces import Faces
 from models.nsfw import NsfwResult
 from models.replies import ReplyDecision
@@ -128,6 +129,7 @@ def _nodes() -> dict[str, Any]:
             predict=answer(ImageTags(tags=(), faces=Faces(0, ()), models=("fake",))),
             info=info,
         ),
+        "detector": FakeNode("ObjectDetector", predict=answer(DetectedObjects(())), info=info),
         "embedder": embedder,
         "recommender": recommender,
         "trends": LocalNode("Trends", lambda: Trends.func_or_class(recommender, sentiment)),
