@@ -248,8 +248,7 @@ class HeadSearchSpace(_Strict):
             raise ValueError(f"batch_size choices {bad_batch} are outside 1..65536")
         if not 0.0 <= self.dropout.low <= self.dropout.high < 1.0:
             raise ValueError(
-                f"dropout range [{self.dropout.low}, {self.dropout.high}] must lie within "
-                "[0, 1)"
+                f"dropout range [{self.dropout.low}, {self.dropout.high}] must lie within [0, 1)"
             )
         if self.grace_period > self.max_epochs:
             raise ValueError(
@@ -262,7 +261,9 @@ class HeadSearchSpace(_Strict):
 class HeadTuneJobConfig(TextHeadJobConfig):
     """A text-head job searched with Ray Tune (``python -m pipelines.tune``): the job's data,
     split, features, tracking and promotion, plus the search. The best trial on the
-    validation split is registered and goes through the job's promotion gate."""
+    validation split is registered and goes through the job's promotion gate. Each trial is
+    one CPU process (search.cpus_per_trial), so num_workers, cpus_per_worker and use_gpu do
+    not apply; storage_path holds the trials' results and checkpoints."""
 
     search: HeadSearchSpace = Field(default_factory=HeadSearchSpace)
     """Ranges, trials and early stopping of the search."""
