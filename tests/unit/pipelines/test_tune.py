@@ -115,3 +115,67 @@ def test_trials_table_lists_the_best_first_and_marks_it() -> None:
     assert lines[1].split()[:3] == ["2*", "256", "0.003"]
     assert lines[2].split()[0] == "1" and lines[2].split()[-1] == "asha"
     assert lines[3].split()[0] == "3" and " - " in lines[3]
+
+
+def test_head_trial_reports_every_epoch_and_checkpoints_its_best(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The trainable alone (no Ray): `tune.report` is captured instead of sent."""
+    import shutil
+
+    import numpy as np
+
+    from models.heads import MODERATION_HEAD_LABELS, HeadConfig, davidson_targets, load_head
+    from pipelines import tune as tune_module
+    from pipelines.ray_train import read_history
+
+    reports: list[tuple[dict[str, Any], Path | None]] = []
+
+    def report(metrics: dict[str, Any], checkpoint: Any = None) -> None:
+        kept = None
+        if checkpoint is not None:
+            kept = tmp_path / f"checkpoint-{len(reports)}"
+            shutil.copytree(checkpoint.path, kept)
+        reports.append((dict(metrics), kept))
+
+    monkeypatch.setattr(tune_module.tune, "report", report)
+    rng = np.random.default_rng(0)
+    classes = rng.choice(3, size=120).astype(np.int64)
+    vectors = (rng.normal(size=(3, 384))[classes] + rng.normal(scale=3.0, size=(120, 384))).astype(
+        np.float32
+    )
+    arrays = {
+        "x_train": vectors[:80],
+        "y_train": davidson_targets(classes[:80]),
+        "x_val": vectors[80:],
+        "val_classes": classes[80:],
+    }
+    config = {
+        "learning_rate": 0.01,
+        "weight_decay": 0.0,
+        "hidden_dim": 16,
+        "dropout": 0.0,
+        "batch_size": 16,
+        "metric": "macro_auc",
+        "seed": 0,
+        "max_epochs": 6,
+        "patience": 2,
+        "threads": 1,
+    }
+    head_config = HeadConfig(task="moderation", labels=MODERATION_HEAD_LABELS)
+    tune_module.head_trial(config, arrays, head_config)
+
+    epochs = [metrics["epoch"] for metrics, _ in reports]
+    assert epochs == list(range(1, len(epochs) + 1)) and 1 <= len(epochs) <= 6
+    last = reports[-1][0]
+    assert last["stopped_by_patience"] == (len(epochs) < 6)
+    best = max(metrics["val_macro_auc"] for metrics, _ in reports)
+    assert last["best_val_macro_auc"] == best
+    # Checkpoints come exactly when the best improves; the last one holds the best epoch.
+    checkpoints = [(m, kept) for m, kept in reports if kept is not None]
+    assert [m["epoch"] for m, _ in checkpoints] == sorted({m["best_epoch"] for m, _ in reports})
+    final = checkpoints[-1][1]
+    assert final is not None
+    head = load_head(final)
+    assert head.config.hidden_dim == 16 and head.metrics["best_epoch"] == last["best_epoch"]
+    assert len(read_history(final)) == last["best_epoch"]
