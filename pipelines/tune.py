@@ -214,7 +214,9 @@ class _SearchCallback(tune.Callback):
             record.best_score = score
             record.best_epoch = int(result.get("best_epoch", record.epochs))
         if self.client is not None and record.mlflow_run_id is not None:
-            metrics = _finite({k: v for k, v in result.items() if k.startswith(("val_", "train"))})
+            metrics = _finite(
+                {k: v for k, v in result.items() if k.startswith("val_") or k == "train_loss"}
+            )
             timestamp_ms = int(time.time() * 1000)
             self.client.log_batch(
                 record.mlflow_run_id,
