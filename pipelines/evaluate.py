@@ -365,6 +365,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--path", help="checkpoint directory (kinds transformer, head)")
     parser.add_argument("--device", default="cpu", help="device of checkpoint kinds")
     parser.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a load option of the kind, as a node's config sets it (e.g. max_length=256, "
+        "stride=32, backend=onnx); repeatable",
+    )
+    parser.add_argument(
         "--split",
         choices=("all", "test", "validation"),
         default="all",
@@ -393,6 +401,24 @@ def _check_numbers(args: argparse.Namespace) -> None:
     ):
         if not 0.0 < value < 0.5:
             raise EvaluationError(flag, f"{value} must be within (0, 0.5), as the jobs'")
+
+
+def _options(pairs: Sequence[str]) -> dict[str, Any]:
+    """``NAME=VALUE`` pairs as load options; numbers become int or float."""
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        if not sep or not name.strip():
+            raise EvaluationError("--option", f"{pair!r} is not NAME=VALUE, e.g. stride=32")
+        value: Any = raw
+        for cast in (int, float):
+            try:
+                value = cast(raw)
+                break
+            except ValueError:
+                continue
+        options[name.strip()] = value
+    return options
 
 
 def _predict(model: Any, texts: list[str], quiet: bool) -> list[Any]:
@@ -435,9 +461,12 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
             data.classes, args.validation_fraction, args.test_fraction, args.split_seed
         )
         rows = split.test if args.split == "test" else split.validation
+    options = _options(args.option)
     try:
-        model = load_text_classifier(task, args.kind, args.path, args.device)
-    except (ValueError, FileNotFoundError) as exc:
+        model = load_text_classifier(task, args.kind, args.path, args.device, **options)
+    except TypeError as exc:  # an option the kind's load does not take
+        raise EvaluationError("--option", str(exc)) from exc
+    except (ValueError, OSError) as exc:
         argument = "--path" if "checkpoint" in str(exc) or args.path else "--kind"
         raise EvaluationError(argument, str(exc)) from exc
     texts = [data.texts[i] for i in rows]

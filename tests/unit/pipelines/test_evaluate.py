@@ -241,3 +241,19 @@ def test_an_unknown_format_flag_is_refused_by_the_parser(
         main(["--kind", "profanity", "--data", str(data), "--format", "jsonl"])
     assert caught.value.code == 2
     assert "--format" in capsys.readouterr().err
+
+
+def test_cli_scores_a_transformer_checkpoint_through_the_nodes_loader(
+    tmp_path: Path, tiny_moderation_checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A tiny random toxic-bert-shaped checkpoint: the figures mean nothing, the mapping does.
+    data = write_davidson_csv(tmp_path / "d.csv", rows=40, seed=5)
+    argv = ["--kind", "transformer", "--path", str(tiny_moderation_checkpoint)]
+    # Window options as a node's config gives them (the tiny model has 64 positions).
+    argv += ["--option", "max_length=64", "--option", "stride=16"]
+    assert main([*argv, "--data", str(data), "--bootstrap", "5", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["rows"] == 40
+    assert result["notes"]["toxic_score"] == "toxic"
+    assert result["notes"]["hate_score"] == "identity_hate"
+    assert 0.0 <= result["metrics"]["auc_hate_vs_rest"]["value"] <= 1.0
