@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import logging
 import math
 import os
 import sys
@@ -398,6 +399,8 @@ def head_trial(
     its hidden width and dropout. Checkpoints (`models.heads.save_head` + history) hold the
     best epoch's weights.
     """
+    # Ray logs a line per saved checkpoint; the driver's per-trial lines are the progress.
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
     torch.set_num_threads(max(1, int(config["threads"])))
     torch.manual_seed(int(config["seed"]))
     rng = np.random.default_rng(int(config["seed"]))
