@@ -34,7 +34,12 @@ from pydantic_core import PydanticUndefined
 from configs.app import AppArgs
 from configs.ingress import IngressConfig
 from configs.nodes import ModelNodeConfig
-from configs.pipelines import BatchInferenceJobConfig, RecommenderMFJobConfig, TextHeadJobConfig
+from configs.pipelines import (
+    BatchInferenceJobConfig,
+    HeadTuneJobConfig,
+    RecommenderMFJobConfig,
+    TextHeadJobConfig,
+)
 from configs.recommender import RecommenderConfig
 from configs.schedules import Schedules
 from configs.settings import Settings
@@ -99,6 +104,15 @@ JOB_CONFIGS: tuple[ConfigFile, ...] = (
         "python -m pipelines.text_heads --config <file>",
         TextHeadJobConfig,
         "text-head job: ",
+    ),
+    ConfigFile(
+        (
+            "configs/pipelines/tune_moderation_head.yaml",
+            "configs/pipelines/tune_sentiment_head.yaml",
+        ),
+        "python -m pipelines.tune --config <file>",
+        HeadTuneJobConfig,
+        "text-head search (Ray Tune): ",
     ),
     ConfigFile(
         ("configs/pipelines/recommender_mf.yaml",),

@@ -16,12 +16,17 @@ from configs.base import StrictModel as _Strict
 
 __all__ = [
     "BatchInferenceJobConfig",
+    "HeadSearchSpace",
+    "HeadTuneJobConfig",
+    "LogUniformRange",
     "MlflowConfig",
     "RecommenderMFJobConfig",
     "TextHeadJobConfig",
+    "UniformRange",
     "load_batch_job_config",
     "load_job_config",
     "load_mf_job_config",
+    "load_tune_job_config",
 ]
 
 # Primary validation metric of each task: what early stopping and promotion compare.
@@ -172,6 +177,98 @@ class TextHeadJobConfig(RayTrainOptions):
         return self.promotion_metric or DEFAULT_PROMOTION_METRIC[self.task]
 
 
+class UniformRange(_Strict):
+    """A value drawn uniformly from [low, high] (``ray.tune.uniform``); low == high fixes it."""
+
+    low: float
+    """Smallest value."""
+    high: float
+    """Largest value (>= low)."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> UniformRange:
+        if self.low > self.high:
+            raise ValueError(
+                f"low={self.low} is above high={self.high}; give low <= high "
+                "(equal values fix the parameter)"
+            )
+        return self
+
+
+class LogUniformRange(UniformRange):
+    """A value drawn log-uniformly from [low, high] (``ray.tune.loguniform``); both > 0,
+    low == high fixes it."""
+
+    low: float = Field(gt=0.0)
+    """Smallest value (> 0)."""
+    high: float = Field(gt=0.0)
+    """Largest value (>= low)."""
+
+
+class HeadSearchSpace(_Strict):
+    """Ray Tune's search over a text head (``python -m pipelines.tune``): the ranges each
+    trial draws from, how many trials, and ASHA's early stopping. The drawn values replace
+    the job's learning_rate, weight_decay, hidden_dim, dropout and batch_size; max_epochs
+    replaces epochs."""
+
+    learning_rate: LogUniformRange = LogUniformRange(low=3e-4, high=1e-2)
+    """AdamW learning rate, log-uniform."""
+    weight_decay: LogUniformRange = LogUniformRange(low=1e-5, high=1e-2)
+    """AdamW weight decay, log-uniform."""
+    hidden_dim: list[int] = Field(default_factory=lambda: [128, 256, 512], min_length=1)
+    """Hidden widths to choose from (one value fixes it); each 1..8192."""
+    dropout: UniformRange = UniformRange(low=0.0, high=0.4)
+    """Dropout, uniform within [0, 1)."""
+    batch_size: list[int] = Field(default_factory=lambda: [128], min_length=1)
+    """Training batch sizes to choose from; each 1..65536."""
+    num_samples: int = Field(default=8, ge=1, le=1000)
+    """Trials: configurations drawn from the ranges above."""
+    max_epochs: int = Field(default=30, ge=1, le=1000)
+    """Most epochs of one trial (ASHA's max_t); a trial also stops after the job's
+    early_stopping_patience epochs without a better validation score."""
+    grace_period: int = Field(default=3, ge=1, le=1000)
+    """ASHA: epochs every trial runs before it can be stopped for trailing the others."""
+    reduction_factor: float = Field(default=3.0, gt=1.0, le=100.0)
+    """ASHA: at each rung only the best 1/reduction_factor of trials go on."""
+    max_concurrent_trials: int = Field(default=1, ge=1, le=64)
+    """Trials running at once (each takes cpus_per_trial CPUs)."""
+    cpus_per_trial: float = Field(default=1.0, gt=0.0, le=256.0)
+    """CPUs reserved per trial (also its torch threads, at least 1)."""
+    search_seed: int | None = Field(default=None, ge=0)
+    """Seed of the random search's draws; default the job's seed. Trials train with the
+    job's seed."""
+
+    @model_validator(mode="after")
+    def _bounded(self) -> HeadSearchSpace:
+        bad_hidden = [value for value in self.hidden_dim if not 1 <= value <= 8192]
+        if bad_hidden:
+            raise ValueError(f"hidden_dim choices {bad_hidden} are outside 1..8192")
+        bad_batch = [value for value in self.batch_size if not 1 <= value <= 65536]
+        if bad_batch:
+            raise ValueError(f"batch_size choices {bad_batch} are outside 1..65536")
+        if not 0.0 <= self.dropout.low <= self.dropout.high < 1.0:
+            raise ValueError(
+                f"dropout range [{self.dropout.low}, {self.dropout.high}] must lie within [0, 1)"
+            )
+        if self.grace_period > self.max_epochs:
+            raise ValueError(
+                f"grace_period={self.grace_period} is above max_epochs={self.max_epochs}; "
+                "ASHA needs grace_period <= max_epochs"
+            )
+        return self
+
+
+class HeadTuneJobConfig(TextHeadJobConfig):
+    """A text-head job searched with Ray Tune (``python -m pipelines.tune``): the job's data,
+    split, features, tracking and promotion, plus the search. The best trial on the
+    validation split is registered and goes through the job's promotion gate. Each trial is
+    one CPU process (search.cpus_per_trial), so num_workers, cpus_per_worker and use_gpu do
+    not apply; storage_path holds the trials' results and checkpoints."""
+
+    search: HeadSearchSpace = Field(default_factory=HeadSearchSpace)
+    """Ranges, trials and early stopping of the search."""
+
+
 PositiveType = Literal["view", "like", "comment", "share"]
 _DEFAULT_POSITIVES: tuple[PositiveType, ...] = ("like", "comment", "share")
 
@@ -299,6 +396,12 @@ def load_job_config(path: str | Path) -> TextHeadJobConfig:
 def load_mf_job_config(path: str | Path) -> RecommenderMFJobConfig:
     """Read and validate a matrix-factorisation job YAML; errors name the file and field."""
     return load_yaml_file(path, RecommenderMFJobConfig, _WHAT, _EXAMPLE)
+
+
+def load_tune_job_config(path: str | Path) -> HeadTuneJobConfig:
+    """Read and validate a Ray Tune head-search YAML; errors name the file and the field."""
+    example = "configs/pipelines/tune_moderation_head.yaml"
+    return load_yaml_file(path, HeadTuneJobConfig, _WHAT, example)
 
 
 def load_batch_job_config(path: str | Path) -> BatchInferenceJobConfig:

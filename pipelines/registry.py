@@ -256,14 +256,21 @@ def log_and_register(
     metric: str,
     candidate_score: float,
     score_serving: Callable[[], ServingScore],
+    run_id: str | None = None,
 ) -> Registration:
     """Log one run, register its model, and promote it (see the module docstring).
 
     `score_serving` scores the version serving now (called only when ``settings.promote``).
+    `run_id` logs into that existing run (and ends it) instead of a new one: a Ray Tune
+    search's parent run, whose trials are its child runs.
     """
     tracking = open_tracking(settings)
     name = settings.registered_model_name
-    with mlflow.start_run(experiment_id=tracking.experiment_id, run_name=run_name) as run:
+    if run_id is not None:
+        started = mlflow.start_run(run_id=run_id)
+    else:
+        started = mlflow.start_run(experiment_id=tracking.experiment_id, run_name=run_name)
+    with started as run:
         _log_run(record)
         info = mlflow.pyfunc.log_model(
             name="model",

@@ -436,8 +436,12 @@ def register_head(
     validation_metrics: dict[str, float],
     test_metrics: dict[str, float],
     report_paths: tuple[Path, Path],
+    run_id: str | None = None,
 ) -> Registration:
-    """Step 7: one MLflow run with params, metrics, report and model; register; promote."""
+    """Step 7: one MLflow run with params, metrics, report and model; register; promote.
+
+    `run_id`: log into that existing run instead of a new one (a Ray Tune search's parent).
+    """
     settings = config.mlflow
     params: dict[str, object] = dict(config.model_dump(exclude={"mlflow", "data_paths"}))
     # File names only: full paths may name a person's home directory.
@@ -475,6 +479,7 @@ def register_head(
             prepared.embeddings[validation],
             prepared.data.classes[validation],
         ),
+        run_id=run_id,
     )
 
 
