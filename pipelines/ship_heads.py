@@ -11,9 +11,10 @@ Steps: copy the checkpoint's files (``head_config.json``, ``head.pt``, ``metrics
 (the same seeded split the job trained with; embeddings from the job's cache) and pick per
 category the lowest flag and reject thresholds whose precision reaches the targets
 (`choose_threshold`), then score the held-out **test** split at those thresholds as a check
-that took no part in the choice; write ``thresholds.json`` (figures only, never text) and
-the ``MANIFEST`` of checksums `models.shipped.load_shipped_head` verifies. The model card
-(``MODEL_CARD.md``) is written by hand from these figures and the job's report.
+that took no part in the choice; for sentiment, score positive vs negative on the test split
+against VADER; write ``figures.json`` (figures only, never text) and the ``MANIFEST`` of
+checksums `models.shipped.load_shipped_head` verifies. The model card (``MODEL_CARD.md``)
+is written by hand from these figures and the job's report.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from pipelines.jobs import say
 
 __all__ = [
     "DEFAULT_TARGETS",
-    "THRESHOLDS_FILENAME",
+    "FIGURES_FILENAME",
     "Threshold",
     "choose_threshold",
     "main",
@@ -51,7 +52,7 @@ __all__ = [
     "ship_head",
 ]
 
-THRESHOLDS_FILENAME = "thresholds.json"
+FIGURES_FILENAME = "figures.json"
 # Precision targets per category: (flag, reject). `offensive` is 83% of Davidson's rows, so
 # a target at or below that is met by flagging every post; its targets sit well above it.
 DEFAULT_TARGETS: dict[str, tuple[float, float]] = {
@@ -185,7 +186,7 @@ def _check_at(
     classes: np.ndarray,
     labels: Sequence[str],
     chosen: dict[str, dict[str, Threshold]],
-) -> dict[str, dict[str, dict[str, float]]]:
+) -> dict[str, dict[str, dict[str, Any]]]:
     """The chosen thresholds' figures on other rows (the held-out test split)."""
     classes = np.asarray(classes)
     clean = classes == DAVIDSON_NEITHER
@@ -225,11 +226,13 @@ def ship_head(
         _copy_head(head, target)
         say(f"copied {head} -> {target}")
         if task == "moderation":
-            result["thresholds"] = _choose_and_check(target, config_path, targets, min_flagged)
-            (target / THRESHOLDS_FILENAME).write_text(
-                json.dumps(result["thresholds"], indent=2, sort_keys=True) + "\n",
-                encoding="utf-8",
-            )
+            figures = {"thresholds": _choose_and_check(target, config_path, targets, min_flagged)}
+        else:
+            figures = {"positive_vs_negative": _polarity_check(target, config_path)}
+        (target / FIGURES_FILENAME).write_text(
+            json.dumps(figures, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+        )
+        result.update(figures)
     manifest = write_manifest(target)
     say(f"wrote {manifest} ({len(manifest.read_text(encoding='utf-8').splitlines())} files)")
     return result
@@ -279,6 +282,41 @@ def _choose_and_check(
         },
         "test": checked,
     }
+
+
+def _polarity_check(head_dir: Path, config_path: Path) -> dict[str, Any]:
+    """Positive vs negative ROC AUC on the held-out test split (neutral rows left out): the
+    head's p(positive) - p(negative) against VADER's compound score."""
+    from sklearn.metrics import roc_auc_score
+
+    from models.heads import SENTIMENT_HEAD_LABELS
+    from models.sentiment import VaderSentiment
+    from pipelines.text_heads import prepare_data
+
+    prepared = prepare_data(load_job_config(config_path))
+    rows = prepared.split.test
+    texts = [prepared.data.texts[i] for i in rows]
+    classes = prepared.data.classes[rows]
+    positive, negative = (SENTIMENT_HEAD_LABELS.index(n) for n in ("positive", "negative"))
+    polar = np.isin(classes, (positive, negative))
+    truth = classes[polar] == positive
+    loaded = load_head(head_dir)
+    columns = [loaded.config.labels.index(name) for name in ("positive", "negative")]
+    probabilities = loaded.probabilities(texts, prepared.embeddings[rows])
+    head_score = probabilities[:, columns[0]] - probabilities[:, columns[1]]
+    vader = np.array([r.compound or 0.0 for r in VaderSentiment.load().predict_batch(texts)])
+    figures = {
+        "split": "test",
+        "rows": int(polar.sum()),
+        "positive_rows": int(truth.sum()),
+        "auc_head": float(roc_auc_score(truth, head_score[polar])),
+        "auc_vader_compound": float(roc_auc_score(truth, vader[polar])),
+    }
+    say(
+        f"positive vs negative on {figures['rows']} test rows: head AUC "
+        f"{figures['auc_head']:.4f}, VADER compound {figures['auc_vader_compound']:.4f}"
+    )
+    return figures
 
 
 def _targets(values: Sequence[str]) -> dict[str, tuple[float, float]]:
