@@ -94,7 +94,7 @@ class Threshold:
 
 def _at(
     scores: np.ndarray, positive: np.ndarray, clean: np.ndarray, threshold: float
-) -> dict[str, float]:
+) -> dict[str, Any]:
     hit = scores >= threshold
     flagged = int(hit.sum())
     return {
