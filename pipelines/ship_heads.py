@@ -55,8 +55,10 @@ __all__ = [
 FIGURES_FILENAME = "figures.json"
 # Precision targets per category: (flag, reject). `offensive` is 83% of Davidson's rows, so
 # a target at or below that is met by flagging every post; its targets sit well above it.
+# `hate_speech` (6% of rows) peaks near 0.7 precision on the validation split: flagging asks
+# that most flagged posts be hate; rejecting on hate alone needs 0.95, which it does not reach.
 DEFAULT_TARGETS: dict[str, tuple[float, float]] = {
-    "hate_speech": (0.80, 0.95),
+    "hate_speech": (0.60, 0.95),
     "offensive": (0.95, 0.99),
 }
 # A threshold must flag at least this many validation rows: precision over fewer is noise.
