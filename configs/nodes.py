@@ -152,7 +152,8 @@ class TextClassifierSpec(StrictModel):
     onnx_threads: OnnxThreads = 0
 
     kind: str
-    """Which model: the task's embedded default, a checkpoint or a head."""
+    """Which model: the shipped head (default), the task's embedded model, a checkpoint or a
+    head."""
     registry: RegisteredModelRef | None = None
     """kind "head" only: load the head from the MLflow Model Registry."""
 
@@ -207,6 +208,12 @@ class TextClassifierSpec(StrictModel):
                 f"registry={self.registry!r}",
             ),
             (
+                kind == "shipped" and self.path is not None,
+                f'{field}.path={self.path!r} is not used with kind="shipped" (the head '
+                'committed in the package); set kind: "head" to serve a head checkpoint '
+                f"from a path, or remove {field}.path",
+            ),
+            (
                 kind != "head" and self.registry is not None,
                 f'{field}.registry is only used with kind="head" (kind is {kind!r}); '
                 'remove it or set kind: "head"',
@@ -216,21 +223,27 @@ class TextClassifierSpec(StrictModel):
         return self
 
 
-def _kind_field(embedded: str, embedded_model: str, transformer: str) -> Any:
-    """The `kind` of a text task: its embedded model (the default), a checkpoint or a head."""
+def _kind_field(embedded: str, embedded_model: str, transformer: str, shipped: str) -> Any:
+    """The `kind` of a text task: the shipped head (the default), its embedded model, a
+    checkpoint or a head."""
     description = (
+        f'"shipped": the {shipped} head committed in the package (models/shipped, checksums '
+        f"checked at start-up; refused: the {embedded_model} model serves, marked degraded); "
         f'"{embedded}": the embedded {embedded_model} model; "transformer": {transformer} '
         'classifier from `path`; "head": a MiniLM embedding head (pipelines/text_heads.py) '
         "from `path` or `registry`."
     )
-    return Field(default=embedded, description=description)
+    return Field(default="shipped", description=description)
 
 
 class ModerationModelSpec(TextClassifierSpec):
     """Which text moderation model a node loads."""
 
-    kind: Literal["profanity", "transformer", "head"] = _kind_field(
-        "profanity", "alt-profanity-check", "a multi-label toxic-bert style"
+    kind: Literal["shipped", "profanity", "transformer", "head"] = _kind_field(
+        "profanity",
+        "alt-profanity-check",
+        "a multi-label toxic-bert style",
+        "MiniLM + alt-profanity-check moderation (offensive, hate_speech)",
     )
 
     config_field: ClassVar[str] = "moderation_model"
@@ -239,8 +252,8 @@ class ModerationModelSpec(TextClassifierSpec):
 class SentimentModelSpec(TextClassifierSpec):
     """Which sentiment model a node loads."""
 
-    kind: Literal["vader", "transformer", "head"] = _kind_field(
-        "vader", "VADER lexicon", "an SST-2 style"
+    kind: Literal["shipped", "vader", "transformer", "head"] = _kind_field(
+        "vader", "VADER lexicon", "an SST-2 style", "MiniLM 3-way sentiment"
     )
     neutral_threshold: Fraction = 0.0
     """Binary checkpoints only: below this top probability the label is neutral (0 turns the

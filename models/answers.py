@@ -95,10 +95,16 @@ class ModelRef:
 
 @dataclass(frozen=True)
 class Answer(Generic[ResultT]):
-    """One model node result and the model that produced it."""
+    """One model node result and the model that produced it.
+
+    `degraded_reason` is set when the node itself serves a fallback (its configured model
+    was refused at start-up, e.g. a shipped head failing its checksums): the ingress then
+    marks the answer degraded as it does its own fallback's.
+    """
 
     result: ResultT
     model: ModelRef
+    degraded_reason: str | None = None
 
 
 class BatchModel(Protocol[ItemT, ResultT]):
@@ -143,6 +149,8 @@ class ModelNodeInfo:
         text_vectors: The shared vector store of nodes that embed text (None: not shown).
         model_source: Where a registered model was loaded from (``"registry"``, or
             ``"cache (registry unreachable)"``); None for models not from the registry.
+        degraded_reason: Why the node serves a fallback instead of its configured model
+            (None: it serves what was configured).
     """
 
     model: ModelInfo
@@ -153,6 +161,7 @@ class ModelNodeInfo:
     alias_follow: AliasFollowInfo | None = None
     text_vectors: JsonObject | None = None
     model_source: str | None = None
+    degraded_reason: str | None = None
 
     def as_json(self) -> JsonObject:
         """Model name, version, device, labels, batching, replica id, then the set parts."""
@@ -163,6 +172,7 @@ class ModelNodeInfo:
             "alias_follow": json_object(asdict(follow)) if follow is not None else None,
             "text_vectors": self.text_vectors,
             "model_source": self.model_source,
+            "degraded_reason": self.degraded_reason,
         }
         return json_object(
             {

@@ -68,6 +68,9 @@ class BatchedNodeMixin(Generic[ItemT, ResultT]):
     # Load options that change answers but not the model version (part of every cache key).
     result_cache_variant: str = ""
     alias_follow_error: str | None = None
+    # Why this node serves a fallback instead of its configured model (a refused shipped
+    # head); every answer and info() carry it. A successful registry swap clears it.
+    degraded_reason: str | None = None
     _alias_task: asyncio.Task[None] | None = None
     _alias_generation: int = 0
     _swap_lock: threading.Lock | None = None
@@ -157,6 +160,7 @@ class BatchedNodeMixin(Generic[ItemT, ResultT]):
                 old = self.model.info
                 # A head of this node's task (head_task): it answers the node's result type.
                 self.model = cast(BatchModel[ItemT, ResultT], new_model)
+                self.degraded_reason = None
                 logger.info(
                     "model swapped: %s %s -> %s", old.name, old.version, new_model.info.version
                 )
@@ -225,7 +229,7 @@ class BatchedNodeMixin(Generic[ItemT, ResultT]):
     async def _run_model(self, items: list[ItemT]) -> list[Answer[ResultT]]:
         # One read of self.model: a reconfigure may swap it while this batch runs, and the
         # answer must name the model that really computed it.
-        model = self.model
+        model, degraded_reason = self.model, self.degraded_reason
         self._ensure_alias_follow()
         # Each answer carries the model that produced it: versions can change under
         # reconfigure, and every response must name the version that answered.
@@ -236,7 +240,7 @@ class BatchedNodeMixin(Generic[ItemT, ResultT]):
         else:
             results = await self._compute_cached(cache, model, model_ref, items)
         record_batch(self.node_name, model_ref.version, len(items))
-        return [Answer(result, model_ref) for result in results]
+        return [Answer(result, model_ref, degraded_reason) for result in results]
 
     async def _compute(
         self, model: BatchModel[ItemT, ResultT], items: list[ItemT]
@@ -330,6 +334,7 @@ class BatchedNodeMixin(Generic[ItemT, ResultT]):
             cache=cache,
             alias_follow=alias_follow,
             model_source=model_source(str(self.model.info.version)),
+            degraded_reason=self.degraded_reason,
         )
 
 

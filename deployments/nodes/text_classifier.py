@@ -20,9 +20,11 @@ from deployments.nodes.base import load_registered_head
 from deployments.nodes.text_vectors import TextVectorNodeMixin
 from models.answers import Answer
 from models.text_classifier import (
+    SHIPPED_KIND,
     TextClassification,
     TextTask,
     load_text_classifier,
+    load_with_fallback,
     task_spec,
 )
 
@@ -61,6 +63,11 @@ class TextClassifier(TextVectorNodeMixin[str, TextClassification]):
             # Embed once: the head reads vectors other nodes stored (args.text_vectors).
             self.model = load_text_classifier(
                 task, "head", spec.path, spec.device, embedder=self._head_embedder()
+            )
+        elif spec.kind == SHIPPED_KIND:
+            # Checksums checked first; refused: the embedded model serves, marked degraded.
+            self.model, self.degraded_reason = load_with_fallback(
+                task, SHIPPED_KIND, device=spec.device, embedder=self._head_embedder()
             )
         else:
             self.model = load_text_classifier(

@@ -28,6 +28,22 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# The embedded text models, for modules that do not test the text models themselves: their
+# graph starts without loading MiniLM twice. The shipped heads (the default kind) are served
+# by test_http_default.py and test_serve_config.py.
+EMBEDDED_TEXT_MODELS: dict[str, Any] = {
+    "moderation_model": {"kind": "profanity"},
+    "sentiment_model": {"kind": "vader"},
+}
+
+
+def embedded_args(**args: Any) -> Any:
+    """``AppArgs`` with `args` on the embedded text models (alt-profanity-check, VADER)."""
+    from configs.app import AppArgs
+
+    return AppArgs.model_validate({**EMBEDDED_TEXT_MODELS, **args})
+
+
 # Chosen at import: ray.init and the fixtures that hand the ports to tests need the same ones.
 METRICS_PORT = _free_port()
 GRPC_PORT = _free_port()

@@ -8,9 +8,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from configs.app import AppArgs
 from deployments.app import build_graph
-from tests.integration.conftest import deploy, health_detail, undeploy
+from tests.integration.conftest import deploy, embedded_args, health_detail, undeploy
 
 pytestmark = pytest.mark.integration
 
@@ -25,7 +24,7 @@ UNKNOWN_ID = "0" * 32
 @pytest.fixture(scope="module", autouse=True)
 def audit_app(base_url: str) -> Iterator[None]:
     graph = build_graph(
-        AppArgs(),
+        embedded_args(),
         {
             "Ingress": {"user_config": INGRESS_CONFIG, "ray_actor_options": {"num_cpus": 0.1}},
             "TextModeration": {"ray_actor_options": {"num_cpus": 0.1}},
@@ -150,7 +149,7 @@ def test_a_down_store_fails_no_moderation_and_reviews_answer_503(
         sock.bind(("127.0.0.1", 0))
         dead_port = sock.getsockname()[1]
     graph = build_graph(
-        AppArgs(),
+        embedded_args(),
         {
             "Ingress": {
                 "user_config": INGRESS_CONFIG,

@@ -19,7 +19,6 @@ import httpx
 import pytest
 from ray import serve
 
-from configs.app import AppArgs
 from deployments.app import build_graph
 from deployments.protos import ai_service_pb2 as pb
 from deployments.protos.ai_service_pb2_grpc import AIServiceStub
@@ -27,6 +26,7 @@ from tests.integration.conftest import (
     GRPC_MAX_MESSAGE_BYTES,
     OTHER_API_KEY,
     TEST_API_KEY,
+    embedded_args,
     undeploy,
 )
 
@@ -40,7 +40,9 @@ SMALL = {"ray_actor_options": {"num_cpus": 0.1}}
 
 @pytest.fixture(scope="module")
 def app_url(base_url: str) -> Iterator[str]:
-    graph = build_graph(AppArgs(), dict.fromkeys(("Ingress", "TextModeration", "Sentiment"), SMALL))
+    graph = build_graph(
+        embedded_args(), dict.fromkeys(("Ingress", "TextModeration", "Sentiment"), SMALL)
+    )
     serve.run(graph, name=APP, route_prefix=PREFIX, logging_config={"enable_access_log": False})
     url = base_url + PREFIX
     deadline = time.monotonic() + 60

@@ -15,10 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
-from configs.app import AppArgs
 from deployments.app import build_graph
 from tests.fixtures.redis_server import throwaway_redis
-from tests.integration.conftest import deploy, health_detail, undeploy
+from tests.integration.conftest import deploy, embedded_args, health_detail, undeploy
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +33,7 @@ def redis_process(base_url: str) -> Iterator[subprocess.Popen[bytes]]:
             },
         }
         graph = build_graph(
-            AppArgs(),
+            embedded_args(),
             {
                 "Ingress": {"ray_actor_options": {"num_cpus": 0.1}},
                 "TextModeration": cached_node,

@@ -102,10 +102,10 @@ def recommender(base_url: str) -> Iterator[Any]:
     graph = Ingress.options(ray_actor_options=small).bind(  # type: ignore[attr-defined]
         moderation=text_classifier_deployment("moderation")
         .options(ray_actor_options=small)
-        .bind("moderation", ModerationModelSpec()),
+        .bind("moderation", ModerationModelSpec(kind="profanity")),
         sentiment=text_classifier_deployment("sentiment")
         .options(ray_actor_options=small)
-        .bind("sentiment", SentimentModelSpec()),
+        .bind("sentiment", SentimentModelSpec(kind="vader")),
         recommender=FakeRecommender.options(ray_actor_options=small).bind(),
     )
     deploy(graph, base_url)

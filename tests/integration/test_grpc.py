@@ -13,11 +13,10 @@ import grpc
 import httpx
 import pytest
 
-from configs.app import AppArgs
 from deployments.app import build_graph
 from deployments.protos import ai_service_pb2 as pb
 from deployments.protos.ai_service_pb2_grpc import AIServiceStub
-from tests.integration.conftest import OTHER_API_KEY, TEST_API_KEY, deploy, undeploy
+from tests.integration.conftest import OTHER_API_KEY, TEST_API_KEY, deploy, embedded_args, undeploy
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +29,7 @@ NOW = datetime.now(UTC)
 @pytest.fixture(scope="module")
 def stub(base_url: str, grpc_target: str) -> Iterator[AIServiceStub]:
     graph = build_graph(
-        AppArgs(recommender={"enabled": True, "redis_key_prefix": "sp-grpc:"}),
+        embedded_args(recommender={"enabled": True, "redis_key_prefix": "sp-grpc:"}),
         dict.fromkeys(("Ingress", "TextModeration", "Sentiment", "Embedder", "Recommender"), SMALL),
     )
     deploy(graph, base_url, name=APP)

@@ -1,4 +1,5 @@
-"""The graph on the embedded defaults, over HTTP: routes, keys, limits and bad input."""
+"""The graph on its defaults (the shipped heads), over HTTP: routes, keys, limits and bad
+input."""
 
 from __future__ import annotations
 
@@ -49,10 +50,13 @@ def test_health_names_each_node_model_version_and_device(base_url: str) -> None:
     assert body["status"] == "ok"
     assert body["api_keys"] == "configured"
     moderation = body["nodes"]["moderation"]
-    assert moderation["name"] == "alt-profanity-check"
-    assert moderation["version"] and moderation["device"] == "cpu"
+    # The heads committed in the package, loaded with no download and no registry.
+    assert moderation["name"] == "heads-moderation"
+    assert moderation["version"].startswith("shipped-") and moderation["device"] == "cpu"
+    assert moderation["labels"] == ["hate_speech", "offensive"]
     assert moderation["batching"] == {"max_batch_size": 8, "batch_wait_timeout_s": 0.01}
-    assert body["nodes"]["sentiment"]["name"] == "vader"
+    assert "degraded_reason" not in moderation
+    assert body["nodes"]["sentiment"]["name"] == "heads-sentiment"
 
 
 def test_moderation_text_scores_abuse_above_clean_text(client: httpx.Client) -> None:
@@ -61,12 +65,12 @@ def test_moderation_text_scores_abuse_above_clean_text(client: httpx.Client) -> 
     abusive = abusive_response.json()
     clean = client.post("/api/v1/moderation/text", json={"text": CLEAN}).json()
     assert abusive["scores"]["offensive"] > clean["scores"]["offensive"]
-    assert set(abusive["scores"]) == {"offensive"}, "only the categories the model has"
+    assert set(abusive["scores"]) == {"hate_speech", "offensive"}, "the shipped head's labels"
     assert abusive["action"] in {"flag_for_review", "reject"} and abusive["is_safe"] is False
-    assert abusive["flagged_categories"] == ["offensive"]
+    assert abusive["flagged_categories"] == ["offensive"], "swearing is not hate speech"
     assert clean["action"] == "approve" and clean["is_safe"] is True
-    assert clean["overall"] == pytest.approx(clean["scores"]["offensive"])
-    assert clean["model"]["name"] == "alt-profanity-check"
+    assert clean["overall"] == pytest.approx(max(clean["scores"].values()))
+    assert clean["model"]["name"] == "heads-moderation"
     assert clean["degraded"] is False
 
 
@@ -107,7 +111,7 @@ def test_sentiment_routes(client: httpx.Client) -> None:
     assert love["label"] == "positive" and hate["label"] == "negative"
     assert love["scores"]["positive"] > hate["scores"]["positive"]
     assert set(love["scores"]) == {"positive", "negative", "neutral"}
-    assert love["model"]["name"] == "vader" and 0 <= love["confidence"] <= 1
+    assert love["model"]["name"] == "heads-sentiment" and 0 <= love["confidence"] <= 1
     batch = client.post(
         "/api/v1/sentiment/batch", json={"texts": ["I love this", "I hate this"]}
     ).json()

@@ -24,7 +24,7 @@ from models.images import encode_jpeg, encode_png
 from tests.fixtures.hostile_server import HostileServer, gzip_bomb, hostile_server
 from tests.fixtures.image_server import ImageServer, image_server, silent_port
 from tests.fixtures.images import noise_image
-from tests.integration.conftest import deploy, health_detail, undeploy
+from tests.integration.conftest import EMBEDDED_TEXT_MODELS, deploy, health_detail, undeploy
 
 pytestmark = pytest.mark.integration
 
@@ -56,6 +56,7 @@ def silent() -> Iterator[int]:
 def images_app(base_url: str, tiny_clip_checkpoint: Path) -> Iterator[None]:
     args = AppArgs.model_validate(
         {
+            **EMBEDDED_TEXT_MODELS,
             "nsfw_model": {"enabled": True, "num_threads": 1},
             "tagger_model": {
                 "enabled": True,

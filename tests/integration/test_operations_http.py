@@ -74,7 +74,7 @@ def flaky_app(base_url: str) -> Iterator[Any]:
         moderation=FlakyModeration.options(ray_actor_options=small).bind(),
         sentiment=text_classifier_deployment("sentiment")
         .options(ray_actor_options=small)
-        .bind("sentiment", SentimentModelSpec()),
+        .bind("sentiment", SentimentModelSpec(kind="vader")),
     )
     # JSON replica logs, as serve_config.yaml sets them (conftest's `deploy` sets TEXT).
     serve.run(

@@ -17,11 +17,10 @@ from typing import Any
 import httpx
 import pytest
 
-from configs.app import AppArgs
 from deployments.app import build_graph
 from pipelines.synthetic_social import post_text
 from tests.fixtures.redis_server import throwaway_redis
-from tests.integration.conftest import deploy, health_detail, undeploy
+from tests.integration.conftest import deploy, embedded_args, health_detail, undeploy
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +32,7 @@ SMALL = {"ray_actor_options": {"num_cpus": 0.1}}
 def redis_process(base_url: str) -> Iterator[subprocess.Popen[bytes]]:
     with throwaway_redis() as (url, process):
         graph = build_graph(
-            AppArgs(recommender={"enabled": True, "redis_key_prefix": "sp-it:"}),
+            embedded_args(recommender={"enabled": True, "redis_key_prefix": "sp-it:"}),
             {
                 "Ingress": {
                     **SMALL,

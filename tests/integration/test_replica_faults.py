@@ -24,9 +24,8 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from configs.app import AppArgs
 from deployments.app import HEALTH_CHECK_PERIOD_S, build_graph
-from tests.integration.conftest import TEST_API_KEY, deploy, undeploy
+from tests.integration.conftest import TEST_API_KEY, deploy, embedded_args, undeploy
 
 pytestmark = pytest.mark.integration
 
@@ -203,7 +202,9 @@ def kill_and_wait_for_replacement(deployment: str, deadline_after_s: float) -> R
 @pytest.fixture(scope="module", autouse=True)
 def default_app(base_url: str) -> Iterator[None]:
     small = {"ray_actor_options": {"num_cpus": 0.1}}
-    graph = build_graph(AppArgs(), {"Ingress": small, "TextModeration": small, "Sentiment": small})
+    graph = build_graph(
+        embedded_args(), {"Ingress": small, "TextModeration": small, "Sentiment": small}
+    )
     deploy(graph, base_url, name=APP_NAME)
     yield
     undeploy(APP_NAME)

@@ -23,12 +23,11 @@ import httpx
 import pytest
 import redis
 
-from configs.app import AppArgs
 from deployments.app import build_graph
 from pipelines.synthetic_social import post_text
 from tests.fixtures.mongo_wire import mongo_wire_server
 from tests.fixtures.redis_server import throwaway_redis
-from tests.integration.conftest import TEST_API_KEY, deploy, health_detail, undeploy
+from tests.integration.conftest import TEST_API_KEY, deploy, embedded_args, health_detail, undeploy
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +44,7 @@ HIDDEN, REPORTED = "cooking-3", "tech-2"
 def _graph(redis_url: str, mongodb_url: str) -> Any:
     stores = {"REDIS_URL": redis_url, "MONGODB_URL": mongodb_url}
     return build_graph(
-        AppArgs(recommender={"enabled": True, "redis_key_prefix": PREFIX}),
+        embedded_args(recommender={"enabled": True, "redis_key_prefix": PREFIX}),
         {
             "Ingress": SMALL,
             "TextModeration": SMALL,

@@ -85,7 +85,8 @@ def _serve_config(port: int, moderation_user_config: dict[str, Any]) -> dict[str
                 "name": "socialplay",
                 "route_prefix": "/",
                 "import_path": "deployments.app:build_app",
-                "args": {},
+                # Moderation: the shipped head (the default), which the registry overrides.
+                "args": {"sentiment_model": {"kind": "vader"}},
                 "deployments": [
                     {
                         "name": "Ingress",
@@ -180,7 +181,7 @@ def test_promoted_version_is_served_after_live_reconfigure(
     _deploy_and_wait(_serve_config(serve_port, {}), base_url, None)
     try:
         before = health_detail(base_url)["nodes"]["moderation"]
-        assert before["name"] == "alt-profanity-check"
+        assert before["name"] == "heads-moderation" and before["version"].startswith("shipped-")
 
         # Requests keep flowing while the node swaps models: none may fail.
         failures: list[str] = []

@@ -19,9 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
-from configs.app import AppArgs
 from deployments.app import build_graph
-from tests.integration.conftest import TEST_API_KEY, deploy, health_detail, undeploy
+from tests.integration.conftest import TEST_API_KEY, deploy, embedded_args, health_detail, undeploy
 
 pytestmark = pytest.mark.integration
 
@@ -90,7 +89,7 @@ def stream() -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def app(base_url: str) -> Iterator[None]:
     graph = build_graph(
-        AppArgs(
+        embedded_args(
             recommender={"enabled": True, "redis_key_prefix": "sp-tr:"},
             trends={"enabled": True},
             replies={"enabled": True},

@@ -47,7 +47,10 @@ async def _node_status(state: IngressState, handle: Any) -> dict[str, Any]:
         info: NodeInfo = await call_node(
             state, handle.info, state.config.timeouts.health_s, guarded=False
         )
-        return {"status": "ok", **info.as_json()}
+        document = info.as_json()
+        # A node that serves a fallback of its own (a refused shipped head) is up, degraded.
+        status = "degraded" if document.get("degraded_reason") else "ok"
+        return {"status": status, **document}
     except Exception as exc:  # a broken node must not break /health
         return {"status": "unavailable", "reason": failure_reason(exc)}
 

@@ -16,7 +16,12 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Generic, Literal, TypeVar
 
 from configs.ingress import IngressConfig, TimeoutsConfig
-from deployments.ingress.calls import answer_degraded, call_text_node, fallback_slot
+from deployments.ingress.calls import (
+    answer_degraded,
+    call_text_node,
+    fallback_slot,
+    note_degraded,
+)
 from deployments.ingress.experiments import Summary, sentiment_score
 from deployments.ingress.schemas.common import ModelRef
 from deployments.ingress.schemas.moderation import ModerationResult
@@ -74,7 +79,9 @@ async def classify(
     choice = state.experiments.choose(task.name, user_id)
 
     def answer(output: Answer[ScoresT]) -> ResultT:
-        return task.answer(config, output.result, ModelRef.of(output.model), None)
+        # A node serving its own fallback (a refused shipped head) answers degraded too.
+        reason = output.degraded_reason
+        return task.answer(config, output.result, ModelRef.of(output.model), reason)
 
     try:
         handle = state.node(choice.node_key, task.feature)
@@ -82,6 +89,9 @@ async def classify(
         outputs: list[Answer[ScoresT]] = await call_text_node(state, handle, timeout_s, texts)
         choice.record(time.perf_counter() - started_s)
         results = [answer(output) for output in outputs]
+        for output in outputs:
+            if output.degraded_reason is not None:
+                note_degraded(task.name, output.degraded_reason)
         live = [task.summarise(result) for result in results]
         start_shadow(state, choice, texts, live, lambda output: task.summarise(answer(output)))
         return tag_results(results, choice)

@@ -44,6 +44,17 @@ def test_transformer_kind_needs_a_path() -> None:
         SentimentModelSpec(kind="transformer")
 
 
+def test_the_shipped_heads_are_the_default_and_take_no_path() -> None:
+    assert ModerationModelSpec().kind == "shipped" and SentimentModelSpec().kind == "shipped"
+    with pytest.raises(ValidationError, match=r"moderation_model.path='/x' is not used"):
+        ModerationModelSpec(path="/x")
+    with pytest.raises(ValidationError, match="sentiment_model.path"):
+        AppArgs.model_validate({"sentiment_model": {"path": "/x"}})
+    # The embedded models stay selectable.
+    assert ModerationModelSpec(kind="profanity").kind == "profanity"
+    assert SentimentModelSpec(kind="vader").kind == "vader"
+
+
 def test_stride_must_leave_room_in_the_window() -> None:
     with pytest.raises(ValidationError, match="stride=64"):
         ModerationModelSpec(kind="transformer", path="/x", max_length=64, stride=64)

@@ -10,6 +10,7 @@ from configs.nodes import TEXT_CLASSIFIER_SPECS
 from models.moderation import ProfanityModerator, TransformerModerator
 from models.sentiment import SentimentScores, TransformerSentiment, VaderSentiment
 from models.text_classifier import (
+    SHIPPED_KIND,
     SUPPORTED_TASKS,
     load_embedded_default,
     load_text_classifier,
@@ -24,7 +25,8 @@ def test_the_configs_and_the_registry_know_the_same_tasks_and_kinds() -> None:
     for task, spec_class in TEXT_CLASSIFIER_SPECS.items():
         kind_field = spec_class.model_fields["kind"]
         assert set(kind_field.annotation.__args__) == set(SUPPORTED_TASKS[task].kinds)  # type: ignore[union-attr]
-        assert kind_field.default == SUPPORTED_TASKS[task].default_kind
+        assert kind_field.default == SHIPPED_KIND
+        assert SUPPORTED_TASKS[task].fallback_kind in SUPPORTED_TASKS[task].kinds
 
 
 def test_embedded_defaults_load_without_a_checkpoint() -> None:

@@ -4,6 +4,8 @@ name it answers under (metrics, cache keys), its typed answers and its /health p
 from __future__ import annotations
 
 import asyncio
+import shutil
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -13,8 +15,10 @@ from ray.serve.deployment import Deployment
 from configs.nodes import ModerationModelSpec, SentimentModelSpec
 from deployments.nodes.text_classifier import TextClassifier, text_classifier_deployment
 from models.answers import Answer
+from models.heads import HeadModerator
 from models.moderation import ProfanityModerator
 from models.sentiment import SentimentScores, VaderSentiment
+from models.shipped import SHIPPED_HEADS
 
 
 def node_class() -> Any:
@@ -31,7 +35,7 @@ def replica_context(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_each_task_loads_its_model_and_answers_typed_results() -> None:
-    moderation = node_class()("moderation", ModerationModelSpec(), None)
+    moderation = node_class()("moderation", ModerationModelSpec(kind="profanity"), None)
     sentiment = node_class()("sentiment", {"kind": "vader"}, None)
     assert isinstance(moderation.model, ProfanityModerator)
     assert isinstance(sentiment.model, VaderSentiment)
@@ -53,13 +57,13 @@ def test_each_task_loads_its_model_and_answers_typed_results() -> None:
 
 def test_a_spec_of_the_other_task_is_refused() -> None:
     with pytest.raises(ValueError, match="SentimentModelSpec"):
-        node_class()("sentiment", ModerationModelSpec(), None)
+        node_class()("sentiment", ModerationModelSpec(kind="profanity"), None)
     with pytest.raises(ValueError, match="kind"):
         node_class()("moderation", {"kind": "vader"}, None)
 
 
 def test_health_part_is_the_json_the_node_always_answered() -> None:
-    node = node_class()("sentiment", SentimentModelSpec(), {"enabled": False})
+    node = node_class()("sentiment", SentimentModelSpec(kind="vader"), {"enabled": False})
     info = node.info().as_json()
     assert list(info) == [
         "name",
@@ -80,3 +84,27 @@ def test_health_part_is_the_json_the_node_always_answered() -> None:
 def test_deployments_are_named_per_task_and_variant() -> None:
     assert text_classifier_deployment("moderation").name == "TextModeration"
     assert text_classifier_deployment("sentiment", "candidate").name == "Sentiment-candidate"
+
+
+def test_the_default_kind_serves_the_shipped_head_and_a_refused_one_serves_degraded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shipped = node_class()("moderation", ModerationModelSpec(), {"enabled": False})
+    assert isinstance(shipped.model, HeadModerator) and shipped.degraded_reason is None
+    assert "degraded_reason" not in shipped.info().as_json()
+
+    # A copy whose head_config.json lost a byte: refused at start-up, the node still starts.
+    copy = tmp_path / "moderation-head"
+    shutil.copytree(SHIPPED_HEADS["moderation"], copy)
+    config = copy / "head_config.json"
+    config.write_bytes(config.read_bytes()[:-1])
+    monkeypatch.setitem(SHIPPED_HEADS, "moderation", copy)
+    node = node_class()("moderation", ModerationModelSpec(), {"enabled": False})
+    assert isinstance(node.model, ProfanityModerator)
+
+    (answer,) = asyncio.run(node._run_model(["you idiot"]))
+    assert answer.model.name == "alt-profanity-check"
+    assert answer.degraded_reason and "shipped moderation head refused" in answer.degraded_reason
+    info = node.info().as_json()
+    assert info["name"] == "alt-profanity-check"
+    assert info["degraded_reason"] == answer.degraded_reason
