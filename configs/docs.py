@@ -34,7 +34,12 @@ from pydantic_core import PydanticUndefined
 from configs.app import AppArgs
 from configs.ingress import IngressConfig
 from configs.nodes import ModelNodeConfig
-from configs.pipelines import BatchInferenceJobConfig, RecommenderMFJobConfig, TextHeadJobConfig
+from configs.pipelines import (
+    BatchInferenceJobConfig,
+    FinetuneTextJobConfig,
+    RecommenderMFJobConfig,
+    TextHeadJobConfig,
+)
 from configs.recommender import RecommenderConfig
 from configs.schedules import Schedules
 from configs.settings import Settings
@@ -98,6 +103,12 @@ JOB_CONFIGS: tuple[ConfigFile, ...] = (
         "python -m pipelines.text_heads --config <file>",
         TextHeadJobConfig,
         "text-head job: ",
+    ),
+    ConfigFile(
+        ("configs/pipelines/finetune_moderation.yaml", "configs/pipelines/finetune_sentiment.yaml"),
+        "python -m pipelines.finetune_text --config <file>",
+        FinetuneTextJobConfig,
+        "LoRA fine-tuning job: ",
     ),
     ConfigFile(
         ("configs/pipelines/recommender_mf.yaml",),

@@ -295,6 +295,14 @@ LoraTargetName = Literal[
 ]
 
 
+_DEFAULT_LORA_TARGETS: tuple[LoraTargetName, ...] = (
+    "query",
+    "key",
+    "value",
+    "attention.output.dense",
+)
+
+
 class FinetuneTextJobConfig(RayTrainOptions):
     """Fine-tune all-MiniLM-L6-v2 with LoRA adapters plus a head (models.lora_text).
 
@@ -319,7 +327,9 @@ class FinetuneTextJobConfig(RayTrainOptions):
     """Validation share (per class): early stopping and the choice of the best step."""
     soft_targets: bool = True
     """moderation: train on annotator vote fractions instead of 0/1 labels."""
-    features: list[HeadFeatureName] = Field(default_factory=lambda: ["embedding"], min_length=1)
+    features: list[HeadFeatureName] = Field(
+        default_factory=lambda: list(_DEFAULT_HEAD_FEATURES), min_length=1
+    )
     """Head inputs: embedding (the fine-tuned mean-pooled vector, always first) and optionally
     profanity (alt-profanity-check's score, as the stacked text head)."""
     lora_rank: int = Field(default=8, ge=1, le=256)
@@ -327,7 +337,7 @@ class FinetuneTextJobConfig(RayTrainOptions):
     lora_alpha: float = Field(default=16.0, gt=0.0)
     """LoRA scale numerator (updates are multiplied by alpha / r)."""
     lora_targets: list[LoraTargetName] = Field(
-        default_factory=lambda: ["query", "key", "value", "attention.output.dense"], min_length=1
+        default_factory=lambda: list(_DEFAULT_LORA_TARGETS), min_length=1
     )
     """Encoder linear layers that get adapters (output.dense = the feed-forward output)."""
     lora_layers: list[int] = Field(default_factory=list)
@@ -360,8 +370,16 @@ class FinetuneTextJobConfig(RayTrainOptions):
     promotion_metric: Literal["macro_auc", "macro_f1", "accuracy"] | None = None
     """Validation metric that picks the best step; default per task (moderation macro_auc,
     sentiment macro_f1)."""
-    torch_threads: int = Field(default=2, ge=1, le=256)
-    """torch.set_num_threads in the worker (the CPU share of the job)."""
+    torch_threads: int = Field(default=1, ge=1, le=256)
+    """torch.set_num_threads in the worker. On a shared 2-core box 1 is much faster than 2
+    (two threads spin-wait on each other while other processes hold the cores)."""
+    use_ray_train: bool = True
+    """Train with a Ray Train TorchTrainer (false: the same loop in this process, for a box
+    whose Ray cluster is busy; the figures do not depend on it)."""
+    compare_frozen: bool = True
+    """Also fit a logistic regression on frozen MiniLM vectors (the embed-once path) on the
+    same training rows and score it on the same test and cross-domain rows (the report's
+    baseline row)."""
     output_dir: str | None = None
     """Where the artifact directory <run>/ is written; default <state_dir>/finetuned."""
     report_dir: str | None = None

@@ -78,8 +78,14 @@ LORA_WEIGHTS_FILENAME = "lora_weights.pt"
 LORA_METRICS_FILENAME = "metrics.json"
 LORA_VERSION_FILENAME = "VERSION"
 # Linear layers of a BERT layer, by the suffix of their module name.
-LORA_TARGETS = ("query", "key", "value", "attention.output.dense", "intermediate.dense",
-                "output.dense")
+LORA_TARGETS = (
+    "query",
+    "key",
+    "value",
+    "attention.output.dense",
+    "intermediate.dense",
+    "output.dense",
+)
 _VERSION_HEX_CHARS = 12
 
 
@@ -136,8 +142,10 @@ class LoraTextConfig:
         unknown = [target for target in self.targets if target not in LORA_TARGETS]
         if unknown or not self.targets:
             raise ValueError(f"targets {list(self.targets)}: pick from {list(LORA_TARGETS)}")
-        if not self.features or self.features[0] != "embedding" or any(
-            feature not in HEAD_FEATURES for feature in self.features
+        if (
+            not self.features
+            or self.features[0] != "embedding"
+            or any(feature not in HEAD_FEATURES for feature in self.features)
         ):
             raise ValueError(
                 f"features {list(self.features)}: start with 'embedding', then optionally "
@@ -169,7 +177,9 @@ class LoraTextConfig:
         try:
             raw = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{source} is not valid JSON ({exc.msg}); re-export the model") from exc
+            raise ValueError(
+                f"{source} is not valid JSON ({exc.msg}); re-export the model"
+            ) from exc
         if not isinstance(raw, dict):
             raise ValueError(f"{source} must hold a JSON object, got {type(raw).__name__}")
         known = set(cls.__dataclass_fields__)
@@ -251,8 +261,7 @@ class LoraTextModel(nn.Module):
     def _targeted(self, name: str) -> bool:
         parts = name.split(".")
         if self.config.layers and not (
-            "layer" in parts
-            and int(parts[parts.index("layer") + 1]) in self.config.layers
+            "layer" in parts and int(parts[parts.index("layer") + 1]) in self.config.layers
         ):
             return False
         for target in self.config.targets:

@@ -117,9 +117,7 @@ def lora_config_for(config: FinetuneTextJobConfig, labels: tuple[str, ...]) -> L
     )
 
 
-def tokenise(
-    tokenizer: Any, model_config: LoraTextConfig, data: LabelledTexts
-) -> TokenisedRows:
+def tokenise(tokenizer: Any, model_config: LoraTextConfig, data: LabelledTexts) -> TokenisedRows:
     """Tokenise `data` once (truncated to max_length) and build its extra head features."""
     encoded = tokenizer(data.texts, truncation=True, max_length=model_config.max_length)
     extra = extra_features(model_config, data.texts, None)
@@ -145,7 +143,7 @@ def _batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> 
         chunk = order[start : start + pool]
         chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
         batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
-    rng.shuffle(batches)  # type: ignore[arg-type]
+    rng.shuffle(batches)
     return batches
 
 
@@ -176,7 +174,9 @@ def positive_vs_negative_auc(probabilities: np.ndarray, classes: np.ndarray) -> 
     return auc(classes[keep] == positive, score)
 
 
-def evaluation_metrics(task: str, probabilities: np.ndarray, classes: np.ndarray) -> dict[str, float]:
+def evaluation_metrics(
+    task: str, probabilities: np.ndarray, classes: np.ndarray
+) -> dict[str, float]:
     """`task_metrics` plus the goal metrics of docs/models.md."""
     metrics = task_metrics(task, probabilities, classes)
     if task == "sentiment":
@@ -226,15 +226,14 @@ def fit_lora(
     loss_fn: torch.nn.Module = (
         torch.nn.BCEWithLogitsLoss() if multi_label else torch.nn.CrossEntropyLoss()
     )
-    targets = torch.from_numpy(
-        train.targets.astype(np.float32 if multi_label else np.int64)
-    )
+    targets = torch.from_numpy(train.targets.astype(np.float32 if multi_label else np.int64))
     lengths = np.array([len(ids) for ids in train.ids])
     metric = config.metric
     history: list[dict[str, float]] = []
     best_score, best_step, stale = -math.inf, 0, 0
     best_state = trainable_state(model)
-    step, losses, started_s = 0, [], time.monotonic()
+    step, started_s = 0, time.monotonic()
+    losses: list[float] = []
 
     def evaluate(epoch: float) -> bool:
         nonlocal best_score, best_step, stale, best_state, losses
@@ -329,6 +328,49 @@ def _train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         ray.train.report({"final": 1.0})
 
 
+def frozen_baseline(
+    config: FinetuneTextJobConfig,
+    data: LabelledTexts,
+    split: Split,
+    cross: list[LabelledTexts],
+) -> dict[str, Any]:
+    """Logistic regression on frozen MiniLM vectors (plus the same extra features), trained
+    on the same training rows, scored on the same test and cross-domain rows."""
+    from sklearn.linear_model import LogisticRegression
+
+    from models.heads import head_inputs, shared_embedder
+    from pipelines.text_heads import embed_texts
+
+    def inputs(part: LabelledTexts) -> np.ndarray:
+        return head_inputs(config.features, part.texts, embed_texts(part, 64, None))
+
+    train_part = data.subset(np.concatenate([split.train, split.validation]))
+    x_train = inputs(train_part)
+    columns = range(len(data.labels)) if config.task == "moderation" else [None]
+    models = []
+    for column in columns:
+        # Moderation: one hard-label logistic regression per label (targets >= 0.5).
+        y = train_part.classes if column is None else train_part.targets[:, column] >= 0.5
+        models.append(LogisticRegression(max_iter=2000, C=1.0).fit(x_train, y))
+
+    def probabilities(part: LabelledTexts) -> np.ndarray:
+        x = inputs(part)
+        if config.task == "sentiment":
+            return np.asarray(models[0].predict_proba(x))
+        return np.stack([model.predict_proba(x)[:, 1] for model in models], axis=1)
+
+    return {
+        "model": f"frozen {shared_embedder('auto').info.name} + logistic regression",
+        "test": evaluation_metrics(
+            config.task, probabilities(data.subset(split.test)), data.classes[split.test]
+        ),
+        "cross_domain": {
+            Path(path).name: evaluation_metrics(config.task, probabilities(part), part.classes)
+            for path, part in zip(config.cross_domain_paths, cross, strict=True)
+        },
+    }
+
+
 def _classifier(task: str) -> type[LoraTextClassifier[Any]]:
     return LoraModerator if task == "moderation" else LoraSentiment
 
@@ -341,7 +383,8 @@ def _read(config: FinetuneTextJobConfig) -> tuple[LabelledTexts, Split, list[Lab
         data.classes, config.validation_fraction, config.test_fraction, config.seed
     )
     cross = [
-        load_labelled(config.task, [path], config.soft_targets) for path in config.cross_domain_paths
+        load_labelled(config.task, [path], config.soft_targets)
+        for path in config.cross_domain_paths
     ]
     say(
         f"data: {len(data)} rows -> train {len(split.train)}, validation "
@@ -349,6 +392,35 @@ def _read(config: FinetuneTextJobConfig) -> tuple[LabelledTexts, Split, list[Lab
         f"{[len(part) for part in cross]}"
     )
     return data, split, cross
+
+
+def _train_with_ray(
+    config: FinetuneTextJobConfig,
+    model_config: LoraTextConfig,
+    rows: dict[str, TokenisedRows],
+    run_name: str,
+) -> tuple[LoraTextModel, list[dict[str, float]]]:
+    """Step 3 with a `TorchTrainer`: the best model and the validation history."""
+    if not ray.is_initialized():
+        ray.init(include_dashboard=False)
+    loop_config = {
+        "config": config.model_dump(),
+        "model_config": model_config,
+        "rows_ref": ray.put(rows),
+        "epochs": config.epochs,
+    }
+    checkpoint = fit_torch(
+        _train_loop_per_worker,
+        loop_config,
+        config,
+        run_name,
+        job_dir(config.storage_path, "ray_results"),
+        model_summary=f"LoRA rank {config.lora_rank} on {list(config.lora_targets)}, ",
+    )
+    with checkpoint.as_directory() as directory:
+        history = read_history(Path(directory))
+        _, model, _ = load_lora_model(directory)
+    return model, history
 
 
 def run_job(config: FinetuneTextJobConfig) -> dict[str, Any]:
@@ -362,29 +434,16 @@ def run_job(config: FinetuneTextJobConfig) -> dict[str, Any]:
         "train": tokenise(tokenizer, model_config, data.subset(split.train)),
         "validation": tokenise(tokenizer, model_config, data.subset(split.validation)),
     }
-    if not ray.is_initialized():
-        ray.init(include_dashboard=False)
     run_name = new_run_name(f"{config.task}-lora")
-    storage_path = job_dir(config.storage_path, "ray_results")
-    loop_config = {
-        "config": config.model_dump(),
-        "model_config": model_config,
-        "rows_ref": ray.put(rows),
-        "epochs": config.epochs,
-    }
-    checkpoint = fit_torch(
-        _train_loop_per_worker,
-        loop_config,
-        config,
-        run_name,
-        storage_path,
-        model_summary=f"LoRA rank {config.lora_rank} on {list(config.lora_targets)}, ",
-    )
+    if config.use_ray_train:
+        model, history = _train_with_ray(config, model_config, rows, run_name)
+    else:
+        # The same loop in this process (no Ray cluster): for a box whose Ray is busy.
+        say(f"training in-process (use_ray_train: false), run {run_name}")
+        _, model = build_model(model_config)
+        history = fit_lora(model, rows["train"], rows["validation"], config).history
     train_s = time.monotonic() - started_s
     output = job_dir(config.output_dir, "finetuned") / run_name
-    with checkpoint.as_directory() as directory:
-        history = read_history(Path(directory))
-        _, model, _ = load_lora_model(directory)
     best = max(history, key=lambda row: row.get(f"val_{config.metric}", -math.inf))
 
     # Step 4: held-out test and cross-domain rows, through the serving classifier.
@@ -414,7 +473,10 @@ def run_job(config: FinetuneTextJobConfig) -> dict[str, Any]:
             "train": len(split.train),
             "validation": len(split.validation),
             "test": len(split.test),
-            **{Path(p).name: len(part) for p, part in zip(config.cross_domain_paths, cross, strict=True)},
+            **{
+                Path(p).name: len(part)
+                for p, part in zip(config.cross_domain_paths, cross, strict=True)
+            },
         },
         "best_step": best["step"],
         "train_wall_s": train_s,
@@ -423,8 +485,14 @@ def run_job(config: FinetuneTextJobConfig) -> dict[str, Any]:
         "cross_domain_metrics": cross_metrics,
         "artifact_bytes": sum(f.stat().st_size for f in output.iterdir() if f.is_file()),
     }
-    save_lora_model(output, model, metrics={"validation": validation, "test": test,
-                                            "cross_domain": cross_metrics})
+    if config.compare_frozen:
+        report["frozen_baseline"] = frozen_baseline(config, data, split, cross)
+        say(f"frozen baseline: {report['frozen_baseline']}")
+    save_lora_model(
+        output,
+        model,
+        metrics={"validation": validation, "test": test, "cross_domain": cross_metrics},
+    )
     report_dir = job_dir(config.report_dir, "reports")
     report_path = write_json_report(report_dir, run_name, report)
     say(f"test: {test}")
@@ -453,9 +521,15 @@ def run_job(config: FinetuneTextJobConfig) -> dict[str, Any]:
         mlflow.log_artifact(str(report_path), artifact_path="evaluation")
         mlflow.log_artifacts(str(output), artifact_path="lora_model")
         run_id = run.info.run_id
-    return {"run_name": run_name, "artifact": str(output), "mlflow_run_id": run_id,
-            "tracking_uri": tracking.tracking_uri, "train_wall_s": round(train_s, 1),
-            "test": test, "cross_domain": cross_metrics}
+    return {
+        "run_name": run_name,
+        "artifact": str(output),
+        "mlflow_run_id": run_id,
+        "tracking_uri": tracking.tracking_uri,
+        "train_wall_s": round(train_s, 1),
+        "test": test,
+        "cross_domain": cross_metrics,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

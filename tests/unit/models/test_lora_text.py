@@ -4,6 +4,7 @@ serving shapes and refusals. A tiny random 384-wide BERT stands in for the packa
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,16 @@ TEXTS = ["have a lovely day", "you are a stupid idiot", "the food was awful", "o
 @pytest.fixture(scope="module")
 def base_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_minilm_base(tmp_path_factory.mktemp("tiny-minilm"))
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    """One intra-op thread: on a shared 2-core box, 2 threads spin-wait on each other and a
+    tiny model's step takes ~20x longer."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def _config(base: Path, task: str = "moderation", **overrides: object) -> LoraTextConfig:
