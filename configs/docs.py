@@ -36,6 +36,7 @@ from configs.ingress import IngressConfig
 from configs.nodes import ModelNodeConfig
 from configs.pipelines import (
     BatchInferenceJobConfig,
+    FinetuneTextJobConfig,
     HeadTuneJobConfig,
     RecommenderMFJobConfig,
     TextHeadJobConfig,
@@ -113,6 +114,12 @@ JOB_CONFIGS: tuple[ConfigFile, ...] = (
         "python -m pipelines.tune --config <file>",
         HeadTuneJobConfig,
         "text-head search (Ray Tune): ",
+    ),
+    ConfigFile(
+        ("configs/pipelines/finetune_moderation.yaml", "configs/pipelines/finetune_sentiment.yaml"),
+        "python -m pipelines.finetune_text --config <file>",
+        FinetuneTextJobConfig,
+        "LoRA fine-tuning job: ",
     ),
     ConfigFile(
         ("configs/pipelines/recommender_mf.yaml",),

@@ -19,11 +19,13 @@ __all__ = [
     "HeadSearchSpace",
     "HeadTuneJobConfig",
     "LogUniformRange",
+    "FinetuneTextJobConfig",
     "MlflowConfig",
     "RecommenderMFJobConfig",
     "TextHeadJobConfig",
     "UniformRange",
     "load_batch_job_config",
+    "load_finetune_job_config",
     "load_job_config",
     "load_mf_job_config",
     "load_tune_job_config",
@@ -385,7 +387,129 @@ class BatchInferenceJobConfig(_Strict):
         return self
 
 
+LoraTargetName = Literal[
+    "query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"
+]
+
+
+_DEFAULT_LORA_TARGETS: tuple[LoraTargetName, ...] = (
+    "query",
+    "key",
+    "value",
+    "attention.output.dense",
+)
+
+
+class FinetuneTextJobConfig(RayTrainOptions):
+    """Fine-tune all-MiniLM-L6-v2 with LoRA adapters plus a head (models.lora_text).
+
+    ``python -m pipelines.finetune_text --config configs/pipelines/finetune_moderation.yaml``
+    """
+
+    task: Literal["moderation", "sentiment"]
+    """As in the text-head job: "moderation" (Davidson CSV) or "sentiment" (VADER TSV)."""
+    data_paths: list[str] = Field(min_length=1)
+    """Labelled files split into train / validation / test, exactly as the text-head job
+    splits them (same seed and fractions give the same test rows)."""
+    cross_domain_paths: list[str] = Field(default_factory=list)
+    """Labelled files of the same task scored only at the end, never trained on or used for a
+    choice (sentiment: e.g. the Amazon review snippets when training on tweets + NYT)."""
+    max_rows: int | None = Field(default=None, ge=20)
+    """Use a seeded random sample of this many rows (tests, quick runs)."""
+    seed: int = Field(default=0, ge=0)
+    """Seed of sampling, splits, init and shuffling."""
+    test_fraction: float = Field(default=0.2, gt=0.0, lt=0.5)
+    """Held-out TEST share (per class), never trained on."""
+    validation_fraction: float = Field(default=0.1, gt=0.0, lt=0.5)
+    """Validation share (per class): early stopping and the choice of the best step."""
+    soft_targets: bool = True
+    """moderation: train on annotator vote fractions instead of 0/1 labels."""
+    features: list[HeadFeatureName] = Field(
+        default_factory=lambda: list(_DEFAULT_HEAD_FEATURES), min_length=1
+    )
+    """Head inputs: embedding (the fine-tuned mean-pooled vector, always first) and optionally
+    profanity (alt-profanity-check's score, as the stacked text head)."""
+    lora_rank: int = Field(default=8, ge=1, le=256)
+    """Rank r of every LoRA adapter."""
+    lora_alpha: float = Field(default=16.0, gt=0.0)
+    """LoRA scale numerator (updates are multiplied by alpha / r)."""
+    lora_targets: list[LoraTargetName] = Field(
+        default_factory=lambda: list(_DEFAULT_LORA_TARGETS), min_length=1
+    )
+    """Encoder linear layers that get adapters (output.dense = the feed-forward output)."""
+    lora_layers: list[int] = Field(default_factory=list)
+    """Encoder layers (0-5) that get adapters; empty = all. Fewer low layers = a shorter
+    backward pass."""
+    train_layer_norms: bool = False
+    """Also train (and save) the encoder's LayerNorm weights (~20k values)."""
+    hidden_dim: int = Field(default=0, ge=0, le=8192)
+    """Hidden width of the head; 0 = one linear layer."""
+    dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+    """Dropout before the head's output layer."""
+    max_length: int = Field(default=64, ge=8, le=512)
+    """Tokens kept per text, in training and serving."""
+    epochs: int = Field(default=2, ge=1, le=100)
+    """Most passes over the training split."""
+    batch_size: int = Field(default=32, ge=1, le=4096)
+    """Training batch size (texts)."""
+    learning_rate: float = Field(default=1e-3, gt=0.0, le=1.0)
+    """AdamW learning rate of the adapters (and LayerNorms)."""
+    head_learning_rate: float = Field(default=2e-3, gt=0.0, le=1.0)
+    """AdamW learning rate of the head."""
+    weight_decay: float = Field(default=0.01, ge=0.0, le=1.0)
+    """AdamW weight decay."""
+    warmup_fraction: float = Field(default=0.06, ge=0.0, lt=1.0)
+    """Share of the steps with a linear learning-rate warm-up; then a linear decay to 0."""
+    eval_every_steps: int = Field(default=200, ge=1)
+    """Score the validation split every this many steps (and at each epoch's end)."""
+    early_stopping_patience: int = Field(default=4, ge=1)
+    """Stop after this many validation scores without improvement."""
+    promotion_metric: Literal["macro_auc", "macro_f1", "accuracy"] | None = None
+    """Validation metric that picks the best step; default per task (moderation macro_auc,
+    sentiment macro_f1)."""
+    torch_threads: int = Field(default=1, ge=1, le=256)
+    """torch.set_num_threads in the worker. On a shared 2-core box 1 is much faster than 2
+    (two threads spin-wait on each other while other processes hold the cores)."""
+    use_ray_train: bool = True
+    """Train with a Ray Train TorchTrainer (false: the same loop in this process, for a box
+    whose Ray cluster is busy; the figures do not depend on it)."""
+    compare_frozen: bool = True
+    """Also fit a logistic regression on frozen MiniLM vectors (the embed-once path) on the
+    same training rows and score it on the same test and cross-domain rows (the report's
+    baseline row)."""
+    output_dir: str | None = None
+    """Where the artifact directory <run>/ is written; default <state_dir>/finetuned."""
+    report_dir: str | None = None
+    """Where the evaluation report is written; default <state_dir>/reports."""
+    mlflow: MlflowConfig
+    """Tracking (params, per-evaluation metrics, report and artifact are logged; the run is
+    not registered or promoted by this job)."""
+
+    @model_validator(mode="after")
+    def _checks(self) -> FinetuneTextJobConfig:
+        _check_training_share(self.test_fraction, self.validation_fraction)
+        if self.features[0] != "embedding" or len(set(self.features)) != len(self.features):
+            raise ValueError(
+                f"features={self.features}: list embedding first, then optionally profanity, "
+                "each once"
+            )
+        bad = [layer for layer in self.lora_layers if not 0 <= layer <= 5]
+        if bad:
+            raise ValueError(f"lora_layers={self.lora_layers}: MiniLM-L6 has layers 0-5")
+        return self
+
+    @property
+    def metric(self) -> str:
+        """The validation metric that picks the best step."""
+        return self.promotion_metric or DEFAULT_PROMOTION_METRIC[self.task]
+
+
 _WHAT, _EXAMPLE = "job config", "configs/pipelines/moderation_head.yaml"
+
+
+def load_finetune_job_config(path: str | Path) -> FinetuneTextJobConfig:
+    """Read and validate a LoRA fine-tuning job YAML; errors name the file and the field."""
+    return load_yaml_file(path, FinetuneTextJobConfig, _WHAT, _EXAMPLE)
 
 
 def load_job_config(path: str | Path) -> TextHeadJobConfig:
