@@ -38,10 +38,16 @@ bench-venv: $(BENCH_STAMP)
 serve: venv
 	SOCIALPLAY_DEV_MODE=$${SOCIALPLAY_DEV_MODE:-1} $(PY) -m deployments.launch
 
-# Integration tests share one Ray instance, so they run on one pytest-xdist worker (one
-# xdist group, tests/conftest.py); the unit tests spread over the other workers meanwhile.
+# The integration tests share one Ray instance and run in order; the unit tests (no Ray) run
+# beside them in a second pytest process, their report printed after. Both must pass.
 test: venv
-	$(PY) -m pytest -q -n 3 --dist loadgroup
+	@unit_log=$$(mktemp); \
+	$(PY) -m pytest -q tests/unit > "$$unit_log" 2>&1 & unit_pid=$$!; \
+	$(PY) -m pytest -q tests/integration; integration_rc=$$?; \
+	wait $$unit_pid; unit_rc=$$?; \
+	echo "--- tests/unit (ran beside tests/integration): exit $$unit_rc ---"; cat "$$unit_log"; \
+	rm -f "$$unit_log"; \
+	test $$integration_rc -eq 0 && test $$unit_rc -eq 0
 
 test-unit: venv
 	$(PY) -m pytest -q tests/unit

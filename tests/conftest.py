@@ -17,17 +17,6 @@ from tests.fixtures.tiny_checkpoints import (
 os.environ.setdefault("SOCIALPLAY_HASH_SECRET", "test-hash-secret-0123456789abcdef")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Keep every integration test on one xdist worker: they share one Ray instance.
-
-    `make test` runs `pytest -n 3 --dist loadgroup`; the unit tests (no Ray) spread over the
-    other workers. Without xdist the marker is inert.
-    """
-    for item in items:
-        if item.nodeid.startswith("tests/integration/"):
-            item.add_marker(pytest.mark.xdist_group("ray"))
-
-
 @pytest.fixture(scope="session")
 def tiny_moderation_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny toxic-bert-shaped multi-label checkpoint (6 labels, 64 positions)."""
