@@ -97,6 +97,8 @@ def test_every_shipped_data_file_is_package_data() -> None:
         for path in (REPO_ROOT / top).rglob("*"):
             if path.is_dir() or "__pycache__" in path.parts or path.suffix in {".py", ".pyc"}:
                 continue
+            if path.name.startswith("."):
+                continue  # git metadata (.gitattributes), not data the service reads
             relative = path.relative_to(REPO_ROOT)
             packaged = False
             for package, globs in package_data.items():

@@ -208,7 +208,7 @@ def test_cli_scores_vader_on_the_test_split_as_text(
             "--task",
             "does not match",
         ),
-        (["--kind", "bert", "--data", "{tmp}/d.csv"], "--kind", "accepted: profanity"),
+        (["--kind", "bert", "--data", "{tmp}/d.csv"], "--kind", "accepted: shipped, profanity"),
         (["--kind", "head", "--data", "{tmp}/d.csv"], "--path", "needs a checkpoint"),
         (
             ["--kind", "head", "--data", "{tmp}/d.csv", "--path", "{tmp}/nothing"],
