@@ -183,7 +183,8 @@ def prepare_data(config: TextHeadJobConfig) -> PreparedData:
     return PreparedData(data, split, embeddings, inputs)
 
 
-def _head_config(config: TextHeadJobConfig, labels: tuple[str, ...]) -> HeadConfig:
+def head_config_for(config: TextHeadJobConfig, labels: tuple[str, ...]) -> HeadConfig:
+    """The head architecture a text-head job (or a search over it) trains, with its embedder."""
     embedder = shared_embedder("auto")
     return HeadConfig(
         task=config.task,
@@ -312,7 +313,7 @@ def train_head(
     )
     loop_config = {
         "arrays_ref": arrays_ref,
-        "head_config": _head_config(config, data.labels),
+        "head_config": head_config_for(config, data.labels),
         "metric": config.metric,
         "seed": config.seed,
         "epochs": config.epochs,

@@ -56,12 +56,18 @@ from configs.pipelines import (
     UniformRange,
     load_tune_job_config,
 )
-from models.heads import HeadConfig, TextHead, feature_dim, load_head, save_head, shared_embedder
+from models.heads import HeadConfig, TextHead, load_head, save_head
 from pipelines.evaluation import render_report_markdown, task_metrics
 from pipelines.jobs import job_dir, new_run_name, run_cli, say, write_json_report
 from pipelines.ray_train import read_history, write_history
 from pipelines.registry import Registration, open_tracking
-from pipelines.text_heads import PreparedData, evaluate, prepare_data, register_head
+from pipelines.text_heads import (
+    PreparedData,
+    evaluate,
+    head_config_for,
+    prepare_data,
+    register_head,
+)
 
 __all__ = [
     "SEARCHED_FIELDS",
@@ -515,21 +521,6 @@ class TuneJobResult:
     registration: Registration
 
 
-def _base_head_config(config: TextHeadJobConfig, labels: tuple[str, ...]) -> HeadConfig:
-    embedder = shared_embedder("auto")
-    return HeadConfig(
-        task=config.task,
-        labels=labels,
-        input_dim=feature_dim(config.features),
-        features=tuple(config.features),
-        hidden_dim=config.hidden_dim,
-        dropout=config.dropout,
-        embedder=embedder.info.name,
-        embedder_version=embedder.info.version,
-        name=config.mlflow.registered_model_name,
-    )
-
-
 def run_tune_job(
     config: HeadTuneJobConfig,
     prepared: PreparedData | None = None,
@@ -538,7 +529,7 @@ def run_tune_job(
     """Run every step (module docstring). `prepared` and `head_config` replace steps 2's data
     and the embedder's identity (tests pass synthetic vectors)."""
     prepared = prepared or prepare_data(config)
-    head_config = head_config or _base_head_config(config, prepared.data.labels)
+    head_config = head_config or head_config_for(config, prepared.data.labels)
     if not ray.is_initialized():
         # A local cluster unless RAY_ADDRESS points at a running one.
         ray.init(include_dashboard=False)
