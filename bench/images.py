@@ -102,8 +102,11 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_service(num_threads: int) -> tuple[str, Callable[[], None]]:
-    """A private Ray instance with the image graph; returns its URL and a stop function."""
+def start_graph(
+    app_args: dict[str, Any], options: dict[str, Any], temp_prefix: str
+) -> tuple[str, Callable[[], None]]:
+    """A private Ray instance running the graph of `app_args` (deployment `options` applied);
+    returns its URL and a stop function. bench.objects starts its graph with it too."""
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
     from ray import serve
@@ -115,7 +118,7 @@ def start_service(num_threads: int) -> tuple[str, Callable[[], None]]:
         num_cpus=os.cpu_count() or 2,
         include_dashboard=False,
         log_to_driver=False,
-        _temp_dir=tempfile.mkdtemp(prefix="sp-bench-img-", dir="/tmp"),
+        _temp_dir=tempfile.mkdtemp(prefix=temp_prefix, dir="/tmp"),
         runtime_env={
             "env_vars": {
                 "API_KEYS": BENCH_KEY,
@@ -126,12 +129,21 @@ def start_service(num_threads: int) -> tuple[str, Callable[[], None]]:
     )
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    args = AppArgs.model_validate(
-        {
-            "nsfw_model": {"enabled": True, "num_threads": num_threads},
-            "tagger_model": {"enabled": True},
-        }
+    serve.run(
+        build_graph(AppArgs.model_validate(app_args), options),
+        route_prefix="/",
+        logging_config={"enable_access_log": False},
     )
+
+    def stop() -> None:
+        serve.shutdown()
+        ray.shutdown()
+
+    return f"http://127.0.0.1:{port}", stop
+
+
+def start_service(num_threads: int) -> tuple[str, Callable[[], None]]:
+    """A private Ray instance with the image graph; returns its URL and a stop function."""
     batching = {"batching": {"max_batch_size": 16, "batch_wait_timeout_s": 0.01}}
     small = {"ray_actor_options": {"num_cpus": 0.1}}
     options = {
@@ -141,15 +153,11 @@ def start_service(num_threads: int) -> tuple[str, Callable[[], None]]:
         "NsfwDetector": {**small, "user_config": batching},
         "ImageTagModel": {**small, "user_config": batching},
     }
-    serve.run(
-        build_graph(args, options), route_prefix="/", logging_config={"enable_access_log": False}
-    )
-
-    def stop() -> None:
-        serve.shutdown()
-        ray.shutdown()
-
-    return f"http://127.0.0.1:{port}", stop
+    app_args = {
+        "nsfw_model": {"enabled": True, "num_threads": num_threads},
+        "tagger_model": {"enabled": True},
+    }
+    return start_graph(app_args, options, "sp-bench-img-")
 
 
 def main() -> None:

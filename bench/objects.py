@@ -20,12 +20,11 @@ import asyncio
 import base64
 import os
 import platform
-import tempfile
 from collections.abc import Callable
 
 import httpx
 
-from bench.images import BENCH_KEY, _free_port, time_direct, time_service
+from bench.images import BENCH_KEY, start_graph, time_direct, time_service
 from models.detector import ObjectDetectorModel
 from models.images import decode_image, encode_jpeg
 
@@ -47,29 +46,6 @@ def photographs() -> list[bytes]:
 
 def start_service(num_threads: int) -> tuple[str, Callable[[], None]]:
     """A private Ray instance running the graph with the detector; its URL and stop()."""
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    import ray
-    from ray import serve
-
-    from configs.app import AppArgs
-    from deployments.app import build_graph
-
-    ray.init(
-        num_cpus=os.cpu_count() or 2,
-        include_dashboard=False,
-        log_to_driver=False,
-        _temp_dir=tempfile.mkdtemp(prefix="sp-bench-obj-", dir="/tmp"),
-        runtime_env={
-            "env_vars": {
-                "API_KEYS": BENCH_KEY,
-                "SOCIALPLAY_DEV_MODE": "0",
-                "SOCIALPLAY_HASH_SECRET": "bench-hash-secret-not-private",
-            }
-        },
-    )
-    port = _free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    args = AppArgs.model_validate({"detector_model": {"enabled": True, "num_threads": num_threads}})
     small = {"ray_actor_options": {"num_cpus": 0.1}}
     batching = {"batching": {"max_batch_size": 8, "batch_wait_timeout_s": 0.01}}
     options = {
@@ -78,15 +54,8 @@ def start_service(num_threads: int) -> tuple[str, Callable[[], None]]:
         "Sentiment": small,
         "ObjectDetector": {**small, "user_config": batching},
     }
-    serve.run(
-        build_graph(args, options), route_prefix="/", logging_config={"enable_access_log": False}
-    )
-
-    def stop() -> None:
-        serve.shutdown()
-        ray.shutdown()
-
-    return f"http://127.0.0.1:{port}", stop
+    app_args = {"detector_model": {"enabled": True, "num_threads": num_threads}}
+    return start_graph(app_args, options, "sp-bench-obj-")
 
 
 def main() -> None:
