@@ -26,6 +26,7 @@ import pytest
 
 from deployments.app import HEALTH_CHECK_PERIOD_S, build_graph
 from tests.integration.conftest import TEST_API_KEY, deploy, embedded_args, undeploy
+from tests.integration.replicas import kill_and_wait_for_replacement
 
 pytestmark = pytest.mark.integration
 
@@ -149,56 +150,6 @@ def streak_start(outcomes: list[Outcome], since_s: float) -> float | None:
     return None
 
 
-def replica_actor_names(deployment: str) -> set[str]:
-    """Names of the live replica actors of ``deployment`` in the app (Serve names them
-    ``SERVE_REPLICA::<app>#<deployment>#<id>`` in the ``serve`` namespace)."""
-    import ray
-
-    prefix = f"SERVE_REPLICA::{APP_NAME}#{deployment}#"
-    return {
-        actor["name"]
-        for actor in ray.util.list_named_actors(all_namespaces=True)
-        if actor["name"].startswith(prefix)
-    }
-
-
-def running(deployment: str) -> bool:
-    """Whether Serve reports ``deployment`` healthy with its one replica running."""
-    from ray import serve
-    from ray.serve.schema import DeploymentStatus
-
-    status = serve.status().applications[APP_NAME].deployments[deployment]
-    return status.status == DeploymentStatus.HEALTHY and status.replica_states == {"RUNNING": 1}
-
-
-@dataclass
-class Replacement:
-    """When Serve created the replacement replica, and when it was running."""
-
-    killed: str
-    killed_at_s: float
-    created_at_s: float | None = None
-    running_at_s: float | None = None
-
-
-def kill_and_wait_for_replacement(deployment: str, deadline_after_s: float) -> Replacement:
-    """``ray.kill`` the one replica of ``deployment``, then watch Serve replace it."""
-    import ray
-
-    (name,) = replica_actor_names(deployment)
-    replacement = Replacement(name, time.monotonic())
-    ray.kill(ray.get_actor(name, namespace="serve"), no_restart=True)
-    deadline = replacement.killed_at_s + deadline_after_s
-    while time.monotonic() < deadline and replacement.running_at_s is None:
-        now = time.monotonic()
-        if replacement.created_at_s is None and replica_actor_names(deployment) - {name}:
-            replacement.created_at_s = now
-        if replacement.created_at_s is not None and running(deployment):
-            replacement.running_at_s = now
-        time.sleep(0.1)
-    return replacement
-
-
 @pytest.fixture(scope="module", autouse=True)
 def default_app(base_url: str) -> Iterator[None]:
     small = {"ray_actor_options": {"num_cpus": 0.1}}
@@ -218,7 +169,7 @@ def test_killed_moderation_replica_costs_only_degraded_answers(base_url: str) ->
     with Load(base_url) as load:
         before = load.wait_for_full_service(time.monotonic(), time.monotonic() + 30)
         assert before is not None, f"no steady full service before the kill: {load.snapshot()[-5:]}"
-        replaced = kill_and_wait_for_replacement("TextModeration", GIVE_UP_S)
+        replaced = kill_and_wait_for_replacement(APP_NAME, "TextModeration", GIVE_UP_S)
         killed_at = replaced.killed_at_s
         back = load.wait_for_full_service(killed_at, killed_at + GIVE_UP_S)
     outcomes = load.snapshot()
@@ -255,7 +206,7 @@ def test_killed_ingress_replica_fails_only_in_flight_requests(base_url: str) -> 
     with Load(base_url) as load:
         before = load.wait_for_full_service(time.monotonic(), time.monotonic() + 30)
         assert before is not None, f"no steady full service before the kill: {load.snapshot()[-5:]}"
-        replaced = kill_and_wait_for_replacement("Ingress", GIVE_UP_S)
+        replaced = kill_and_wait_for_replacement(APP_NAME, "Ingress", GIVE_UP_S)
         killed_at = replaced.killed_at_s
         back = load.wait_for_full_service(killed_at, killed_at + GIVE_UP_S)
         # Keep the load on a little longer: once back, every later request must succeed.

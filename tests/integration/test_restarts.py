@@ -1,4 +1,4 @@
-"""A restart of the whole graph under Serve: with Redis kept the state survives; with Redis
+"""A restart of the Recommender under Serve: with Redis kept the state survives; with Redis
 flushed but the events kept it is rebuilt from the stored events.
 
 The Recommender keeps its derived state (profiles, popularity, hidden posts, post features,
@@ -8,13 +8,16 @@ process behind MongoDB's wire protocol (no MongoDB server is installed here or i
 embedded store lives in the replica and dies with it). The replicas reach both through
 ``REDIS_URL`` and ``MONGODB_URL``, so the product runs its real pymongo and Redis paths.
 
-Three deploys in this module: the first records the state; each restart compares with it,
+One deploy in this module records the state; each restart kills the Recommender's replica
+(``ray.kill``, as a crash or a node loss would) and lets Serve start a new one, which loads its
+state in ``__init__`` exactly as a redeploy's replica does, then compares with the record,
 exactly: the derived keys in Redis, the feed order and what it filters, and the interests.
 """
 
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,11 +31,15 @@ from pipelines.synthetic_social import post_text
 from tests.fixtures.mongo_wire import mongo_wire_server
 from tests.fixtures.redis_server import throwaway_redis
 from tests.integration.conftest import TEST_API_KEY, deploy, embedded_args, health_detail, undeploy
+from tests.integration.replicas import kill_and_wait_for_replacement
 
 pytestmark = pytest.mark.integration
 
 NOW = datetime.now(UTC)
 SMALL = {"ray_actor_options": {"num_cpus": 0.1}}
+APP_NAME = "socialplay"
+# Past this a restart is a failure (Serve notices a death at its next health check).
+RESTART_GIVE_UP_S = 90.0
 PREFIX = "sp-restart:"
 READER = "reader"
 TOPICS = ("cooking", "football", "tech")
@@ -162,10 +169,14 @@ def before(
         return _derived_state(client), _answers(http)
 
 
-def _redeploy(stores: tuple[str, str, redis.Redis], base_url: str) -> None:
-    redis_url, mongodb_url, _ = stores
-    undeploy()
-    deploy(_graph(redis_url, mongodb_url), base_url)
+def _restart_recommender(base_url: str) -> None:
+    """Kill the Recommender's replica and wait until its replacement serves."""
+    replaced = kill_and_wait_for_replacement(APP_NAME, "Recommender", RESTART_GIVE_UP_S)
+    assert replaced.running_at_s is not None, f"no new Recommender within {RESTART_GIVE_UP_S} s"
+    deadline = time.monotonic() + RESTART_GIVE_UP_S
+    while health_detail(base_url)["nodes"]["recommender"].get("status") != "ok":
+        assert time.monotonic() < deadline, "the new Recommender never reported ok in /health"
+        time.sleep(0.2)
 
 
 def test_the_recorded_state_is_worth_comparing(before, base_url) -> None:
@@ -185,7 +196,7 @@ def test_the_recorded_state_is_worth_comparing(before, base_url) -> None:
 
 def test_a_restart_with_redis_kept_keeps_the_state(before, stores, base_url, client) -> None:
     state, answers = before
-    _redeploy(stores, base_url)
+    _restart_recommender(base_url)
     assert _answers(client) == answers
     assert _derived_state(stores[2]) == state
 
@@ -198,6 +209,6 @@ def test_a_restart_on_a_flushed_redis_rebuilds_the_state_from_the_events(
     # The module's private server only (its own port), never the shared one.
     redis_client.flushall()
     assert _derived_state(redis_client) == {}
-    _redeploy(stores, base_url)
+    _restart_recommender(base_url)
     assert _derived_state(redis_client) == state
     assert _answers(client) == answers

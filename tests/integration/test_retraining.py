@@ -18,6 +18,7 @@ import pytest
 from configs.pipelines import TextHeadJobConfig
 from tests.fixtures.labelled_data import write_davidson_csv
 from tests.integration.conftest import TEST_API_KEY, health_detail
+from tests.integration.replicas import kill_and_wait_for_replacement
 
 pytestmark = pytest.mark.integration
 
@@ -246,12 +247,16 @@ def test_promoted_version_is_served_after_live_reconfigure(
         assert set(answer["scores"]) == {"hate_speech", "offensive"}
 
         # MLflow down at replica start: a new replica (not a reconfigure) whose tracking
-        # server does not answer loads the version it cached and says so in /health.
-        serve.delete("socialplay")
+        # server does not answer loads the version it cached and says so in /health. The
+        # running replica already serves version 1, so the reconfigure to the dead registry
+        # loads nothing; the replica Serve starts after the kill loads at start-up.
         with socket.socket() as unused:
             unused.bind(("127.0.0.1", 0))
             dead_uri = f"http://127.0.0.1:{unused.getsockname()[1]}"
         pinned = {"model_name": MODEL_NAME, "version": 1, "tracking_uri": dead_uri}
+        _deploy_and_wait(_serve_config(serve_port, {"model": pinned}), base_url, f"{MODEL_NAME}/1")
+        replaced = kill_and_wait_for_replacement("socialplay", "TextModeration", 120.0)
+        assert replaced.running_at_s is not None, "Serve started no new TextModeration replica"
         _deploy_and_wait(_serve_config(serve_port, {"model": pinned}), base_url, f"{MODEL_NAME}/1")
         cached = health_detail(base_url)["nodes"]["moderation"]
         assert cached["model_source"] == "cache (registry unreachable)", cached
