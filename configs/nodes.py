@@ -102,6 +102,12 @@ class TextVectorCacheConfig(StrictModel):
     """Share vectors between nodes. Redis when REDIS_URL is set (shared by every node and
     replica), else a bounded in-process LRU per replica (reuse within one node only). false: each
     node runs its encoder on every text, as before."""
+    encoder: Literal["shared", "per_node"] = "shared"
+    """shared: one Embedder deployment holds MiniLM and encodes for every text feature (head
+    moderation / sentiment, retrieval smart replies, the recommender); the others ask it through
+    its handle, one process and one copy of the weights. per_node: each of those nodes loads its
+    own MiniLM (no extra hop, one copy per process). Shared only where the node would load the
+    bundled MiniLM: a custom recommender.embedding_model.path or replies.path keeps per_node."""
     ttl_s: float = Field(default=7 * 86400.0, gt=0.0, le=90 * 86400.0)
     """Redis only: seconds a vector lives after it is stored. Keys name the encoder version, so a
     new model never reads old vectors; this only bounds memory."""

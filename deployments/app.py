@@ -26,7 +26,7 @@ from deployments.nodes.text_classifier import text_classifier_deployment
 from deployments.nodes.trends import Trends
 from models.detector import DEFAULT_TAG_MAP
 from models.tagger import DEFAULT_TAGS
-from models.text_classifier import TextTask
+from models.text_classifier import SHIPPED_KIND, TextTask
 
 # Serve notices a dead replica at its next health check and only then starts another; its
 # default period (10 s) alone would keep a crashed node away longer than the 10 s within which
@@ -57,12 +57,17 @@ def build_graph(
         }
         return cast(Deployment, deployment).options(**overrides)
 
-    # Embed once: every node that runs MiniLM on text shares vectors through one store.
+    # Embed once: every node that runs MiniLM on text shares vectors through one store, and
+    # (text_vectors.encoder: shared) one Embedder encodes for all of them.
     text_vectors = args.text_vectors
+    embedder: Application | None = None
+    if args.recommender.enabled or shares_text_encoder(args):
+        embedder = node(Embedder, "Embedder").bind(args.recommender.embedding_model, text_vectors)
+    shared_encoder = embedder if shares_text_encoder(args) else None
 
     def text_node(task: TextTask, variant: str | None, spec: TextClassifierSpec) -> Application:
         deployment = text_classifier_deployment(task, variant)
-        return node(deployment, deployment.name).bind(task, spec, text_vectors)
+        return node(deployment, deployment.name).bind(task, spec, text_vectors, shared_encoder)
 
     # Text classifiers: one node class, deployed per task (TextModeration, Sentiment) and per
     # experiment variant (TextModeration-<variant>, ...), each with its own replicas and
@@ -86,8 +91,7 @@ def build_graph(
     # and index; it calls the Embedder for new texts. The ingress gets the Embedder's handle
     # only to report it in /health: routes reach it through the Recommender, one hop.
     recommender_nodes: dict[str, Application] = {}
-    if args.recommender.enabled:
-        embedder = node(Embedder, "Embedder").bind(args.recommender.embedding_model, text_vectors)
+    if args.recommender.enabled and embedder is not None:
         recommender_nodes["embedder"] = embedder
         recommender_nodes["recommender"] = node(Recommender, "Recommender").bind(
             embedder, args.recommender.redis_key_prefix
@@ -99,12 +103,32 @@ def build_graph(
             recommender_nodes["recommender"], text_nodes["sentiment"]
         )
     if args.replies.enabled:
+        replies_encoder = shared_encoder if args.replies.path is None else None
         recommender_nodes["replies"] = node(SmartReply, "SmartReply").bind(
-            args.replies, text_vectors
+            args.replies, text_vectors, replies_encoder
         )
     return node(Ingress, "Ingress").bind(
         **text_nodes, **image_nodes, **recommender_nodes, **variant_nodes
     )
+
+
+# Text-classifier kinds whose model embeds with MiniLM (the heads).
+MINILM_KINDS = frozenset({"head", SHIPPED_KIND})
+
+
+def shares_text_encoder(args: AppArgs) -> bool:
+    """Whether one Embedder encodes for the graph's text nodes: ``text_vectors.encoder`` is
+    ``shared``, the Embedder runs the bundled MiniLM, and some node would otherwise load it
+    (a head moderation / sentiment model or variant, or retrieval smart replies)."""
+    if args.text_vectors.encoder != "shared" or args.recommender.embedding_model.path is not None:
+        return False
+    heads = any(
+        spec.kind in MINILM_KINDS
+        for main, variants in args.text_classifiers().values()
+        for spec in (main, *variants.values())
+    )
+    replies = args.replies.enabled and args.replies.kind != "seq2seq" and args.replies.path is None
+    return heads or replies
 
 
 def detector_spec(args: AppArgs) -> DetectorModelSpec:

@@ -72,11 +72,13 @@ class ReplyModel:
         cls,
         args: RepliesArgs,
         wrap_encoder: Callable[[MiniLMEmbedder], TextEncoder] | None = None,
+        encoder: TextEncoder | None = None,
     ) -> ReplyModel:
         """Build the configured replier (retrieval: loads MiniLM and embeds the bank).
 
         `wrap_encoder` (retrieval) puts MiniLM behind another encoder before anything is
-        embedded: the node's `CachingEmbedder`.
+        embedded: the node's `CachingEmbedder`. `encoder` (retrieval): embed with it instead
+        of loading MiniLM here (the graph's one shared encoder); `wrap_encoder` is then unused.
         """
         if args.kind == "seq2seq":
             if args.path is None:
@@ -86,20 +88,25 @@ class ReplyModel:
                 Seq2SeqConfig(max_message_chars=args.max_message_chars, device=args.device),
             )
             return cls(seq2seq, ModelInfo(seq2seq.name, "local", args.device, ()))
-        embedder = MiniLMEmbedder.load(args.path, args.device)
+        embedder: TextEncoder
+        if encoder is not None:
+            embedder = encoder
+        else:
+            local = MiniLMEmbedder.load(args.path, args.device)
+            embedder = wrap_encoder(local) if wrap_encoder else local
         bank = ReplyBank.load(args.bank_path)
-        encoder = _PrecomputedEncoder(wrap_encoder(embedder) if wrap_encoder else embedder)
+        precomputed = _PrecomputedEncoder(embedder)
         config = ReplyConfig(
             max_message_chars=args.max_message_chars, min_similarity=args.min_similarity
         )
-        replier = SmartReplier(bank, encoder, config)
+        replier = SmartReplier(bank, precomputed, config)
         info = ModelInfo(
             name=f"smart-reply/{embedder.info.name}",
             version=embedder.info.version,
             device=embedder.info.device,
             labels=tuple(i.name for i in bank.intents),
         )
-        return cls(replier, info, encoder, config)
+        return cls(replier, info, precomputed, config)
 
     def _texts_of(self, request: ReplyQuery) -> list[str]:
         """The texts the replier will embed for `request` (message, recent context)."""

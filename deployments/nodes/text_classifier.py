@@ -14,6 +14,7 @@ from typing import Any
 
 from ray import serve
 from ray.serve.deployment import Deployment
+from ray.serve.handle import DeploymentHandle
 
 from configs.nodes import TEXT_CLASSIFIER_SPECS, TextClassifierSpec, TextVectorCacheConfig
 from deployments.nodes.base import load_registered_head
@@ -44,11 +45,13 @@ class TextClassifier(TextVectorNodeMixin[str, TextClassification]):
         task: TextTask,
         model_spec: TextClassifierSpec | Mapping[str, Any] | None = None,
         text_vectors: TextVectorCacheConfig | Mapping[str, Any] | None = None,
+        encoder: DeploymentHandle[Any] | None = None,
     ) -> None:
-        """Load the model the task's spec names (`configs.nodes.TEXT_CLASSIFIER_SPECS`)."""
+        """Load the model the task's spec names (`configs.nodes.TEXT_CLASSIFIER_SPECS`);
+        heads embed through `encoder` (the Embedder's handle) when the graph shares it."""
         self.task = task
         self.result_type = task_spec(task).result_type
-        self._configure_text_vectors(text_vectors)
+        self._configure_text_vectors(text_vectors, encoder)
         spec = TEXT_CLASSIFIER_SPECS[task].model_validate(model_spec or {})
         # Window length, stride, neutral band: they change answers, not the model version.
         self.result_cache_variant = json.dumps(spec.loader_kwargs(), sort_keys=True)
@@ -87,7 +90,8 @@ class TextClassifier(TextVectorNodeMixin[str, TextClassification]):
 
 def text_classifier_deployment(task: TextTask, variant: str | None = None) -> Deployment:
     """The `TextClassifier` deployment named for `task` (and experiment `variant`), e.g.
-    ``TextModeration`` or ``Sentiment-candidate``; bind it with ``(task, spec, text_vectors)``.
+    ``TextModeration`` or ``Sentiment-candidate``; bind it with
+    ``(task, spec, text_vectors[, encoder])``.
     """
     name = NODE_NAMES[task] if variant is None else f"{NODE_NAMES[task]}-{variant}"
     deployment: Deployment = TextClassifier.options(name=name)  # type: ignore[attr-defined]

@@ -5,6 +5,9 @@ retrieval SmartReply) wraps its encoder in a `models.text_vectors.CachingEmbedde
 store `storage.vector_store.open_text_vector_store` picks (Redis when ``REDIS_URL`` is set,
 shared by every node and replica; else a per-replica LRU).
 
+With ``text_vectors.encoder: shared`` (the default) those nodes hold no MiniLM: they embed
+through the Embedder's handle (`deployments.nodes.remote_encoder`), which keeps the store.
+
 `TextVectorNodeMixin` reports the counters under ``text_vectors`` in the node's ``info()``
 (which feeds /health).
 """
@@ -16,8 +19,11 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, TypeVar
 
+from ray.serve.handle import DeploymentHandle
+
 from configs.nodes import TextVectorCacheConfig
 from deployments.nodes.base import BatchedNodeMixin, ItemT, ResultT
+from deployments.nodes.remote_encoder import RemoteTextEncoder
 from models.answers import JsonObject, ModelNodeInfo, json_object
 from models.heads import shared_embedder
 from models.text_vectors import CachingEmbedder, TextEncoder
@@ -39,11 +45,21 @@ class TextVectorNodeMixin(BatchedNodeMixin[ItemT, ResultT]):
     text_vectors: CachingEmbedder | None = None
     text_vectors_config: TextVectorCacheConfig | None = None
     text_vectors_off_reason: str = "the node was bound without text_vectors args"
+    # The graph's one encoder (the Embedder's handle), when the graph shares it.
+    remote_encoder: RemoteTextEncoder | None = None
 
     def _configure_text_vectors(
-        self, args: TextVectorCacheConfig | Mapping[str, Any] | None
+        self,
+        args: TextVectorCacheConfig | Mapping[str, Any] | None,
+        encoder: DeploymentHandle[Any] | None = None,
     ) -> None:
-        """Validate ``args.text_vectors``; the store opens with the first encoder wrapped."""
+        """Validate ``args.text_vectors``; the store opens with the first encoder wrapped.
+
+        `encoder`: the Embedder's handle (``text_vectors.encoder: shared``); this node's models
+        then embed through it and the Embedder keeps the store.
+        """
+        if encoder is not None:
+            self.remote_encoder = RemoteTextEncoder(encoder)
         if args is None:
             return
         config = TextVectorCacheConfig.model_validate(args)
@@ -78,6 +94,8 @@ class TextVectorNodeMixin(BatchedNodeMixin[ItemT, ResultT]):
         Every head this node loads (from a path, from the registry, or swapped in later by
         alias following) gets it at load time, so its vectors go through the store.
         """
+        if self.remote_encoder is not None:
+            return self.remote_encoder
         if self.text_vectors_config is None:
             return None
         return self._cache_encoder(shared_embedder(self.model_device))
@@ -85,9 +103,11 @@ class TextVectorNodeMixin(BatchedNodeMixin[ItemT, ResultT]):
     def info(self) -> ModelNodeInfo:
         """The node's info plus ``text_vectors``: store backend, state and counters."""
         cache = self.text_vectors
-        vectors: JsonObject = (
-            json_object({"state": "on", **cache.stats()})
-            if cache is not None
-            else {"state": "off", "reason": self.text_vectors_off_reason}
-        )
+        vectors: JsonObject
+        if self.remote_encoder is not None:
+            vectors = {"state": "shared encoder", "node": "Embedder"}
+        elif cache is not None:
+            vectors = json_object({"state": "on", **cache.stats()})
+        else:
+            vectors = {"state": "off", "reason": self.text_vectors_off_reason}
         return replace(super().info(), text_vectors=vectors)

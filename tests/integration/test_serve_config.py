@@ -62,6 +62,9 @@ def test_serve_config_yaml_deploys_and_answers(config: dict[str, Any], base_url:
     # The shipped heads: what `make serve` answers with on a fresh clone.
     assert health["nodes"]["moderation"]["name"] == "heads-moderation"
     assert health["nodes"]["sentiment"]["name"] == "heads-sentiment"
+    # One text encoder: the heads embed through the Embedder, holding no MiniLM of their own.
+    for node in ("moderation", "sentiment", "replies"):
+        assert health["nodes"][node]["text_vectors"]["state"] == "shared encoder", node
     yaml_batching = config["applications"][0]["deployments"][1]["user_config"]["batching"]
     assert health["nodes"]["moderation"]["batching"] == yaml_batching
     response = httpx.post(
