@@ -151,3 +151,30 @@ def test_every_enabled_schedule_has_a_rayjob_and_the_cronjob_runs_the_scheduler(
         == f"http://{_rayservice()['metadata']['name']}-head-svc:8265"
     )
     assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
+
+
+def _rayjob_containers(path: Path) -> list[dict[str, Any]]:
+    job = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return _containers(job["spec"]["rayClusterSpec"])
+
+
+def test_serving_and_training_pods_reach_the_same_s3_artifact_store() -> None:
+    # The jobs upload registered models to the bucket and the serving pods download them:
+    # both need the same root and endpoint, and the keys only from a secret.
+    containers = _containers(_rayservice()["spec"]["rayClusterConfig"])
+    for path in sorted(KUBERAY.glob("rayjob-*.yaml")):
+        containers += _rayjob_containers(path)
+    roots = set()
+    for container in containers:
+        env = {e["name"]: e for e in container["env"]}
+        roots.add((env["MLFLOW_ARTIFACT_ROOT"]["value"], env["MLFLOW_S3_ENDPOINT_URL"]["value"]))
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            assert "value" not in env[name], f"{container['name']}: {name} inline"
+            assert env[name]["valueFrom"]["secretKeyRef"]["name"] == "socialplay-s3"
+    [(root, endpoint)] = roots
+    from configs.settings import Settings
+
+    store = Settings.model_validate(
+        {"MLFLOW_ARTIFACT_ROOT": root, "MLFLOW_S3_ENDPOINT_URL": endpoint}
+    ).artifact_store()
+    assert store.is_s3
