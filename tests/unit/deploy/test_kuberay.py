@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -178,3 +179,39 @@ def test_serving_and_training_pods_reach_the_same_s3_artifact_store() -> None:
         {"MLFLOW_ARTIFACT_ROOT": root, "MLFLOW_S3_ENDPOINT_URL": endpoint}
     ).artifact_store()
     assert store.is_s3
+
+
+# Objects that are maps by design (any key): labels, Ray's start parameters, resource
+# quantities (nvidia.com/gpu is a key like cpu). Every other object must reject a stray field.
+MAP_OBJECTS = {"labels", "annotations", "rayStartParams", "requests", "limits", "nodeSelector"}
+
+
+def _objects(node: Any, path: tuple[str | int, ...] = ()) -> Iterator[tuple[str | int, ...]]:
+    if isinstance(node, dict):
+        yield path
+        for key, value in node.items():
+            yield from _objects(value, (*path, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _objects(value, (*path, index))
+
+
+@pytest.mark.parametrize("path", _manifests(), ids=lambda p: p.name)
+def test_a_stray_field_fails_in_every_object_of_the_manifest(path: Path) -> None:
+    # Every object of every manifest, from the top to a volume's claim: a misspelt field
+    # there (`claimname`, `imagePullPolcy`, `serveConfigV3`) must fail the check.
+    document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    checked, open_objects = 0, []
+    for where in _objects(document):
+        if where and where[-1] in MAP_OBJECTS:
+            continue
+        mutated = copy.deepcopy(document)
+        node = mutated
+        for key in where:
+            node = node[key]
+        node["strayField"] = "x"  # a string: valid wherever any value would be
+        checked += 1
+        if not _errors(mutated):
+            open_objects.append("/".join(map(str, where)) or "(top)")
+    assert open_objects == [], f"objects that accept any field: {open_objects}"
+    assert checked >= 10
