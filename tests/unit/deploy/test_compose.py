@@ -18,7 +18,7 @@ import yaml
 
 from configs.settings import Settings
 from deployments import metrics
-from deployments.launch import DEFAULT_METRICS_PORT, METRICS_PORT_ENV
+from deployments.launch import DEFAULT_METRICS_PORT, METRICS_PORT_ENV, PROFILE_ENV
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
@@ -123,7 +123,7 @@ def test_the_service_gets_the_settings_it_reads(resolved: dict[str, Any]) -> Non
     assert environment["REDIS_URL"].startswith("redis://redis:")
     assert environment["MONGODB_URL"].startswith("mongodb://mongo:")
     ours = {n for n in environment if not n.startswith("RAY_")}
-    unknown = ours - aliases - {METRICS_PORT_ENV}
+    unknown = ours - aliases - {METRICS_PORT_ENV, PROFILE_ENV}  # read by the launcher
     assert unknown == set(), f"variables no setting reads: {unknown}"
     assert environment["API_KEYS"] == "change-me-long-random-key"  # from the env file
     assert set(service["depends_on"]) == {"redis", "mongo", "mlflow", "minio"}
