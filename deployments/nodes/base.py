@@ -343,12 +343,15 @@ class BatchedNodeMixin(Generic[ItemT, ResultT]):
 
 
 def accelerator_info(model_device: str) -> JsonObject | None:
-    """The replica's GPUs (``ray_actor_options.num_gpus``) and where its model runs; None
-    without a GPU. A model on the CPU in a replica given a GPU says why (``fallback``)."""
+    """The replica's GPUs and share of them (``ray_actor_options.num_gpus``) and where its
+    model runs; None without a GPU. A model on the CPU in a replica given a GPU says why
+    (``fallback``)."""
     gpu_ids = [str(gpu) for gpu in ray.get_gpu_ids()]
     if not gpu_ids:
         return None
-    info: dict[str, Any] = {"gpu_ids": gpu_ids, "device": model_device}
+    # The share this replica reserved (ray_actor_options.num_gpus), as Ray assigned it.
+    share = ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0)
+    info: dict[str, Any] = {"gpu_ids": gpu_ids, "gpu_share": share, "device": model_device}
     if not model_device.startswith("cuda"):
         info["fallback"] = f"the replica holds a GPU but its model runs on the CPU: {cuda_status()}"
     return json_object(info)
