@@ -350,7 +350,8 @@ def accelerator_info(model_device: str) -> JsonObject | None:
     if not gpu_ids:
         return None
     # The share this replica reserved (ray_actor_options.num_gpus), as Ray assigned it.
-    share = ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0)
+    assigned: dict[str, float] = ray.get_runtime_context().get_assigned_resources()  # type: ignore[no-untyped-call]
+    share = assigned.get("GPU", 0.0)
     info: dict[str, Any] = {"gpu_ids": gpu_ids, "gpu_share": share, "device": model_device}
     if not model_device.startswith("cuda"):
         info["fallback"] = f"the replica holds a GPU but its model runs on the CPU: {cuda_status()}"

@@ -215,3 +215,32 @@ def test_a_stray_field_fails_in_every_object_of_the_manifest(path: Path) -> None
             open_objects.append("/".join(map(str, where)) or "(top)")
     assert open_objects == [], f"objects that accept any field: {open_objects}"
     assert checked >= 10
+
+
+def test_the_gpu_rayservice_serves_the_gpu_profile_on_enough_gpus() -> None:
+    from configs.profiles import apply_profile, load_profile
+
+    spec = importlib.util.spec_from_file_location("render", KUBERAY / "render.py")
+    assert spec is not None and spec.loader is not None
+    render = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(render)
+    text = (KUBERAY / "rayservice.gpu.yaml").read_text(encoding="utf-8")
+    assert text == render.render_gpu(), (
+        "deploy/kuberay/rayservice.gpu.yaml is stale: run python deploy/kuberay/render.py"
+    )
+    service = yaml.safe_load(text)
+    profile = load_profile(REPO_ROOT / "serve_config.gpu.yaml")
+    served = yaml.safe_load(service["spec"]["serveConfigV2"])
+    cpu_served = yaml.safe_load(_rayservice()["spec"]["serveConfigV2"])
+    assert served == apply_profile(cpu_served, profile)
+    cluster = service["spec"]["rayClusterConfig"]
+    [group] = cluster["workerGroupSpecs"]
+    [worker] = group["template"]["spec"]["containers"]
+    assert worker["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert group["rayStartParams"]["num-gpus"] == "1"
+    # Every replica's GPU share fits the GPU pods the group keeps at its minimum.
+    assert group["minReplicas"] >= profile.gpus
+    for container in _containers(cluster):
+        assert container["image"].endswith("-gpu")
+        env = {e["name"]: e for e in container["env"]}
+        assert env["API_KEYS"]["valueFrom"]["secretKeyRef"]["name"] == "socialplay-secrets"
