@@ -1,7 +1,8 @@
 """KubeRay manifests (deploy/kuberay/) validated offline against the vendored schemas.
 
-The schemas (deploy/kuberay/schemas/) are the subset of KubeRay's ray.io/v1 CRDs (and of
-batch/v1 CronJob) that the manifests use. As `kubeconform -strict` does, every object without
+The schemas (deploy/kuberay/schemas/) are the subset of KubeRay's ray.io/v1 CRDs that the
+manifests use, with Kubernetes' own strict PodTemplateSpec for every pod, and Kubernetes'
+strict batch/v1 CronJob (both from kubernetes-validate: schemas/vendor_k8s.py). As `kubeconform -strict` does, every object without
 `additionalProperties` or `x-kubernetes-preserve-unknown-fields` is closed here, so a
 misspelt or misplaced field fails.
 """
@@ -86,6 +87,18 @@ def _rayservice() -> dict[str, Any]:
             lambda d: d["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"][
                 "containers"
             ][0].update(imagePullPolcy="Always"),
+        ),
+        (
+            "a wrong type deep in a pod (Kubernetes' own PodSpec)",
+            lambda d: d["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"][
+                "containers"
+            ][0]["ports"][0].update(containerPort="8000"),
+        ),
+        (
+            "a misspelt securityContext field",
+            lambda d: d["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"][
+                "securityContext"
+            ].update(runAsNonroot=True),
         ),
     ],
 )
