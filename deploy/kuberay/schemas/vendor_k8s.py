@@ -14,9 +14,9 @@ are embedded under ``definitions`` (descriptions dropped), so the tests read onl
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
-import importlib.util
 from pathlib import Path
 from typing import Any
 

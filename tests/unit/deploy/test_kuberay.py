@@ -2,9 +2,9 @@
 
 The schemas (deploy/kuberay/schemas/) are the subset of KubeRay's ray.io/v1 CRDs that the
 manifests use, with Kubernetes' own strict PodTemplateSpec for every pod, and Kubernetes'
-strict batch/v1 CronJob (both from kubernetes-validate: schemas/vendor_k8s.py). As `kubeconform -strict` does, every object without
-`additionalProperties` or `x-kubernetes-preserve-unknown-fields` is closed here, so a
-misspelt or misplaced field fails.
+strict batch/v1 CronJob (both from kubernetes-validate: schemas/vendor_k8s.py). As
+`kubeconform -strict` does, every object without `additionalProperties` or
+`x-kubernetes-preserve-unknown-fields` is closed here, so a misspelt or misplaced field fails.
 """
 
 from __future__ import annotations
