@@ -48,7 +48,7 @@ class DeploymentOverlay(StrictModel):
     """Requests in a replica at once; keep it >= the batch size, or batches never fill. None
     keeps serve_config.yaml's."""
     user_config: dict[str, Any] = Field(default_factory=dict)
-    """Merged key by key into the deployment's user_config (e.g. ``batching``); validated by
+    """Merged key by key into the deployment's user_config (e.g. `batching`); validated by
     the node as any user_config is."""
 
 
@@ -56,7 +56,7 @@ class ServeProfile(StrictModel):
     """An overlay of serve_config.yaml for other hardware (``serve_config.<name>.yaml``)."""
 
     name: str = Field(min_length=1, pattern=r"^[a-z0-9-]+$")
-    """The profile's name: `--profile <name>` reads ``serve_config.<name>.yaml``."""
+    """The profile's name: `--profile <name>` reads `serve_config.<name>.yaml`."""
     description: str = Field(min_length=1)
     """What hardware the profile is for."""
     gpus: float = Field(ge=0.0)
