@@ -346,6 +346,8 @@ def accelerator_info(model_device: str) -> JsonObject | None:
     """The replica's GPUs and share of them (``ray_actor_options.num_gpus``) and where its
     model runs; None without a GPU. A model on the CPU in a replica given a GPU says why
     (``fallback``)."""
+    if not ray.is_initialized():
+        return None  # a node built outside Ray (unit tests) holds no GPU
     gpu_ids = [str(gpu) for gpu in ray.get_gpu_ids()]
     if not gpu_ids:
         return None
