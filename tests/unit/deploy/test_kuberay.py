@@ -10,6 +10,7 @@ strict batch/v1 CronJob (both from kubernetes-validate: schemas/vendor_k8s.py). 
 from __future__ import annotations
 
 import copy
+import functools
 import importlib.util
 import json
 from collections.abc import Iterator
@@ -42,6 +43,7 @@ def _strict(node: Any) -> Any:
     return node
 
 
+@functools.cache
 def _validator(kind: str) -> jsonschema.Draft7Validator:
     schema = json.loads((KUBERAY / "schemas" / f"{SCHEMA_OF_KIND[kind]}.json").read_text())
     return jsonschema.Draft7Validator(_strict(schema))
