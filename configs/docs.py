@@ -41,6 +41,7 @@ from configs.pipelines import (
     RecommenderMFJobConfig,
     TextHeadJobConfig,
 )
+from configs.profiles import ServeProfile
 from configs.recommender import RecommenderConfig
 from configs.schedules import Schedules
 from configs.settings import Settings
@@ -365,6 +366,8 @@ naming the field. Rules between fields (a reject threshold at or above its flag 
   applied live by `reconfigure()` when the file is deployed again (no restart).
 - [Retraining jobs](#retraining-jobs): the YAML files under `configs/pipelines/`.
 - [Schedules](#schedules): `configs/schedules.yaml`.
+- [Serve profiles](#serve-profiles): overlays of `serve_config.yaml` such as
+  `serve_config.gpu.yaml` (`deployments.launch --profile <name>`).
 """
 
 _ENVIRONMENT = """\
@@ -407,6 +410,15 @@ _SCHEDULES = """\
 """
 
 
+_PROFILES = """\
+## Serve profiles
+
+`serve_config.<name>.yaml` beside `serve_config.yaml`, applied by
+`python -m deployments.launch --profile <name>` (or `SOCIALPLAY_PROFILE`); see
+[deployment](deployment.md#gpu-profile).
+"""
+
+
 def _owners_table() -> list[str]:
     lines = ["| deployment | `user_config` model |", "|---|---|"]
     for owner in USER_CONFIGS:
@@ -429,6 +441,7 @@ def render() -> str:
         writer.add_root(owner.model, f"the `user_config` of {names}", owner.path)
     for config in (*JOB_CONFIGS, SCHEDULES):
         writer.add_root(config.model, _files(config), config.path)
+    writer.add_root(ServeProfile, "`serve_config.<name>.yaml`", "profile")
 
     writer.lines.append(_INTRO.rstrip("\n"))
     writer.lines += ["", _ENVIRONMENT.rstrip("\n"), "", *_settings_table()]
@@ -442,6 +455,8 @@ def render() -> str:
         writer.section(config.model)
     writer.lines += ["", _SCHEDULES.rstrip("\n")]
     writer.section(SCHEDULES.model)
+    writer.lines += ["", _PROFILES.rstrip("\n")]
+    writer.section(ServeProfile)
     return "\n".join(writer.lines).rstrip("\n") + "\n"
 
 

@@ -300,6 +300,7 @@ class NsfwModelSpec(StrictModel):
     buttocks and anus labels."""
     num_threads: int = Field(default=0, ge=0, le=64)
     """onnxruntime threads per replica; 0 = its default."""
+    device: Device = "auto"
 
 
 class TaggerModelSpec(StrictModel):

@@ -69,8 +69,9 @@ class MlflowConfig(_Strict):
     """MLflow tracking URI; default MLFLOW_TRACKING_URI, else sqlite:///<state_dir>/mlflow.db
     with artifacts in <state_dir>/mlartifacts."""
     artifact_location: str | None = None
-    """Artifact root of a NEW experiment (an absolute path or URI); default
-    <state_dir>/mlartifacts for a local store, the server's default otherwise."""
+    """Artifact root of a NEW experiment (an absolute path or URI, e.g. s3://bucket/prefix);
+    default MLFLOW_ARTIFACT_ROOT, else <state_dir>/mlartifacts for a local store, the server's
+    default otherwise."""
     experiment_name: str = Field(default="text-heads", min_length=1)
     """MLflow experiment of the runs."""
     registered_model_name: str = Field(min_length=1)

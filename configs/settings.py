@@ -12,8 +12,16 @@ import os
 import secrets
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from configs.artifacts import (
+    ACCESS_KEY_ENV,
+    ARTIFACT_ROOT_ENV,
+    S3_ENDPOINT_ENV,
+    SECRET_KEY_ENV,
+    ArtifactStore,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +83,18 @@ class Settings(BaseSettings):
     """MongoDB URL; empty means the embedded document store."""
     mlflow_tracking_uri: str = Field(default="", validation_alias="MLFLOW_TRACKING_URI")
     """MLflow tracking server; empty means a local sqlite store in the state dir."""
+    mlflow_artifact_root: str = Field(default="", validation_alias=ARTIFACT_ROOT_ENV)
+    """Artifact root of the MLflow experiments the retraining jobs create: s3://bucket/prefix
+    (S3, R2, B2, MinIO) or an absolute path; empty means the tracking server's default (or
+    <state_dir>/mlartifacts with the local sqlite store)."""
+    mlflow_s3_endpoint_url: str = Field(default="", validation_alias=S3_ENDPOINT_ENV)
+    """S3 API address of a store that is not AWS, e.g. http://minio:9000; read by MLflow and
+    boto3 on every upload and download. Empty means AWS S3."""
+    aws_access_key_id: str = Field(default="", validation_alias=ACCESS_KEY_ENV)
+    """Access key id of the S3-compatible artifact store (with AWS_SECRET_ACCESS_KEY); empty
+    means boto3's own lookup (instance role, credentials file)."""
+    aws_secret_access_key: str = Field(default="", validation_alias=SECRET_KEY_ENV)
+    """Secret key of the S3-compatible artifact store (with AWS_ACCESS_KEY_ID)."""
 
     @field_validator(
         "api_keys",
@@ -84,11 +104,32 @@ class Settings(BaseSettings):
         "operator_api_keys",
         "hash_secret",
         "allowed_origins",
+        "mlflow_artifact_root",
+        "mlflow_s3_endpoint_url",
+        "aws_access_key_id",
         mode="before",
     )
     @classmethod
     def _strip(cls, value: object) -> object:
         return value.strip() if isinstance(value, str) else value
+
+    def artifact_store(self) -> ArtifactStore:
+        """The MLflow artifact store and its S3 access, validated.
+
+        Raises:
+            ValueError: A variable is malformed (the message names it and the fix).
+        """
+        secret = self.aws_secret_access_key.strip()
+        try:
+            return ArtifactStore(
+                artifact_root=self.mlflow_artifact_root or None,
+                s3_endpoint_url=self.mlflow_s3_endpoint_url or None,
+                access_key_id=self.aws_access_key_id or None,
+                secret_access_key=SecretStr(secret) if secret else None,
+            )
+        except ValidationError as exc:
+            messages = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+            raise ValueError(f"MLflow artifact store: {messages}") from None
 
     def origins(self) -> list[str]:
         """CORS origins as a list."""

@@ -151,6 +151,8 @@ class ModelNodeInfo:
             ``"cache (registry unreachable)"``); None for models not from the registry.
         degraded_reason: Why the node serves a fallback instead of its configured model
             (None: it serves what was configured).
+        accelerator: The GPUs the replica was given and the device its model runs on, with
+            why it fell back to the CPU (None: the replica has no GPU).
     """
 
     model: ModelInfo
@@ -162,6 +164,7 @@ class ModelNodeInfo:
     text_vectors: JsonObject | None = None
     model_source: str | None = None
     degraded_reason: str | None = None
+    accelerator: JsonObject | None = None
 
     def as_json(self) -> JsonObject:
         """Model name, version, device, labels, batching, replica id, then the set parts."""
@@ -173,6 +176,7 @@ class ModelNodeInfo:
             "text_vectors": self.text_vectors,
             "model_source": self.model_source,
             "degraded_reason": self.degraded_reason,
+            "accelerator": self.accelerator,
         }
         return json_object(
             {

@@ -11,7 +11,20 @@ import torch
 # Re-exported for callers outside the product (bench/) that import it from here.
 from models.answers import ModelInfo
 
-__all__ = ["ModelInfo", "checkpoint_version", "require_checkpoint_dir", "resolve_device"]
+__all__ = [
+    "CPU_PROVIDER",
+    "CUDA_PROVIDER",
+    "ModelInfo",
+    "checkpoint_version",
+    "cuda_status",
+    "onnx_providers",
+    "onnx_session_device",
+    "require_checkpoint_dir",
+    "resolve_device",
+]
+
+CUDA_PROVIDER = "CUDAExecutionProvider"
+CPU_PROVIDER = "CPUExecutionProvider"
 
 # Read weights in 1 MiB pieces: multi-GB checkpoints must not be loaded into memory just
 # to be hashed.
@@ -63,6 +76,68 @@ def resolve_device(requested: str = "auto") -> torch.device:
     raise ValueError(
         f'device {requested!r} is not supported; use "auto", "cpu", "cuda" or "cuda:N"'
     )
+
+
+def onnx_providers(requested: str = "auto") -> list[str | tuple[str, dict[str, str]]]:
+    """The onnxruntime execution providers for a configured device string.
+
+    ``"auto"``: CUDA first when this onnxruntime has the CUDA provider (the onnxruntime-gpu
+    build of the GPU image), then the CPU; ``"cpu"``: the CPU only; ``"cuda"`` / ``"cuda:N"``:
+    that device, then the CPU. Inside a Ray replica given a GPU, device 0 is the replica's GPU
+    (Ray sets CUDA_VISIBLE_DEVICES). onnxruntime itself falls back to the CPU when the provider
+    is present but no GPU is: `onnx_session_device` says what a session got.
+
+    Raises:
+        ValueError: The string is not accepted, or CUDA was requested and this onnxruntime has
+            no CUDA provider.
+    """
+    import onnxruntime
+
+    value = requested.strip().lower()
+    if value == "cpu":
+        return [CPU_PROVIDER]
+    if value != "auto" and value != "cuda" and not value.startswith("cuda:"):
+        raise ValueError(
+            f'device {requested!r} is not supported; use "auto", "cpu", "cuda" or "cuda:N"'
+        )
+    index = value.partition(":")[2] or "0"
+    if not index.isdigit():
+        raise ValueError(f'device {requested!r}: the index must be an integer, e.g. "cuda:0"')
+    if CUDA_PROVIDER in onnxruntime.get_available_providers():
+        return [(CUDA_PROVIDER, {"device_id": index}), CPU_PROVIDER]
+    if value != "auto":
+        raise ValueError(
+            f"device {requested!r} was requested but onnxruntime has no {CUDA_PROVIDER} "
+            '(install onnxruntime-gpu: the GPU image); use "auto" or "cpu"'
+        )
+    return [CPU_PROVIDER]
+
+
+def onnx_session_device(session: object) -> str:
+    """``"cuda:N"`` when an onnxruntime session runs on the CUDA provider, else ``"cpu"``."""
+    providers = list(session.get_providers())  # type: ignore[attr-defined]
+    if CUDA_PROVIDER not in providers:
+        return "cpu"
+    options = session.get_provider_options().get(CUDA_PROVIDER, {})  # type: ignore[attr-defined]
+    return f"cuda:{options.get('device_id', '0')}"
+
+
+def cuda_status() -> str:
+    """Why a model here would or would not run on CUDA, for torch and onnxruntime (for
+    /health: a replica given a GPU whose model runs on the CPU says why)."""
+    import onnxruntime
+
+    if torch.cuda.is_available():
+        torch_part = f"torch sees {torch.cuda.device_count()} CUDA device(s)"
+    elif torch.version.cuda is None:
+        torch_part = f"torch {torch.__version__} is a CPU build (no CUDA)"
+    else:
+        torch_part = "torch has CUDA but sees no device (no driver, or no GPU visible)"
+    if CUDA_PROVIDER in onnxruntime.get_available_providers():
+        onnx_part = f"onnxruntime has {CUDA_PROVIDER}"
+    else:
+        onnx_part = f"onnxruntime has no {CUDA_PROVIDER} (onnxruntime-gpu not installed)"
+    return f"{torch_part}; {onnx_part}"
 
 
 def require_checkpoint_dir(path: str | os.PathLike[str]) -> Path:

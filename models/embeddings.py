@@ -166,7 +166,7 @@ def load_embedder(
         raise ValueError(f"backend {backend!r} is not supported; use 'torch' or 'onnx'")
     if onnx_path is None:
         raise ValueError("backend 'onnx' needs onnx_path (a pipelines.export_onnx directory)")
-    model = OnnxEmbedder.load(onnx_path, max_length, onnx_threads)
+    model = OnnxEmbedder.load(onnx_path, max_length, onnx_threads, device)
     if model.dim != EMBEDDING_DIM:
         raise ValueError(
             f"ONNX artifact {str(onnx_path)!r} makes {model.dim}-dimensional vectors; the "

@@ -29,6 +29,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from models.answers import ModelInfo
+from models.device import onnx_providers, onnx_session_device
 from models.images import RGBImage
 
 # Exposed sexual body parts: what a social network rejects outright by default.
@@ -131,8 +132,11 @@ class NudeNetDetector:
         self.min_score = min_score
         self.unsafe_labels = tuple(unsafe_labels)
         self.questionable_labels = tuple(questionable_labels)
+        # The device the session got: onnxruntime falls back to the CPU on its own when its
+        # CUDA provider finds no GPU.
+        device = onnx_session_device(session) if hasattr(session, "get_providers") else "cpu"
         self.info = ModelInfo(
-            name="nudenet-320n", version=version, device="cpu", labels=self.labels
+            name="nudenet-320n", version=version, device=device, labels=self.labels
         )
 
     @classmethod
@@ -143,6 +147,7 @@ class NudeNetDetector:
         unsafe_labels: Sequence[str] = DEFAULT_UNSAFE_LABELS,
         questionable_labels: Sequence[str] = DEFAULT_QUESTIONABLE_LABELS,
         num_threads: int = 0,
+        device: str = "auto",
     ) -> NudeNetDetector:
         """Load the ONNX detector (default: the file shipped in nudenet; ~0.1 s).
 
@@ -152,6 +157,8 @@ class NudeNetDetector:
             unsafe_labels: Labels whose score is the ``unsafe`` probability.
             questionable_labels: Labels whose score feeds ``questionable``.
             num_threads: onnxruntime intra-op threads; 0 = onnxruntime's default (all cores).
+            device: ``"auto"`` (CUDA when onnxruntime has it, else CPU), ``"cpu"``,
+                ``"cuda"`` or ``"cuda:N"`` (see `models.device.onnx_providers`).
 
         Raises:
             FileNotFoundError: ``path`` does not exist.
@@ -168,7 +175,7 @@ class NudeNetDetector:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = num_threads
         session = onnxruntime.InferenceSession(
-            str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
+            str(model_path), sess_options=options, providers=onnx_providers(device)
         )
         names = session.get_modelmeta().custom_metadata_map.get("names")
         if not names:

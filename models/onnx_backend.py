@@ -34,7 +34,7 @@ import json
 import os
 import shutil
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, TypedDict, overload
 
@@ -43,7 +43,12 @@ import torch
 from numpy.typing import NDArray
 
 from models.answers import ModelInfo
-from models.device import checkpoint_version, require_checkpoint_dir
+from models.device import (
+    checkpoint_version,
+    onnx_providers,
+    onnx_session_device,
+    require_checkpoint_dir,
+)
 
 __all__ = [
     "DEFAULT_COSINE_GATE",
@@ -606,8 +611,11 @@ def check_servable(
     return report
 
 
-def open_session(model_path: Path, intra_op_num_threads: int) -> Any:
-    """A CPU onnxruntime session for one replica: sequential, sleeping (not spinning) threads.
+def open_session(model_path: Path, intra_op_num_threads: int, device: str = "cpu") -> Any:
+    """An onnxruntime session for one replica: sequential, sleeping (not spinning) threads.
+
+    `device`: ``"cpu"``, or ``"auto"`` / ``"cuda[:N]"`` for the CUDA provider when this
+    onnxruntime has it (`models.device.onnx_providers`).
 
     Raises:
         ValueError: Negative `intra_op_num_threads`.
@@ -628,7 +636,7 @@ def open_session(model_path: Path, intra_op_num_threads: int) -> Any:
     # with the proxy and ingress, and a spinning pool burns the CPU those need.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return onnxruntime.InferenceSession(
-        str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
+        str(model_path), sess_options=options, providers=onnx_providers(device)
     )
 
 
@@ -639,7 +647,8 @@ _GATE_CANDIDATE = ModelInfo(name="gate-candidate", version="unchecked", device="
 def _served_info(
     report: GateReport | ClassifierGateReport, name: str, labels: tuple[str, ...]
 ) -> ModelInfo:
-    """``<name>-onnx-int8`` (or ``-fp32``), version = the model file's SHA-256 prefix, CPU."""
+    """``<name>-onnx-int8`` (or ``-fp32``), version = the model file's SHA-256 prefix, CPU
+    (the loaders put the device their session got)."""
     precision = "int8" if report.quantized else "fp32"
     return ModelInfo(
         name=f"{name}-onnx-{precision}",
@@ -675,14 +684,17 @@ class OnnxEmbedder:
         path: str | os.PathLike[str],
         max_length: int = _DEFAULT_MAX_LENGTH,
         intra_op_num_threads: int = 0,
+        device: str = "cpu",
     ) -> OnnxEmbedder:
-        """Load a gated artifact directory (model.onnx, tokenizer, gate.json), CPU only.
+        """Load a gated artifact directory (model.onnx, tokenizer, gate.json).
 
         Args:
             path: Directory written by ``python -m pipelines.export_onnx``.
             max_length: Tokens kept per text (longer texts are truncated).
             intra_op_num_threads: onnxruntime threads for one call; 0 = its default (one
                 per physical core).
+            device: ``"cpu"``, or ``"auto"`` / ``"cuda[:N]"`` for onnxruntime's CUDA
+                provider when installed (the info's device says what the session got).
 
         Raises:
             FileNotFoundError: No ``model.onnx`` in `path`.
@@ -691,7 +703,7 @@ class OnnxEmbedder:
         """
         report = check_servable(path)
         info = _served_info(report, report.name, ())
-        return cls._open(Path(path), info, max_length, intra_op_num_threads, report)
+        return cls._open(Path(path), info, max_length, intra_op_num_threads, report, device)
 
     @classmethod
     def load_for_gate(
@@ -708,12 +720,15 @@ class OnnxEmbedder:
         max_length: int,
         intra_op_num_threads: int,
         report: GateReport | None,
+        device: str = "cpu",
     ) -> OnnxEmbedder:
         from transformers import AutoTokenizer
 
         if max_length < 8:
             raise ValueError(f"max_length={max_length} is too small; use at least 8 tokens")
-        session = open_session(directory / MODEL_FILE, intra_op_num_threads)
+        session = open_session(directory / MODEL_FILE, intra_op_num_threads, device)
+        if report is not None:
+            info = replace(info, device=onnx_session_device(session))
         tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
         return cls(tokenizer, session, info, max_length, report)
 
@@ -779,12 +794,13 @@ class OnnxClassifier:
         path: str | os.PathLike[str],
         intra_op_num_threads: int = 0,
         name: str | None = None,
+        device: str = "cpu",
     ) -> OnnxClassifier:
         """Open a gated classifier artifact (model.onnx, tokenizer, config.json, gate.json).
 
         The reported name is `name` (default: the exported checkpoint's, from gate.json)
         plus ``-onnx-int8`` or ``-onnx-fp32``; the version is the first 12 hex characters
-        of the model file's SHA-256. CPU only.
+        of the model file's SHA-256. `device` as for `OnnxEmbedder.load`.
 
         Raises:
             FileNotFoundError: No ``model.onnx`` in `path`.
@@ -795,7 +811,8 @@ class OnnxClassifier:
         report = check_servable(path, "classifier")
         info = _served_info(report, name or report.name, tuple(report.labels))
         directory = Path(path)
-        session = open_session(directory / MODEL_FILE, intra_op_num_threads)
+        session = open_session(directory / MODEL_FILE, intra_op_num_threads, device)
+        info = replace(info, device=onnx_session_device(session))
         return cls(session, info, directory, report)
 
     @classmethod

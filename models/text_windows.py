@@ -321,14 +321,9 @@ def _load_onnx_classifier(
             "backend 'onnx' needs onnx_path, a directory written by `python -m "
             "pipelines.export_onnx --model classifier`"
         )
-    if device.strip().lower() not in ("auto", "cpu"):
-        raise ValueError(
-            f"backend 'onnx' runs on CPU, but device is {device!r}; set device to 'cpu' (or "
-            "'auto'), or use backend 'torch' for a GPU"
-        )
     from transformers import AutoConfig
 
-    runtime = OnnxClassifier.load(onnx_path, onnx_threads, name)
+    runtime = OnnxClassifier.load(onnx_path, onnx_threads, name, device)
     directory = require_checkpoint_dir(onnx_path)
     tokenizer = _load_fast_tokenizer(directory)
     config = AutoConfig.from_pretrained(str(directory), local_files_only=True)

@@ -30,11 +30,11 @@ from mlflow.tracking import MlflowClient
 
 from configs.pipelines import MlflowConfig
 from storage.registry import (
+    default_artifact_location,
     download_version,
     registry_cache_dir,
     registry_client,
     resolve_tracking_uri,
-    state_dir,
 )
 
 __all__ = [
@@ -150,9 +150,8 @@ def experiment_id_for(
     experiment = client.get_experiment_by_name(experiment_name)
     if experiment is not None:
         return str(experiment.experiment_id)
-    if artifact_location is None and tracking_uri.startswith("sqlite:"):
-        # Absolute: the default ./mlruns would depend on the working directory.
-        artifact_location = (state_dir() / "mlartifacts").as_uri()
+    if artifact_location is None:
+        artifact_location = default_artifact_location(tracking_uri)
     return str(client.create_experiment(experiment_name, artifact_location=artifact_location))
 
 

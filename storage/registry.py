@@ -10,6 +10,13 @@ names (`fetch_registered_head`); the training jobs (`pipelines.registry`) regist
 and move aliases, and download the serving version to compare a candidate with it.
 Downloads land in ``<state_dir>/registry-cache/<name>/<version>`` once.
 
+Artifacts on S3-compatible storage (S3, R2, B2, MinIO): ``MLFLOW_ARTIFACT_ROOT=s3://bucket/
+prefix`` is the root of the experiments the jobs create (`default_artifact_location`), and
+``MLFLOW_S3_ENDPOINT_URL`` / ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` reach MLflow's
+S3 client (`registry_client` exports them, so a value from ``.env`` works as well as one from
+the environment). Jobs upload there directly and nodes download from there directly: the
+checkpoint bytes never pass through the tracking server.
+
 Registry down: a node must still start when the version it wants is cached. When the tracking
 server does not answer (`RegistryUnreachableError`: a refused connection is seen at once, a
 server that answers with errors after MLflow's own retries), `fetch_registered_head` loads the
@@ -22,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import socket
 import threading
@@ -50,6 +58,8 @@ __all__ = [
     "resolve_registered_version",
     "resolve_tracking_uri",
     "cached_version",
+    "default_artifact_location",
+    "export_artifact_store_environment",
     "state_dir",
 ]
 
@@ -104,9 +114,36 @@ def resolve_tracking_uri(configured: str | None = None) -> str:
     return f"sqlite:///{directory / 'mlflow.db'}"
 
 
+def export_artifact_store_environment() -> None:
+    """Validate the artifact store's settings and put its S3 variables in ``os.environ``.
+
+    MLflow's S3 client reads ``MLFLOW_S3_ENDPOINT_URL`` and boto3 the ``AWS_*`` keys from the
+    process environment only; a value that came from ``.env`` reaches them this way.
+
+    Raises:
+        ValueError: A variable is malformed (the message names it and the fix).
+    """
+    for name, value in get_settings().artifact_store().environment().items():
+        os.environ[name] = value
+
+
+def default_artifact_location(tracking_uri: str) -> str | None:
+    """The artifact root of a new experiment: ``MLFLOW_ARTIFACT_ROOT`` when set, else
+    ``<state_dir>/mlartifacts`` for a local sqlite store, else None (the server's default)."""
+    root = get_settings().artifact_store().artifact_root
+    if root is not None:
+        return root
+    if tracking_uri.startswith("sqlite:"):
+        # Absolute: the default ./mlruns would depend on the working directory.
+        return (state_dir() / "mlartifacts").as_uri()
+    return None
+
+
 def registry_client(tracking_uri: str) -> MlflowClient:
     """A client of the tracking store and registry at `tracking_uri` (also set process-wide:
-    ``download_artifacts("models:/...")`` reads the process-wide URIs)."""
+    ``download_artifacts("models:/...")`` reads the process-wide URIs), with the artifact
+    store's S3 variables exported (`export_artifact_store_environment`)."""
+    export_artifact_store_environment()
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)

@@ -6,6 +6,8 @@ the replica's constructor, with the replica's state. Unit tests call it with a f
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
@@ -47,17 +49,7 @@ ROUTERS = (
 
 def build_fastapi_app(state: IngressState) -> FastAPI:
     """The HTTP API over ``state``: guard and CORS middleware, error mapping, every router."""
-    app = FastAPI(
-        title="SocialPlay AI",
-        version="0.1.0",
-        description="Moderation, sentiment and more for a social network, served by Ray Serve.",
-        responses={
-            401: {"model": ErrorBody, "description": "Missing or wrong API key."},
-            403: {"model": ErrorBody, "description": "The key lacks the scope the route needs."},
-            413: {"model": ErrorBody, "description": "Body over the limit."},
-            422: {"model": ErrorBody, "description": "Invalid field."},
-        },
-    )
+    app = _routed_app()
     app.state.ingress = state
     install_body_guard(app, state)  # inside the guard: keys and size limits are checked first
     # Added before the guard, so it runs inside the key check: accepted keys only get a bucket.
@@ -69,6 +61,31 @@ def build_fastapi_app(state: IngressState) -> FastAPI:
         allow_origins=get_settings().origins(),
         allow_methods=["GET", "POST"],
         allow_headers=[API_KEY_HEADER, "Content-Type"],
+    )
+    return app
+
+
+def openapi_schema() -> dict[str, Any]:
+    """The API's OpenAPI document, as a replica serves it at ``/openapi.json``.
+
+    Built from the routers alone (middleware and state add no route), so no Ray, key or store
+    is needed: ``python -m deployments.ingress.openapi`` writes it for the TypeScript client.
+    """
+    return _routed_app().openapi()
+
+
+def _routed_app() -> FastAPI:
+    """The app's metadata, routers and error mapping: what the OpenAPI document describes."""
+    app = FastAPI(
+        title="SocialPlay AI",
+        version="0.1.0",
+        description="Moderation, sentiment and more for a social network, served by Ray Serve.",
+        responses={
+            401: {"model": ErrorBody, "description": "Missing or wrong API key."},
+            403: {"model": ErrorBody, "description": "The key lacks the scope the route needs."},
+            413: {"model": ErrorBody, "description": "Body over the limit."},
+            422: {"model": ErrorBody, "description": "Invalid field."},
+        },
     )
     add_exception_handlers(app)
     for router in ROUTERS:

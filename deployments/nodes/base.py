@@ -12,6 +12,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, Protocol, TypeVar, cast, overload
 
+import ray
 from ray import serve
 
 from configs.nodes import ModelNodeConfig, RegisteredModelRef, ResultCacheConfig
@@ -22,11 +23,13 @@ from models.answers import (
     AliasFollowInfo,
     Answer,
     BatchModel,
+    JsonObject,
     ModelInfo,
     ModelNodeInfo,
     ModelRef,
     json_object,
 )
+from models.device import cuda_status
 from models.text_classifier import TextClassifierModel, load_text_classifier
 from models.text_vectors import TextEncoder
 from storage.registry import fetch_registered_head, model_source, resolve_registered_version
@@ -335,7 +338,26 @@ class BatchedNodeMixin(Generic[ItemT, ResultT]):
             alias_follow=alias_follow,
             model_source=model_source(str(self.model.info.version)),
             degraded_reason=self.degraded_reason,
+            accelerator=accelerator_info(self.model.info.device),
         )
+
+
+def accelerator_info(model_device: str) -> JsonObject | None:
+    """The replica's GPUs and share of them (``ray_actor_options.num_gpus``) and where its
+    model runs; None without a GPU. A model on the CPU in a replica given a GPU says why
+    (``fallback``)."""
+    if not ray.is_initialized():
+        return None  # a node built outside Ray (unit tests) holds no GPU
+    gpu_ids = [str(gpu) for gpu in ray.get_gpu_ids()]
+    if not gpu_ids:
+        return None
+    # The share this replica reserved (ray_actor_options.num_gpus), as Ray assigned it.
+    assigned: dict[str, float] = ray.get_runtime_context().get_assigned_resources()  # type: ignore[no-untyped-call]
+    share = assigned.get("GPU", 0.0)
+    info: dict[str, Any] = {"gpu_ids": gpu_ids, "gpu_share": share, "device": model_device}
+    if not model_device.startswith("cuda"):
+        info["fallback"] = f"the replica holds a GPU but its model runs on the CPU: {cuda_status()}"
+    return json_object(info)
 
 
 async def follow_alias(

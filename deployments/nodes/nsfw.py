@@ -35,6 +35,7 @@ class NsfwDetector(BatchedNodeMixin[RGBImage, NsfwResult]):
             unsafe_labels=spec.unsafe_labels or DEFAULT_UNSAFE_LABELS,
             questionable_labels=spec.questionable_labels or DEFAULT_QUESTIONABLE_LABELS,
             num_threads=spec.num_threads,
+            device=spec.device,
         )
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)

@@ -72,6 +72,9 @@ def serve_port() -> Iterator[int]:
     state_dir = tempfile.mkdtemp(prefix="sp-state-", dir="/tmp")
     ray.init(
         num_cpus=4,
+        # One logical GPU (no CUDA behind it) for the GPU profile's test (test_http_images.py
+        # deploys three nodes with its shares); no other test asks for a GPU.
+        num_gpus=1,
         include_dashboard=False,
         # Prometheus text of Ray's and our metrics, on a known port (`metrics_url`).
         _metrics_export_port=METRICS_PORT,

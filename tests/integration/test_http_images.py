@@ -6,6 +6,10 @@ with a control character, 5,000 nested JSON arrays) run here too, on the same de
 
 A local image server on 127.0.0.1 (allowlisted in the ingress config) serves good and hostile
 files; every bad input gets its 4xx and the service keeps answering.
+
+TextModeration, Sentiment and NsfwDetector are deployed with the GPU profile's shares
+(serve_config.gpu.yaml) on the session's one logical GPU: the profile's CPU-machine test
+runs on this deploy instead of paying for one of its own.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import httpx
 import pytest
 
 from configs.app import AppArgs
+from configs.profiles import load_profile
 from deployments.app import build_graph
 from models.images import encode_jpeg, encode_png
 from tests.fixtures.hostile_server import HostileServer, gzip_bomb, hostile_server
@@ -83,15 +88,33 @@ def images_app(base_url: str, tiny_clip_checkpoint: Path) -> Iterator[None]:
     }
     options = {
         "Ingress": ingress,
-        "TextModeration": small,
-        "Sentiment": small,
-        "NsfwDetector": small,
         "ImageTagger": small,
         "ObjectDetector": small,
+        # The GPU profile's shares on the session's one logical GPU (no CUDA behind it): see
+        # test_the_gpu_profiles_shares_pack_onto_one_gpu_and_models_fall_back_to_cpu.
+        **{
+            name: {"ray_actor_options": {"num_cpus": 0.1, "num_gpus": share}}
+            for name, share in gpu_profile_shares().items()
+        },
     }
     deploy(build_graph(args, options), base_url)
     yield
     undeploy()
+
+
+# Two text nodes and one image node of serve_config.gpu.yaml: their shares fill one GPU.
+GPU_PROFILE_NODES = {
+    "TextModeration": "moderation",
+    "Sentiment": "sentiment",
+    "NsfwDetector": "nsfw",
+}
+
+
+def gpu_profile_shares() -> dict[str, float]:
+    """The GPU profile's shares of `GPU_PROFILE_NODES` (0.25 + 0.25 + 0.5)."""
+    profile = load_profile(Path(__file__).resolve().parents[2] / "serve_config.gpu.yaml")
+    deployments = profile.deployments
+    return {name: deployments[name].ray_actor_options.num_gpus for name in GPU_PROFILE_NODES}
 
 
 def _check_image_result(body: dict[str, Any], width: int, height: int) -> None:
@@ -112,6 +135,31 @@ def test_health_lists_the_image_nodes(images_app: None, base_url: str) -> None:
     assert nodes["tagger"]["status"] == "ok" and nodes["tagger"]["labels"] == TAGS
     assert nodes["detector"]["status"] == "ok" and nodes["detector"]["name"] == "yolov3-tiny"
     assert len(nodes["detector"]["labels"]) == 80
+
+
+def test_the_gpu_profiles_shares_pack_onto_one_gpu_and_models_fall_back_to_cpu(
+    images_app: None, base_url: str
+) -> None:
+    # The session's Ray has one logical GPU and no CUDA (tests/integration/conftest.py).
+    import ray
+
+    shares = gpu_profile_shares()
+    assert sum(shares.values()) == pytest.approx(1.0)
+    assert ray.cluster_resources()["GPU"] == 1.0
+    nodes = health_detail(base_url)["nodes"]
+    for deployment, key in GPU_PROFILE_NODES.items():
+        accelerator = nodes[key]["accelerator"]
+        # Every replica sits on the one GPU with the share the profile gives it.
+        assert accelerator["gpu_ids"] == ["0"], deployment
+        assert accelerator["gpu_share"] == pytest.approx(shares[deployment]), deployment
+        # No CUDA here: the model runs on the CPU, and /health says why.
+        assert accelerator["device"] == "cpu" == nodes[key]["device"], deployment
+        assert "runs on the CPU" in accelerator["fallback"]
+        assert "CPU build" in accelerator["fallback"], accelerator["fallback"]
+    # Nodes without a share hold no GPU and show no accelerator part.
+    assert "accelerator" not in nodes["detector"] and "accelerator" not in nodes["tagger"]
+    # The GPU is fully reserved: another share would wait for a second GPU.
+    assert ray.available_resources().get("GPU", 0.0) == pytest.approx(0.0)
 
 
 def test_moderate_image_by_url_base64_and_upload_agree(

@@ -7,11 +7,15 @@ the service keeps answering from its in-process mirror and says so in /health.
 
 from __future__ import annotations
 
+import json
+import os
 import random
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -271,6 +275,44 @@ def test_bad_input_on_query_routes(client, ingested) -> None:
     assert big.status_code == 422 and big.json()["error"]["field"] == "limit"
     keyless = httpx.post(f"{client.base_url}/api/v1/events/posts", json={"posts": []}, timeout=10)
     assert keyless.status_code == 401
+
+
+def test_the_typescript_client_moderates_sends_events_and_ranks_a_feed(
+    base_url: str, ingested: list[dict[str, Any]]
+) -> None:
+    # The committed client (clients/typescript/dist, no npm install) under Node.js, against
+    # this module's app: the calls a TypeScript backend makes, and its typed errors.
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed: the TypeScript client's live test needs Node.js 18+")
+    from tests.integration.conftest import TEST_API_KEY
+
+    client_dir = Path(__file__).resolve().parents[2] / "clients/typescript"
+    result = subprocess.run(
+        [node, "test/live.mjs"],
+        capture_output=True,
+        text=True,
+        cwd=client_dir,
+        timeout=120,
+        check=False,
+        env={
+            "PATH": os.environ["PATH"],
+            "SOCIALPLAY_URL": base_url,
+            "SOCIALPLAY_API_KEY": TEST_API_KEY,
+        },
+    )
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["health"] == {"status": "ok"}
+    assert out["moderation"]["action"] == "approve" and out["moderation"]["is_safe"] is True
+    assert out["posts"]["accepted"] == 3 and out["posts"]["embedded"] == 3
+    assert out["interactions"] == {"accepted": 1, "duplicates": 0, "unknown_post_ids": []}
+    # The fan of a pasta post gets the other cooking post before the football one.
+    assert [p["post_id"] for p in out["feed"]["posts"]] == ["ts-2", "ts-3"]
+    assert out["badInput"]["status"] == 422 and out["badInput"]["field"] == "text"
+    assert out["badInput"]["name"] == "SocialPlayError"
+    assert out["badKey"]["status"] == 401
+    assert out["unreachable"]["status"] == 0 and out["unreachable"]["code"] == "network_error"
 
 
 def test_zz_redis_stopped_mid_test_keeps_answering_and_health_says_so(

@@ -18,7 +18,7 @@ import yaml
 
 from configs.settings import Settings
 from deployments import metrics
-from deployments.launch import DEFAULT_METRICS_PORT, METRICS_PORT_ENV
+from deployments.launch import DEFAULT_METRICS_PORT, METRICS_PORT_ENV, PROFILE_ENV
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
@@ -75,10 +75,23 @@ def test_compose_config_is_valid_with_the_example_env(resolved: dict[str, Any]) 
         "redis",
         "mongo",
         "mlflow",
+        "minio",
+        "minio-init",
         "prometheus",
         "grafana",
     }
+    one_shot = {
+        name
+        for service in resolved["services"].values()
+        for name, dependency in service.get("depends_on", {}).items()
+        if dependency["condition"] == "service_completed_successfully"
+    }
+    assert one_shot == {"minio-init"}
     for name, service in resolved["services"].items():
+        if name in one_shot:
+            # A job that exits: waited for by completion, never restarted.
+            assert service["restart"] == "no" and "healthcheck" not in service, name
+            continue
         assert service.get("healthcheck", {}).get("test"), f"{name} has no health check"
 
 
@@ -90,7 +103,13 @@ def test_compose_refuses_to_start_without_the_secrets(compose: list[str], tmp_pa
     assert "is missing a value" in result.stderr
     assert any(
         name in result.stderr
-        for name in ("API_KEYS", "SOCIALPLAY_HASH_SECRET", "GRAFANA_ADMIN_PASSWORD")
+        for name in (
+            "API_KEYS",
+            "SOCIALPLAY_HASH_SECRET",
+            "GRAFANA_ADMIN_PASSWORD",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+        )
     )
 
 
@@ -104,24 +123,50 @@ def test_the_service_gets_the_settings_it_reads(resolved: dict[str, Any]) -> Non
     assert environment["REDIS_URL"].startswith("redis://redis:")
     assert environment["MONGODB_URL"].startswith("mongodb://mongo:")
     ours = {n for n in environment if not n.startswith("RAY_")}
-    unknown = ours - aliases - {METRICS_PORT_ENV}
+    unknown = ours - aliases - {METRICS_PORT_ENV, PROFILE_ENV}  # read by the launcher
     assert unknown == set(), f"variables no setting reads: {unknown}"
     assert environment["API_KEYS"] == "change-me-long-random-key"  # from the env file
-    assert set(service["depends_on"]) == {"redis", "mongo", "mlflow"}
+    assert set(service["depends_on"]) == {"redis", "mongo", "mlflow", "minio"}
     # State that must persist lives on named volumes.
     mounts = {v["target"]: v for v in service["volumes"]}
     assert mounts["/home/socialplay/state"]["type"] == "volume"
-    for store, target in (("redis", "/data"), ("mongo", "/data/db"), ("mlflow", "/mlflow")):
+    for store, target in (
+        ("redis", "/data"),
+        ("mongo", "/data/db"),
+        ("mlflow", "/mlflow"),
+        ("minio", "/data"),
+    ):
         assert any(
             v["target"] == target and v["type"] == "volume"
             for v in resolved["services"][store]["volumes"]
         ), store
 
 
-def test_mlflow_has_a_backend_store_and_an_artifact_store(resolved: dict[str, Any]) -> None:
-    command = " ".join(resolved["services"]["mlflow"]["command"])
+def test_mlflow_has_a_backend_store_and_its_artifacts_on_minio(resolved: dict[str, Any]) -> None:
+    services = resolved["services"]
+    command = " ".join(services["mlflow"]["command"])
     assert "--backend-store-uri=sqlite:////mlflow/" in command
-    assert "--artifacts-destination=/mlflow/artifacts" in command
+    # Clients write and read the bucket themselves: the service and the server agree on it.
+    service = services["socialplay"]["environment"]
+    root = service["MLFLOW_ARTIFACT_ROOT"]
+    assert f"--default-artifact-root={root}" in command and "--no-serve-artifacts" in command
+    bucket = root.removeprefix("s3://").split("/")[0]
+    init = " ".join(services["minio-init"]["entrypoint"])
+    assert f"mc mb --ignore-existing socialplay/{bucket}" in init
+    assert service["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
+    assert services["mlflow"]["environment"]["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        assert service[name] == services["mlflow"]["environment"][name]
+    minio = services["minio"]["environment"]
+    assert (minio["MINIO_ROOT_USER"], minio["MINIO_ROOT_PASSWORD"]) == (
+        service["AWS_ACCESS_KEY_ID"],
+        service["AWS_SECRET_ACCESS_KEY"],
+    )
+    # The configured root is one the service accepts (configs/artifacts.py).
+    store = Settings.model_validate(
+        {k: v for k, v in service.items() if k.startswith(("MLFLOW_", "AWS_"))}
+    ).artifact_store()
+    assert store.is_s3
 
 
 def test_prometheus_scrapes_the_launchers_metrics_port(resolved: dict[str, Any]) -> None:

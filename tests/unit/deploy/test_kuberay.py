@@ -1,16 +1,19 @@
 """KubeRay manifests (deploy/kuberay/) validated offline against the vendored schemas.
 
-The schemas (deploy/kuberay/schemas/) are the subset of KubeRay's ray.io/v1 CRDs (and of
-batch/v1 CronJob) that the manifests use. As `kubeconform -strict` does, every object without
-`additionalProperties` or `x-kubernetes-preserve-unknown-fields` is closed here, so a
-misspelt or misplaced field fails.
+The schemas (deploy/kuberay/schemas/) are the subset of KubeRay's ray.io/v1 CRDs that the
+manifests use, with Kubernetes' own strict PodTemplateSpec for every pod, and Kubernetes'
+strict batch/v1 CronJob (both from kubernetes-validate: schemas/vendor_k8s.py). As
+`kubeconform -strict` does, every object without `additionalProperties` or
+`x-kubernetes-preserve-unknown-fields` is closed here, so a misspelt or misplaced field fails.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import importlib.util
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +43,7 @@ def _strict(node: Any) -> Any:
     return node
 
 
+@functools.cache
 def _validator(kind: str) -> jsonschema.Draft7Validator:
     schema = json.loads((KUBERAY / "schemas" / f"{SCHEMA_OF_KIND[kind]}.json").read_text())
     return jsonschema.Draft7Validator(_strict(schema))
@@ -85,6 +89,18 @@ def _rayservice() -> dict[str, Any]:
             lambda d: d["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"][
                 "containers"
             ][0].update(imagePullPolcy="Always"),
+        ),
+        (
+            "a wrong type deep in a pod (Kubernetes' own PodSpec)",
+            lambda d: d["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"][
+                "containers"
+            ][0]["ports"][0].update(containerPort="8000"),
+        ),
+        (
+            "a misspelt securityContext field",
+            lambda d: d["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"][
+                "securityContext"
+            ].update(runAsNonroot=True),
         ),
     ],
 )
@@ -151,3 +167,95 @@ def test_every_enabled_schedule_has_a_rayjob_and_the_cronjob_runs_the_scheduler(
         == f"http://{_rayservice()['metadata']['name']}-head-svc:8265"
     )
     assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
+
+
+def _rayjob_containers(path: Path) -> list[dict[str, Any]]:
+    job = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return _containers(job["spec"]["rayClusterSpec"])
+
+
+def test_serving_and_training_pods_reach_the_same_s3_artifact_store() -> None:
+    # The jobs upload registered models to the bucket and the serving pods download them:
+    # both need the same root and endpoint, and the keys only from a secret.
+    containers = _containers(_rayservice()["spec"]["rayClusterConfig"])
+    for path in sorted(KUBERAY.glob("rayjob-*.yaml")):
+        containers += _rayjob_containers(path)
+    roots = set()
+    for container in containers:
+        env = {e["name"]: e for e in container["env"]}
+        roots.add((env["MLFLOW_ARTIFACT_ROOT"]["value"], env["MLFLOW_S3_ENDPOINT_URL"]["value"]))
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            assert "value" not in env[name], f"{container['name']}: {name} inline"
+            assert env[name]["valueFrom"]["secretKeyRef"]["name"] == "socialplay-s3"
+    [(root, endpoint)] = roots
+    from configs.settings import Settings
+
+    store = Settings.model_validate(
+        {"MLFLOW_ARTIFACT_ROOT": root, "MLFLOW_S3_ENDPOINT_URL": endpoint}
+    ).artifact_store()
+    assert store.is_s3
+
+
+# Objects that are maps by design (any key): labels, Ray's start parameters, resource
+# quantities (nvidia.com/gpu is a key like cpu). Every other object must reject a stray field.
+MAP_OBJECTS = {"labels", "annotations", "rayStartParams", "requests", "limits", "nodeSelector"}
+
+
+def _objects(node: Any, path: tuple[str | int, ...] = ()) -> Iterator[tuple[str | int, ...]]:
+    if isinstance(node, dict):
+        yield path
+        for key, value in node.items():
+            yield from _objects(value, (*path, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _objects(value, (*path, index))
+
+
+@pytest.mark.parametrize("path", _manifests(), ids=lambda p: p.name)
+def test_a_stray_field_fails_in_every_object_of_the_manifest(path: Path) -> None:
+    # Every object of every manifest, from the top to a volume's claim: a misspelt field
+    # there (`claimname`, `imagePullPolcy`, `serveConfigV3`) must fail the check.
+    document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    checked, open_objects = 0, []
+    for where in _objects(document):
+        if where and where[-1] in MAP_OBJECTS:
+            continue
+        mutated = copy.deepcopy(document)
+        node = mutated
+        for key in where:
+            node = node[key]
+        node["strayField"] = "x"  # a string: valid wherever any value would be
+        checked += 1
+        if not _errors(mutated):
+            open_objects.append("/".join(map(str, where)) or "(top)")
+    assert open_objects == [], f"objects that accept any field: {open_objects}"
+    assert checked >= 10
+
+
+def test_the_gpu_rayservice_serves_the_gpu_profile_on_enough_gpus() -> None:
+    from configs.profiles import apply_profile, load_profile
+
+    spec = importlib.util.spec_from_file_location("render", KUBERAY / "render.py")
+    assert spec is not None and spec.loader is not None
+    render = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(render)
+    text = (KUBERAY / "rayservice.gpu.yaml").read_text(encoding="utf-8")
+    assert text == render.render_gpu(), (
+        "deploy/kuberay/rayservice.gpu.yaml is stale: run python deploy/kuberay/render.py"
+    )
+    service = yaml.safe_load(text)
+    profile = load_profile(REPO_ROOT / "serve_config.gpu.yaml")
+    served = yaml.safe_load(service["spec"]["serveConfigV2"])
+    cpu_served = yaml.safe_load(_rayservice()["spec"]["serveConfigV2"])
+    assert served == apply_profile(cpu_served, profile)
+    cluster = service["spec"]["rayClusterConfig"]
+    [group] = cluster["workerGroupSpecs"]
+    [worker] = group["template"]["spec"]["containers"]
+    assert worker["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert group["rayStartParams"]["num-gpus"] == "1"
+    # Every replica's GPU share fits the GPU pods the group keeps at its minimum.
+    assert group["minReplicas"] >= profile.gpus
+    for container in _containers(cluster):
+        assert container["image"].endswith("-gpu")
+        env = {e["name"]: e for e in container["env"]}
+        assert env["API_KEYS"]["valueFrom"]["secretKeyRef"]["name"] == "socialplay-secrets"
