@@ -7,7 +7,7 @@ with a control character, 5,000 nested JSON arrays) run here too, on the same de
 A local image server on 127.0.0.1 (allowlisted in the ingress config) serves good and hostile
 files; every bad input gets its 4xx and the service keeps answering.
 
-TextModeration, Sentiment and NsfwDetector are deployed with the GPU profile's shares
+NsfwDetector and ImageTagger are deployed with the GPU profile's shares
 (serve_config.gpu.yaml) on the session's one logical GPU: the profile's CPU-machine test
 runs on this deploy instead of paying for one of its own.
 """
@@ -88,7 +88,6 @@ def images_app(base_url: str, tiny_clip_checkpoint: Path) -> Iterator[None]:
     }
     options = {
         "Ingress": ingress,
-        "ImageTagger": small,
         "ObjectDetector": small,
         # The GPU profile's shares on the session's one logical GPU (no CUDA behind it): see
         # test_the_gpu_profiles_shares_pack_onto_one_gpu_and_models_fall_back_to_cpu.
@@ -102,16 +101,15 @@ def images_app(base_url: str, tiny_clip_checkpoint: Path) -> Iterator[None]:
     undeploy()
 
 
-# Two text nodes and one image node of serve_config.gpu.yaml: their shares fill one GPU.
+# The image model nodes of serve_config.gpu.yaml (the Embedder's half is not in this app).
 GPU_PROFILE_NODES = {
-    "TextModeration": "moderation",
-    "Sentiment": "sentiment",
     "NsfwDetector": "nsfw",
+    "ImageTagger": "tagger",
 }
 
 
 def gpu_profile_shares() -> dict[str, float]:
-    """The GPU profile's shares of `GPU_PROFILE_NODES` (0.25 + 0.25 + 0.5)."""
+    """The GPU profile's shares of `GPU_PROFILE_NODES` (0.25 + 0.25)."""
     profile = load_profile(Path(__file__).resolve().parents[2] / "serve_config.gpu.yaml")
     deployments = profile.deployments
     return {name: deployments[name].ray_actor_options.num_gpus for name in GPU_PROFILE_NODES}
@@ -144,7 +142,7 @@ def test_the_gpu_profiles_shares_pack_onto_one_gpu_and_models_fall_back_to_cpu(
     import ray
 
     shares = gpu_profile_shares()
-    assert sum(shares.values()) == pytest.approx(1.0)
+    assert sum(shares.values()) == pytest.approx(0.5)
     assert ray.cluster_resources()["GPU"] == 1.0
     nodes = health_detail(base_url)["nodes"]
     for deployment, key in GPU_PROFILE_NODES.items():
@@ -157,9 +155,9 @@ def test_the_gpu_profiles_shares_pack_onto_one_gpu_and_models_fall_back_to_cpu(
         assert "runs on the CPU" in accelerator["fallback"]
         assert "CPU build" in accelerator["fallback"], accelerator["fallback"]
     # Nodes without a share hold no GPU and show no accelerator part.
-    assert "accelerator" not in nodes["detector"] and "accelerator" not in nodes["tagger"]
-    # The GPU is fully reserved: another share would wait for a second GPU.
-    assert ray.available_resources().get("GPU", 0.0) == pytest.approx(0.0)
+    assert "accelerator" not in nodes["detector"] and "accelerator" not in nodes["moderation"]
+    # Exactly the profile's shares are reserved on the one GPU.
+    assert ray.available_resources().get("GPU", 0.0) == pytest.approx(1.0 - sum(shares.values()))
 
 
 def test_moderate_image_by_url_base64_and_upload_agree(

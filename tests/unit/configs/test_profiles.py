@@ -38,17 +38,23 @@ def test_every_deployment_of_serve_config_is_in_the_gpu_profile() -> None:
     assert set(profile.deployments) == set(_deployments(_base()))
 
 
-def test_gpu_shares_text_nodes_a_quarter_image_nodes_a_half() -> None:
+def test_gpu_shares_the_text_encoder_a_half_image_nodes_a_quarter_one_gpu() -> None:
     profile = load_profile(GPU_PROFILE)
     shares = {name: o.ray_actor_options.num_gpus for name, o in profile.deployments.items()}
-    assert {shares[name] for name in TEXT_NODES} == {0.25}
-    assert {shares[name] for name in IMAGE_GPU_NODES} == {0.5}
-    # OpenCV's wheel has no CUDA; nodes without a neural model hold no GPU.
+    # One text encoder (text_vectors.encoder: shared): the Embedder runs MiniLM for all.
+    assert shares["Embedder"] == 0.5
+    assert {shares[name] for name in IMAGE_GPU_NODES} == {0.25}
+    assert profile.gpus == 1.0
+    # The heads and smart replies rank the Embedder's vectors on the CPU; OpenCV's wheel has
+    # no CUDA; nodes without a neural model hold no GPU.
     assert {name for name, share in shares.items() if share == 0} == {
         "Ingress",
         "ObjectDetector",
         "Recommender",
         "Trends",
+        "TextModeration",
+        "Sentiment",
+        "SmartReply",
     }
     applied = apply_profile(_base(), profile)
     assert sum(gpu_shares(applied).values()) == pytest.approx(profile.gpus)
@@ -103,7 +109,7 @@ def test_a_bad_profile_is_refused_naming_the_field(
 
 def test_the_launcher_serves_the_applied_profile(tmp_path: Path) -> None:
     written, summary = profiled_config(SERVE_CONFIG, "gpu", tmp_path)
-    assert written.parent == tmp_path and "2 GPU(s)" in summary
+    assert written.parent == tmp_path and "1 GPU(s)" in summary
     applied = yaml.safe_load(written.read_text(encoding="utf-8"))
     assert applied == apply_profile(_base(), load_profile(GPU_PROFILE))
     with pytest.raises(SystemExit, match="--profile tpu: .*cannot be read"):
