@@ -115,6 +115,9 @@ class RecommenderService:
         # from fresh answers too.
         self._boot_id = uuid.uuid4().hex[:8]
         self._moderation_epoch = 0
+        # Bumped whenever a post is stored or changed: readers that keep results computed
+        # over the posts (the Trends node's snapshot) compare it to know theirs is behind.
+        self._posts_version = 0
         # Writes (events) are serialised; reads run alongside them on consistent snapshots.
         self._write_lock = threading.Lock()
         # Applied by this replica, the store's `applied` flag not yet written (its write
@@ -254,6 +257,7 @@ class RecommenderService:
                     )
                 self.index.set_hidden(post.post_id, features.flagged)
                 accepted += 1
+            self._posts_version += accepted
         return PostIngestSummary(
             accepted=accepted, unchanged=unchanged, embedded=len(vectors), reused_vectors=reused
         )
@@ -596,6 +600,11 @@ class RecommenderService:
         return self._clusters
 
     # ---- trends -------------------------------------------------------------------------
+    def posts_watermark(self) -> str:
+        """Changes whenever a post is stored or changed (and on a restart): a result computed
+        over the posts under an older watermark may miss posts that are now in the store."""
+        return f"{self._boot_id}:{self._posts_version}"
+
     def recent_posts(self, since_s: float, limit: int) -> RecentPosts:
         """Posts created after ``since_s``, newest first, for the Trends node.
 
