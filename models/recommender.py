@@ -86,11 +86,20 @@ class PostIngestSummary:
 
 @dataclass(frozen=True)
 class InteractionIngestSummary:
-    """What an interaction batch changed."""
+    """What an interaction batch changed.
+
+    Attributes:
+        accepted: New interactions stored and applied.
+        duplicates: Interactions whose event id was stored before (or earlier in the batch).
+        unknown_post_ids: Posts not known yet, each once.
+        unknown_post_events: Accepted interactions on those posts (stored; they count for the
+            hide filter but move no profile or popularity).
+    """
 
     accepted: int
     duplicates: int
     unknown_post_ids: tuple[str, ...]
+    unknown_post_events: int = 0
 
 
 # ---- feed ---------------------------------------------------------------------------------

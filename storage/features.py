@@ -398,6 +398,87 @@ class FeatureStore:
             with self._lock:
                 self._pending.hidden.add(user_id)
 
+    # ---- a batch of events, in one step ---------------------------------------------------
+    def apply_events(
+        self,
+        popularity: Mapping[str, float],
+        hidden: Mapping[str, Iterable[str]],
+        reactions: Mapping[str, list[tuple[np.ndarray, float, float]]],
+        half_life_s: float,
+    ) -> None:
+        """Apply one request's events: popularity increments per post, posts hidden per user,
+        and reactions per user (``(post vector, weight, at_s)``, in order) to their profiles.
+
+        One Redis round trip reads the profiles and one pipeline writes everything, instead
+        of a few calls per event. The outage rule is `add_to_profile`'s and
+        `add_popularity`'s: what Redis did not take is kept as deltas and merged later.
+        """
+        redis_writes = self._redis is not None and not self._mirror_only
+        with self._lock:
+            for post_id, amount in popularity.items():
+                self._mirror.popularity[post_id] = (
+                    self._mirror.popularity.get(post_id, 0.0) + amount
+                )
+            hidden_sets = {user_id: set(posts) for user_id, posts in hidden.items()}
+            for user_id, posts in hidden_sets.items():
+                self._mirror.hidden.setdefault(user_id, set()).update(posts)
+            behind = set(self._pending.profile_deltas)
+            fetch = [u for u in reactions if u not in behind] if redis_writes else []
+            remote: dict[str, Profile] = {}
+            read_ok = True
+            if fetch:
+
+                def read(r: SyncClient) -> list[object]:
+                    pipe = r.pipeline(transaction=False)
+                    for user_id in fetch:
+                        pipe.hgetall(self._key("profile", user_id))
+                    return list(pipe.execute())
+
+                raws = self._redis_do(read)
+                if raws is _MISSING:
+                    read_ok = False
+                else:
+                    for user_id, raw in zip(fetch, raws, strict=True):
+                        if raw:
+                            remote[user_id] = _profile_from(raw)  # type: ignore[arg-type]
+            profiles: dict[str, Profile] = {}
+            for user_id, updates in reactions.items():
+                current = remote.get(user_id) or self._mirror.profiles.get(user_id)
+                for vector, weight, at_s in updates:
+                    current = update_profile(current, vector, weight, at_s, half_life_s)
+                if current is not None:
+                    profiles[user_id] = current
+                    self._mirror.profiles[user_id] = current
+            if not redis_writes:
+                return
+            direct = {u: p for u, p in profiles.items() if u not in behind}
+
+            def write(r: SyncClient) -> None:
+                pipe = r.pipeline(transaction=False)
+                for post_id, amount in popularity.items():
+                    pipe.hincrbyfloat(self._key("pop"), post_id, amount)
+                for user_id, posts in hidden_sets.items():
+                    if posts:
+                        pipe.sadd(self._key("hidden", user_id), *sorted(posts))
+                for user_id, profile in direct.items():
+                    pipe.hset(self._key("profile", user_id), mapping=_profile_map(profile))
+                pipe.execute()
+
+            written = read_ok and self._write(write)
+            for user_id, updates in reactions.items():
+                if written and user_id not in behind:
+                    continue
+                deltas = self._pending.profile_deltas.setdefault(user_id, [])
+                deltas.extend(
+                    (np.asarray(v, dtype=np.float32), w, at_s, half_life_s)
+                    for v, w, at_s in updates
+                )
+            if not written:
+                for post_id, amount in popularity.items():
+                    pending = self._pending.popularity
+                    pending[post_id] = pending.get(post_id, 0.0) + amount
+                self._pending.hidden.update(u for u, posts in hidden_sets.items() if posts)
+
     # ---- feed cache ---------------------------------------------------------------------
     def cache_get(self, user_id: str, key: str) -> str | None:
         """A cached feed answer of the user, or None."""
@@ -430,10 +511,34 @@ class FeatureStore:
 
     def cache_drop_user(self, user_id: str) -> None:
         """Forget every cached feed of the user (their profile or hidden set changed)."""
+        self.cache_drop_users([user_id])
+
+    def cache_drop_users(self, user_ids: Iterable[str]) -> None:
+        """Forget every cached feed of these users: one pass over the mirror, two Redis
+        round trips for the lot."""
+        users = set(user_ids)
+        if not users:
+            return
         with self._lock:
-            for cache_key in [k for k in self._mirror.cache if k[0] == user_id]:
+            for cache_key in [k for k in self._mirror.cache if k[0] in users]:
                 del self._mirror.cache[cache_key]
-        self._redis_do(lambda r: self._drop_cached_feeds(r, user_id))
+        if self._redis is None:
+            return
+        ordered = sorted(users)
+
+        def drop(r: SyncClient) -> None:
+            reads = r.pipeline(transaction=False)
+            for user_id in ordered:
+                reads.smembers(self._key("feedkeys", user_id))
+            keys: list[str] = []
+            for user_id, members in zip(ordered, reads.execute(), strict=True):
+                if members:
+                    keys.append(self._key("feedkeys", user_id))
+                    keys += [self._key("feed", user_id, _text(k)) for k in members]
+            if keys:
+                r.delete(*keys)
+
+        self._redis_do(drop)
 
     def _drop_cached_feeds(self, client: SyncClient, user_id: str) -> None:
         keys = [_text(k) for k in client.smembers(self._key("feedkeys", user_id))]

@@ -314,11 +314,14 @@ class RecommenderService:
                 fresh.append(document)
                 to_apply.append(document)
             self.interactions.insert_many(fresh)
-            unknown = self._apply(to_apply)
+            unknown, unknown_events = self._apply(to_apply)
             self._applied_unmarked.update(d["_id"] for d in to_apply)
             self._mark_applied_now()
         return InteractionIngestSummary(
-            accepted=len(to_apply), duplicates=duplicates, unknown_post_ids=tuple(unknown)
+            accepted=len(to_apply),
+            duplicates=duplicates,
+            unknown_post_ids=tuple(unknown),
+            unknown_post_events=unknown_events,
         )
 
     def _mark_applied_now(self) -> None:
@@ -328,48 +331,45 @@ class RecommenderService:
             self.interactions.mark_applied(self._applied_unmarked)
             self._applied_unmarked.clear()
 
-    def _apply(self, events: Sequence[dict[str, Any]]) -> list[str]:
-        """Update hidden sets, popularity and profiles from stored events; the unknown posts.
+    def _apply(self, events: Sequence[dict[str, Any]]) -> tuple[list[str], int]:
+        """Update hidden sets, popularity and profiles from stored events, batched: the
+        request's changes are summed per post and per user and written in one step.
 
-        Callers hold the write lock.
+        Returns the unknown posts (each once) and how many events named them. Callers hold
+        the write lock.
         """
         weights = self.config.event_weights
-        unknown: list[str] = []
+        unknown: dict[str, None] = {}
+        unknown_events = 0
         if not events:
-            return unknown
+            return [], 0
         posts = self.features.get_posts(e["post_id"] for e in events)
         vectors = self.features.get_vectors(
             p.text_hash for p in posts.values() if p.text_hash is not None
         )
-        changed_users: set[str] = set()
+        popularity: dict[str, float] = {}
+        hidden: dict[str, set[str]] = {}
+        reactions: dict[str, list[tuple[np.ndarray, float, float]]] = {}
         for event in events:
             user_id, post_id, kind = event["user_id"], event["post_id"], event["type"]
             weight = getattr(weights, kind)
             if kind in HIDING_TYPES:
-                self.features.add_hidden(user_id, post_id)
-                changed_users.add(user_id)
+                hidden.setdefault(user_id, set()).add(post_id)
             post = posts.get(post_id)
             if post is None:
-                if post_id not in unknown:
-                    unknown.append(post_id)
+                unknown[post_id] = None
+                unknown_events += 1
                 continue
             if weight > 0:
-                self.features.add_popularity(post_id, weight)
+                popularity[post_id] = popularity.get(post_id, 0.0) + weight
             vector = vectors.get(post.text_hash or "")
             if vector is None or weight == 0:
                 continue
-            self.features.add_to_profile(
-                user_id,
-                vector,
-                weight,
-                float(event["timestamp_s"]),
-                self.config.profile_half_life_s,
-            )
-            changed_users.add(user_id)
-        for user_id in changed_users:
-            self.features.cache_drop_user(user_id)
+            reactions.setdefault(user_id, []).append((vector, weight, float(event["timestamp_s"])))
+        self.features.apply_events(popularity, hidden, reactions, self.config.profile_half_life_s)
+        self.features.cache_drop_users(set(hidden) | set(reactions))
         self.features.mark_events_applied()
-        return unknown
+        return list(unknown), unknown_events
 
     # ---- feed ---------------------------------------------------------------------------
     def rank_feed(
