@@ -27,6 +27,7 @@ __all__ = [
     "InteractionPage",
     "InterestTopic",
     "Interests",
+    "NeighbourTerm",
     "NewPost",
     "PostIngestSummary",
     "RecentPost",
@@ -135,6 +136,14 @@ class ContentTerm(ScoreTerm):
 
 
 @dataclass(frozen=True)
+class NeighbourTerm(ScoreTerm):
+    """The item-to-item co-occurrence term, the user's window size, and why it is off."""
+
+    history: int
+    reason: str | None
+
+
+@dataclass(frozen=True)
 class FreshnessTerm(ScoreTerm):
     """The age term (always used) and its half-life."""
 
@@ -158,6 +167,7 @@ class FeedTerms:
     freshness: FreshnessTerm
     popularity: ScoreTerm
     diversity: DiversityTerm
+    neighbour: NeighbourTerm
 
 
 @dataclass(frozen=True)
@@ -169,7 +179,8 @@ class FeedRanking:
         unknown_post_ids: Candidates the service has never seen.
         filtered_post_ids: Candidates left out (hidden, reported or moderation flagged).
         terms: How each score term took part.
-        cold_start: Only popularity and freshness ranked.
+        cold_start: Only popularity and freshness ranked (no profile, no model, no
+            co-occurrence for this user).
         cached: The answer came from the feed cache.
         degraded: The feature store's server is unavailable (the mirror answered).
         degraded_reason: Why, when degraded.

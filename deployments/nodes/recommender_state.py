@@ -47,6 +47,7 @@ from models.recommender import (
     InteractionIngestSummary,
     Interests,
     InterestTopic,
+    NeighbourTerm,
     NewPost,
     PostIngestSummary,
     RecentPost,
@@ -104,7 +105,12 @@ class RecommenderService:
         database, self.documents_info = open_database(mongodb_url)
         self.posts = PostRepository(database)
         self.interactions = InteractionRepository(database)
-        self.features = FeatureStore(redis_url, redis_key_prefix, self.config.redis_retry_s)
+        self.features = FeatureStore(
+            redis_url,
+            redis_key_prefix,
+            self.config.redis_retry_s,
+            neighbour_history=self.config.neighbour_history,
+        )
         self.index = PostIndex()
         self.collaborative: CollaborativeModel | None = None
         self._collaborative_path: str | None = None
@@ -350,6 +356,7 @@ class RecommenderService:
         popularity: dict[str, float] = {}
         hidden: dict[str, set[str]] = {}
         reactions: dict[str, list[tuple[np.ndarray, float, float]]] = {}
+        positive: list[tuple[str, str]] = []
         for event in events:
             user_id, post_id, kind = event["user_id"], event["post_id"], event["type"]
             weight = getattr(weights, kind)
@@ -362,12 +369,15 @@ class RecommenderService:
                 continue
             if weight > 0:
                 popularity[post_id] = popularity.get(post_id, 0.0) + weight
+            if weight >= self.config.neighbour_min_event_weight:
+                positive.append((user_id, post_id))
             vector = vectors.get(post.text_hash or "")
             if vector is None or weight == 0:
                 continue
             reactions.setdefault(user_id, []).append((vector, weight, float(event["timestamp_s"])))
         self.features.apply_events(popularity, hidden, reactions, self.config.profile_half_life_s)
-        self.features.cache_drop_users(set(hidden) | set(reactions))
+        self.features.observe_cooccurrence(positive)
+        self.features.cache_drop_users(set(hidden) | set(reactions) | {u for u, _ in positive})
         self.features.mark_events_applied()
         return list(unknown), unknown_events
 
@@ -423,13 +433,19 @@ class RecommenderService:
         profile = self.features.get_profile(user_id)
         personal = profile is not None and profile.is_informative()
         cf_used = self.collaborative is not None and self.collaborative.knows_user(user_id)
-        terms = self._terms(personal, cf_used, profile is None)
+        neighbour = (
+            self.features.neighbour_scores(user_id, ids)
+            if ids and config.weights.neighbour > 0
+            else None
+        )
+        history = len(self.features.neighbour_history(user_id))
+        terms = self._terms(personal, cf_used, profile is None, neighbour is not None, history)
         result = FeedRanking(
             posts=(),
             unknown_post_ids=tuple(unknown),
             filtered_post_ids=tuple(filtered),
             terms=terms,
-            cold_start=not personal and not cf_used,
+            cold_start=not personal and not cf_used and neighbour is None,
         )
         if not ids:
             return result
@@ -455,14 +471,27 @@ class RecommenderService:
             freshness=config.weights.freshness,
             popularity=config.weights.popularity,
             collaborative=config.weights.collaborative,
+            neighbour=config.weights.neighbour,
         )
-        scores = blend_scores(weights, fresh, popular, content, collaborative)
+        scores = blend_scores(weights, fresh, popular, content, collaborative, neighbour)
         order = mmr_order(scores, vectors, limit, config.mmr_lambda)
         ranked = tuple(ScoredPost(ids[i], round(float(scores[i]), 6)) for i in order)
         return replace(result, posts=ranked)
 
-    def _terms(self, personal: bool, cf_used: bool, no_profile: bool) -> FeedTerms:
+    def _terms(
+        self, personal: bool, cf_used: bool, no_profile: bool, neighbour_used: bool, history: int
+    ) -> FeedTerms:
         config = self.config
+        neighbour_reason = None
+        if not neighbour_used:
+            if config.weights.neighbour <= 0:
+                neighbour_reason = "off: weights.neighbour is 0"
+            elif history == 0:
+                neighbour_reason = "off: the user has no positive reactions yet (cold start)"
+            else:
+                neighbour_reason = (
+                    "off: no candidate was liked by anyone who liked the user's recent posts"
+                )
         cf_reason: str | None
         if self.collaborative is None:
             cf_reason = self._collaborative_error or (
@@ -495,6 +524,12 @@ class RecommenderService:
             ),
             popularity=ScoreTerm(used=True, weight=config.weights.popularity),
             diversity=DiversityTerm(used=config.mmr_lambda < 1.0, mmr_lambda=config.mmr_lambda),
+            neighbour=NeighbourTerm(
+                used=neighbour_used,
+                weight=config.weights.neighbour,
+                history=history,
+                reason=neighbour_reason,
+            ),
         )
 
     # ---- similar posts ------------------------------------------------------------------
