@@ -70,7 +70,7 @@ class RankingWeights(_Strict):
     """Squashed engagement count."""
     collaborative: float = Field(default=1.0, ge=0)
     """tanh of user . post factors (when a model is loaded)."""
-    neighbour: float = Field(default=1.0, ge=0)
+    neighbour: float = Field(default=0.5, ge=0)
     """Item-to-item co-occurrence with the user's recent positive posts, updated as events
     arrive (best candidate 1; off until the user has a history that co-occurs)."""
 
