@@ -77,6 +77,8 @@ def offline(
     from models.embeddings import MiniLMEmbedder
 
     embedder = MiniLMEmbedder.load(device="cpu")
+    # Warm-up, as the served run's first request: the first calls pay one-off start costs.
+    embedder.predict_batch([f"warm-up text {i}" for i in range(64)])
     service = RecommenderService(RecommenderConfig())
     typed_posts = [NewPost(**p) for p in posts]
     began = time.perf_counter()
