@@ -1,9 +1,23 @@
-"""Offline evaluation of the feed ranking on the synthetic social network.
+"""Offline evaluation of the feed ranking: on a ratings file, or on the synthetic network.
 
+Two modes, named in the output:
+
+    .venv/bin/python -m bench.eval_feed --ratings PATH [--max-users N]      # ratings file
     .venv/bin/python -m bench.eval_feed [--users 300 --posts 2400 --days 14 --test-days 4]
 
-Replays the history in time order through `RecommenderService` (embedded stores, the real
-MiniLM vectors): posts are ingested when they are created, interactions when they happen.
+Ratings mode (issue 20's protocol; see `evaluate_ratings`): any file in the MovieLens
+``user item rating timestamp`` layout (tab, comma or ``::`` separated; a header line is
+skipped), given by path: nothing is downloaded, nothing committed. Per user, ratings in time
+order, the last 20% held out; the earlier ones go in as posts and interactions (rating >= 4:
+``like``, else ``view``), then each user with a held-out positive gets a feed over 100
+candidates (their held-out positives plus posts they never rated). NDCG@20 and recall@20 for
+ours, ours without freshness, ours without diversity, popularity, item-kNN and random, in
+one run. ``--url`` sends the same events and feed requests through the HTTP API of a running
+service instead (ours only).
+
+Synthetic mode (``pipelines/synthetic_social.py``) replays the history in time order through
+`RecommenderService` (embedded stores, the real MiniLM vectors): posts are ingested when they
+are created, interactions when they happen.
 Over the last ``--test-days``, once per ``--step-hours`` it ranks, for every user, the posts of
 the last three days (the candidates a feed service would be sent) and compares the top 20 with
 the posts that user likes, comments on or shares before the next step. Reported: recall@20 and
@@ -18,7 +32,11 @@ import json
 import math
 import random
 import time
+import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -151,8 +169,319 @@ def evaluate(
     }
 
 
+# ---- ratings files (real data) -------------------------------------------------------------
+POSITIVE_RATING = 4
+HELD_OUT_SHARE = 0.2
+CANDIDATES = 100
+MIN_RATINGS = 5
+
+
+@dataclass(frozen=True)
+class Rating:
+    """One line of a ratings file."""
+
+    user: str
+    item: str
+    rating: float
+    timestamp_s: float
+
+
+def read_ratings(path: Path) -> list[Rating]:
+    """Ratings in the MovieLens ``user item rating timestamp`` layout: tab, comma or ``::``
+    separated (sniffed from the first line), an optional header line skipped.
+
+    Raises:
+        ValueError: A line without four fields, or with a rating or time that is not a number
+            (its line number is named).
+    """
+    ratings: list[Rating] = []
+    separator: str | None = None
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            line = line.strip()
+            if not line:
+                continue
+            if separator is None:
+                separator = next((s for s in ("\t", "::", ",") if s in line), None)
+                if separator is None:
+                    raise ValueError(
+                        f"{path}:{number}: no tab, comma or '::' between fields; the layout is "
+                        "user, item, rating, timestamp"
+                    )
+            fields = [f.strip() for f in line.split(separator)]
+            if len(fields) < 4:
+                raise ValueError(
+                    f"{path}:{number}: {len(fields)} fields; need user, item, rating, timestamp"
+                )
+            try:
+                rating, timestamp = float(fields[2]), float(fields[3])
+            except ValueError:
+                if number == 1:
+                    continue  # a header line
+                raise ValueError(
+                    f"{path}:{number}: rating {fields[2]!r} or timestamp {fields[3]!r} is not "
+                    "a number"
+                ) from None
+            ratings.append(Rating(fields[0], fields[1], rating, timestamp))
+    if not ratings:
+        raise ValueError(f"{path} holds no ratings")
+    return ratings
+
+
+@dataclass
+class RatingsSplit:
+    """Issue 20's temporal split of a ratings file."""
+
+    train: list[Rating]
+    held_out: dict[str, list[Rating]]
+    items: list[str]
+    first_seen_s: dict[str, float]
+
+
+def split_ratings(ratings: list[Rating], held_out_share: float = HELD_OUT_SHARE) -> RatingsSplit:
+    """Per user, ratings in time order; the last ``held_out_share`` (at least one) held out.
+    Users with fewer than ``MIN_RATINGS`` ratings are all training."""
+    by_user: dict[str, list[Rating]] = {}
+    for rating in ratings:
+        by_user.setdefault(rating.user, []).append(rating)
+    train: list[Rating] = []
+    held_out: dict[str, list[Rating]] = {}
+    for user, rows in by_user.items():
+        rows.sort(key=lambda r: (r.timestamp_s, r.item))
+        cut = (
+            len(rows)
+            if len(rows) < MIN_RATINGS
+            else len(rows) - max(1, round(held_out_share * len(rows)))
+        )
+        train += rows[:cut]
+        if cut < len(rows):
+            held_out[user] = rows[cut:]
+    train.sort(key=lambda r: r.timestamp_s)
+    first_seen: dict[str, float] = {}
+    for rating in sorted(ratings, key=lambda r: r.timestamp_s):
+        first_seen.setdefault(rating.item, rating.timestamp_s)
+    return RatingsSplit(train, held_out, sorted(first_seen), first_seen)
+
+
+def interaction_of(rating: Rating, index: int) -> Interaction:
+    """A training rating as the interaction a feed service would see."""
+    kind = "like" if rating.rating >= POSITIVE_RATING else "view"
+    return Interaction(f"r{index}", rating.user, rating.item, kind, rating.timestamp_s)
+
+
+def item_knn_scores(train: list[Rating]) -> Callable[[str, list[str]], list[float]]:
+    """Item-to-item cosine over the whole training history (binary: positive ratings), the
+    classic baseline (Sarwar et al., 2001): a candidate's score is the sum of its
+    similarities to every item the user rated positively."""
+    users: dict[str, set[str]] = {}
+    for rating in train:
+        if rating.rating >= POSITIVE_RATING:
+            users.setdefault(rating.user, set()).add(rating.item)
+    co: dict[str, dict[str, float]] = {}
+    count: dict[str, float] = {}
+    for liked in users.values():
+        for item in liked:
+            count[item] = count.get(item, 0.0) + 1.0
+            row = co.setdefault(item, {})
+            for other in liked:
+                if other != item:
+                    row[other] = row.get(other, 0.0) + 1.0
+
+    def score(user: str, candidates: list[str]) -> list[float]:
+        liked = users.get(user, set())
+        result = []
+        for candidate in candidates:
+            row = co.get(candidate, {})
+            result.append(
+                sum(row.get(i, 0.0) / math.sqrt(count[i] * count[candidate]) for i in liked)
+                if row
+                else 0.0
+            )
+        return result
+
+    return score
+
+
+class HttpFeed:
+    """The events and feed routes of a running service (``--url``), for ours over HTTP."""
+
+    def __init__(self, url: str, api_key: str, run_id: str) -> None:
+        import httpx
+
+        self.client = httpx.Client(base_url=url, headers={"X-API-Key": api_key}, timeout=120.0)
+        self.prefix = run_id + "-"
+
+    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        response = self.client.post(path, json=body)
+        if response.status_code != 200:
+            raise RuntimeError(f"{path} answered {response.status_code}: {response.text[:300]}")
+        answer: dict[str, Any] = response.json()
+        return answer
+
+    def ingest_posts(self, posts: list[NewPost]) -> None:
+        """``POST /api/v1/events/posts`` in requests of 500."""
+        for start in range(0, len(posts), 500):
+            body = [
+                {
+                    "post_id": self.prefix + p.post_id,
+                    "author_id": p.author_id,
+                    "text": p.text,
+                    "created_at": _iso(p.created_at_s),
+                }
+                for p in posts[start : start + 500]
+            ]
+            self._post("/api/v1/events/posts", {"posts": body})
+
+    def ingest_interactions(self, events: list[Interaction]) -> None:
+        """``POST /api/v1/events/interactions`` (one request)."""
+        body = [
+            {
+                "event_id": self.prefix + e.event_id,
+                "user_id": self.prefix + e.user_id,
+                "post_id": self.prefix + e.post_id,
+                "type": e.type,
+                "timestamp": _iso(e.timestamp_s),
+            }
+            for e in events
+        ]
+        self._post("/api/v1/events/interactions", {"interactions": body})
+
+    def rank(self, user: str, candidates: list[str]) -> list[str]:
+        """``POST /api/v1/recommendations/feed``, limit 20: the post ids, best first."""
+        answer = self._post(
+            "/api/v1/recommendations/feed",
+            {
+                "user_id": self.prefix + user,
+                "candidate_post_ids": [self.prefix + c for c in candidates],
+                "limit": K,
+            },
+        )
+        return [p["post_id"][len(self.prefix) :] for p in answer["posts"]]
+
+
+def _iso(epoch_s: float) -> str:
+    return datetime.fromtimestamp(epoch_s, UTC).isoformat()
+
+
+def evaluate_ratings(
+    ratings: list[Rating],
+    max_users: int | None = None,
+    seed: int = 0,
+    config: RecommenderConfig | None = None,
+    http: HttpFeed | None = None,
+) -> dict[str, Any]:
+    """Issue 20's protocol on a ratings file; metrics per ranker and counts.
+
+    Posts are the items (no text in this layout, so the content term stays off), created at
+    their first rating; training ratings are sent in time order in requests of 500. Each
+    evaluated user (a held-out positive, at least one training rating) gets 100 candidates:
+    their held-out positives (at most 50) and items they never rated before the split,
+    drawn uniformly. Feeds are ranked after all training events, at the service's clock.
+    """
+    split = split_ratings(ratings)
+    base = config or RecommenderConfig(cache_ttl_s=0)
+    services: dict[str, Any] = {}
+    if http is not None:
+        services["ours (HTTP)"] = http
+    else:
+        services = {
+            "ours": RecommenderService(base),
+            "ours_no_freshness": RecommenderService(
+                base.model_copy(
+                    update={"weights": base.weights.model_copy(update={"freshness": 0.0})}
+                )
+            ),
+            "ours_no_mmr": RecommenderService(base.model_copy(update={"mmr_lambda": 1.0})),
+        }
+    posts = [
+        NewPost(post_id=item, author_id="catalogue", created_at_s=split.first_seen_s[item])
+        for item in split.items
+    ]
+    events = [interaction_of(r, i) for i, r in enumerate(split.train)]
+    ingest_s: dict[str, float] = {}
+    for name, service in services.items():
+        began = time.perf_counter()
+        if http is not None:
+            service.ingest_posts(posts)
+        else:
+            service.ingest_posts(posts, {})
+        for start in range(0, len(events), 500):
+            service.ingest_interactions(events[start : start + 500])
+        ingest_s[name] = round(time.perf_counter() - began, 1)
+    popularity: dict[str, float] = {}
+    weights = base.event_weights
+    for event in events:
+        popularity[event.post_id] = popularity.get(event.post_id, 0.0) + max(
+            getattr(weights, event.type), 0.0
+        )
+    knn = item_knn_scores(split.train)
+    rated: dict[str, set[str]] = {}
+    for rating in split.train:
+        rated.setdefault(rating.user, set()).add(rating.item)
+    rng = random.Random(seed)
+    eligible = sorted(
+        user
+        for user, rows in split.held_out.items()
+        if user in rated and any(r.rating >= POSITIVE_RATING for r in rows)
+    )
+    if max_users is not None and len(eligible) > max_users:
+        eligible = sorted(rng.sample(eligible, max_users))
+    names = [*services, "popularity", "item_knn", "random"]
+    scores: dict[str, dict[str, list[float]]] = {n: {"recall": [], "ndcg": []} for n in names}
+    for user in eligible:
+        relevant = {r.item for r in split.held_out[user] if r.rating >= POSITIVE_RATING}
+        positives = sorted(relevant)[: CANDIDATES // 2]
+        relevant = set(positives)
+        seen = rated[user] | {r.item for r in split.held_out[user]}
+        pool = [i for i in split.items if i not in seen]
+        candidates = positives + rng.sample(pool, min(len(pool), CANDIDATES - len(positives)))
+        rng.shuffle(candidates)
+        ranked: dict[str, list[str]] = {}
+        for name, service in services.items():
+            if http is not None:
+                ranked[name] = service.rank(user, candidates)
+            else:
+                answer = service.rank_feed(user, candidates, K, use_cache=False)
+                ranked[name] = [item.post_id for item in answer.posts]
+        ranked["popularity"] = sorted(candidates, key=lambda p: -popularity.get(p, 0.0))
+        knn_scores = knn(user, candidates)
+        order = sorted(range(len(candidates)), key=lambda i: -knn_scores[i])
+        ranked["item_knn"] = [candidates[i] for i in order]
+        shuffled = list(candidates)
+        rng.shuffle(shuffled)
+        ranked["random"] = shuffled
+        for name, ranking in ranked.items():
+            scores[name]["recall"].append(recall_at_k(ranking, relevant))
+            scores[name]["ndcg"].append(ndcg_at_k(ranking, relevant))
+    return {
+        "mode": "ratings",
+        "metrics": {
+            name: {
+                "ndcg@20": round(float(np.mean(v["ndcg"])), 4) if v["ndcg"] else 0.0,
+                "recall@20": round(float(np.mean(v["recall"])), 4) if v["recall"] else 0.0,
+            }
+            for name, v in scores.items()
+        },
+        "evaluated_users": len(eligible),
+        "ratings": len(ratings),
+        "train_interactions": len(events),
+        "posts": len(posts),
+        "ingest_s": ingest_s,
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
+    """Run the mode the arguments name and print its JSON."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--ratings",
+        type=Path,
+        default=None,
+        help="ratings mode: a user/item/rating/timestamp file (else the synthetic network)",
+    )
+    parser.add_argument("--max-users", type=int, default=None, help="ratings mode: sample")
+    parser.add_argument("--url", default=None, help="ratings mode: a running service's URL")
+    parser.add_argument("--api-key", default="", help="with --url: the service's API key")
     parser.add_argument("--users", type=int, default=300)
     parser.add_argument("--posts", type=int, default=2400)
     parser.add_argument("--days", type=float, default=14.0)
@@ -161,13 +490,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    from models.embeddings import MiniLMEmbedder
-
     began = time.perf_counter()
-    network = generate(n_users=args.users, n_posts=args.posts, days=args.days, seed=args.seed)
-    embedder = MiniLMEmbedder.load(device="cpu")
-    result = evaluate(network, embedder.predict_batch, args.test_days, args.step_hours, args.seed)
-    result["args"] = vars(args)
+    if args.ratings is not None:
+        http = None
+        if args.url:
+            http = HttpFeed(args.url, args.api_key, f"eval-{uuid.uuid4().hex[:8]}")
+        result = evaluate_ratings(read_ratings(args.ratings), args.max_users, args.seed, http=http)
+        result["file"] = args.ratings.name
+    else:
+        from models.embeddings import MiniLMEmbedder
+
+        network = generate(n_users=args.users, n_posts=args.posts, days=args.days, seed=args.seed)
+        embedder = MiniLMEmbedder.load(device="cpu")
+        result = evaluate(
+            network, embedder.predict_batch, args.test_days, args.step_hours, args.seed
+        )
+        result["mode"] = "synthetic social network"
+    result["args"] = {k: str(v) for k, v in vars(args).items() if k != "api_key"}
     result["wall_s"] = round(time.perf_counter() - began, 1)
     print(json.dumps(result, indent=2))
 

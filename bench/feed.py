@@ -6,7 +6,9 @@ Runs `RecommenderService` in process (the Recommender node's code path without t
 on the synthetic network, twice: on the in-process store and on Redis (when it answers; keys
 under a private prefix, deleted afterwards). Reported per store:
 - feed p50 / p99 in ms for 500 candidates, limit 20, cache off (every call ranks) and cache on
-  (repeat calls);
+  (repeat calls); and, interleaved request by request with the uncached call (same user, same
+  candidates), the same call with the neighbour term off: its cost, isolated from the load of
+  a shared machine;
 - interactions ingested per second (batches of 500, profile + popularity + cache updates);
 - posts ingested per second, embedding included (MiniLM on CPU) and with stored vectors.
 """
@@ -62,9 +64,19 @@ def run(store: str, redis_url: str, requests: int, embed: Any, network: Any) -> 
         users = sorted(network.interests)
         uncached: list[float] = []
         cached: list[float] = []
+        no_neighbour: list[float] = []
+        default_config = service.config
+        off = default_config.model_copy(
+            update={"weights": default_config.weights.model_copy(update={"neighbour": 0.0})}
+        )
         for i in range(requests):
             user = users[i % len(users)]
             candidates = rng.sample(all_ids, 500)
+            service.reconfigure(off)
+            began = time.perf_counter()
+            service.rank_feed(user, candidates, 20, use_cache=False)
+            no_neighbour.append((time.perf_counter() - began) * 1000)
+            service.reconfigure(default_config)
             began = time.perf_counter()
             service.rank_feed(user, candidates, 20, use_cache=False)
             uncached.append((time.perf_counter() - began) * 1000)
@@ -76,6 +88,7 @@ def run(store: str, redis_url: str, requests: int, embed: Any, network: Any) -> 
             "store": store,
             "feed_500_candidates_uncached": _percentiles(uncached),
             "feed_500_candidates_cached": _percentiles(cached),
+            "feed_500_candidates_uncached_neighbour_off": _percentiles(no_neighbour),
             "interactions_per_s": round(len(events) / events_s),
             "posts_per_s_with_embedding": round(len(network.posts) / posts_embed_s),
             "posts_per_s_vectors_stored": round(len(reposts) / posts_stored_s),

@@ -70,6 +70,9 @@ class RankingWeights(_Strict):
     """Squashed engagement count."""
     collaborative: float = Field(default=1.0, ge=0)
     """tanh of user . post factors (when a model is loaded)."""
+    neighbour: float = Field(default=0.5, ge=0)
+    """Item-to-item co-occurrence with the user's recent positive posts, updated as events
+    arrive (best candidate 1; off until the user has a history that co-occurs)."""
 
 
 class EventWeights(_Strict):
@@ -107,6 +110,12 @@ class RecommenderConfig(_Strict):
     collaborative_model_path: str | None = None
     """Directory with factors.npz from the matrix-factorisation job; empty: the collaborative
     term is off and feed answers say so."""
+    neighbour_history: int = Field(default=50, ge=1, le=1000)
+    """Last positive posts per user that co-occurrence pairs a new reaction with, and that a
+    feed's neighbour term compares candidates to (read at start-up)."""
+    neighbour_min_event_weight: float = Field(default=1.0, gt=0)
+    """Reactions of at least this weight count for co-occurrence (default: like, comment,
+    share; views are too noisy)."""
     interest_clusters: int = Field(default=12, ge=2, le=256)
     """Most k-means clusters of post vectors."""
     interest_history: int = Field(default=500, ge=1, le=100_000)

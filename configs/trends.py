@@ -37,6 +37,10 @@ class TrendsNodeConfig(_Strict):
 
     period_s: float = Field(default=300.0, ge=1.0, le=86_400.0)
     """Seconds between two background runs (each labels new posts, then detects)."""
+    dirty_min_interval_s: float = Field(default=5.0, ge=0.0, le=86_400.0)
+    """A read of the background window after new posts arrived recomputes it at once when the
+    last run is at least this old; a younger one is answered `stale: true` with
+    `next_run_in_s` (a stream of posts must not turn every read into a full run)."""
     window_hours: float = Field(default=24.0, ge=1.0, le=168.0)
     """Window the background run computes; compared with the window before it."""
     max_posts: int = Field(default=200_000, ge=100, le=1_000_000)

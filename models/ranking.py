@@ -18,6 +18,7 @@ import numpy as np
 from models import privacy
 
 __all__ = [
+    "CoOccurrence",
     "CollaborativeModel",
     "Profile",
     "ScoreWeights",
@@ -155,6 +156,7 @@ class ScoreWeights:
     freshness: float
     popularity: float
     collaborative: float
+    neighbour: float = 0.0
 
 
 def blend_scores(
@@ -163,14 +165,18 @@ def blend_scores(
     popularity_terms: np.ndarray,
     content_terms: np.ndarray | None,
     collaborative_terms: np.ndarray | None,
+    neighbour_terms: np.ndarray | None = None,
 ) -> np.ndarray:
     """Weighted sum of the terms in use, divided by the weights in use.
 
-    A term that is off (``None``: no profile, no trained model) drops out of both sums, so a
-    cold-start score stays on the same scale as a personalised one.
+    A term that is off (``None``: no profile, no trained model, no co-occurrence yet) drops
+    out of both sums, so a cold-start score stays on the same scale as a personalised one.
     """
     total = weights.freshness * freshness_terms + weights.popularity * popularity_terms
     used = weights.freshness + weights.popularity
+    if neighbour_terms is not None:
+        total = total + weights.neighbour * neighbour_terms
+        used += weights.neighbour
     if content_terms is not None:
         total = total + weights.content * content_terms
         used += weights.content
@@ -324,6 +330,89 @@ class CollaborativeModel:
             if column is not None:
                 result[i] = math.tanh(float(self.post_factors[column] @ user))
         return result
+
+
+class CoOccurrence:
+    """Item-to-item co-occurrence, updated one interaction at a time (no training job).
+
+    Each user keeps their last ``history_limit`` distinct posts with a positive reaction.
+    When a user reacts to a post not in that history, the pair (post, h) counts once more
+    for every h in it, and the post's user count goes up by one. The similarity of two posts
+    is ``pairs / sqrt(users_a * users_b)``: the cosine of their (windowed) binary user
+    columns, as in item-based collaborative filtering (Sarwar et al., WWW 2001; Linden et
+    al., "Amazon.com recommendations: item-to-item collaborative filtering", 2003). A user's
+    score for a candidate is the sum of its similarities to the posts of their history.
+
+    The window bounds the work per event (at most ``history_limit`` pair updates) and favours
+    what a user liked lately. Memory grows with the distinct pairs seen: about
+    ``posts x neighbours`` entries.
+    """
+
+    def __init__(self, history_limit: int = 50) -> None:
+        if history_limit < 1:
+            raise ValueError(f"history_limit={history_limit} must be >= 1")
+        self.history_limit = history_limit
+        self.pairs: dict[str, dict[str, float]] = {}
+        self.users_of: dict[str, float] = {}
+        self.histories: dict[str, dict[str, None]] = {}
+
+    def observe(self, user_id: str, post_id: str) -> list[str] | None:
+        """Record a positive reaction; returns the posts whose pair with ``post_id`` counted
+        once more, or None when the post is already in the user's window (nothing changed)."""
+        history = self.histories.setdefault(user_id, {})
+        if post_id in history:
+            return None
+        partners = list(history)
+        for other in partners:
+            self.add_pair(other, post_id, 1.0)
+        self.users_of[post_id] = self.users_of.get(post_id, 0.0) + 1.0
+        history[post_id] = None
+        if len(history) > self.history_limit:
+            del history[next(iter(history))]
+        return partners
+
+    def add_pair(self, a: str, b: str, amount: float) -> None:
+        """Add ``amount`` to the pair (a, b), both ways (also used to load stored counts)."""
+        if a == b:
+            return
+        row = self.pairs.setdefault(a, {})
+        row[b] = row.get(b, 0.0) + amount
+        row = self.pairs.setdefault(b, {})
+        row[a] = row.get(a, 0.0) + amount
+
+    def history(self, user_id: str) -> list[str]:
+        """The user's windowed history, oldest first."""
+        return list(self.histories.get(user_id, {}))
+
+    def scores(self, user_id: str, candidates: list[str]) -> np.ndarray | None:
+        """Per candidate, the summed similarity to the user's history, scaled so the best
+        candidate is 1; None when the user has no history or no candidate co-occurs with it
+        (the term is then off, not zero)."""
+        history = self.histories.get(user_id)
+        if not history:
+            return None
+        # Walk the history's rows and meet the candidates with a C-level key intersection:
+        # the work is the pairs that exist, not history x candidates.
+        result = np.zeros(len(candidates), dtype=np.float64)
+        users_of = self.users_of
+        index = {candidate: i for i, candidate in enumerate(candidates)}
+        wanted = index.keys()
+        for other in history:
+            row = self.pairs.get(other)
+            if not row:
+                continue
+            scale = 1.0 / math.sqrt(users_of[other])
+            for candidate in row.keys() & wanted:
+                result[index[candidate]] += row[candidate] * scale
+        nonzero = result > 0
+        if nonzero.any():
+            counts = np.array([users_of.get(c, 1.0) for c in candidates], dtype=np.float64)
+            result[nonzero] /= np.sqrt(counts[nonzero])
+        best = float(result.max()) if result.size else 0.0
+        if best <= _EPS:
+            return None
+        scaled: np.ndarray = result / best
+        return scaled
 
 
 def hash_user_id(user_id: str, salt: str) -> str:

@@ -27,6 +27,7 @@ __all__ = [
     "InteractionPage",
     "InterestTopic",
     "Interests",
+    "NeighbourTerm",
     "NewPost",
     "PostIngestSummary",
     "RecentPost",
@@ -86,11 +87,20 @@ class PostIngestSummary:
 
 @dataclass(frozen=True)
 class InteractionIngestSummary:
-    """What an interaction batch changed."""
+    """What an interaction batch changed.
+
+    Attributes:
+        accepted: New interactions stored and applied.
+        duplicates: Interactions whose event id was stored before (or earlier in the batch).
+        unknown_post_ids: Posts not known yet, each once.
+        unknown_post_events: Accepted interactions on those posts (stored; they count for the
+            hide filter but move no profile or popularity).
+    """
 
     accepted: int
     duplicates: int
     unknown_post_ids: tuple[str, ...]
+    unknown_post_events: int = 0
 
 
 # ---- feed ---------------------------------------------------------------------------------
@@ -126,6 +136,14 @@ class ContentTerm(ScoreTerm):
 
 
 @dataclass(frozen=True)
+class NeighbourTerm(ScoreTerm):
+    """The item-to-item co-occurrence term, the user's window size, and why it is off."""
+
+    history: int
+    reason: str | None
+
+
+@dataclass(frozen=True)
 class FreshnessTerm(ScoreTerm):
     """The age term (always used) and its half-life."""
 
@@ -149,6 +167,7 @@ class FeedTerms:
     freshness: FreshnessTerm
     popularity: ScoreTerm
     diversity: DiversityTerm
+    neighbour: NeighbourTerm
 
 
 @dataclass(frozen=True)
@@ -160,7 +179,8 @@ class FeedRanking:
         unknown_post_ids: Candidates the service has never seen.
         filtered_post_ids: Candidates left out (hidden, reported or moderation flagged).
         terms: How each score term took part.
-        cold_start: Only popularity and freshness ranked.
+        cold_start: Only popularity and freshness ranked (no profile, no model, no
+            co-occurrence for this user).
         cached: The answer came from the feed cache.
         degraded: The feature store's server is unavailable (the mirror answered).
         degraded_reason: Why, when degraded.

@@ -6,6 +6,8 @@
 * `trend_posts`: the Recommender's `RecentPost` rows into `TrendPost` objects, leaving out
   posts that moderation flagged or rejected (a hidden post must not make a topic trend) and
   posts without text.
+* `snapshot_freshness`: whether a read of the background snapshot recomputes it (posts
+  arrived since it was computed), or answers it as it is, stale or not.
 * `resolve_topic`: a topic in a URL is a trend id of a known report (-> its keywords) or a
   keyword or phrase.
 
@@ -22,7 +24,15 @@ from datetime import UTC, datetime
 from models.recommender import RecentPost
 from models.trends import SENTIMENT_LABELS, TrendPost, TrendReport
 
-__all__ = ["HIDDEN_ACTIONS", "LabelCache", "ResolvedTopic", "resolve_topic", "trend_posts"]
+__all__ = [
+    "HIDDEN_ACTIONS",
+    "LabelCache",
+    "ResolvedTopic",
+    "SnapshotFreshness",
+    "resolve_topic",
+    "snapshot_freshness",
+    "trend_posts",
+]
 
 # Moderation actions that keep a post out of trends (same set the recommender filters).
 HIDDEN_ACTIONS = frozenset({"flag_for_review", "reject"})
@@ -148,3 +158,47 @@ def resolve_topic(topic: str, reports: Iterable[TrendReport]) -> ResolvedTopic:
                 if trend.trend_id == cleaned and trend.keywords:
                     return ResolvedTopic(trend.keywords, "trend", cleaned)
     return ResolvedTopic((cleaned,), "keyword")
+
+
+@dataclass(frozen=True)
+class SnapshotFreshness:
+    """What a read of the background snapshot does.
+
+    Attributes:
+        recompute: Compute the snapshot again before answering (posts arrived since).
+        stale: The answer may miss posts now in the store, or the runs are failing.
+        next_run_in_s: Seconds until the next run is due (0: now).
+    """
+
+    recompute: bool
+    stale: bool
+    next_run_in_s: float
+
+
+def snapshot_freshness(
+    dirty: bool,
+    since_run_s: float,
+    period_s: float,
+    min_interval_s: float,
+    stale_after_s: float,
+) -> SnapshotFreshness:
+    """Decide how to answer from a snapshot computed ``since_run_s`` ago.
+
+    ``dirty``: posts were stored or changed after the snapshot read the store. A dirty
+    snapshot is recomputed at once when it is at least ``min_interval_s`` old; a younger one
+    is answered ``stale`` with the time until that bound (a stream of posts must not turn
+    every read into a full run). A clean one is stale only when older than ``stale_after_s``
+    (background runs failing); its next run is one ``period_s`` after the last.
+    """
+    since_run_s = max(since_run_s, 0.0)
+    if dirty:
+        if since_run_s >= min_interval_s:
+            return SnapshotFreshness(recompute=True, stale=False, next_run_in_s=0.0)
+        return SnapshotFreshness(
+            recompute=False, stale=True, next_run_in_s=round(min_interval_s - since_run_s, 3)
+        )
+    return SnapshotFreshness(
+        recompute=False,
+        stale=since_run_s > stale_after_s,
+        next_run_in_s=round(max(period_s - since_run_s, 0.0), 3),
+    )

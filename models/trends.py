@@ -332,14 +332,18 @@ class TrendsAnswer(TrendRun):
         source: ``background`` (the loop's latest run), ``cache`` (an earlier on-demand run
             of this window) or ``on_demand`` (computed for this request).
         age_s: Seconds since the run's windows ended.
-        stale: The background result is older than its staleness bound.
+        stale: The background result is older than its staleness bound, or posts arrived
+            after it read the store and it is not recomputed yet.
         period_s: Seconds between background runs.
+        next_run_in_s: Seconds until the next background run is due (None for on-demand
+            windows).
     """
 
     source: str
     age_s: float
     stale: bool
     period_s: float
+    next_run_in_s: float | None = None
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,9 @@ Redis layout (``P`` is the key prefix, default ``sp:rec:``)::
     P pop                    hash: post_id -> engagement (sum of positive reaction weights)
     P profile:<user_id>      hash: vector (float32 bytes), weight, t_ref_s, events
     P hidden:<user_id>       set of post ids the user hid or reported
+    P co:<post_a>            hash: post_b -> pair count, for post_a < post_b (co-occurrence)
+    P cousers                hash: post_id -> users who reacted to it (co-occurrence)
+    P cohist:<user_id>       list: the user's last positive posts (co-occurrence window)
     P events                 marker: events were applied here (absent: rebuild from events)
     P feed:<user_id>:<key>   cached feed answer (json), with a TTL
     P feedkeys:<user_id>     set of that user's cached feed keys (to drop them together)
@@ -42,7 +45,7 @@ import numpy as np
 import redis
 
 from models.embeddings import EMBEDDING_DIM
-from models.ranking import Profile, update_profile
+from models.ranking import CoOccurrence, Profile, update_profile
 from storage.redis import RedisConnection, RedisGate, SyncClient
 
 if TYPE_CHECKING:
@@ -85,6 +88,7 @@ class _Mirror:
     profiles: dict[str, Profile] = field(default_factory=dict)
     hidden: dict[str, set[str]] = field(default_factory=dict)
     cache: dict[tuple[str, str], tuple[float, str]] = field(default_factory=dict)
+    cooccurrence: CoOccurrence = field(default_factory=CoOccurrence)
     events_applied: bool = False
 
 
@@ -141,11 +145,25 @@ class _Pending:
     # Profiles written whole while Redis was down (`put_profile`): written back whole.
     profiles: set[str] = field(default_factory=set)
     popularity: dict[str, float] = field(default_factory=dict)
+    # Co-occurrence increments (pair a < b, and users per post) and users whose window to
+    # write back whole.
+    pairs: dict[tuple[str, str], float] = field(default_factory=dict)
+    users_of: dict[str, float] = field(default_factory=dict)
+    histories: set[str] = field(default_factory=set)
     events_marker: bool = False
 
     def users(self) -> set[str]:
         """Users whose Redis state is behind the mirror."""
         return self.hidden | self.profiles | set(self.profile_deltas)
+
+    def add_cooccurrence(
+        self, pairs: Mapping[tuple[str, str], float], users_of: Mapping[str, float]
+    ) -> None:
+        """Keep co-occurrence increments Redis did not take."""
+        for pair, amount in pairs.items():
+            self.pairs[pair] = self.pairs.get(pair, 0.0) + amount
+        for post_id, amount in users_of.items():
+            self.users_of[post_id] = self.users_of.get(post_id, 0.0) + amount
 
     def merge(self, later: _Pending) -> None:
         """Add `later` (pending writes made after these were taken) to these."""
@@ -157,6 +175,8 @@ class _Pending:
             self.profile_deltas.setdefault(user_id, []).extend(deltas)
         for post_id, amount in later.popularity.items():
             self.popularity[post_id] = self.popularity.get(post_id, 0.0) + amount
+        self.add_cooccurrence(later.pairs, later.users_of)
+        self.histories |= later.histories
         self.events_marker = self.events_marker or later.events_marker
 
 
@@ -164,10 +184,15 @@ class FeatureStore:
     """Redis-backed feature store with an in-process mirror that takes over when Redis fails."""
 
     def __init__(
-        self, redis_url: str = "", key_prefix: str = "sp:rec:", retry_s: float = 5.0
+        self,
+        redis_url: str = "",
+        key_prefix: str = "sp:rec:",
+        retry_s: float = 5.0,
+        neighbour_history: int = 50,
     ) -> None:
         self._prefix = key_prefix
-        self._mirror = _Mirror()
+        self._neighbour_history = neighbour_history
+        self._mirror = self._new_mirror()
         self._lock = threading.RLock()
         # What changed while Redis was down, written to it when it answers again.
         self._pending = _Pending()
@@ -186,6 +211,9 @@ class FeatureStore:
                 self._load_mirror()
             else:
                 self._down_reason = "unreachable at start"
+
+    def _new_mirror(self) -> _Mirror:
+        return _Mirror(cooccurrence=CoOccurrence(self._neighbour_history))
 
     # ---- health -------------------------------------------------------------------------
     @property
@@ -398,6 +426,137 @@ class FeatureStore:
             with self._lock:
                 self._pending.hidden.add(user_id)
 
+    # ---- a batch of events, in one step ---------------------------------------------------
+    def apply_events(
+        self,
+        popularity: Mapping[str, float],
+        hidden: Mapping[str, Iterable[str]],
+        reactions: Mapping[str, list[tuple[np.ndarray, float, float]]],
+        half_life_s: float,
+    ) -> None:
+        """Apply one request's events: popularity increments per post, posts hidden per user,
+        and reactions per user (``(post vector, weight, at_s)``, in order) to their profiles.
+
+        One Redis round trip reads the profiles and one pipeline writes everything, instead
+        of a few calls per event. The outage rule is `add_to_profile`'s and
+        `add_popularity`'s: what Redis did not take is kept as deltas and merged later.
+        """
+        redis_writes = self._redis is not None and not self._mirror_only
+        with self._lock:
+            for post_id, amount in popularity.items():
+                self._mirror.popularity[post_id] = (
+                    self._mirror.popularity.get(post_id, 0.0) + amount
+                )
+            hidden_sets = {user_id: set(posts) for user_id, posts in hidden.items()}
+            for user_id, posts in hidden_sets.items():
+                self._mirror.hidden.setdefault(user_id, set()).update(posts)
+            behind = set(self._pending.profile_deltas)
+            fetch = [u for u in reactions if u not in behind] if redis_writes else []
+            remote: dict[str, Profile] = {}
+            read_ok = True
+            if fetch:
+
+                def read(r: SyncClient) -> list[object]:
+                    pipe = r.pipeline(transaction=False)
+                    for user_id in fetch:
+                        pipe.hgetall(self._key("profile", user_id))
+                    return list(pipe.execute())
+
+                raws = self._redis_do(read)
+                if raws is _MISSING:
+                    read_ok = False
+                else:
+                    for user_id, raw in zip(fetch, raws, strict=True):
+                        if raw:
+                            remote[user_id] = _profile_from(raw)  # type: ignore[arg-type]
+            profiles: dict[str, Profile] = {}
+            for user_id, updates in reactions.items():
+                current = remote.get(user_id) or self._mirror.profiles.get(user_id)
+                for vector, weight, at_s in updates:
+                    current = update_profile(current, vector, weight, at_s, half_life_s)
+                if current is not None:
+                    profiles[user_id] = current
+                    self._mirror.profiles[user_id] = current
+            if not redis_writes:
+                return
+            direct = {u: p for u, p in profiles.items() if u not in behind}
+
+            def write(r: SyncClient) -> None:
+                pipe = r.pipeline(transaction=False)
+                for post_id, amount in popularity.items():
+                    pipe.hincrbyfloat(self._key("pop"), post_id, amount)
+                for user_id, posts in hidden_sets.items():
+                    if posts:
+                        pipe.sadd(self._key("hidden", user_id), *sorted(posts))
+                for user_id, profile in direct.items():
+                    pipe.hset(self._key("profile", user_id), mapping=_profile_map(profile))
+                pipe.execute()
+
+            written = read_ok and self._write(write)
+            for user_id, updates in reactions.items():
+                if written and user_id not in behind:
+                    continue
+                deltas = self._pending.profile_deltas.setdefault(user_id, [])
+                deltas.extend(
+                    (np.asarray(v, dtype=np.float32), w, at_s, half_life_s)
+                    for v, w, at_s in updates
+                )
+            if not written:
+                for post_id, amount in popularity.items():
+                    pending = self._pending.popularity
+                    pending[post_id] = pending.get(post_id, 0.0) + amount
+                self._pending.hidden.update(u for u, posts in hidden_sets.items() if posts)
+
+    # ---- co-occurrence (item-to-item neighbours) -----------------------------------------
+    def observe_cooccurrence(self, reactions: Iterable[tuple[str, str]]) -> None:
+        """Positive reactions ``(user_id, post_id)``, in order, into the co-occurrence counts
+        (`models.ranking.CoOccurrence`): the mirror first, then one Redis pipeline of the
+        request's summed increments."""
+        pairs: dict[tuple[str, str], float] = {}
+        users_of: dict[str, float] = {}
+        touched: dict[str, None] = {}
+        with self._lock:
+            model = self._mirror.cooccurrence
+            for user_id, post_id in reactions:
+                partners = model.observe(user_id, post_id)
+                if partners is None:
+                    continue
+                users_of[post_id] = users_of.get(post_id, 0.0) + 1.0
+                touched[user_id] = None
+                for other in partners:
+                    pair = (other, post_id) if other < post_id else (post_id, other)
+                    pairs[pair] = pairs.get(pair, 0.0) + 1.0
+            if self._redis is None or self._mirror_only or not users_of:
+                return
+            windows = {u: model.history(u) for u in touched}
+
+            def write(r: SyncClient) -> None:
+                pipe = r.pipeline(transaction=False)
+                for (a, b), amount in pairs.items():
+                    pipe.hincrbyfloat(self._key("co", a), b, amount)
+                for post_id, amount in users_of.items():
+                    pipe.hincrbyfloat(self._key("cousers"), post_id, amount)
+                for user_id, window in windows.items():
+                    key = self._key("cohist", user_id)
+                    pipe.delete(key)
+                    if window:
+                        pipe.rpush(key, *window)
+                pipe.execute()
+
+            if not self._write(write):
+                self._pending.add_cooccurrence(pairs, users_of)
+                self._pending.histories.update(windows)
+
+    def neighbour_scores(self, user_id: str, post_ids: list[str]) -> np.ndarray | None:
+        """The co-occurrence term per post (best 1), or None when it cannot say anything."""
+        with self._lock:
+            return self._mirror.cooccurrence.scores(user_id, post_ids)
+
+    def neighbour_history(self, user_id: str) -> list[str]:
+        """The user's co-occurrence window (their last positive posts, oldest first)."""
+        with self._lock:
+            return self._mirror.cooccurrence.history(user_id)
+
     # ---- feed cache ---------------------------------------------------------------------
     def cache_get(self, user_id: str, key: str) -> str | None:
         """A cached feed answer of the user, or None."""
@@ -430,10 +589,34 @@ class FeatureStore:
 
     def cache_drop_user(self, user_id: str) -> None:
         """Forget every cached feed of the user (their profile or hidden set changed)."""
+        self.cache_drop_users([user_id])
+
+    def cache_drop_users(self, user_ids: Iterable[str]) -> None:
+        """Forget every cached feed of these users: one pass over the mirror, two Redis
+        round trips for the lot."""
+        users = set(user_ids)
+        if not users:
+            return
         with self._lock:
-            for cache_key in [k for k in self._mirror.cache if k[0] == user_id]:
+            for cache_key in [k for k in self._mirror.cache if k[0] in users]:
                 del self._mirror.cache[cache_key]
-        self._redis_do(lambda r: self._drop_cached_feeds(r, user_id))
+        if self._redis is None:
+            return
+        ordered = sorted(users)
+
+        def drop(r: SyncClient) -> None:
+            reads = r.pipeline(transaction=False)
+            for user_id in ordered:
+                reads.smembers(self._key("feedkeys", user_id))
+            keys: list[str] = []
+            for user_id, members in zip(ordered, reads.execute(), strict=True):
+                if members:
+                    keys.append(self._key("feedkeys", user_id))
+                    keys += [self._key("feed", user_id, _text(k)) for k in members]
+            if keys:
+                r.delete(*keys)
+
+        self._redis_do(drop)
 
     def _drop_cached_feeds(self, client: SyncClient, user_id: str) -> None:
         keys = [_text(k) for k in client.smembers(self._key("feedkeys", user_id))]
@@ -443,11 +626,33 @@ class FeatureStore:
 
     # ---- start-up and recovery ----------------------------------------------------------
     def _load_mirror(self) -> None:
-        """Popularity from Redis into the mirror (posts come back with the document store)."""
+        """Popularity and co-occurrence from Redis into the mirror (posts come back with the
+        document store; profiles and hidden sets are read per user)."""
         raw = self._redis_do(lambda r: r.hgetall(self._key("pop")))
         if raw is not _MISSING:
             with self._lock:
                 self._mirror.popularity = {_text(k): float(v) for k, v in raw.items()}
+
+        def read_cooccurrence(r: SyncClient) -> CoOccurrence:
+            model = CoOccurrence(self._neighbour_history)
+            start = len(self._key("co", ""))
+            for key in r.scan_iter(match=self._key("co", "*"), count=1000):
+                a = _text(key)[start:]
+                for b, amount in r.hgetall(key).items():
+                    model.add_pair(a, _text(b), float(amount))
+            model.users_of = {
+                _text(k): float(v) for k, v in r.hgetall(self._key("cousers")).items()
+            }
+            start = len(self._key("cohist", ""))
+            for key in r.scan_iter(match=self._key("cohist", "*"), count=1000):
+                window = [_text(p) for p in r.lrange(key, 0, -1)]
+                model.histories[_text(key)[start:]] = dict.fromkeys(window)
+            return model
+
+        model = self._redis_do(read_cooccurrence)
+        if model is not _MISSING:
+            with self._lock:
+                self._mirror.cooccurrence = model
 
     def _resync(self) -> None:
         """Write back what changed while Redis was down, merging deltas onto Redis's state.
@@ -493,6 +698,15 @@ class FeatureStore:
                 for user_id, members in hidden.items():
                     if members:
                         pipe.sadd(self._key("hidden", user_id), *sorted(members))
+                for (a, b), amount in taken.pairs.items():
+                    pipe.hincrbyfloat(self._key("co", a), b, amount)
+                for post_id, amount in taken.users_of.items():
+                    pipe.hincrbyfloat(self._key("cousers"), post_id, amount)
+                for user_id in taken.histories:
+                    window = self._mirror.cooccurrence.history(user_id)
+                    pipe.delete(self._key("cohist", user_id))
+                    if window:
+                        pipe.rpush(self._key("cohist", user_id), *window)
                 if taken.events_marker:
                     pipe.set(self._key("events"), "1")
                 pipe.hgetall(self._key("pop"))
@@ -563,7 +777,7 @@ class FeatureStore:
     def clear(self) -> int:
         """Delete every key under this store's prefix (tests, resets); returns the count."""
         with self._lock:
-            self._mirror = _Mirror()
+            self._mirror = self._new_mirror()
         if self._redis is None:
             return 0
 

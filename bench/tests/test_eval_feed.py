@@ -38,3 +38,51 @@ def test_our_ranking_beats_popularity_and_random() -> None:
     assert metrics["ours"]["recall@20"] > 1.5 * metrics["popularity"]["recall@20"]
     assert metrics["ours"]["ndcg@20"] > metrics["popularity"]["ndcg@20"]
     assert metrics["popularity"]["recall@20"] >= metrics["random"]["recall@20"] * 0.8
+
+
+def test_ratings_files_in_movielens_layouts_are_read(tmp_path) -> None:
+    from bench.eval_feed import read_ratings
+
+    tab = tmp_path / "u.data"
+    tab.write_text("1\t10\t5\t881250949\n1\t11\t3\t881250950\n", encoding="utf-8")
+    comma = tmp_path / "ratings.csv"
+    comma.write_text("userId,movieId,rating,timestamp\n1,10,5.0,881250949\n", encoding="utf-8")
+    colons = tmp_path / "ratings.dat"
+    colons.write_text("1::10::5::881250949\n", encoding="utf-8")
+    assert [(r.user, r.item, r.rating) for r in read_ratings(tab)] == [
+        ("1", "10", 5.0),
+        ("1", "11", 3.0),
+    ]
+    assert read_ratings(comma)[0].timestamp_s == 881250949.0
+    assert read_ratings(colons)[0].item == "10"
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("1\t10\t5\t881250949\n1\t11\tfive\t881250950\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"bad.tsv:2: rating 'five'"):
+        read_ratings(bad)
+
+
+def test_the_split_holds_out_each_users_last_fifth_in_time_order() -> None:
+    from bench.eval_feed import Rating, split_ratings
+
+    rows = [Rating("u", f"i{t}", 5.0, float(t)) for t in (5, 1, 9, 3, 7, 2, 8, 4, 6, 10)]
+    rows += [Rating("few", "i1", 5.0, 1.0)]
+    split = split_ratings(rows)
+    assert [r.item for r in split.held_out["u"]] == ["i9", "i10"]
+    assert "few" not in split.held_out
+    assert max(r.timestamp_s for r in split.train if r.user == "u") == 8.0
+
+
+def test_on_a_ratings_file_with_taste_structure_the_collaborative_rankers_win(tmp_path) -> None:
+    from bench.eval_feed import evaluate_ratings, read_ratings
+    from bench.synthetic_ratings import generate_ratings, write_ratings
+
+    rows = generate_ratings(n_users=120, n_items=300, mean_per_user=40, seed=3)
+    assert (rows == generate_ratings(n_users=120, n_items=300, mean_per_user=40, seed=3)).all()
+    path = tmp_path / "ratings.tsv"
+    write_ratings(path, rows)
+    result = evaluate_ratings(read_ratings(path), max_users=80)
+    metrics = result["metrics"]
+    assert result["evaluated_users"] == 80
+    assert metrics["item_knn"]["ndcg@20"] > metrics["random"]["ndcg@20"]
+    assert metrics["popularity"]["ndcg@20"] > metrics["random"]["ndcg@20"]
+    assert metrics["ours"]["ndcg@20"] > metrics["popularity"]["ndcg@20"]

@@ -101,6 +101,10 @@ class Recommender:
         """Posts created after ``since_s`` (epoch s), newest first, for the Trends node."""
         return await asyncio.to_thread(self.service.recent_posts, since_s, limit)
 
+    async def posts_watermark(self) -> str:
+        """Changes whenever a post is stored or changed: the Trends node's dirty check."""
+        return self.service.posts_watermark()
+
     async def fallback_snapshot(self, limit: int) -> FallbackSnapshot:
         """Freshness and popularity of the newest posts, kept by the ingress for fallbacks."""
         return await asyncio.to_thread(self.service.fallback_snapshot, limit)

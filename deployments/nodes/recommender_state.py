@@ -47,6 +47,7 @@ from models.recommender import (
     InteractionIngestSummary,
     Interests,
     InterestTopic,
+    NeighbourTerm,
     NewPost,
     PostIngestSummary,
     RecentPost,
@@ -104,7 +105,12 @@ class RecommenderService:
         database, self.documents_info = open_database(mongodb_url)
         self.posts = PostRepository(database)
         self.interactions = InteractionRepository(database)
-        self.features = FeatureStore(redis_url, redis_key_prefix, self.config.redis_retry_s)
+        self.features = FeatureStore(
+            redis_url,
+            redis_key_prefix,
+            self.config.redis_retry_s,
+            neighbour_history=self.config.neighbour_history,
+        )
         self.index = PostIndex()
         self.collaborative: CollaborativeModel | None = None
         self._collaborative_path: str | None = None
@@ -115,6 +121,9 @@ class RecommenderService:
         # from fresh answers too.
         self._boot_id = uuid.uuid4().hex[:8]
         self._moderation_epoch = 0
+        # Bumped whenever a post is stored or changed: readers that keep results computed
+        # over the posts (the Trends node's snapshot) compare it to know theirs is behind.
+        self._posts_version = 0
         # Writes (events) are serialised; reads run alongside them on consistent snapshots.
         self._write_lock = threading.Lock()
         # Applied by this replica, the store's `applied` flag not yet written (its write
@@ -254,6 +263,7 @@ class RecommenderService:
                     )
                 self.index.set_hidden(post.post_id, features.flagged)
                 accepted += 1
+            self._posts_version += accepted
         return PostIngestSummary(
             accepted=accepted, unchanged=unchanged, embedded=len(vectors), reused_vectors=reused
         )
@@ -310,11 +320,14 @@ class RecommenderService:
                 fresh.append(document)
                 to_apply.append(document)
             self.interactions.insert_many(fresh)
-            unknown = self._apply(to_apply)
+            unknown, unknown_events = self._apply(to_apply)
             self._applied_unmarked.update(d["_id"] for d in to_apply)
             self._mark_applied_now()
         return InteractionIngestSummary(
-            accepted=len(to_apply), duplicates=duplicates, unknown_post_ids=tuple(unknown)
+            accepted=len(to_apply),
+            duplicates=duplicates,
+            unknown_post_ids=tuple(unknown),
+            unknown_post_events=unknown_events,
         )
 
     def _mark_applied_now(self) -> None:
@@ -324,48 +337,49 @@ class RecommenderService:
             self.interactions.mark_applied(self._applied_unmarked)
             self._applied_unmarked.clear()
 
-    def _apply(self, events: Sequence[dict[str, Any]]) -> list[str]:
-        """Update hidden sets, popularity and profiles from stored events; the unknown posts.
+    def _apply(self, events: Sequence[dict[str, Any]]) -> tuple[list[str], int]:
+        """Update hidden sets, popularity and profiles from stored events, batched: the
+        request's changes are summed per post and per user and written in one step.
 
-        Callers hold the write lock.
+        Returns the unknown posts (each once) and how many events named them. Callers hold
+        the write lock.
         """
         weights = self.config.event_weights
-        unknown: list[str] = []
+        unknown: dict[str, None] = {}
+        unknown_events = 0
         if not events:
-            return unknown
+            return [], 0
         posts = self.features.get_posts(e["post_id"] for e in events)
         vectors = self.features.get_vectors(
             p.text_hash for p in posts.values() if p.text_hash is not None
         )
-        changed_users: set[str] = set()
+        popularity: dict[str, float] = {}
+        hidden: dict[str, set[str]] = {}
+        reactions: dict[str, list[tuple[np.ndarray, float, float]]] = {}
+        positive: list[tuple[str, str]] = []
         for event in events:
             user_id, post_id, kind = event["user_id"], event["post_id"], event["type"]
             weight = getattr(weights, kind)
             if kind in HIDING_TYPES:
-                self.features.add_hidden(user_id, post_id)
-                changed_users.add(user_id)
+                hidden.setdefault(user_id, set()).add(post_id)
             post = posts.get(post_id)
             if post is None:
-                if post_id not in unknown:
-                    unknown.append(post_id)
+                unknown[post_id] = None
+                unknown_events += 1
                 continue
             if weight > 0:
-                self.features.add_popularity(post_id, weight)
+                popularity[post_id] = popularity.get(post_id, 0.0) + weight
+            if weight >= self.config.neighbour_min_event_weight:
+                positive.append((user_id, post_id))
             vector = vectors.get(post.text_hash or "")
             if vector is None or weight == 0:
                 continue
-            self.features.add_to_profile(
-                user_id,
-                vector,
-                weight,
-                float(event["timestamp_s"]),
-                self.config.profile_half_life_s,
-            )
-            changed_users.add(user_id)
-        for user_id in changed_users:
-            self.features.cache_drop_user(user_id)
+            reactions.setdefault(user_id, []).append((vector, weight, float(event["timestamp_s"])))
+        self.features.apply_events(popularity, hidden, reactions, self.config.profile_half_life_s)
+        self.features.observe_cooccurrence(positive)
+        self.features.cache_drop_users(set(hidden) | set(reactions) | {u for u, _ in positive})
         self.features.mark_events_applied()
-        return unknown
+        return list(unknown), unknown_events
 
     # ---- feed ---------------------------------------------------------------------------
     def rank_feed(
@@ -419,13 +433,19 @@ class RecommenderService:
         profile = self.features.get_profile(user_id)
         personal = profile is not None and profile.is_informative()
         cf_used = self.collaborative is not None and self.collaborative.knows_user(user_id)
-        terms = self._terms(personal, cf_used, profile is None)
+        neighbour = (
+            self.features.neighbour_scores(user_id, ids)
+            if ids and config.weights.neighbour > 0
+            else None
+        )
+        history = len(self.features.neighbour_history(user_id))
+        terms = self._terms(personal, cf_used, profile is None, neighbour is not None, history)
         result = FeedRanking(
             posts=(),
             unknown_post_ids=tuple(unknown),
             filtered_post_ids=tuple(filtered),
             terms=terms,
-            cold_start=not personal and not cf_used,
+            cold_start=not personal and not cf_used and neighbour is None,
         )
         if not ids:
             return result
@@ -451,14 +471,27 @@ class RecommenderService:
             freshness=config.weights.freshness,
             popularity=config.weights.popularity,
             collaborative=config.weights.collaborative,
+            neighbour=config.weights.neighbour,
         )
-        scores = blend_scores(weights, fresh, popular, content, collaborative)
+        scores = blend_scores(weights, fresh, popular, content, collaborative, neighbour)
         order = mmr_order(scores, vectors, limit, config.mmr_lambda)
         ranked = tuple(ScoredPost(ids[i], round(float(scores[i]), 6)) for i in order)
         return replace(result, posts=ranked)
 
-    def _terms(self, personal: bool, cf_used: bool, no_profile: bool) -> FeedTerms:
+    def _terms(
+        self, personal: bool, cf_used: bool, no_profile: bool, neighbour_used: bool, history: int
+    ) -> FeedTerms:
         config = self.config
+        neighbour_reason = None
+        if not neighbour_used:
+            if config.weights.neighbour <= 0:
+                neighbour_reason = "off: weights.neighbour is 0"
+            elif history == 0:
+                neighbour_reason = "off: the user has no positive reactions yet (cold start)"
+            else:
+                neighbour_reason = (
+                    "off: no candidate was liked by anyone who liked the user's recent posts"
+                )
         cf_reason: str | None
         if self.collaborative is None:
             cf_reason = self._collaborative_error or (
@@ -491,6 +524,12 @@ class RecommenderService:
             ),
             popularity=ScoreTerm(used=True, weight=config.weights.popularity),
             diversity=DiversityTerm(used=config.mmr_lambda < 1.0, mmr_lambda=config.mmr_lambda),
+            neighbour=NeighbourTerm(
+                used=neighbour_used,
+                weight=config.weights.neighbour,
+                history=history,
+                reason=neighbour_reason,
+            ),
         )
 
     # ---- similar posts ------------------------------------------------------------------
@@ -596,6 +635,11 @@ class RecommenderService:
         return self._clusters
 
     # ---- trends -------------------------------------------------------------------------
+    def posts_watermark(self) -> str:
+        """Changes whenever a post is stored or changed (and on a restart): a result computed
+        over the posts under an older watermark may miss posts that are now in the store."""
+        return f"{self._boot_id}:{self._posts_version}"
+
     def recent_posts(self, since_s: float, limit: int) -> RecentPosts:
         """Posts created after ``since_s``, newest first, for the Trends node.
 

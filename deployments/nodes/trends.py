@@ -7,6 +7,12 @@ are kept here by post id and text hash), then runs `models.trends.TrendDetector`
 thread. Requests for the background window read its latest result; another window is computed
 on demand (bounded by ``on_demand_max_posts``) and reused for ``on_demand_cache_s``.
 
+Each run notes the Recommender's posts watermark (it changes whenever a post is stored or
+changed) before it reads the store. A read whose watermark differs finds the result dirty: it
+recomputes the background window at once, or, within ``dirty_min_interval_s`` of the last
+run, answers ``stale: true`` with ``next_run_in_s`` and wakes the loop then; an on-demand
+result is not reused.
+
 One replica (more refuse to start, `single_replica`): the label cache and the latest report
 are replica state, and one loop is enough
 (the computation is measured in docs/benchmarks.md, "Trends").
@@ -29,7 +35,13 @@ from deployments.nodes.single_replica import require_one_replica
 from models.answers import Answer
 from models.recommender import RecentPost, RecentPosts
 from models.sentiment import SentimentScores
-from models.trend_inputs import HIDDEN_ACTIONS, LabelCache, resolve_topic, trend_posts
+from models.trend_inputs import (
+    HIDDEN_ACTIONS,
+    LabelCache,
+    resolve_topic,
+    snapshot_freshness,
+    trend_posts,
+)
 from models.trends import (
     TopicSentimentAnswer,
     TrendConfig,
@@ -81,7 +93,10 @@ class Trends:
         self.detector = detector_for(self.config)
         self.labels = LabelCache()
         self._latest: TrendRun | None = None
-        self._on_demand: dict[float, tuple[float, TrendRun]] = {}
+        # The posts watermark the latest run read under, and when (monotonic) it finished.
+        self._latest_watermark: str | None = None
+        self._latest_at_s = 0.0
+        self._on_demand: dict[float, tuple[float, TrendRun, str | None]] = {}
         # One detection at a time: a run takes a core for seconds, and two would only slow
         # each other down on a small node.
         self._run_lock = asyncio.Lock()
@@ -130,8 +145,10 @@ class Trends:
         """Compute the background window now (the loop calls it; tests call it through a
         handle instead of waiting a period). Returns the new run."""
         async with self._run_lock:
-            run = await self._compute(self.config.window_hours, self.config.max_posts)
+            run, watermark = await self._compute(self.config.window_hours, self.config.max_posts)
         self._latest = run
+        self._latest_watermark = watermark
+        self._latest_at_s = time.monotonic()
         self._last_error = None
         self._runs += 1
         report = run.report
@@ -154,6 +171,18 @@ class Trends:
             timeout=self.config.store_timeout_s,
         )
         return list(answer.posts), answer.truncated
+
+    async def _watermark(self) -> str | None:
+        """The Recommender's posts watermark; None when it does not answer (the snapshot is
+        then served as it is: a run could not read the store either)."""
+        try:
+            watermark: str = await asyncio.wait_for(
+                self.recommender.posts_watermark.remote(), timeout=self.config.store_timeout_s
+            )
+        except Exception as exc:  # a dirty check must never fail the read it guards
+            logger.warning("posts watermark not read (%s)", type(exc).__name__)
+            return None
+        return watermark
 
     async def _label(self, rows: list[RecentPost]) -> int:
         """Label the rows without a label through the Sentiment node; returns how many.
@@ -184,12 +213,14 @@ class Trends:
             stored += self.labels.put(chunk, [o.result.label for o in outputs])
         return stored
 
-    async def _compute(self, window_hours: float, max_posts: int) -> TrendRun:
-        """Read both windows, label new posts, detect.
+    async def _compute(self, window_hours: float, max_posts: int) -> tuple[TrendRun, str | None]:
+        """Read both windows, label new posts, detect; returns the run and the posts watermark
+        read before the store (a post stored meanwhile makes the run dirty, never lost).
 
         Callers hold ``_run_lock``: one detection at a time.
         """
         started_s = time.perf_counter()
+        watermark = await self._watermark()
         now = datetime.now(UTC)
         rows, truncated = await self._fetch(now - timedelta(hours=2 * window_hours), max_posts)
         newly_labelled = await self._label(rows)
@@ -198,13 +229,14 @@ class Trends:
             self.detector.detect, posts, now, window_hours, self.config.top_trends
         )
         self.labels.prune((r.post_id for r in rows), LABEL_CACHE_FACTOR * self.config.max_posts)
-        return TrendRun(
+        run = TrendRun(
             report=report,
             truncated=truncated,
             run_s=round(time.perf_counter() - started_s, 3),
             newly_labelled=newly_labelled,
             unlabelled_posts=sum(p.sentiment_label is None for p in posts),
         )
+        return run, watermark
 
     async def trends(self, window_hours: float, limit: int) -> TrendsAnswer:
         """The top `limit` trends of `window_hours`, with where the answer came from.
@@ -214,13 +246,14 @@ class Trends:
         """
         self._ensure_loop()
         config = self.config
+        next_run_in_s: float | None = None
+        stale = False
         if window_hours == config.window_hours:
-            run = self._latest or await self.refresh()
+            run, stale, next_run_in_s = await self._background_run()
             source = "background"
         else:
             run, source = await self._on_demand_run(window_hours)
         age_s = max((datetime.now(UTC) - run.report.computed_at).total_seconds(), 0.0)
-        stale = source == "background" and age_s > STALE_AFTER_PERIODS * config.period_s
         return TrendsAnswer(
             report=replace(run.report, trends=run.report.trends[:limit]),
             truncated=run.truncated,
@@ -231,20 +264,56 @@ class Trends:
             age_s=round(age_s, 3),
             stale=stale,
             period_s=config.period_s,
+            next_run_in_s=next_run_in_s,
         )
+
+    async def _background_run(self) -> tuple[TrendRun, bool, float]:
+        """The background window's run, recomputed first when posts arrived since it read the
+        store (and it is old enough); returns the run, whether it is stale, and the seconds
+        until the next run."""
+        config = self.config
+        if self._latest is None:
+            run = await self.refresh()
+            return run, False, config.period_s
+        watermark = await self._watermark()
+        dirty = watermark is not None and watermark != self._latest_watermark
+        decision = snapshot_freshness(
+            dirty,
+            time.monotonic() - self._latest_at_s,
+            config.period_s,
+            config.dirty_min_interval_s,
+            STALE_AFTER_PERIODS * config.period_s,
+        )
+        if decision.recompute:
+            run = await self.refresh()
+            return run, False, config.period_s
+        if dirty:
+            # The loop runs as soon as the interval allows, so a later read finds it done.
+            asyncio.get_running_loop().call_later(decision.next_run_in_s, self._wakeup.set)
+        return self._latest, decision.stale, decision.next_run_in_s
 
     async def _on_demand_run(self, window_hours: float) -> tuple[TrendRun, str]:
         """A fresh cached report of this window, or one computed now (and cached)."""
         max_age_s = self.config.on_demand_cache_s
         cached = self._on_demand.get(window_hours)
-        if cached is not None and time.monotonic() - cached[0] <= max_age_s:
+        watermark = await self._watermark() if cached is not None else None
+
+        def reusable(entry: tuple[float, TrendRun, str | None] | None) -> bool:
+            # Not when posts arrived since it read the store (the dirty rule, as above).
+            return (
+                entry is not None
+                and time.monotonic() - entry[0] <= max_age_s
+                and (watermark is None or entry[2] == watermark)
+            )
+
+        if cached is not None and reusable(cached):
             return cached[1], "cache"
         async with self._run_lock:
             # Requests for the same window that queued behind this lock reuse its result.
             cached = self._on_demand.get(window_hours)
-            if cached is not None and time.monotonic() - cached[0] <= max_age_s:
+            if cached is not None and reusable(cached):
                 return cached[1], "cache"
-            run = await self._compute(window_hours, self.config.on_demand_max_posts)
+            run, read_under = await self._compute(window_hours, self.config.on_demand_max_posts)
         now_s = time.monotonic()
         self._on_demand = {
             w: entry for w, entry in self._on_demand.items() if now_s - entry[0] <= max_age_s
@@ -252,7 +321,7 @@ class Trends:
         if len(self._on_demand) >= MAX_ON_DEMAND_WINDOWS:
             oldest = min(self._on_demand, key=lambda w: self._on_demand[w][0])
             del self._on_demand[oldest]
-        self._on_demand[window_hours] = (now_s, run)
+        self._on_demand[window_hours] = (now_s, run, read_under)
         return run, "on_demand"
 
     async def topic_sentiment(self, topic: str, window_hours: float) -> TopicSentimentAnswer:
@@ -264,7 +333,7 @@ class Trends:
         """
         self._ensure_loop()
         runs = [self._latest] if self._latest is not None else []
-        runs += [cached for _, cached in self._on_demand.values()]
+        runs += [cached for _, cached, _ in self._on_demand.values()]
         resolved = resolve_topic(topic, [run.report for run in runs])
         _, pattern = topic_pattern(resolved.terms)
         now = datetime.now(UTC)

@@ -26,6 +26,7 @@ from models.recommender import (
     FreshnessTerm,
     Interaction,
     InteractionIngestSummary,
+    NeighbourTerm,
     ScoredPost,
     ScoreTerm,
 )
@@ -73,6 +74,7 @@ class FakeRecommender:
                 freshness=FreshnessTerm(True, 0.3, DAY_S),
                 popularity=ScoreTerm(True, 0.2),
                 diversity=DiversityTerm(False, 1.0),
+                neighbour=NeighbourTerm(False, 0.0, 0, "off"),
             ),
             cold_start=False,
         )

@@ -131,9 +131,19 @@ def test_events_are_idempotent_and_the_cooking_fan_gets_cooking_first(client, in
     assert again["unchanged"] == len(ingested) and again["embedded"] == 0
     likes = [interaction(i, "cook", f"cooking-{i}", "like") for i in range(3)]
     first = client.post("/api/v1/events/interactions", json={"interactions": likes})
-    assert first.json() == {"accepted": 3, "duplicates": 0, "unknown_post_ids": []}
+    assert first.json() == {
+        "accepted": 3,
+        "duplicates": 0,
+        "unknown_post_ids": [],
+        "unknown_post_events": 0,
+    }
     second = client.post("/api/v1/events/interactions", json={"interactions": likes})
-    assert second.json() == {"accepted": 0, "duplicates": 3, "unknown_post_ids": []}
+    assert second.json() == {
+        "accepted": 0,
+        "duplicates": 3,
+        "unknown_post_ids": [],
+        "unknown_post_events": 0,
+    }
     candidates = [p["post_id"] for p in ingested if p["post_id"][-1] in "345"]
     answer = client.post(
         "/api/v1/recommendations/feed",

@@ -165,7 +165,12 @@ def before(
         assert stored.status_code == 200 and stored.json()["accepted"] == len(posts), stored.text
         events = _interactions()
         sent = http.post("/api/v1/events/interactions", json={"interactions": events})
-        assert sent.json() == {"accepted": len(events), "duplicates": 0, "unknown_post_ids": []}
+        assert sent.json() == {
+            "accepted": len(events),
+            "duplicates": 0,
+            "unknown_post_ids": [],
+            "unknown_post_events": 0,
+        }
         return _derived_state(client), _answers(http)
 
 

@@ -78,6 +78,13 @@ class InteractionEventsResult(BaseModel):
     unknown_post_ids: list[str] = Field(
         description="Posts not known yet: stored, but they cannot move the user's profile."
     )
+    unknown_post_events: int = Field(
+        default=0,
+        description=(
+            "Accepted interactions on those unknown posts (stored and counted for the hide "
+            "filter; send the post first for them to shape feeds)."
+        ),
+    )
 
 
 class FeedRequest(RequestBody):

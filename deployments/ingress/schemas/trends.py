@@ -41,9 +41,16 @@ class TrendsResult(BaseModel):
     )
     age_s: float = Field(description="Seconds since computed_at.")
     stale: bool = Field(
-        description="True when the background result is older than two periods (runs failing)."
+        description=(
+            "True when the background result is older than two periods (runs failing), or "
+            "posts arrived after it was computed and it is not recomputed yet."
+        )
     )
     period_s: float = Field(description="Seconds between background runs.")
+    next_run_in_s: float | None = Field(
+        default=None,
+        description="Seconds until the next background run lands (null for other windows).",
+    )
     truncated: bool = Field(
         description="True when the store had more posts than the run may read (newest kept)."
     )

@@ -143,3 +143,41 @@ def test_fallback_order_with_popularity_only_prefers_engagement() -> None:
     snapshot = {"a": (now_s, 1.0, False), "b": (0.0, 50.0, False)}
     ranked = fallback_order(["a", "b"], snapshot, now_s, 60.0, 0.0, 1.0, limit=5)
     assert [post_id for post_id, _ in ranked] == ["b", "a"]
+
+
+def test_cooccurrence_counts_pairs_once_per_user_within_the_window() -> None:
+    from models.ranking import CoOccurrence
+
+    model = CoOccurrence(history_limit=2)
+    assert model.observe("u", "a") == []
+    assert model.observe("u", "b") == ["a"]
+    assert model.observe("u", "b") is None  # already in the window: nothing counts twice
+    assert model.observe("u", "c") == ["a", "b"]
+    assert model.history("u") == ["b", "c"]  # "a" left the window
+    assert model.observe("u", "d") == ["b", "c"]
+    assert model.pairs["a"] == {"b": 1.0, "c": 1.0}
+    assert "d" not in model.pairs["a"]
+    model.observe("v", "a")
+    model.observe("v", "b")
+    # Cosine of binary user columns: a-b co-occur for both users who have a and b.
+    assert model.pairs["a"]["b"] == 2.0
+    assert model.users_of == {"a": 2.0, "b": 2.0, "c": 1.0, "d": 1.0}
+
+
+def test_cooccurrence_scores_are_scaled_to_the_best_and_off_without_evidence() -> None:
+    from models.ranking import CoOccurrence
+
+    model = CoOccurrence()
+    for user in ("x", "y"):
+        model.observe(user, "a")
+        model.observe(user, "b")
+    model.observe("z", "a")
+    model.observe("z", "c")
+    model.observe("me", "a")
+    scores = model.scores("me", ["b", "c", "nobody"])
+    assert scores is not None
+    assert scores[0] == pytest.approx(1.0)
+    assert 0 < scores[1] < scores[0]
+    assert scores[2] == 0.0
+    assert model.scores("stranger", ["b"]) is None
+    assert model.scores("me", ["nobody"]) is None

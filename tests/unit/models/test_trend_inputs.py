@@ -247,3 +247,16 @@ def test_recent_posts_are_newest_first_bounded_and_say_when_truncated() -> None:
     assert bounded.truncated is True
     with pytest.raises(ValueError, match="limit=0"):
         service.recent_posts(NOW_S, limit=0)
+
+
+def test_snapshot_freshness_recomputes_a_dirty_snapshot_once_old_enough() -> None:
+    from models.trend_inputs import snapshot_freshness
+
+    old = snapshot_freshness(True, 12.0, 300.0, 5.0, 600.0)
+    assert (old.recompute, old.stale, old.next_run_in_s) == (True, False, 0.0)
+    young = snapshot_freshness(True, 2.0, 300.0, 5.0, 600.0)
+    assert (young.recompute, young.stale, young.next_run_in_s) == (False, True, 3.0)
+    clean = snapshot_freshness(False, 100.0, 300.0, 5.0, 600.0)
+    assert (clean.recompute, clean.stale, clean.next_run_in_s) == (False, False, 200.0)
+    failing = snapshot_freshness(False, 700.0, 300.0, 5.0, 600.0)
+    assert (failing.recompute, failing.stale, failing.next_run_in_s) == (False, True, 0.0)

@@ -292,6 +292,7 @@ def test_node_answers_flatten_into_one_json_object(surge_report: TrendReport) ->
         "age_s": 0.2,
         "stale": False,
         "period_s": 60.0,
+        "next_run_in_s": None,
     }
     assert run.as_json() == {key: document[key] for key in run.as_json()}
     counts = topic_sentiment(_labelled_posts(), "eclipse", NOW, WINDOW_HOURS)

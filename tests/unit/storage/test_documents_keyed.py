@@ -84,3 +84,30 @@ def test_a_lookup_by_id_reads_only_the_asked_documents(monkeypatch: pytest.Monke
 )
 def test_only_filters_on_id_alone_take_the_keyed_path(spec: object, expected: object) -> None:
     assert documents._id_lookup(spec) == expected
+
+
+def test_fast_insert_and_update_keep_mongomocks_results_and_errors() -> None:
+    database, _ = open_database("")
+    plain = mongomock.MongoClient(tz_aware=True)["plain"]
+    for db in (database, plain):
+        collection = db["events"]
+        collection.insert_many(_events(20))
+        result = collection.update_many(
+            {"_id": {"$in": ["e1", "e2", "gone"]}}, {"$set": {"applied": True}}
+        )
+        assert (result.matched_count, result.modified_count) == (2, 2)
+        again = collection.update_many({"_id": "e1"}, {"$set": {"applied": True}})
+        assert (again.matched_count, again.modified_count) == (1, 0)
+        # A duplicate id (stored, or twice in the batch) raises as mongomock does.
+        with pytest.raises(mongomock.BulkWriteError):
+            collection.insert_many([{"_id": "e100"}, {"_id": "e1"}])
+        with pytest.raises(mongomock.BulkWriteError):
+            collection.insert_many([{"_id": "e200"}, {"_id": "e200"}])
+    fast = sorted(database["events"].find({}), key=lambda d: d["_id"])
+    slow = sorted(plain["events"].find({}), key=lambda d: d["_id"])
+    assert fast == slow
+    # The stored document is a copy: changing the caller's dict changes nothing stored.
+    mine = {"_id": "mine", "applied": False}
+    database["events"].insert_many([mine])
+    mine["applied"] = True
+    assert database["events"].find_one({"_id": "mine"})["applied"] is False

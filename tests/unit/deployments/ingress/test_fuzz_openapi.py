@@ -11,13 +11,11 @@ The cases are derandomised: the same code gets the same cases, so a failure repr
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import inspect
 import os
 import socket
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -36,59 +34,17 @@ from models.nsfw import NsfwResult
 from models.replies import ReplyDecision
 from models.sentiment import PolarityScores, SentimentScores
 from models.tagger import ImageTags
-from tests.unit.deployments.ingress.fakes import TEST_KEY, FakeInfo, FakeNode, answer, fake_state
+from tests.unit.deployments.ingress.fakes import (
+    TEST_KEY,
+    FakeInfo,
+    FakeNode,
+    LocalNode,
+    answer,
+    fake_state,
+)
 
 FUZZ_CASES = int(os.environ.get("SOCIALPLAY_FUZZ_CASES", "300"))
 EMBEDDING_DIM = 384
-
-
-class _LocalResponse:
-    """What ``method.remote(...)`` returns for an in-process node: awaitable, cancellable."""
-
-    def __init__(self, call: Callable[[], Any]) -> None:
-        self._task = asyncio.ensure_future(self._run(call))
-
-    @staticmethod
-    async def _run(call: Callable[[], Any]) -> Any:
-        outcome = call()
-        return await outcome if inspect.isawaitable(outcome) else outcome
-
-    def __await__(self):  # type: ignore[no-untyped-def]
-        return self._task.__await__()
-
-    def cancel(self) -> None:
-        self._task.cancel()
-
-
-class _LocalMethod:
-    def __init__(self, handle: LocalNode, name: str) -> None:
-        self.handle = handle
-        self.name = name
-        self.deployment_name = handle.deployment_name
-
-    def remote(self, *args: Any) -> _LocalResponse:
-        return _LocalResponse(lambda: getattr(self.handle.instance(), self.name)(*args))
-
-
-class LocalNode:
-    """A node class run in this process behind a handle-like object; built on first call,
-    inside the app's event loop (the Trends node starts its loop task there)."""
-
-    def __init__(self, deployment_name: str, build: Callable[[], Any]) -> None:
-        self.deployment_name = deployment_name
-        self._build = build
-        self._instance: Any = None
-
-    def instance(self) -> Any:
-        """The node object, built on first use."""
-        if self._instance is None:
-            self._instance = self._build()
-        return self._instance
-
-    def __getattr__(self, name: str) -> _LocalMethod:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return _LocalMethod(self, name)
 
 
 def _unit_vector(text: str) -> list[float]:

@@ -31,6 +31,7 @@ from models.recommender import (
     FeedTerms,
     FreshnessTerm,
     InteractionIngestSummary,
+    NeighbourTerm,
     ScoredPost,
     ScoreTerm,
 )
@@ -228,6 +229,7 @@ def test_a_healthy_feed_teaches_the_fallback_the_posts_it_filtered(
             freshness=FreshnessTerm(True, 0.3, 86_400.0),
             popularity=ScoreTerm(True, 0.2),
             diversity=DiversityTerm(False, 1.0),
+            neighbour=NeighbourTerm(False, 0.0, 0, "off"),
         ),
         cold_start=False,
     )
