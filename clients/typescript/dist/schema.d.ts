@@ -893,6 +893,12 @@ export interface components {
              * @description Posts not known yet: stored, but they cannot move the user's profile.
              */
             unknown_post_ids: string[];
+            /**
+             * Unknown Post Events
+             * @description Accepted interactions on those unknown posts (stored and counted for the hide filter; send the post first for them to shape feeds).
+             * @default 0
+             */
+            unknown_post_events: number;
         };
         /**
          * InterestTopic
@@ -1734,7 +1740,7 @@ export interface components {
             age_s: number;
             /**
              * Stale
-             * @description True when the background result is older than two periods (runs failing).
+             * @description True when the background result is older than two periods (runs failing), or posts arrived after it was computed and it is not recomputed yet.
              */
             stale: boolean;
             /**
@@ -1742,6 +1748,11 @@ export interface components {
              * @description Seconds between background runs.
              */
             period_s: number;
+            /**
+             * Next Run In S
+             * @description Seconds until the next background run lands (null for other windows).
+             */
+            next_run_in_s?: number | null;
             /**
              * Truncated
              * @description True when the store had more posts than the run may read (newest kept).
