@@ -175,16 +175,15 @@ class WindowVaderAspects:
 
 
 def topic_label(answer: AspectAnswer) -> str | None:
-    """One label for a topic from the answer about its terms: the top label of the scores
-    summed over the terms found (a trend's keywords may several occur); None when none is
-    found."""
+    """One label for a topic from the answer about its terms (a trend's keywords may several
+    occur): the most frequent label of the terms found, ties broken by the labels' summed
+    scores; None when no term is found."""
+    votes = dict.fromkeys(ASPECT_LABELS, 0)
     totals = dict.fromkeys(ASPECT_LABELS, 0.0)
-    found = False
     for item in answer.aspects:
-        if item.found and item.scores is not None:
-            found = True
-            for name in ASPECT_LABELS:
-                totals[name] += item.scores.get(name, 0.0)
-    if not found:
+        if item.found and item.label in votes:
+            votes[item.label] += 1
+            totals[item.label] += (item.scores or {}).get(item.label, 0.0)
+    if not any(votes.values()):
         return None
-    return max(ASPECT_LABELS, key=lambda name: totals[name])
+    return max(ASPECT_LABELS, key=lambda name: (votes[name], totals[name]))

@@ -198,19 +198,23 @@ def test_the_vader_window_fallback_answers_in_the_same_shape() -> None:
     assert extracted == AspectAnswer("extracted"), "no tagger: no terms, never invented"
 
 
-def test_topic_label_sums_the_found_terms() -> None:
+def test_topic_label_is_the_majority_of_the_found_terms() -> None:
     positive = {"positive": 0.7, "negative": 0.2, "neutral": 0.1}
     negative = {"positive": 0.0, "negative": 0.6, "neutral": 0.4}
-    answer = AspectAnswer(
-        "given",
-        aspects=(
-            AspectResult("a", True, ((0, 1),), "positive", positive),
-            AspectResult("b", True, ((2, 3),), "negative", negative),
-            AspectResult("c", False),
-        ),
+
+    def found(label: str, scores: dict[str, float]) -> AspectResult:
+        return AspectResult("t", True, ((0, 1),), label, scores)
+
+    missing = AspectResult("c", False)
+    two_to_one = (
+        found("negative", negative),
+        found("positive", positive),
+        found("negative", negative),
     )
-    assert topic_label(answer) == "negative"  # 0.8 negative against 0.7 positive
-    assert topic_label(AspectAnswer("given", aspects=(AspectResult("c", False),))) is None
+    assert topic_label(AspectAnswer("given", aspects=(*two_to_one, missing))) == "negative"
+    tie = (found("negative", negative), found("positive", positive))
+    assert topic_label(AspectAnswer("given", aspects=tie)) == "positive", "0.7 beats 0.6"
+    assert topic_label(AspectAnswer("given", aspects=(missing,))) is None
 
 
 @pytest.mark.skipif(
