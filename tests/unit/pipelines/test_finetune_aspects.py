@@ -154,9 +154,7 @@ def test_term_f1_compares_distinct_terms_case_insensitively() -> None:
 
 def test_fit_aspects_learns_each_aspects_own_label_and_keeps_the_best(tmp_path: Path) -> None:
     base = build_tiny_minilm_base(tmp_path / "base")
-    config = AspectConfig(
-        rank=4, max_length=32, dropout=0.0, base_version=checkpoint_version(base)
-    )
+    config = AspectConfig(rank=4, max_length=32, dropout=0.0, base_version=checkpoint_version(base))
     torch.manual_seed(0)  # the adapters' and heads' initial values
     tokenizer, model = build_aspect_model(config, base)
     train = TaskRows(_synthetic(48, seed=0), [])
@@ -209,3 +207,25 @@ def test_job_files_validate_and_bad_values_are_refused() -> None:
     ):
         with pytest.raises(ValidationError, match=field):
             _job(**overrides)
+
+
+def test_ship_aspects_copies_the_artifact_with_figures_and_a_manifest(tmp_path: Path) -> None:
+    import json
+
+    from models.aspects import load_shipped_aspects, save_aspect_model
+    from pipelines.ship_aspects import ship_aspects
+
+    base = build_tiny_minilm_base(tmp_path / "base")
+    config = AspectConfig(rank=2, max_length=32, base_version=checkpoint_version(base))
+    _, model = build_aspect_model(config, base)
+    artifact = save_aspect_model(tmp_path / "run", model)
+    report = tmp_path / "run.json"
+    report.write_text(json.dumps({"run_name": "r1", "heldout_metrics": {"term_accuracy": 0.8}}))
+    target = tmp_path / "shipped"
+    ship_aspects(artifact, report, target)
+    figures = json.loads((target / "figures.json").read_text())
+    assert figures == {"run_name": "r1", "heldout_metrics": {"term_accuracy": 0.8}}
+    assert "aspect_weights.pt" in (target / "MANIFEST").read_text()
+    assert load_shipped_aspects("cpu", target, base).info.version.startswith("shipped-")
+    with pytest.raises(FileNotFoundError, match="finetune_aspects run directory"):
+        ship_aspects(tmp_path / "nothing", None, tmp_path / "other")
