@@ -86,6 +86,7 @@ __all__ = [
     "fit_aspects",
     "main",
     "read_mams",
+    "register_aspects",
     "run_job",
     "split_sentences",
     "term_f1",
@@ -687,6 +688,62 @@ def _serving_score(config: AspectJobConfig, validation: TaskRows) -> ServingScor
     return ServingScore(version, metrics[SELECTION_METRIC])
 
 
+def register_aspects(
+    config: AspectJobConfig,
+    report: dict[str, Any],
+    history: list[dict[str, float]],
+    output: Path,
+    report_path: Path,
+    validation: TaskRows,
+) -> Registration:
+    """Step 5: one MLflow run (params, history, figures, report, the pyfunc model), its
+    registration, and the promotion gate on the validation term macro-F1 (the serving
+    version is scored on the same validation rows)."""
+    run_name = str(report["run_name"])
+    validation_metrics: dict[str, float] = report["validation_metrics"]
+    heldout_metrics: dict[str, float] = report["heldout_metrics"]
+    params: dict[str, object] = dict(
+        config.model_dump(
+            exclude={
+                "mlflow",
+                "term_data_path",
+                "category_data_path",
+                "heldout_term_path",
+                "heldout_category_path",
+            }
+        )
+    )
+    params["data_files"] = ",".join(report["data_files"])
+    record = RunRecord(
+        params=params,
+        history=[{k: v for k, v in row.items() if k != "step"} for row in history],
+        metrics={
+            **{f"val_{k}": v for k, v in validation_metrics.items()},
+            **{f"heldout_{k}": v for k, v in heldout_metrics.items()},
+            "train_wall_s": float(report["train_wall_s"]),
+        },
+        reports=[report_path],
+    )
+    model_files = PyfuncModel(
+        python_model=aspect_pyfunc_model(),
+        artifacts={"aspects": str(output)},
+        input_example=pd.DataFrame(
+            {"text": [SYNTHETIC_EXAMPLE[0]], "aspect": [SYNTHETIC_EXAMPLE[1]]}
+        ),
+        output_example=pd.DataFrame([[0.4, 0.3, 0.3]], columns=list(ASPECT_LABELS)),
+        pip_requirements=_PIP_REQUIREMENTS,
+    )
+    return log_and_register(
+        config.mlflow,
+        run_name,
+        record,
+        model_files,
+        SELECTION_METRIC,
+        float(validation_metrics[SELECTION_METRIC]),
+        lambda: _serving_score(config, validation),
+    )
+
+
 def run_job(config: AspectJobConfig) -> dict[str, Any]:
     """Run every step of the job (see the module docstring); returns the summary."""
     torch.set_num_threads(config.torch_threads)
@@ -737,47 +794,7 @@ def run_job(config: AspectJobConfig) -> dict[str, Any]:
     say(f"held out: {heldout_metrics}")
     say(f"baselines: {json.dumps(baselines)}")
 
-    # Step 5: MLflow run, registration and the promotion gate.
-    params: dict[str, object] = dict(
-        config.model_dump(
-            exclude={
-                "mlflow",
-                "term_data_path",
-                "category_data_path",
-                "heldout_term_path",
-                "heldout_category_path",
-            }
-        )
-    )
-    params["data_files"] = ",".join(report["data_files"])
-    record = RunRecord(
-        params=params,
-        history=[{k: v for k, v in row.items() if k != "step"} for row in history],
-        metrics={
-            **{f"val_{k}": v for k, v in validation_metrics.items()},
-            **{f"heldout_{k}": v for k, v in heldout_metrics.items()},
-            "train_wall_s": train_s,
-        },
-        reports=[report_path],
-    )
-    model_files = PyfuncModel(
-        python_model=aspect_pyfunc_model(),
-        artifacts={"aspects": str(output)},
-        input_example=pd.DataFrame(
-            {"text": [SYNTHETIC_EXAMPLE[0]], "aspect": [SYNTHETIC_EXAMPLE[1]]}
-        ),
-        output_example=pd.DataFrame([[0.4, 0.3, 0.3]], columns=list(ASPECT_LABELS)),
-        pip_requirements=_PIP_REQUIREMENTS,
-    )
-    registration: Registration = log_and_register(
-        config.mlflow,
-        run_name,
-        record,
-        model_files,
-        SELECTION_METRIC,
-        float(validation_metrics[SELECTION_METRIC]),
-        lambda: _serving_score(config, validation),
-    )
+    registration = register_aspects(config, report, history, output, report_path, validation)
     return {
         "run_name": run_name,
         "artifact": str(output),
