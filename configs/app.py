@@ -11,6 +11,7 @@ from pydantic import Field, model_validator
 from configs.base import StrictModel
 from configs.experiments import check_variant_names
 from configs.nodes import (
+    AspectModelSpec,
     DetectorModelSpec,
     ModerationModelSpec,
     NsfwModelSpec,
@@ -37,6 +38,8 @@ class AppArgs(StrictModel):
     """The image tagger node (off by default)."""
     detector_model: DetectorModelSpec = Field(default_factory=DetectorModelSpec)
     """The object detector node (off by default)."""
+    aspect_model: AspectModelSpec = Field(default_factory=AspectModelSpec)
+    """The aspect-sentiment node (off by default)."""
     recommender: RecommenderArgs = Field(default_factory=RecommenderArgs)
     """Embedder + Recommender nodes: events, feed, similar posts, interests."""
     trends: TrendsArgs = Field(default_factory=TrendsArgs)

@@ -35,6 +35,7 @@ from configs.app import AppArgs
 from configs.ingress import IngressConfig
 from configs.nodes import ModelNodeConfig
 from configs.pipelines import (
+    AspectJobConfig,
     BatchInferenceJobConfig,
     FinetuneTextJobConfig,
     HeadTuneJobConfig,
@@ -87,6 +88,7 @@ USER_CONFIGS: tuple[UserConfigOwner, ...] = (
             "NsfwDetector",
             "ImageTagger",
             "ObjectDetector",
+            "AspectSentiment",
             "Embedder",
             "SmartReply",
             "TextModeration-<variant>",
@@ -121,6 +123,12 @@ JOB_CONFIGS: tuple[ConfigFile, ...] = (
         "python -m pipelines.finetune_text --config <file>",
         FinetuneTextJobConfig,
         "LoRA fine-tuning job: ",
+    ),
+    ConfigFile(
+        ("configs/pipelines/finetune_aspects.yaml",),
+        "python -m pipelines.finetune_aspects --config <file>",
+        AspectJobConfig,
+        "aspect-sentiment job: ",
     ),
     ConfigFile(
         ("configs/pipelines/recommender_mf.yaml",),

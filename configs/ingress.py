@@ -26,6 +26,11 @@ class LimitsConfig(StrictModel):
     """Longest text accepted in one item (else 422)."""
     max_batch_texts: int = Field(default=64, ge=1, le=4096)
     """Most texts in one batch request (else 422)."""
+    max_aspects: int = Field(default=16, ge=1, le=256)
+    """Most aspects (terms or categories) one aspect-sentiment request may name (else 422);
+    terms the model finds itself are cut to this many."""
+    max_aspect_chars: int = Field(default=100, ge=1, le=1000)
+    """Longest aspect term accepted (else 422)."""
     max_image_body_bytes: int = Field(default=15_000_000, ge=1024)
     """Largest body on the image routes (an upload or base64 image; base64 is 4/3 of the image),
     instead of max_body_bytes (else 413)."""
@@ -64,6 +69,8 @@ class TimeoutsConfig(StrictModel):
     """Wait for the tagger node."""
     detector_s: PositiveSeconds = 10.0
     """Wait for the object detector node."""
+    aspects_s: PositiveSeconds = 5.0
+    """Wait for the aspect-sentiment node (then the VADER-window fallback answers)."""
     health_s: PositiveSeconds = 2.0
     """Wait for a node's /health answer."""
 

@@ -368,3 +368,19 @@ class DetectorModelSpec(StrictModel):
                 f"detector_model.scales has {bad}; every scale must be in (0, 1], e.g. [1.0, 0.5]"
             )
         return self
+
+
+class AspectModelSpec(StrictModel):
+    """The aspect-sentiment node: per-aspect sentiment of a text (terms given or found, or
+    the 8 MAMS categories), from the shipped LoRA MiniLM artifact or a local one."""
+
+    enabled: bool = False
+    """Run the AspectSentiment node (`/api/v1/sentiment/aspects`; topic sentiment labels a
+    post by its topic with it). Off: that route answers 422 feature_not_enabled."""
+    path: str | None = None
+    """Directory of an artifact written by `python -m pipelines.finetune_aspects`
+    (aspect_config.json, aspect_weights.pt). Unset: the one shipped in
+    models/shipped/aspect-sentiment (checksums verified; refused: the VADER-window fallback
+    serves, every answer degraded)."""
+    device: str = "auto"
+    """auto | cpu | cuda | cuda:N."""

@@ -15,6 +15,7 @@ from configs.base import Fraction, PositiveSeconds, load_yaml_file
 from configs.base import StrictModel as _Strict
 
 __all__ = [
+    "AspectJobConfig",
     "BatchInferenceJobConfig",
     "HeadSearchSpace",
     "HeadTuneJobConfig",
@@ -24,6 +25,7 @@ __all__ = [
     "RecommenderMFJobConfig",
     "TextHeadJobConfig",
     "UniformRange",
+    "load_aspect_job_config",
     "load_batch_job_config",
     "load_finetune_job_config",
     "load_job_config",
@@ -532,3 +534,90 @@ def load_tune_job_config(path: str | Path) -> HeadTuneJobConfig:
 def load_batch_job_config(path: str | Path) -> BatchInferenceJobConfig:
     """Read and validate a batch inference job YAML; errors name the file and field."""
     return load_yaml_file(path, BatchInferenceJobConfig, _WHAT, _EXAMPLE)
+
+
+class AspectJobConfig(RayTrainOptions):
+    """Fine-tune the aspect-sentiment model (models.aspects: one LoRA MiniLM encoder with a
+    term head, a category head and a term tagger) on MAMS.
+
+    ``python -m pipelines.finetune_aspects --config configs/pipelines/finetune_aspects.yaml``
+    """
+
+    term_data_path: str = Field(min_length=1)
+    """MAMS-ATSA training XML (SemEval-2014 format: aspect terms with offsets and polarity).
+    A seeded share of its sentences is carved off as the validation split."""
+    category_data_path: str | None = None
+    """MAMS-ACSA training XML (aspect categories with polarity), split the same way; unset:
+    the category head stays untrained and the job says so."""
+    heldout_term_path: str | None = None
+    """ATSA file scored only at the end (never trained on, never used for a choice)."""
+    heldout_category_path: str | None = None
+    """ACSA file scored only at the end (never trained on, never used for a choice)."""
+    max_sentences: int | None = Field(default=None, ge=20)
+    """Use a seeded sample of this many sentences of each training file (tests, timing)."""
+    seed: int = Field(default=0, ge=0)
+    """Seed of sampling, splits, init and shuffling."""
+    validation_fraction: float = Field(default=0.1, gt=0.0, lt=0.5)
+    """Share of the training sentences kept for validation: early stopping, the best step,
+    promotion and the VADER window baseline's width."""
+    category_fraction: Fraction = 1.0
+    """Share of the category rows used in each epoch (fresh sample per epoch): the category
+    head needs fewer passes than the term head, and each row costs an encoder pass."""
+    tag_fraction: Fraction = 1.0
+    """Share of the term sentences the tagger trains on in each epoch (fresh sample)."""
+    lora_rank: int = Field(default=8, ge=1, le=256)
+    """Rank r of every LoRA adapter."""
+    lora_alpha: float = Field(default=16.0, gt=0.0)
+    """LoRA scale numerator (updates are multiplied by alpha / r)."""
+    lora_targets: list[LoraTargetName] = Field(
+        default_factory=lambda: list(_DEFAULT_LORA_TARGETS), min_length=1
+    )
+    """Encoder linear layers that get adapters (output.dense = the feed-forward output)."""
+    lora_layers: list[int] = Field(default_factory=list)
+    """Encoder layers (0-5) that get adapters; empty = all. Only the top layers: the backward
+    pass stops below them (about half the training cost with [3, 4, 5])."""
+    dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+    """Dropout before each head."""
+    max_length: int = Field(default=128, ge=16, le=512)
+    """Tokens kept per text-aspect pair, in training and serving (the text is cut)."""
+    epochs: int = Field(default=3, ge=1, le=100)
+    """Most passes over the training split."""
+    batch_size: int = Field(default=32, ge=1, le=4096)
+    """Training batch size (pairs or texts)."""
+    learning_rate: float = Field(default=1e-3, gt=0.0, le=1.0)
+    """AdamW learning rate of the adapters."""
+    head_learning_rate: float = Field(default=2e-3, gt=0.0, le=1.0)
+    """AdamW learning rate of the heads."""
+    weight_decay: float = Field(default=0.01, ge=0.0, le=1.0)
+    """AdamW weight decay."""
+    warmup_fraction: float = Field(default=0.06, ge=0.0, lt=1.0)
+    """Share of the steps with a linear learning-rate warm-up; then a linear decay to 0."""
+    eval_every_steps: int = Field(default=300, ge=1)
+    """Score the validation split every this many steps (and at each epoch's end)."""
+    early_stopping_patience: int = Field(default=3, ge=1)
+    """Stop after this many validation scores without improvement."""
+    max_train_s: PositiveSeconds | None = None
+    """Stop training (keeping the best step so far) after this many seconds: a budget on a
+    shared box. Unset: no limit."""
+    torch_threads: int = Field(default=1, ge=1, le=256)
+    """torch.set_num_threads in the worker (1 on a shared 2-core box)."""
+    use_ray_train: bool = True
+    """Train with a Ray Train TorchTrainer (false: the same loop in this process)."""
+    output_dir: str | None = None
+    """Where the artifact directory <run>/ is written; default <state_dir>/finetuned."""
+    report_dir: str | None = None
+    """Where the evaluation report is written; default <state_dir>/reports."""
+    mlflow: MlflowConfig
+    """Tracking, registration and promotion (validation term macro-F1 decides)."""
+
+    @model_validator(mode="after")
+    def _layers_exist(self) -> AspectJobConfig:
+        bad = [layer for layer in self.lora_layers if not 0 <= layer <= 5]
+        if bad:
+            raise ValueError(f"lora_layers={self.lora_layers}: MiniLM-L6 has layers 0-5")
+        return self
+
+
+def load_aspect_job_config(path: str | Path) -> AspectJobConfig:
+    """Read and validate an aspect-sentiment job YAML; errors name the file and the field."""
+    return load_yaml_file(path, AspectJobConfig, _WHAT, "configs/pipelines/finetune_aspects.yaml")

@@ -16,6 +16,7 @@ from configs.app import AppArgs
 from configs.nodes import DetectorModelSpec, TextClassifierSpec
 from deployments.ingress.deployment import Ingress
 from deployments.ingress.experiments import node_key
+from deployments.nodes.aspects import AspectSentimentNode
 from deployments.nodes.detector import ObjectDetector
 from deployments.nodes.embedder import Embedder
 from deployments.nodes.nsfw import NsfwDetector
@@ -41,7 +42,8 @@ def build_graph(
     args: AppArgs, deployment_options: Mapping[str, Mapping[str, Any]] | None = None
 ) -> Application:
     """``Ingress.bind(moderation=..., sentiment=..., [nsfw=..., tagger=..., detector=...,
-    embedder=..., recommender=..., trends=..., replies=..., "moderation:<variant>"=..., ...])``.
+    aspects=..., embedder=..., recommender=..., trends=..., replies=...,
+    "moderation:<variant>"=..., ...])``.
 
     ``deployment_options`` maps a deployment name to ``.options()`` overrides (tests and
     benchmarks; operators use ``serve_config.yaml``).
@@ -87,6 +89,12 @@ def build_graph(
         image_nodes["tagger"] = node(ImageTagger, "ImageTagger").bind(args.tagger_model)
     if args.detector_model.enabled:
         image_nodes["detector"] = node(ObjectDetector, "ObjectDetector").bind(detector_spec(args))
+    # Aspect sentiment is optional: the route and topic sentiment use it when it runs.
+    aspect_nodes: dict[str, Application] = {}
+    if args.aspect_model.enabled:
+        aspect_nodes["aspects"] = node(AspectSentimentNode, "AspectSentiment").bind(
+            args.aspect_model
+        )
     # Recommender nodes are optional too. The Recommender owns the event store, feature store
     # and index; it calls the Embedder for new texts. The ingress gets the Embedder's handle
     # only to report it in /health: routes reach it through the Recommender, one hop.
@@ -99,8 +107,9 @@ def build_graph(
     # Trends read the Recommender's posts and label them through the Sentiment node (AppArgs
     # refuses trends without the recommender). SmartReply is independent of both.
     if args.trends.enabled:
+        # With the aspect node, a post on the topic is labelled for the topic itself.
         recommender_nodes["trends"] = node(Trends, "Trends").bind(
-            recommender_nodes["recommender"], text_nodes["sentiment"]
+            recommender_nodes["recommender"], text_nodes["sentiment"], aspect_nodes.get("aspects")
         )
     if args.replies.enabled:
         replies_encoder = shared_encoder if args.replies.path is None else None
@@ -108,7 +117,7 @@ def build_graph(
             args.replies, text_vectors, replies_encoder
         )
     return node(Ingress, "Ingress").bind(
-        **text_nodes, **image_nodes, **recommender_nodes, **variant_nodes
+        **text_nodes, **image_nodes, **aspect_nodes, **recommender_nodes, **variant_nodes
     )
 
 

@@ -63,7 +63,9 @@ __all__ = [
     "LoraTextClassifier",
     "LoraTextConfig",
     "LoraTextModel",
+    "add_lora_adapters",
     "build_model",
+    "load_base_encoder",
     "load_lora_model",
     "lora_version",
     "save_lora_model",
@@ -228,6 +230,53 @@ class LoRALinear(nn.Module):
             self.merged = True
 
 
+def _targeted(name: str, targets: Sequence[str], layers: Sequence[int]) -> bool:
+    parts = name.split(".")
+    if layers and not ("layer" in parts and int(parts[parts.index("layer") + 1]) in layers):
+        return False
+    for target in targets:
+        if target == "output.dense":
+            # The feed-forward output (layer.N.output.dense), not attention.output.dense.
+            if name.endswith(".output.dense") and not name.endswith("attention.output.dense"):
+                return True
+        elif name.endswith(target):
+            return True
+    return False
+
+
+def add_lora_adapters(
+    encoder: nn.Module,
+    rank: int,
+    alpha: float,
+    targets: Sequence[str],
+    layers: Sequence[int] = (),
+) -> int:
+    """Wrap every targeted encoder ``nn.Linear`` in a `LoRALinear`; returns how many.
+
+    Shared by the text classifiers here and the aspect model (`models.aspects`).
+
+    Raises:
+        ValueError: No linear layer matches `targets` and `layers`.
+    """
+    chosen = [
+        name
+        for name, module in encoder.named_modules()
+        if isinstance(module, nn.Linear)
+        and ".layer." in f".{name}"
+        and _targeted(name, targets, layers)
+    ]
+    if not chosen:
+        raise ValueError(
+            f"no encoder linear layer matches targets {list(targets)} and layers {list(layers)}"
+        )
+    for name in chosen:
+        parent_name, _, child = name.rpartition(".")
+        parent = encoder.get_submodule(parent_name)
+        base = getattr(parent, child)
+        setattr(parent, child, LoRALinear(base, rank, alpha))
+    return len(chosen)
+
+
 def _pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
     return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
@@ -258,37 +307,14 @@ class LoraTextModel(nn.Module):
         else:
             self.head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(config.input_dim, out))
 
-    def _targeted(self, name: str) -> bool:
-        parts = name.split(".")
-        if self.config.layers and not (
-            "layer" in parts and int(parts[parts.index("layer") + 1]) in self.config.layers
-        ):
-            return False
-        for target in self.config.targets:
-            if target == "output.dense":
-                # The feed-forward output (layer.N.output.dense), not attention.output.dense.
-                if name.endswith(".output.dense") and not name.endswith("attention.output.dense"):
-                    return True
-            elif name.endswith(target):
-                return True
-        return False
-
     def _add_adapters(self) -> None:
-        chosen = [
-            name
-            for name, module in self.encoder.named_modules()
-            if isinstance(module, nn.Linear) and ".layer." in f".{name}" and self._targeted(name)
-        ]
-        if not chosen:
-            raise ValueError(
-                f"no encoder linear layer matches targets {list(self.config.targets)} and "
-                f"layers {list(self.config.layers)}"
-            )
-        for name in chosen:
-            parent_name, _, child = name.rpartition(".")
-            parent = self.encoder.get_submodule(parent_name)
-            base = getattr(parent, child)
-            setattr(parent, child, LoRALinear(base, self.config.rank, self.config.alpha))
+        add_lora_adapters(
+            self.encoder,
+            self.config.rank,
+            self.config.alpha,
+            self.config.targets,
+            self.config.layers,
+        )
 
     def adapters(self) -> Iterator[LoRALinear]:
         """Every LoRA layer of the encoder."""
@@ -348,6 +374,15 @@ def _load_base(base_dir: Path) -> tuple[Any, nn.Module]:
             f"built on an all-MiniLM-L6-v2 shaped ({EMBEDDING_DIM}) encoder"
         )
     return tokenizer, encoder
+
+
+def load_base_encoder(base_dir: str | os.PathLike[str] | None = None) -> tuple[Any, nn.Module]:
+    """Tokenizer and encoder of the base checkpoint (default: the package's), offline.
+
+    Raises:
+        ValueError: The checkpoint is not all-MiniLM-L6-v2 shaped (hidden size 384).
+    """
+    return _load_base(Path(base_dir) if base_dir is not None else default_model_dir())
 
 
 def build_model(

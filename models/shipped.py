@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -142,8 +143,11 @@ def read_manifest(directory: str | os.PathLike[str]) -> dict[str, str]:
     return expected
 
 
-def verify_manifest(directory: str | os.PathLike[str]) -> dict[str, str]:
-    """Check every file the MANIFEST lists, and that it lists the files a head load reads.
+def verify_manifest(
+    directory: str | os.PathLike[str], required: Sequence[str] = _LOADED_FILES
+) -> dict[str, str]:
+    """Check every file the MANIFEST lists, and that it lists the `required` files (default:
+    those a head load reads).
 
     Returns:
         The MANIFEST's file name -> SHA-256 (all verified).
@@ -154,7 +158,7 @@ def verify_manifest(directory: str | os.PathLike[str]) -> dict[str, str]:
     """
     source = Path(directory)
     expected = read_manifest(source)
-    for name in _LOADED_FILES:
+    for name in required:
         if name not in expected:
             raise ShippedArtifactError(source / name, "", f"{MANIFEST_FILENAME} does not list it")
     for name, digest in expected.items():

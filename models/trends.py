@@ -51,7 +51,7 @@ import hashlib
 import math
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -278,6 +278,9 @@ class TopicSentiment:
         labelled: Of those, posts with a positive / negative / neutral label.
         counts: Posts per label.
         percentages: ``100 * counts[label] / labelled`` (all 0.0 when nothing is labelled).
+        aspect_labelled: Of the labelled posts, those labelled for the topic itself (the
+            aspect-sentiment model's label of the topic's words in the post) rather than by
+            the whole post's label.
     """
 
     topic: tuple[str, ...]
@@ -286,6 +289,7 @@ class TopicSentiment:
     labelled: int
     counts: dict[str, int] = field(default_factory=dict)
     percentages: dict[str, float] = field(default_factory=dict)
+    aspect_labelled: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """Return the aggregate as JSON-serialisable types."""
@@ -296,6 +300,7 @@ class TopicSentiment:
             "labelled": self.labelled,
             "counts": dict(self.counts),
             "percentages": dict(self.percentages),
+            "aspect_labelled": self.aspect_labelled,
         }
 
 
@@ -695,6 +700,7 @@ def topic_sentiment(
     topic: str | Sequence[str],
     now: datetime,
     window_hours: float,
+    topic_labels: Mapping[str, str] | None = None,
 ) -> TopicSentiment:
     """Count sentiment labels of the window's posts that mention `topic`.
 
@@ -704,6 +710,9 @@ def topic_sentiment(
             any of them occurs as a whole word, case-insensitively.
         now: Timezone-aware end of the window.
         window_hours: Window length, > 0.
+        topic_labels: Post id -> the post's label FOR THE TOPIC (aspect sentiment: "the food
+            was great but the service was awful" is positive for food, negative for
+            service); it wins over the post's own label. Posts without one count by theirs.
 
     Returns:
         Totals, per-label counts and per-label percentages (of the labelled posts).
@@ -714,12 +723,16 @@ def topic_sentiment(
     terms, pattern = topic_pattern(topic)
     current, _ = _split_windows(posts, now, _window_delta(window_hours))
     counts = dict.fromkeys(SENTIMENT_LABELS, 0)
-    total = 0
+    total = aspect_labelled = 0
     for post in current:
         if pattern.search(post.text) is None:
             continue
         total += 1
-        label = _normalise_label(post.sentiment_label)
+        label = _normalise_label((topic_labels or {}).get(post.post_id))
+        if label is not None:
+            aspect_labelled += 1
+        else:
+            label = _normalise_label(post.sentiment_label)
         if label is not None:
             counts[label] += 1
     labelled = sum(counts.values())
@@ -733,4 +746,5 @@ def topic_sentiment(
         labelled=labelled,
         counts=counts,
         percentages=percentages,
+        aspect_labelled=aspect_labelled,
     )

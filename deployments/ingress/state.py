@@ -29,6 +29,7 @@ from models.recommender import FallbackSnapshot
 from storage.audit_log import AuditLog, StoreInfo, open_queue, open_repository
 
 if TYPE_CHECKING:
+    from models.aspect_types import WindowVaderAspects
     from models.nsfw import NudeNetDetector
     from models.tagger import ImageTagModel
     from models.text_classifier import TextClassifierModel
@@ -74,6 +75,12 @@ def _load_nudenet() -> NudeNetDetector:
     return NudeNetDetector.load(num_threads=1)
 
 
+def _load_window_vader() -> WindowVaderAspects:
+    from models.aspect_types import WindowVaderAspects
+
+    return WindowVaderAspects.load()
+
+
 def _load_faces_tagger() -> ImageTagModel:
     from models.tagger import ImageTagModel
 
@@ -89,6 +96,10 @@ class Fallbacks:
     nsfw: LazyModel[NudeNetDetector] = field(default_factory=lambda: LazyModel(_load_nudenet))
     # Without its CLIP checkpoint the tagger still finds faces: faces-only tags.
     tagger: LazyModel[ImageTagModel] = field(default_factory=lambda: LazyModel(_load_faces_tagger))
+    # Aspect sentiment: VADER over a window of words around each term.
+    aspects: LazyModel[WindowVaderAspects] = field(
+        default_factory=lambda: LazyModel(_load_window_vader)
+    )
 
     def text(self, task: str) -> LazyModel[TextClassifierModel[Any]]:
         """The embedded classifier of text ``task``, loaded on first use."""

@@ -21,8 +21,10 @@ are replica state, and one loop is enough
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -33,6 +35,7 @@ from ray.serve.handle import DeploymentHandle
 from configs.trends import TrendsNodeConfig
 from deployments.nodes.single_replica import require_one_replica
 from models.answers import Answer
+from models.aspect_types import AspectAnswer, AspectRequest, topic_label
 from models.recommender import RecentPost, RecentPosts
 from models.sentiment import SentimentScores
 from models.trend_inputs import (
@@ -66,6 +69,12 @@ LABEL_CACHE_FACTOR = 2
 MAX_ON_DEMAND_WINDOWS = 16
 
 
+def _topic_key(row: RecentPost, terms: tuple[str, ...]) -> tuple[str, str, tuple[str, ...]]:
+    # The text's hash: an edited post is labelled again.
+    digest = row.text_hash or hashlib.sha256(row.text.encode("utf-8")).hexdigest()
+    return row.post_id, digest, terms
+
+
 def detector_for(config: TrendsNodeConfig) -> TrendDetector:
     """The detector with the configured thresholds (everything else: model defaults)."""
     tuning = config.detector
@@ -84,11 +93,17 @@ class Trends:
     """Latest trends of the background window, other windows on demand, topic sentiment."""
 
     def __init__(
-        self, recommender: DeploymentHandle[Any], sentiment: DeploymentHandle[Any]
+        self,
+        recommender: DeploymentHandle[Any],
+        sentiment: DeploymentHandle[Any],
+        aspects: DeploymentHandle[Any] | None = None,
     ) -> None:
         require_one_replica("Trends", "the label cache and the background trend loop")
         self.recommender = recommender
         self.sentiment = sentiment
+        # Optional: with it, topic sentiment labels each post for the topic's own words.
+        self.aspects = aspects
+        self._topic_labels: OrderedDict[tuple[str, str, tuple[str, ...]], str] = OrderedDict()
         self.config = TrendsNodeConfig()
         self.detector = detector_for(self.config)
         self.labels = LabelCache()
@@ -342,8 +357,9 @@ class Trends:
         )
         on_topic = [r for r in rows if pattern.search(r.text) is not None]
         await self._label(on_topic)
+        topic_labels = await self._topic_labels_of(on_topic, resolved.terms)
         result = topic_sentiment(
-            trend_posts(on_topic, self.labels), resolved.terms, now, window_hours
+            trend_posts(on_topic, self.labels), resolved.terms, now, window_hours, topic_labels
         )
         return TopicSentimentAnswer(
             sentiment=result,
@@ -352,6 +368,50 @@ class Trends:
             computed_at=now.isoformat(),
             truncated=truncated,
         )
+
+    async def _topic_labels_of(
+        self, rows: list[RecentPost], terms: tuple[str, ...]
+    ) -> dict[str, str]:
+        """Post id -> the aspect model's label of the topic in that post (kept per post, text
+        and topic). Best effort like `_label`: without the node, or when a call fails, the
+        remaining posts count by their whole-post label."""
+        labels: dict[str, str] = {}
+        if self.aspects is None:
+            return labels
+        missing = []
+        for row in rows:
+            cached = self._topic_labels.get(_topic_key(row, terms))
+            if cached is not None:
+                labels[row.post_id] = cached
+            elif row.moderation_action not in HIDDEN_ACTIONS:
+                missing.append(row)
+        batch = self.config.label_batch_size
+        for start in range(0, len(missing), batch):
+            chunk = missing[start : start + batch]
+            try:
+                outputs: list[Answer[AspectAnswer]] = await asyncio.wait_for(
+                    self.aspects.predict_many.remote(
+                        [AspectRequest(r.text, aspects=terms) for r in chunk]
+                    ),
+                    timeout=self.config.label_timeout_s,
+                )
+            except Exception as exc:  # best effort: these posts keep their post label
+                logger.warning(
+                    "aspect labelling stopped after %d of %d posts (%s)",
+                    start,
+                    len(missing),
+                    type(exc).__name__,
+                )
+                break
+            for row, output in zip(chunk, outputs, strict=True):
+                label = topic_label(output.result)
+                if label is None:
+                    continue
+                labels[row.post_id] = label
+                self._topic_labels[_topic_key(row, terms)] = label
+        while len(self._topic_labels) > LABEL_CACHE_FACTOR * self.config.on_demand_max_posts:
+            self._topic_labels.popitem(last=False)
+        return labels
 
     async def info(self) -> TrendsNodeInfo:
         """Loop settings, the last run and the label cache, for /health."""

@@ -26,7 +26,9 @@ CLEAN = "have a lovely day, the park looks beautiful this morning"
 @pytest.fixture(scope="module", autouse=True)
 def default_app(base_url: str) -> Iterator[None]:
     graph = build_graph(
-        AppArgs(),
+        # The shipped aspect model too (as serve_config.yaml runs it): one more replica,
+        # started beside the others.
+        AppArgs.model_validate({"aspect_model": {"enabled": True}}),
         {
             "Ingress": {"user_config": INGRESS_CONFIG, "ray_actor_options": {"num_cpus": 0.1}},
             "TextModeration": {
@@ -34,6 +36,7 @@ def default_app(base_url: str) -> Iterator[None]:
                 "ray_actor_options": {"num_cpus": 0.1},
             },
             "Sentiment": {"ray_actor_options": {"num_cpus": 0.1}},
+            "AspectSentiment": {"ray_actor_options": {"num_cpus": 0.1}},
         },
     )
     deploy(graph, base_url)
@@ -116,6 +119,27 @@ def test_sentiment_routes(client: httpx.Client) -> None:
         "/api/v1/sentiment/batch", json={"texts": ["I love this", "I hate this"]}
     ).json()
     assert [r["label"] for r in batch["results"]] == ["positive", "negative"]
+
+
+def test_aspect_sentiment_labels_each_aspect_of_a_mixed_post(client: httpx.Client) -> None:
+    text = "The food was great but the service was awful."
+    response = client.post(
+        "/api/v1/sentiment/aspects", json={"text": text, "aspects": ["food", "service", "wine"]}
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model"]["version"].startswith("shipped-") and body["degraded"] is False
+    found = [(a["aspect"], a["found"], a["label"], a["spans"]) for a in body["aspects"]]
+    assert found == [
+        ("food", True, "positive", [[4, 8]]),
+        ("service", True, "negative", [[27, 34]]),
+        ("wine", False, None, []),
+    ]
+    both = client.post(
+        "/api/v1/sentiment/aspects",
+        json={"text": text, "aspects": ["food"], "categories": ["food"]},
+    )
+    assert both.status_code == 422 and both.json()["error"]["field"] == "categories"
 
 
 def _coalesced(client: httpx.Client) -> dict[str, float]:

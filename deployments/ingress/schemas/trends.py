@@ -69,6 +69,11 @@ class TopicSentimentResult(BaseModel):
     labelled: int = Field(description="Of those, posts with a sentiment label.")
     counts: dict[str, int] = Field(description="Posts per label.")
     percentages: dict[str, float] = Field(description="100 * count / labelled, per label.")
+    aspect_labelled: int = Field(
+        description="Of the labelled posts, those labelled for the topic itself by the "
+        "aspect-sentiment model (a post can praise one thing and pan another); the others "
+        "count by their whole-post label."
+    )
     computed_at: str = Field(description="End of the window (ISO 8601, UTC).")
     truncated: bool = Field(
         description="True when the window had more posts than one request may read."

@@ -28,6 +28,7 @@ from deployments.ingress.app import build_fastapi_app
 from deployments.ingress.image_fetch import ImageFetcher
 from deployments.nodes.recommender import Recommender
 from deployments.nodes.trends import Trends
+from models.aspect_types import AspectAnswer
 from models.detector import DetectedObjects
 from models.faces import Faces
 from models.nsfw import NsfwResult
@@ -86,6 +87,7 @@ def _nodes() -> dict[str, Any]:
             info=info,
         ),
         "detector": FakeNode("ObjectDetector", predict=answer(DetectedObjects(())), info=info),
+        "aspects": FakeNode("AspectSentiment", predict=answer(AspectAnswer("given")), info=info),
         "embedder": embedder,
         "recommender": recommender,
         "trends": LocalNode("Trends", lambda: Trends.func_or_class(recommender, sentiment)),
