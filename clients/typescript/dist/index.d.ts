@@ -81,6 +81,8 @@ export declare class SocialPlayClient {
     moderatePost(body: RequestBody<"/api/v1/moderation/moderate", "post">): Promise<ResponseBody<"/api/v1/moderation/moderate", "post">>;
     /** POST /api/v1/sentiment/analyze */
     analyzeSentiment(body: RequestBody<"/api/v1/sentiment/analyze", "post">): Promise<ResponseBody<"/api/v1/sentiment/analyze", "post">>;
+    /** POST /api/v1/sentiment/aspects */
+    aspectSentiment(body: RequestBody<"/api/v1/sentiment/aspects", "post">): Promise<ResponseBody<"/api/v1/sentiment/aspects", "post">>;
     /** POST /api/v1/sentiment/batch */
     analyzeSentimentBatch(body: RequestBody<"/api/v1/sentiment/batch", "post">): Promise<ResponseBody<"/api/v1/sentiment/batch", "post">>;
     /** POST /api/v1/moderation/image */

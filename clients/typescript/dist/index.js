@@ -110,6 +110,10 @@ export class SocialPlayClient {
     analyzeSentiment(body) {
         return this.#call("POST", "/api/v1/sentiment/analyze", body);
     }
+    /** POST /api/v1/sentiment/aspects */
+    aspectSentiment(body) {
+        return this.#call("POST", "/api/v1/sentiment/aspects", body);
+    }
     /** POST /api/v1/sentiment/batch */
     analyzeSentimentBatch(body) {
         return this.#call("POST", "/api/v1/sentiment/batch", body);
@@ -196,6 +200,7 @@ export const ROUTES = {
     "POST /api/v1/moderation/moderate": "moderatePost",
     "POST /api/v1/sentiment/analyze": "analyzeSentiment",
     "POST /api/v1/sentiment/batch": "analyzeSentimentBatch",
+    "POST /api/v1/sentiment/aspects": "aspectSentiment",
     "POST /api/v1/moderation/image": "moderateImage",
     "POST /api/v1/image/tags": "tagImage",
     "POST /api/v1/image/objects": "detectObjects",

@@ -145,6 +145,28 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/sentiment/aspects": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Analyze Aspect Sentiment
+         * @description Sentiment of each aspect of one text: the terms given (each with its spans; a term not
+         *     in the text is `found: false` with no label), the terms the model finds when none are
+         *     given, or the given aspect categories.
+         */
+        post: operations["analyze_aspect_sentiment_api_v1_sentiment_aspects_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/moderation/image": {
         parameters: {
             query?: never;
@@ -504,6 +526,105 @@ export interface components {
              * @description 99th percentile latency, seconds.
              */
             latency_p99_s: number | null;
+        };
+        /**
+         * AspectSentimentRequest
+         * @description A text and what to label in it: `aspects` (terms), `categories`, or neither (the model
+         *     finds the aspect terms itself).
+         */
+        AspectSentimentRequest: {
+            /**
+             * Text
+             * @description The text; not empty, at most `max_text_chars`.
+             */
+            text: string;
+            /**
+             * Aspects
+             * @description Aspect terms to label, 1 to `max_aspects`, each not empty and at most `max_aspect_chars`; matched in the text case-insensitively on word boundaries.
+             */
+            aspects?: string[] | null;
+            /**
+             * Categories
+             * @description Aspect categories to label instead of terms, 1 to `max_aspects` of: food, service, staff, price, ambience, menu, place, miscellaneous. Not together with `aspects`.
+             */
+            categories?: string[] | null;
+        };
+        /**
+         * AspectSentimentResult
+         * @description Sentiment per aspect of one text.
+         */
+        AspectSentimentResult: {
+            /**
+             * Mode
+             * @description given: the request's terms; extracted: terms the model found; categories: the request's categories.
+             * @enum {string}
+             */
+            mode: "given" | "extracted" | "categories";
+            /**
+             * Aspects
+             * @description Per term, in request (or text) order.
+             */
+            aspects: components["schemas"]["AspectTermResult"][];
+            /**
+             * Categories
+             * @description Per category, in order.
+             */
+            categories: components["schemas"]["CategorySentimentResult"][];
+            model: components["schemas"]["ModelRef"];
+            /** Degraded */
+            degraded: boolean;
+            /** Degraded Reason */
+            degraded_reason?: string | null;
+        };
+        /**
+         * AspectSentimentScores
+         * @description Probability per label.
+         */
+        AspectSentimentScores: {
+            /** Positive */
+            positive: number;
+            /** Negative */
+            negative: number;
+            /** Neutral */
+            neutral: number;
+        };
+        /**
+         * AspectTermResult
+         * @description One aspect term: where it occurs and, when found, its label.
+         */
+        AspectTermResult: {
+            /** Aspect */
+            aspect: string;
+            /**
+             * Found
+             * @description False: the term does not occur in the text; no label.
+             */
+            found: boolean;
+            /** Label */
+            label?: ("positive" | "negative" | "neutral") | null;
+            scores?: components["schemas"]["AspectSentimentScores"] | null;
+            /**
+             * Spans
+             * @description [start, end) character offsets of every occurrence in the text.
+             */
+            spans: [
+                number,
+                number
+            ][];
+        };
+        /**
+         * CategorySentimentResult
+         * @description One aspect category's label.
+         */
+        CategorySentimentResult: {
+            /** Category */
+            category: string;
+            /**
+             * Label
+             * @enum {string}
+             */
+            label: "positive" | "negative" | "neutral";
+            scores: components["schemas"]["AspectSentimentScores"];
         };
         /**
          * DecisionRecord
@@ -1624,6 +1745,11 @@ export interface components {
                 [key: string]: number;
             };
             /**
+             * Aspect Labelled
+             * @description Of the labelled posts, those labelled for the topic itself by the aspect-sentiment model (a post can praise one thing and pan another); the others count by their whole-post label.
+             */
+            aspect_labelled: number;
+            /**
              * Computed At
              * @description End of the window (ISO 8601, UTC).
              */
@@ -2152,6 +2278,66 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["SentimentBatchResult"];
+                };
+            };
+            /** @description Missing or wrong API key. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The key lacks the scope the route needs. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body over the limit. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid field. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    analyze_aspect_sentiment_api_v1_sentiment_aspects_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["AspectSentimentRequest"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AspectSentimentResult"];
                 };
             };
             /** @description Missing or wrong API key. */

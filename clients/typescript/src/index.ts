@@ -189,6 +189,12 @@ export class SocialPlayClient {
   ): Promise<ResponseBody<"/api/v1/sentiment/analyze", "post">> {
     return this.#call("POST", "/api/v1/sentiment/analyze", body);
   }
+  /** POST /api/v1/sentiment/aspects */
+  aspectSentiment(
+    body: RequestBody<"/api/v1/sentiment/aspects", "post">,
+  ): Promise<ResponseBody<"/api/v1/sentiment/aspects", "post">> {
+    return this.#call("POST", "/api/v1/sentiment/aspects", body);
+  }
   /** POST /api/v1/sentiment/batch */
   analyzeSentimentBatch(
     body: RequestBody<"/api/v1/sentiment/batch", "post">,
@@ -312,6 +318,7 @@ export const ROUTES: Readonly<Record<string, keyof SocialPlayClient>> = {
   "POST /api/v1/moderation/moderate": "moderatePost",
   "POST /api/v1/sentiment/analyze": "analyzeSentiment",
   "POST /api/v1/sentiment/batch": "analyzeSentimentBatch",
+  "POST /api/v1/sentiment/aspects": "aspectSentiment",
   "POST /api/v1/moderation/image": "moderateImage",
   "POST /api/v1/image/tags": "tagImage",
   "POST /api/v1/image/objects": "detectObjects",

@@ -38,11 +38,11 @@ def test_every_deployment_of_serve_config_is_in_the_gpu_profile() -> None:
     assert set(profile.deployments) == set(_deployments(_base()))
 
 
-def test_gpu_shares_the_text_encoder_a_half_image_nodes_a_quarter_one_gpu() -> None:
+def test_gpu_shares_a_quarter_each_to_the_text_encoder_aspects_and_image_nodes() -> None:
     profile = load_profile(GPU_PROFILE)
     shares = {name: o.ray_actor_options.num_gpus for name, o in profile.deployments.items()}
     # One text encoder (text_vectors.encoder: shared): the Embedder runs MiniLM for all.
-    assert shares["Embedder"] == 0.5
+    assert shares["Embedder"] == 0.25 and shares["AspectSentiment"] == 0.25
     assert {shares[name] for name in IMAGE_GPU_NODES} == {0.25}
     assert profile.gpus == 1.0
     # The heads and smart replies rank the Embedder's vectors on the CPU; OpenCV's wheel has
