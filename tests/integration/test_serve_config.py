@@ -26,6 +26,13 @@ def _load_config(port: int) -> dict[str, Any]:
     # Two logical CPUs' worth of deployments must fit the test cluster beside other apps.
     for deployment in config["applications"][0]["deployments"]:
         deployment["ray_actor_options"]["num_cpus"] = 0.1
+    # The aspect node loads MiniLM once more: test_http_default.py serves it; here it would
+    # only add a replica's start-up to the suite's time budget.
+    application = config["applications"][0]
+    application["args"]["aspect_model"]["enabled"] = False
+    application["deployments"] = [
+        d for d in application["deployments"] if d["name"] != "AspectSentiment"
+    ]
     return dict(config)
 
 
