@@ -316,7 +316,12 @@ def test_the_typescript_client_moderates_sends_events_and_ranks_a_feed(
     assert out["health"] == {"status": "ok"}
     assert out["moderation"]["action"] == "approve" and out["moderation"]["is_safe"] is True
     assert out["posts"]["accepted"] == 3 and out["posts"]["embedded"] == 3
-    assert out["interactions"] == {"accepted": 1, "duplicates": 0, "unknown_post_ids": []}
+    assert out["interactions"] == {
+        "accepted": 1,
+        "duplicates": 0,
+        "unknown_post_ids": [],
+        "unknown_post_events": 0,
+    }
     # The fan of a pasta post gets the other cooking post before the football one.
     assert [p["post_id"] for p in out["feed"]["posts"]] == ["ts-2", "ts-3"]
     assert out["badInput"]["status"] == 422 and out["badInput"]["field"] == "text"
