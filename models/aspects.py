@@ -33,7 +33,7 @@ import hashlib
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Self
 
@@ -52,7 +52,14 @@ from models.aspect_types import (
 )
 from models.device import checkpoint_version, resolve_device
 from models.embeddings import EMBEDDING_DIM
-from models.lora_text import LORA_TARGETS, LoRALinear, add_lora_adapters, load_base_encoder
+from models.lora_text import (
+    LORA_TARGETS,
+    LoRALinear,
+    add_lora_adapters,
+    config_from_json,
+    config_to_json,
+    load_base_encoder,
+)
 
 __all__ = [
     "ASPECT_CATEGORIES",
@@ -140,35 +147,16 @@ class AspectConfig:
 
     def to_json(self) -> str:
         """JSON text of the config."""
-        raw = asdict(self)
-        for key in ("labels", "categories", "tags", "targets", "layers"):
-            raw[key] = list(raw[key])
-        return json.dumps(raw, indent=2)
+        return config_to_json(self, ASPECT_LIST_FIELDS)
 
     @classmethod
     def from_json(cls, text: str, source: str) -> AspectConfig:
         """Parse ``aspect_config.json``; `source` names the file in errors."""
-        try:
-            raw = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(
-                f"{source} is not valid JSON ({exc.msg}); re-export the model"
-            ) from exc
-        if not isinstance(raw, dict):
-            raise ValueError(f"{source} must hold a JSON object, got {type(raw).__name__}")
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ValueError(f"{source}: unknown keys {unknown}; accepted: {sorted(known)}")
-        for key in ("labels", "categories", "tags", "targets", "layers"):
-            if key in raw:
-                if not isinstance(raw[key], list):
-                    raise ValueError(f"{source}: {key}={raw[key]!r}; expected a list")
-                raw[key] = tuple(raw[key])
-        try:
-            return cls(**raw)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"{source}: {exc}; re-export the model") from exc
+        return config_from_json(cls, text, source, ASPECT_LIST_FIELDS)
+
+
+# The tuple fields of AspectConfig: lists in JSON.
+ASPECT_LIST_FIELDS = ("labels", "categories", "tags", "targets", "layers")
 
 
 @dataclass(frozen=True)

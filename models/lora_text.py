@@ -168,35 +168,52 @@ class LoraTextConfig:
 
     def to_json(self) -> str:
         """JSON text of the config."""
-        raw = asdict(self)
-        for key in ("labels", "targets", "layers", "features"):
-            raw[key] = list(raw[key])
-        return json.dumps(raw, indent=2)
+        return config_to_json(self, LORA_LIST_FIELDS)
 
     @classmethod
     def from_json(cls, text: str, source: str) -> LoraTextConfig:
         """Parse ``lora_config.json``; `source` names the file in errors."""
-        try:
-            raw = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(
-                f"{source} is not valid JSON ({exc.msg}); re-export the model"
-            ) from exc
-        if not isinstance(raw, dict):
-            raise ValueError(f"{source} must hold a JSON object, got {type(raw).__name__}")
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ValueError(f"{source}: unknown keys {unknown}; accepted: {sorted(known)}")
-        for key in ("labels", "targets", "layers", "features"):
-            if key in raw:
-                if not isinstance(raw[key], list):
-                    raise ValueError(f"{source}: {key}={raw[key]!r}; expected a list")
-                raw[key] = tuple(raw[key])
-        try:
-            return cls(**raw)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"{source}: {exc}; re-export the model") from exc
+        return config_from_json(cls, text, source, LORA_LIST_FIELDS)
+
+
+# The tuple fields of LoraTextConfig: lists in JSON.
+LORA_LIST_FIELDS = ("labels", "targets", "layers", "features")
+
+ConfigT = TypeVar("ConfigT")
+
+
+def config_to_json(config: Any, list_fields: Sequence[str]) -> str:
+    """JSON text of a frozen config dataclass whose `list_fields` hold tuples."""
+    raw = asdict(config)
+    for key in list_fields:
+        raw[key] = list(raw[key])
+    return json.dumps(raw, indent=2)
+
+
+def config_from_json(
+    cls: type[ConfigT], text: str, source: str, list_fields: Sequence[str]
+) -> ConfigT:
+    """A config dataclass from its JSON text: unknown keys refused, `list_fields` as tuples;
+    `source` names the file in errors."""
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{source} is not valid JSON ({exc.msg}); re-export the model") from exc
+    if not isinstance(raw, dict):
+        raise ValueError(f"{source} must hold a JSON object, got {type(raw).__name__}")
+    known = set(vars(cls)["__dataclass_fields__"])
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ValueError(f"{source}: unknown keys {unknown}; accepted: {sorted(known)}")
+    for key in list_fields:
+        if key in raw:
+            if not isinstance(raw[key], list):
+                raise ValueError(f"{source}: {key}={raw[key]!r}; expected a list")
+            raw[key] = tuple(raw[key])
+    try:
+        return cls(**raw)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{source}: {exc}; re-export the model") from exc
 
 
 class LoRALinear(nn.Module):

@@ -66,7 +66,7 @@ from models.device import checkpoint_version
 from models.embeddings import default_model_dir
 from pipelines.evaluation import sentiment_metrics
 from pipelines.jobs import job_dir, new_run_name, say, write_json_report
-from pipelines.ray_train import fit_torch, read_history, write_history
+from pipelines.ray_train import fit_and_load, write_history
 from pipelines.registry import (
     PyfuncModel,
     Registration,
@@ -625,26 +625,16 @@ def _train_with_ray(
     run_name: str,
 ) -> tuple[AspectModel, list[dict[str, float]]]:
     """Step 3 with a `TorchTrainer`: the best model and the validation history."""
-    if not ray.is_initialized():
-        ray.init(include_dashboard=False)
-    loop_config = {
-        "config": config.model_dump(),
-        "model_config": model_config,
-        "rows_ref": ray.put(rows),
-        "epochs": config.epochs,
-    }
-    checkpoint = fit_torch(
+    return fit_and_load(
         _train_loop_per_worker,
-        loop_config,
         config,
+        model_config,
+        rows,
+        config.epochs,
         run_name,
-        job_dir(config.storage_path, "ray_results"),
-        model_summary=f"LoRA rank {config.lora_rank} on {list(config.lora_targets)}, ",
+        f"LoRA rank {config.lora_rank} on {list(config.lora_targets)}, ",
+        lambda directory: load_aspect_model(directory)[1],
     )
-    with checkpoint.as_directory() as directory:
-        history = read_history(Path(directory))
-        _, model = load_aspect_model(directory)
-    return model, history
 
 
 def aspect_pyfunc_model() -> PythonModel:

@@ -55,7 +55,7 @@ from models.lora_text import (
 from pipelines.data import LabelledTexts, Split, load_labelled, stratified_split
 from pipelines.evaluation import auc, task_metrics
 from pipelines.jobs import job_dir, new_run_name, run_cli, say, write_json_report
-from pipelines.ray_train import fit_torch, read_history, write_history
+from pipelines.ray_train import fit_and_load, write_history
 from pipelines.registry import open_tracking
 
 __all__ = [
@@ -401,26 +401,16 @@ def _train_with_ray(
     run_name: str,
 ) -> tuple[LoraTextModel, list[dict[str, float]]]:
     """Step 3 with a `TorchTrainer`: the best model and the validation history."""
-    if not ray.is_initialized():
-        ray.init(include_dashboard=False)
-    loop_config = {
-        "config": config.model_dump(),
-        "model_config": model_config,
-        "rows_ref": ray.put(rows),
-        "epochs": config.epochs,
-    }
-    checkpoint = fit_torch(
+    return fit_and_load(
         _train_loop_per_worker,
-        loop_config,
         config,
+        model_config,
+        rows,
+        config.epochs,
         run_name,
-        job_dir(config.storage_path, "ray_results"),
-        model_summary=f"LoRA rank {config.lora_rank} on {list(config.lora_targets)}, ",
+        f"LoRA rank {config.lora_rank} on {list(config.lora_targets)}, ",
+        lambda directory: load_lora_model(directory)[1],
     )
-    with checkpoint.as_directory() as directory:
-        history = read_history(Path(directory))
-        _, model, _ = load_lora_model(directory)
-    return model, history
 
 
 def run_job(config: FinetuneTextJobConfig) -> dict[str, Any]:

@@ -9,14 +9,16 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import ray.train
 import torch
 from ray.train.torch import TorchTrainer
 
 from configs.pipelines import RayTrainOptions
-from pipelines.jobs import say
+from pipelines.jobs import job_dir, say
+
+ModelT = TypeVar("ModelT")
 
 HISTORY_FILENAME = "history.json"
 
@@ -78,6 +80,42 @@ def fit_torch(
         f"{loop_config['epochs']} epochs, run {run_name}"
     )
     return fit_to_checkpoint(trainer, run_name)
+
+
+def fit_and_load(
+    train_loop: Callable[[dict[str, Any]], None],
+    options: RayTrainOptions,
+    model_config: object,
+    rows: object,
+    epochs: int,
+    run_name: str,
+    model_summary: str,
+    load_model: Callable[[Path], ModelT],
+) -> tuple[ModelT, list[dict[str, float]]]:
+    """Fit `train_loop` on `rows` (handed to the workers through the object store) and load
+    the best checkpoint with `load_model`: the model and its per-epoch validation history.
+
+    The loop gets ``config`` (`options` dumped), ``model_config``, ``rows_ref`` and ``epochs``.
+    """
+    if not ray.is_initialized():
+        ray.init(include_dashboard=False)
+    loop_config = {
+        "config": options.model_dump(),
+        "model_config": model_config,
+        "rows_ref": ray.put(rows),
+        "epochs": epochs,
+    }
+    checkpoint = fit_torch(
+        train_loop,
+        loop_config,
+        options,
+        run_name,
+        job_dir(options.storage_path, "ray_results"),
+        model_summary=model_summary,
+    )
+    with checkpoint.as_directory() as directory:
+        history = read_history(Path(directory))
+        return load_model(Path(directory)), history
 
 
 def write_history(directory: Path, history: list[dict[str, float]]) -> None:
