@@ -17,7 +17,6 @@ over `--rounds` alternating rounds).
 from __future__ import annotations
 
 import argparse
-import json
 import secrets
 import statistics
 import sys
@@ -28,6 +27,7 @@ from typing import Any
 
 from bench.loadgen import run_wrk
 from bench.posts import generate_posts, write_request_bodies
+from bench.report import emit_json
 from bench.servers import REPO_ROOT, ray_serve_server, serve_config
 
 ROUTES = ("/api/v1/moderation/text", "/api/v1/sentiment/analyze")
@@ -145,11 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "command": "python -m bench.default_models " + " ".join(argv or sys.argv[1:]),
     }
-    text = json.dumps(document, indent=2, sort_keys=True)
-    print(text)
-    if args.results is not None:
-        args.results.parent.mkdir(parents=True, exist_ok=True)
-        args.results.write_text(text + "\n", encoding="utf-8")
+    emit_json(document, args.results)
     return 0
 
 

@@ -36,6 +36,7 @@ from typing import Any
 
 from bench import procs
 from bench.posts import generate_posts
+from bench.report import emit_json
 from bench.servers import REPO_ROOT, Server, ray_serve_server, serve_config
 
 ROUTE = "/api/v1/moderation/text"
@@ -315,11 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.stop()
     result["command"] = "python -m bench.overload " + " ".join(argv or sys.argv[1:])
-    text = json.dumps(result, indent=2, sort_keys=True)
-    print(text)
-    if args.results is not None:
-        args.results.parent.mkdir(parents=True, exist_ok=True)
-        args.results.write_text(text + "\n", encoding="utf-8")
+    emit_json(result, args.results)
     return 0 if result["target_met"] else 1
 
 

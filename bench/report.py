@@ -6,6 +6,8 @@ The doc keeps hand-written text outside the markers; only the block between
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -209,3 +211,12 @@ def update_doc(doc_path: Path, generated: str) -> None:
     doc_path.write_text(
         head + START_MARKER + "\n" + generated + END_MARKER + tail, encoding="utf-8"
     )
+
+
+def emit_json(document: Mapping[str, Any], results_path: Path | None) -> None:
+    """Print `document` as indented JSON, and write it to `results_path` too when given."""
+    text = json.dumps(document, indent=2, sort_keys=True)
+    print(text)
+    if results_path is not None:
+        results_path.parent.mkdir(parents=True, exist_ok=True)
+        results_path.write_text(text + "\n", encoding="utf-8")

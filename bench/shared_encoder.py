@@ -16,7 +16,6 @@ shared / per_node.
 from __future__ import annotations
 
 import argparse
-import json
 import secrets
 import statistics
 import sys
@@ -30,6 +29,7 @@ from bench.default_models import NO_CACHE, ROUTES
 from bench.loadgen import run_wrk
 from bench.posts import generate_posts, write_request_bodies
 from bench.procs import MB, _label
+from bench.report import emit_json
 from bench.servers import REPO_ROOT, Server, ray_serve_server, serve_config
 
 SETUPS = ("per_node", "shared")
@@ -154,11 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": rounds,
         "command": "python -m bench.shared_encoder " + " ".join(argv or sys.argv[1:]),
     }
-    text = json.dumps(document, indent=2, sort_keys=True)
-    print(text)
-    if args.results is not None:
-        args.results.parent.mkdir(parents=True, exist_ok=True)
-        args.results.write_text(text + "\n", encoding="utf-8")
+    emit_json(document, args.results)
     return 0
 
 
