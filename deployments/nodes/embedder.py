@@ -43,6 +43,10 @@ class Embedder(TextVectorNodeMixin[str, list[float]]):
             onnx_path=spec.onnx_path,
             onnx_threads=spec.onnx_threads,
         )
+        # The first forward pass is several times slower than the next (allocations, lazy
+        # kernels); the heads wait on this node within their own timeouts, so pay it here,
+        # not in the first request's (which otherwise answers degraded on a cold start).
+        encoder.embed(["warm-up"])
         # CachingEmbedder has the encoder's predict_batch and info, so batching is unchanged.
         self.encoder = self._cache_encoder(encoder)
         self.model = self.encoder

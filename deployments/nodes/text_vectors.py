@@ -60,6 +60,7 @@ class TextVectorNodeMixin(BatchedNodeMixin[ItemT, ResultT]):
         """
         if encoder is not None:
             self.remote_encoder = RemoteTextEncoder(encoder)
+            self._warm_remote_encoder()
         if args is None:
             return
         config = TextVectorCacheConfig.model_validate(args)
@@ -68,6 +69,16 @@ class TextVectorNodeMixin(BatchedNodeMixin[ItemT, ResultT]):
             self.text_vectors_off_reason = "the served model does not embed text with MiniLM"
         else:
             self.text_vectors_off_reason = "args.text_vectors.enabled is false"
+
+    def _warm_remote_encoder(self) -> None:
+        """One call to the Embedder before the first request: the handle's first call sets up
+        its routing, which a request's timeout should not pay. A failure is only logged (the
+        Embedder may still be starting); requests then pay it as before."""
+        assert self.remote_encoder is not None
+        try:
+            self.remote_encoder.embed(["warm-up"])
+        except Exception as exc:  # noqa: BLE001 - any failure here only costs the first request
+            logger.warning("shared encoder warm-up failed (%s); the first request pays it", exc)
 
     def _cache_encoder(self, encoder: EncoderT) -> EncoderT | CachingEmbedder:
         """`encoder` wrapped in this node's `CachingEmbedder` when the store is on."""
