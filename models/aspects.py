@@ -59,6 +59,8 @@ from models.lora_text import (
     config_from_json,
     config_to_json,
     load_base_encoder,
+    load_trainable_weights,
+    trainable_state,
 )
 
 __all__ = [
@@ -353,16 +355,6 @@ class AspectModel(nn.Module):
         return logits
 
 
-def trainable_state(model: AspectModel) -> dict[str, torch.Tensor]:
-    """The parameters training changes (adapters and heads), on CPU."""
-    names = {name for name, parameter in model.named_parameters() if parameter.requires_grad}
-    return {
-        name: value.detach().cpu().clone()
-        for name, value in model.state_dict().items()
-        if name in names
-    }
-
-
 def build_aspect_model(
     config: AspectConfig, base_dir: str | os.PathLike[str] | None = None
 ) -> tuple[Any, AspectModel]:
@@ -416,20 +408,7 @@ def load_aspect_model(
             )
     model = AspectModel(encoder, config)
     weights_path = source / ASPECT_WEIGHTS_FILENAME
-    # weights_only: an artifact is data, never code to unpickle.
-    state = torch.load(weights_path, map_location="cpu", weights_only=True)
-    expected = set(trainable_state(model))
-    if not isinstance(state, dict) or set(state) != expected:
-        got = set(state) if isinstance(state, dict) else set()
-        raise ValueError(
-            f"{weights_path} does not match {config_path}: missing "
-            f"{sorted(expected - got)[:3]}, unexpected {sorted(got - expected)[:3]}; "
-            "re-export the model"
-        )
-    try:
-        model.load_state_dict(state, strict=False)
-    except RuntimeError as exc:
-        raise ValueError(f"{weights_path} does not fit {config_path} ({exc})") from exc
+    load_trainable_weights(model, weights_path, config_path)
     return tokenizer, model
 
 

@@ -368,7 +368,7 @@ class LoraTextModel(nn.Module):
         return torch.sigmoid(logits) if self.config.multi_label else torch.softmax(logits, -1)
 
 
-def trainable_state(model: LoraTextModel) -> dict[str, torch.Tensor]:
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """The parameters that training changed (adapters, head, trained LayerNorms), on CPU."""
     names = {name for name, parameter in model.named_parameters() if parameter.requires_grad}
     return {
@@ -475,20 +475,7 @@ def load_lora_model(
         )
     tokenizer, model = build_model(config, base)
     weights_path = source / LORA_WEIGHTS_FILENAME
-    # weights_only: an artifact is data, never code to unpickle.
-    state = torch.load(weights_path, map_location="cpu", weights_only=True)
-    expected = set(trainable_state(model))
-    if not isinstance(state, dict) or set(state) != expected:
-        got = set(state) if isinstance(state, dict) else set()
-        raise ValueError(
-            f"{weights_path} does not match {config_path}: missing "
-            f"{sorted(expected - got)[:3]}, unexpected {sorted(got - expected)[:3]}; "
-            "re-export the model"
-        )
-    try:
-        model.load_state_dict(state, strict=False)
-    except RuntimeError as exc:
-        raise ValueError(f"{weights_path} does not fit {config_path} ({exc})") from exc
+    load_trainable_weights(model, weights_path, config_path)
     metrics_path = source / LORA_METRICS_FILENAME
     metrics: dict[str, Any] = (
         json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else {}
@@ -622,3 +609,22 @@ class LoraSentiment(LoraTextClassifier[SentimentScores]):
     def postprocess(self, rows: list[list[float]]) -> list[SentimentScores]:
         """Label each row of softmax scores."""
         return sentiment_scores(self.info.labels, rows)
+
+
+def load_trainable_weights(model: nn.Module, weights_path: Path, config_path: Path) -> None:
+    """Load a LoRA artifact's trainable tensors (adapters and heads) into `model`; the file
+    must hold exactly the model's trainable tensors, else a ValueError names both files."""
+    # weights_only: an artifact is data, never code to unpickle.
+    state = torch.load(weights_path, map_location="cpu", weights_only=True)
+    expected = set(trainable_state(model))
+    if not isinstance(state, dict) or set(state) != expected:
+        got = set(state) if isinstance(state, dict) else set()
+        raise ValueError(
+            f"{weights_path} does not match {config_path}: missing "
+            f"{sorted(expected - got)[:3]}, unexpected {sorted(got - expected)[:3]}; "
+            "re-export the model"
+        )
+    try:
+        model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        raise ValueError(f"{weights_path} does not fit {config_path} ({exc})") from exc
