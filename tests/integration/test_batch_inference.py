@@ -33,7 +33,8 @@ def test_rescore_resumes_and_never_writes_text(serve_port: int, tmp_path: Path) 
         "input_path": str(source),
         "output_path": str(output),
         "moderation_head_path": str(head_dir),
-        "concurrency": 2,
+        # One actor: the pool code is the same, and each run pays one MiniLM load, not two.
+        "concurrency": 1,
         "cpus_per_actor": 0.25,
         "batch_size": 8,
     }
