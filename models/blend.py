@@ -189,8 +189,8 @@ def label_impressions(
         rows.append(row)
         key = (str(row["user_hash"]), str(row["post_id"]))
         by_pair.setdefault(key, []).append((float(row["served_at_s"]), index))
-    for served in by_pair.values():
-        served.sort()
+    for pending in by_pair.values():
+        pending.sort()
     seen = np.zeros(len(rows), dtype=bool)
     positive = np.zeros(len(rows), dtype=bool)
     for event in events:

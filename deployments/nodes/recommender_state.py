@@ -494,9 +494,7 @@ class RecommenderService:
         personal = profile is not None and profile.is_informative()
         cf_used = self.collaborative is not None and self.collaborative.knows_user(user_id)
         neighbour = (
-            self.features.neighbour_scores(user_id, ids)
-            if ids and weights.neighbour > 0
-            else None
+            self.features.neighbour_scores(user_id, ids) if ids and weights.neighbour > 0 else None
         )
         history = len(self.features.neighbour_history(user_id))
         terms = self._terms(
@@ -642,9 +640,7 @@ class RecommenderService:
                 model_version=self.collaborative.version if self.collaborative else None,
                 reason=cf_reason,
             ),
-            content=ContentTerm(
-                used=personal, weight=weights.content, reason=content_reason
-            ),
+            content=ContentTerm(used=personal, weight=weights.content, reason=content_reason),
             freshness=FreshnessTerm(
                 used=True,
                 weight=weights.freshness,
