@@ -102,7 +102,7 @@ def test_a_different_driver_gives_a_different_blend() -> None:
 
 
 def test_labels_come_from_views_and_reactions_of_the_same_user_and_post() -> None:
-    terms = {t: 0.5 for t in TERMS}
+    terms = dict.fromkeys(TERMS, 0.5)
     impressions = [
         {"feed_id": "a", "user_hash": "u", "post_id": "p1", "served_at_s": 100.0, "position": 0},
         {"feed_id": "a", "user_hash": "u", "post_id": "p2", "served_at_s": 100.0, "position": 1},
@@ -177,8 +177,8 @@ def test_blend_file_round_trips_and_bad_files_are_named(tmp_path: Path) -> None:
     for document, message in [
         ({"weights": {"content": 1.0}}, "lacks weights"),
         ({"weights": {t: -1.0 if t == "popularity" else 1.0 for t in TERMS}}, "popularity"),
-        ({"weights": {t: 0.0 for t in TERMS}}, "every weight is 0"),
-        ({"weights": {t: "x" for t in TERMS}}, "not a number"),
+        ({"weights": dict.fromkeys(TERMS, 0.0)}, "every weight is 0"),
+        ({"weights": dict.fromkeys(TERMS, "x")}, "not a number"),
     ]:
         (bad / "blend.json").write_text(json.dumps(document))
         with pytest.raises(ValueError, match=message):
