@@ -73,13 +73,11 @@ def test_the_applied_gpu_config_is_a_valid_serve_config_with_fillable_batches() 
         assert deployments[name]["max_ongoing_requests"] >= node.batching.max_batch_size, name
     base = _deployments(_base())
     # What the profile does not set comes from serve_config.yaml unchanged.
-    assert (
-        deployments["TextModeration"]["user_config"]["cache"]
-        == (base["TextModeration"]["user_config"]["cache"])
+    assert deployments["TextModeration"]["user_config"]["cache"] == (
+        base["TextModeration"]["user_config"]["cache"]
     )
-    assert (
-        deployments["TextModeration"]["ray_actor_options"]["num_cpus"]
-        == (base["TextModeration"]["ray_actor_options"]["num_cpus"])
+    assert deployments["TextModeration"]["ray_actor_options"]["num_cpus"] == (
+        base["TextModeration"]["ray_actor_options"]["num_cpus"]
     )
     assert deployments["TextModeration"]["user_config"]["batching"]["max_batch_size"] == 128
     from ray.serve.schema import ServeDeploySchema
