@@ -550,27 +550,28 @@ class RecommenderService:
     ) -> None:
         """One impression per shown post: hashed user, post, time, position, term values.
 
-        A failure (the document store down) is logged and counted, never fails the feed.
+        A failure (the document store down, no hash secret) is logged and counted, never fails
+        the feed.
         """
         feed_id = f"{int(now_s * 1000):015d}-{uuid.uuid4().hex[:10]}"
-        user_hash = hash_user_id(user_id, self.config.impressions.user_id_salt)
         version = self.blend_version()
-        documents = []
-        for position, (post_id, row) in enumerate(zip(shown, rows, strict=True)):
-            document: dict[str, Any] = {
-                "_id": f"{feed_id}-{position:04d}",
-                "feed_id": feed_id,
-                "user_hash": user_hash,
-                "post_id": post_id,
-                "served_at_s": float(now_s),
-                "position": position,
-                "blend_version": version,
-            }
-            for term in TERMS:
-                array = values[term]
-                document[term] = None if array is None else round(float(array[row]), 6)
-            documents.append(document)
         try:
+            user_hash = hash_user_id(user_id, self.config.impressions.user_id_salt)
+            documents = []
+            for position, (post_id, row) in enumerate(zip(shown, rows, strict=True)):
+                document: dict[str, Any] = {
+                    "_id": f"{feed_id}-{position:04d}",
+                    "feed_id": feed_id,
+                    "user_hash": user_hash,
+                    "post_id": post_id,
+                    "served_at_s": float(now_s),
+                    "position": position,
+                    "blend_version": version,
+                }
+                for term in TERMS:
+                    array = values[term]
+                    document[term] = None if array is None else round(float(array[row]), 6)
+                documents.append(document)
             self.impression_log.record(documents)
         except Exception as exc:  # noqa: BLE001 (the log is best effort; the feed is not)
             self._impression_errors += 1

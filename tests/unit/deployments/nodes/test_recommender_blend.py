@@ -92,6 +92,16 @@ def test_a_failing_log_never_fails_the_feed(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(service.impression_log, "record", broken)
     assert _order(service) == ["p2", "p3", "p4"]
     assert service.info().impressions["errors"] == 1
+    # No hash secret outside development mode: nothing can be logged, the feed still comes.
+    monkeypatch.undo()
+    monkeypatch.delenv("SOCIALPLAY_HASH_SECRET", raising=False)
+    monkeypatch.setenv("SOCIALPLAY_DEV_MODE", "0")
+    from configs.settings import get_settings
+
+    get_settings.cache_clear()
+    assert _order(service) == ["p2", "p3", "p4"]
+    assert service.info().impressions["errors"] == 2
+    assert service.export_impressions(None, 10).impressions == ()
 
 
 def test_promoted_weights_rank_the_feed_and_the_answer_names_their_version(
