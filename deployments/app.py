@@ -26,7 +26,7 @@ from deployments.nodes.tagger import ImageTagger
 from deployments.nodes.text_classifier import text_classifier_deployment
 from deployments.nodes.trends import Trends
 from models.detector import DEFAULT_TAG_MAP
-from models.tagger import DEFAULT_TAGS
+from models.tag_types import DEFAULT_TAGS
 from models.text_classifier import SHIPPED_KIND, TextTask
 
 # Serve notices a dead replica at its next health check and only then starts another; its

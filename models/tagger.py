@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,54 +22,20 @@ from models.answers import ModelInfo
 from models.device import checkpoint_version, require_checkpoint_dir, resolve_device
 from models.faces import Faces, HaarFaceDetector
 from models.images import ImageTagRequest, RGBImage
-
-# The design document's candidate tags.
-DEFAULT_TAGS: tuple[str, ...] = (
-    "food",
-    "nature",
-    "people",
-    "animal",
-    "travel",
-    "technology",
-    "sports",
-    "art",
-    "fashion",
-    "music",
-    "selfie",
-    "group photo",
-    "landscape",
-    "sunset",
-    "beach",
+from models.tag_types import (
+    CLIP_SOURCE,
+    DEFAULT_PROMPT_TEMPLATE,
+    DEFAULT_TAGS,
+    DEFAULT_TOP_K,
+    FACES_SOURCE,
+    ImageTag,
+    ImageTags,
 )
-# CLIP was trained on captions: "a photo of {tag}" scores better than the bare word.
-DEFAULT_PROMPT_TEMPLATE = "a photo of {tag}"
-DEFAULT_TOP_K = 5
-CLIP_SOURCE = "clip"
-FACES_SOURCE = "faces"
-OBJECTS_SOURCE = "objects"
+
 # A single face covering at least this share of the picture is a selfie, not a portrait
 # taken from across the room.
 SELFIE_MIN_FACE_AREA_FRACTION = 0.05
 GROUP_MIN_FACES = 3
-
-
-@dataclass(frozen=True)
-class ImageTag:
-    """One tag: CLIP's probability for it (None when only a detector backs it) and the
-    models that produced it (``"clip"``, ``"faces"``)."""
-
-    tag: str
-    score: float | None
-    sources: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class ImageTags:
-    """The tags of one image, the faces found in it and the models that ran on it."""
-
-    tags: tuple[ImageTag, ...]
-    faces: Faces
-    models: tuple[str, ...]
 
 
 class ClipZeroShot:
@@ -282,23 +247,6 @@ class ImageTagModel:
     def predict_requests(self, requests: list[ImageTagRequest]) -> list[ImageTags]:
         """`predict_batch` over typed requests, each with its own ``top_k``."""
         return self.predict_batch([r.image for r in requests], [r.top_k for r in requests])
-
-
-def add_backed_tags(
-    tags: Sequence[ImageTag], backed: Sequence[str], source: str
-) -> tuple[ImageTag, ...]:
-    """`tags` with `source` added to those in `backed`, and `backed`'s others appended.
-
-    A new tag's score is null (a detector backs it, not CLIP); it follows the listed tags.
-    """
-    listed = {tag.tag: tag for tag in tags}
-    for name in backed:
-        tag = listed.get(name)
-        if tag is None:
-            listed[name] = ImageTag(name, None, (source,))
-        elif source not in tag.sources:
-            listed[name] = ImageTag(name, tag.score, (*tag.sources, source))
-    return tuple(listed.values())
 
 
 def face_tags_possible(candidates: Sequence[str]) -> list[str]:

@@ -34,16 +34,15 @@ import shutil
 import socket
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
-
-import mlflow
-import mlflow.artifacts
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 
 from configs.nodes import RegisteredModelRef
 from configs.settings import get_settings
 from models.heads import HEAD_CONFIG_FILENAME
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
 
 __all__ = [
     "SOURCE_CACHE",
@@ -143,6 +142,11 @@ def registry_client(tracking_uri: str) -> MlflowClient:
     """A client of the tracking store and registry at `tracking_uri` (also set process-wide:
     ``download_artifacts("models:/...")`` reads the process-wide URIs), with the artifact
     store's S3 variables exported (`export_artifact_store_environment`)."""
+    # Imported here: a node that serves a shipped head never loads MLflow (a second of
+    # start-up and ~30 MB per replica process).
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
     export_artifact_store_environment()
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
@@ -163,6 +167,8 @@ def download_version(name: str, version: str, dst_root: Path, marker: str, train
         partial = target.with_name(f"{target.name}.partial")
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
+        import mlflow.artifacts
+
         mlflow.artifacts.download_artifacts(
             artifact_uri=f"models:/{name}/{version}", dst_path=str(partial)
         )
@@ -200,6 +206,8 @@ def _probe(tracking_uri: str) -> None:
 
 
 def _resolve_version(client: MlflowClient, tracking_uri: str, ref: RegisteredModelRef) -> str:
+    from mlflow.exceptions import MlflowException
+
     _probe(tracking_uri)
     try:
         if ref.alias is not None:

@@ -16,7 +16,8 @@ from configs.nodes import TaggerModelSpec
 from deployments.nodes.base import BatchedNodeMixin
 from models.answers import Answer, ModelInfo
 from models.images import ImageTagRequest
-from models.tagger import DEFAULT_TAGS, ImageTagModel, ImageTags
+from models.tag_types import DEFAULT_TAGS, ImageTags
+from models.tagger import ImageTagModel
 
 
 class _TagRequests:

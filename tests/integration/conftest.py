@@ -30,7 +30,7 @@ def _free_port() -> int:
 
 # The embedded text models, for modules that do not test the text models themselves: their
 # graph starts without loading MiniLM twice. The shipped heads (the default kind) are served
-# by test_http_default.py and test_serve_config.py.
+# by test_http_default.py (serve_config.yaml as shipped).
 EMBEDDED_TEXT_MODELS: dict[str, Any] = {
     "moderation_model": {"kind": "profanity"},
     "sentiment_model": {"kind": "vader"},

@@ -1,47 +1,85 @@
-"""The graph on its defaults (the shipped heads), over HTTP: routes, keys, limits and bad
-input."""
+"""The graph as `serve_config.yaml` ships it (the shipped heads), deployed declaratively as
+``serve deploy`` does, over HTTP: routes, keys, limits and bad input; then a ``user_config``
+change applied live without restarting replicas (the operator path)."""
 
 from __future__ import annotations
 
+import copy
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import yaml
 
-from configs.app import AppArgs
-from deployments.app import build_graph
-from tests.integration.conftest import OTHER_API_KEY, TEST_API_KEY, deploy, undeploy
+from tests.integration.conftest import OTHER_API_KEY, TEST_API_KEY, health_detail
 
 pytestmark = pytest.mark.integration
 
-INGRESS_CONFIG = {
-    "limits": {"max_body_bytes": 65_536, "max_text_chars": 2_000, "max_batch_texts": 8},
-    "moderation_policy": {"flag_threshold": 0.5, "reject_threshold": 0.9},
+REPO_ROOT = Path(__file__).resolve().parents[2]
+APP = "socialplay"
+# Smaller limits than serve_config.yaml's, so the limit tests send small bodies.
+LIMITS = {"max_body_bytes": 65_536, "max_text_chars": 2_000, "max_batch_texts": 8}
+BATCHING = {"max_batch_size": 8, "batch_wait_timeout_s": 0.01}
+# test_http_images.py serves the image nodes; here they would only add replicas' start-up.
+IMAGE_NODES = {
+    "nsfw_model": "NsfwDetector",
+    "tagger_model": "ImageTagger",
+    "detector_model": "ObjectDetector",
 }
 ABUSIVE = "you are a fucking idiot and a piece of shit"
 CLEAN = "have a lovely day, the park looks beautiful this morning"
 
 
+def _load_config(port: int) -> dict[str, Any]:
+    """serve_config.yaml as committed, but for the test cluster's size, the limits above and
+    no image nodes."""
+    config = yaml.safe_load((REPO_ROOT / "serve_config.yaml").read_text(encoding="utf-8"))
+    config["http_options"] = {"host": "127.0.0.1", "port": port}
+    application = config["applications"][0]
+    for arg, deployment_name in IMAGE_NODES.items():
+        application["args"][arg]["enabled"] = False
+        application["deployments"] = [
+            d for d in application["deployments"] if d["name"] != deployment_name
+        ]
+    deployments = {d["name"]: d for d in application["deployments"]}
+    # Two logical CPUs' worth of deployments must fit the test cluster beside other apps.
+    for deployment in deployments.values():
+        deployment["ray_actor_options"]["num_cpus"] = 0.1
+    deployments["Ingress"]["user_config"]["limits"].update(LIMITS)
+    deployments["TextModeration"]["user_config"]["batching"] = dict(BATCHING)
+    return dict(config)
+
+
+def _deploy(config: dict[str, Any], base_url: str) -> None:
+    from ray.serve.context import _get_global_client
+    from ray.serve.schema import ServeDeploySchema
+
+    # Not `_blocking`: Ray's own wait is a fixed 60 s, and a dozen replicas on two busy cores
+    # can take longer; /health below is the real readiness check.
+    _get_global_client().deploy_apps(ServeDeploySchema.model_validate(config), _blocking=False)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            if health_detail(base_url).get("status") == "ok":
+                return
+        except (httpx.HTTPError, ValueError):
+            pass
+        time.sleep(0.5)
+    raise AssertionError("serve_config.yaml app did not become healthy in 180 s")
+
+
 @pytest.fixture(scope="module", autouse=True)
-def default_app(base_url: str) -> Iterator[None]:
-    graph = build_graph(
-        # The shipped aspect model too (as serve_config.yaml runs it): one more replica,
-        # started beside the others.
-        AppArgs.model_validate({"aspect_model": {"enabled": True}}),
-        {
-            "Ingress": {"user_config": INGRESS_CONFIG, "ray_actor_options": {"num_cpus": 0.1}},
-            "TextModeration": {
-                "user_config": {"batching": {"max_batch_size": 8, "batch_wait_timeout_s": 0.01}},
-                "ray_actor_options": {"num_cpus": 0.1},
-            },
-            "Sentiment": {"ray_actor_options": {"num_cpus": 0.1}},
-            "AspectSentiment": {"ray_actor_options": {"num_cpus": 0.1}},
-        },
-    )
-    deploy(graph, base_url)
-    yield
-    undeploy()
+def config(serve_port: int, base_url: str) -> Iterator[dict[str, Any]]:
+    from ray import serve
+
+    loaded = _load_config(serve_port)
+    _deploy(loaded, base_url)
+    yield loaded
+    serve.delete(APP)
 
 
 def test_health_names_each_node_model_version_and_device(base_url: str) -> None:
@@ -57,7 +95,7 @@ def test_health_names_each_node_model_version_and_device(base_url: str) -> None:
     assert moderation["name"] == "heads-moderation"
     assert moderation["version"].startswith("shipped-") and moderation["device"] == "cpu"
     assert moderation["labels"] == ["hate_speech", "offensive"]
-    assert moderation["batching"] == {"max_batch_size": 8, "batch_wait_timeout_s": 0.01}
+    assert moderation["batching"] == BATCHING
     assert "degraded_reason" not in moderation
     assert body["nodes"]["sentiment"]["name"] == "heads-sentiment"
 
@@ -290,3 +328,37 @@ def test_cors_allows_only_configured_origins(base_url: str) -> None:
         headers={"Origin": "http://evil.example", **preflight},
     )
     assert "access-control-allow-origin" not in refused.headers
+
+
+def test_one_text_encoder_serves_the_heads_and_smart_replies(base_url: str) -> None:
+    nodes = health_detail(base_url)["nodes"]
+    # The heads and smart replies embed through the Embedder, holding no MiniLM of their own.
+    for node in ("moderation", "sentiment", "replies"):
+        assert nodes[node]["text_vectors"]["state"] == "shared encoder", node
+
+
+# Last in this module: it changes the running app's user_config.
+def test_user_config_change_is_applied_live_without_restart(
+    config: dict[str, Any], base_url: str
+) -> None:
+    before = health_detail(base_url)["nodes"]["moderation"]
+    updated = copy.deepcopy(config)
+    deployments = {d["name"]: d for d in updated["applications"][0]["deployments"]}
+    new_batching = {"max_batch_size": 4, "batch_wait_timeout_s": 0.002}
+    deployments["TextModeration"]["user_config"]["batching"] = new_batching
+    deployments["Ingress"]["user_config"]["limits"]["max_batch_texts"] = 2
+    _deploy(updated, base_url)
+
+    deadline = time.monotonic() + 30
+    after = before
+    while time.monotonic() < deadline and after["batching"] != new_batching:
+        time.sleep(0.5)
+        after = health_detail(base_url)["nodes"]["moderation"]
+    assert after["batching"] == new_batching
+    assert after["replica_id"] == before["replica_id"], "a user_config change must not restart"
+    too_many = httpx.post(
+        f"{base_url}/api/v1/moderation/batch",
+        json={"texts": ["a", "b", "c"]},
+        headers={"X-API-Key": TEST_API_KEY},
+    )
+    assert too_many.status_code == 422 and too_many.json()["error"]["field"] == "texts"

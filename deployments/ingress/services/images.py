@@ -46,12 +46,12 @@ from models.exceptions import (
     OverloadedError,
 )
 from models.images import DecodedImage, ImageTagRequest, decode_image
-from models.tagger import OBJECTS_SOURCE, add_backed_tags
+from models.tag_types import OBJECTS_SOURCE, add_backed_tags
 
 if TYPE_CHECKING:
     from models.detector import DetectedObjects
     from models.nsfw import NsfwResult
-    from models.tagger import ImageTags
+    from models.tag_types import ImageTags
 
 logger = logging.getLogger("ray.serve")
 

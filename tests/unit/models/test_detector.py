@@ -19,7 +19,7 @@ from models.detector import (
     select,
     shipped_files,
 )
-from models.tagger import OBJECTS_SOURCE, ImageTag, add_backed_tags
+from models.tag_types import OBJECTS_SOURCE, ImageTag, add_backed_tags
 from tests.fixtures.images import noise_image
 from tests.fixtures.tiny_darknet import (
     TINY_FAVOURED,

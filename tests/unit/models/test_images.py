@@ -20,10 +20,9 @@ from models.nsfw import (
     NudeNetDetector,
     nsfw_probabilities,
 )
+from models.tag_types import DEFAULT_TAGS, ImageTag
 from models.tagger import (
-    DEFAULT_TAGS,
     ClipZeroShot,
-    ImageTag,
     ImageTagModel,
     ImageTagRequest,
     face_tags,

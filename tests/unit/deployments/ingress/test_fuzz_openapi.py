@@ -34,7 +34,7 @@ from models.faces import Faces
 from models.nsfw import NsfwResult
 from models.replies import ReplyDecision
 from models.sentiment import PolarityScores, SentimentScores
-from models.tagger import ImageTags
+from models.tag_types import ImageTags
 from tests.unit.deployments.ingress.fakes import (
     TEST_KEY,
     FakeInfo,

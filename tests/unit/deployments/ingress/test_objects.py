@@ -15,7 +15,7 @@ from models.detector import DetectedObject, DetectedObjects
 from models.exceptions import OverloadedError
 from models.faces import Faces
 from models.images import encode_jpeg, encode_png
-from models.tagger import ImageTag, ImageTags
+from models.tag_types import ImageTag, ImageTags
 from tests.fixtures.images import noise_image
 from tests.unit.deployments.ingress.fakes import TEST_KEY, FakeNode, fake_state
 
