@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -143,3 +144,62 @@ def test_the_gate_promotes_a_better_blend_and_refuses_a_worse_one(
     assert not refused.registration.promotion.promoted
     assert refused.blend_weights_path is None
     assert "<=" in refused.registration.promotion.reason
+
+
+class _Call:
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def result(self, timeout_s: float) -> Any:
+        return self.value
+
+
+class _Method:
+    def __init__(self, function: Any) -> None:
+        self.function = function
+
+    def remote(self, *args: Any) -> _Call:
+        return _Call(self.function(*args))
+
+
+def test_the_service_source_pages_through_the_nodes_exports(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ray import serve
+
+    from deployments.nodes.recommender import Recommender
+    from models.recommender import Interaction, NewPost
+
+    service = RecommenderService(RecommenderConfig(mmr_lambda=1.0))
+    service.ingest_posts(
+        [NewPost(post_id=f"p{i}", author_id="a", created_at_s=0.0) for i in range(5)]
+    )
+    candidates = [f"p{i}" for i in range(5)]
+    for feed in range(3):
+        service.rank_feed("reader", candidates, 5, now_s=100.0 * (feed + 1), use_cache=False)
+    service.ingest_interactions(
+        [
+            Interaction("v1", "reader", "p1", "view", 350.0),
+            Interaction("l1", "reader", "p1", "like", 360.0),
+        ]
+        + [Interaction(f"v{p}", "reader", f"p{p}", "view", 310.0) for p in (2, 3)]
+    )
+
+    # The node's own export_interactions (async, user ids hashed with the job's salt).
+    node = Recommender.func_or_class.__new__(Recommender.func_or_class)
+    node.service = service
+
+    class Handle:
+        export_impressions = _Method(service.export_impressions)
+        export_interactions = _Method(
+            lambda after, limit, salt: asyncio.run(node.export_interactions(after, limit, salt))
+        )
+
+    monkeypatch.setattr(serve, "get_deployment_handle", lambda name, app_name: Handle())
+    config = RankingBlendJobConfig.model_validate(
+        {"source": "service", "page_size": 4, "mlflow": {"registered_model_name": "x"}}
+    )
+    data = job.load_data(config).impressions
+    # 15 logged over 4 pages; the feed at 300 s took all three views, p1 also its like.
+    assert data.logged == 15 and data.seen == 3
+    assert int(data.positive.sum()) == 1 and set(data.served_at_s.tolist()) == {300.0}
