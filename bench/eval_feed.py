@@ -13,7 +13,9 @@ order, the last 20% held out; the earlier ones go in as posts and interactions (
 candidates (their held-out positives plus posts they never rated). NDCG@20 and recall@20 for
 ours, ours without freshness, ours without diversity, popularity, item-kNN and random, in
 one run. ``--url`` sends the same events and feed requests through the HTTP API of a running
-service instead (ours only).
+service instead (ours only). ``--blend`` also learns the blend of the terms from simulated
+impressions (`simulate_blend`) and reports ours with the learned weights next to ours with the
+hand-set ones, both fed the same events.
 
 Synthetic mode (``pipelines/synthetic_social.py``) replays the history in time order through
 `RecommenderService` (embedded stores, the real MiniLM vectors): posts are ingested when they
@@ -30,7 +32,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import random
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -43,6 +47,8 @@ import numpy as np
 
 from configs.recommender import RecommenderConfig
 from deployments.nodes.recommender_state import RecommenderService, embed_missing
+from models.blend import TERMS, BlendWeights, blend_ndcg, fit_blend, label_impressions, time_holdout
+from models.ranking import ScoreWeights, hash_user_id
 from models.recommender import Interaction, NewPost
 from pipelines.synthetic_social import DAY_S, SyntheticSocial, generate
 
@@ -363,12 +369,140 @@ def _iso(epoch_s: float) -> str:
     return datetime.fromtimestamp(epoch_s, UTC).isoformat()
 
 
+LOG_SHARE = 0.3
+LOG_STEPS = 6
+LOG_CANDIDATES = 50
+LOG_USERS_PER_STEP = 300
+
+
+@dataclass
+class SimulatedBlend:
+    """What `simulate_blend` produced: the event stream with its views, the learned weights."""
+
+    events: list[Interaction]
+    weights: ScoreWeights
+    report: dict[str, Any]
+
+
+def simulate_blend(
+    split: RatingsSplit,
+    posts: list[NewPost],
+    events: list[Interaction],
+    base: RecommenderConfig,
+    seed: int = 0,
+) -> SimulatedBlend:
+    """Impressions from the training part of a ratings file, and the blend learned on them.
+
+    The first ``1 - LOG_SHARE`` of the training interactions (by time) go in as usual. The
+    rest, the logging window, is cut into ``LOG_STEPS`` slices; at the start of each, every
+    user with a positive rating in the slice (at most ``LOG_USERS_PER_STEP``, sampled) is
+    served a feed (limit 20) over ``LOG_CANDIDATES`` candidates: the items they rate in the
+    slice and items they never rated. The service logs what it showed (its impression log);
+    each shown post the user does not rate in the slice gets a ``view`` event (seen, ignored);
+    rated ones already have their ``like`` (positive) or ``view`` from the ratings. Then the
+    slice's events go in. At the end the job's own steps run on the log: labels
+    (`label_impressions`), the latest 20% of feeds held out, `fit_blend`, NDCG@20 of the
+    learned and the hand-set blend on the held-out feeds.
+    """
+    rng = random.Random(seed + 1)
+    service = RecommenderService(base)
+    service.ingest_posts(posts, {})
+    cut = int(len(events) * (1.0 - LOG_SHARE))
+    stream: list[Interaction] = list(events[:cut])
+    for start in range(0, cut, 500):
+        service.ingest_interactions(events[start : min(start + 500, cut)])
+    window = events[cut:]
+    rating_of = {(r.user, r.item): r.rating for r in split.train}
+    rated: dict[str, set[str]] = {}
+    for event in events:
+        rated.setdefault(event.user_id, set()).add(event.post_id)
+    step_size = max(1, math.ceil(len(window) / LOG_STEPS))
+    span_s = 0.0
+    views = feeds = 0
+    for begin in range(0, len(window), step_size):
+        part = window[begin : begin + step_size]
+        served_s = part[0].timestamp_s - 1.0
+        span_s = max(span_s, part[-1].timestamp_s - served_s)
+        in_part: dict[str, list[str]] = {}
+        for event in part:
+            in_part.setdefault(event.user_id, []).append(event.post_id)
+        users = sorted(
+            u
+            for u, items in in_part.items()
+            if any(rating_of[(u, i)] >= POSITIVE_RATING for i in items)
+        )
+        if len(users) > LOG_USERS_PER_STEP:
+            users = sorted(rng.sample(users, LOG_USERS_PER_STEP))
+        extra: list[Interaction] = []
+        for user in users:
+            own = list(dict.fromkeys(in_part[user]))[: LOG_CANDIDATES // 2]
+            pool = [i for i in split.items if i not in rated.get(user, set())]
+            candidates = own + rng.sample(pool, min(len(pool), LOG_CANDIDATES - len(own)))
+            rng.shuffle(candidates)
+            answer = service.rank_feed(user, candidates, K, now_s=served_s, use_cache=False)
+            feeds += 1
+            for item in answer.posts:
+                if item.post_id not in in_part[user]:
+                    views += 1
+                    extra.append(
+                        Interaction(f"sv{views}", user, item.post_id, "view", served_s + 1.0)
+                    )
+        batch = sorted(part + extra, key=lambda e: e.timestamp_s)
+        for start in range(0, len(batch), 500):
+            service.ingest_interactions(batch[start : start + 500])
+        stream += batch
+    salt = base.impressions.user_id_salt
+    impressions: list[dict[str, Any]] = []
+    after: str | None = None
+    while True:
+        page = service.export_impressions(after, 10_000)
+        impressions += [
+            {
+                f: getattr(row, f)
+                for f in ("feed_id", "user_hash", "post_id", "served_at_s", "position", *TERMS)
+            }
+            for row in page.impressions
+        ]
+        after = page.next_after
+        if after is None:
+            break
+    logged_events = [
+        {
+            "user_hash": hash_user_id(e.user_id, salt),
+            "post_id": e.post_id,
+            "type": e.type,
+            "timestamp_s": e.timestamp_s,
+        }
+        for e in stream[cut:]
+    ]
+    data = label_impressions(impressions, logged_events, span_s + 1.0)
+    train, held_out = time_holdout(data, 0.2)
+    weights, stats = fit_blend(train)
+    hand = ScoreWeights(**base.weights.model_dump())
+    report = {
+        "feeds_logged": feeds,
+        "impressions_logged": data.logged,
+        "impressions_seen": len(data),
+        "engaged": int(data.positive.sum()),
+        "synthetic_views": views,
+        "learned_weights": {t: getattr(weights, t) for t in TERMS},
+        "held_out_feeds_ndcg@20": {
+            "learned": round(blend_ndcg(weights, held_out, K)["ndcg_at_k"], 4),
+            "hand_set": round(blend_ndcg(hand, held_out, K)["ndcg_at_k"], 4),
+            "feeds": int(blend_ndcg(hand, held_out, K)["feeds"]),
+        },
+        "fit": {k: round(v, 4) for k, v in stats.items()},
+    }
+    return SimulatedBlend(stream, weights, report)
+
+
 def evaluate_ratings(
     ratings: list[Rating],
     max_users: int | None = None,
     seed: int = 0,
     config: RecommenderConfig | None = None,
     http: HttpFeed | None = None,
+    blend_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Issue 20's protocol on a ratings file; metrics per ranker and counts.
 
@@ -377,6 +511,11 @@ def evaluate_ratings(
     evaluated user (a held-out positive, at least one training rating) gets 100 candidates:
     their held-out positives (at most 50) and items they never rated before the split,
     drawn uniformly. Feeds are ranked after all training events, at the service's clock.
+
+    With ``blend_dir`` (a scratch directory), `simulate_blend` learns the blend's weights,
+    and two more rankers run: ``ours_hand_set_logged`` and ``ours_learned_blend``, both fed
+    the training events plus the simulated views, one with the hand-set weights, one with
+    the learned ones (written to ``blend_dir`` and loaded as the node loads them).
     """
     split = split_ratings(ratings)
     base = config or RecommenderConfig(cache_ttl_s=0)
@@ -398,6 +537,17 @@ def evaluate_ratings(
         for item in split.items
     ]
     events = [interaction_of(r, i) for i, r in enumerate(split.train)]
+    streams: dict[str, list[Interaction]] = {}
+    blend_report: dict[str, Any] | None = None
+    if blend_dir is not None and http is None:
+        simulated = simulate_blend(split, posts, events, base, seed)
+        blend_report = simulated.report
+        BlendWeights(simulated.weights, "bench-learned").save(blend_dir)
+        services["ours_hand_set_logged"] = RecommenderService(base)
+        services["ours_learned_blend"] = RecommenderService(
+            base.model_copy(update={"blend_weights_path": str(blend_dir)})
+        )
+        streams = dict.fromkeys(list(services)[-2:], simulated.events)
     ingest_s: dict[str, float] = {}
     for name, service in services.items():
         began = time.perf_counter()
@@ -405,8 +555,9 @@ def evaluate_ratings(
             service.ingest_posts(posts)
         else:
             service.ingest_posts(posts, {})
-        for start in range(0, len(events), 500):
-            service.ingest_interactions(events[start : start + 500])
+        stream = streams.get(name, events)
+        for start in range(0, len(stream), 500):
+            service.ingest_interactions(stream[start : start + 500])
         ingest_s[name] = round(time.perf_counter() - began, 1)
     popularity: dict[str, float] = {}
     weights = base.event_weights
@@ -453,7 +604,7 @@ def evaluate_ratings(
         for name, ranking in ranked.items():
             scores[name]["recall"].append(recall_at_k(ranking, relevant))
             scores[name]["ndcg"].append(ndcg_at_k(ranking, relevant))
-    return {
+    result: dict[str, Any] = {
         "mode": "ratings",
         "metrics": {
             name: {
@@ -468,6 +619,9 @@ def evaluate_ratings(
         "posts": len(posts),
         "ingest_s": ingest_s,
     }
+    if blend_report is not None:
+        result["blend"] = blend_report
+    return result
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -482,6 +636,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-users", type=int, default=None, help="ratings mode: sample")
     parser.add_argument("--url", default=None, help="ratings mode: a running service's URL")
     parser.add_argument("--api-key", default="", help="with --url: the service's API key")
+    parser.add_argument(
+        "--blend",
+        action="store_true",
+        help="ratings mode: also learn the blend from simulated impressions (simulate_blend)",
+    )
     parser.add_argument("--users", type=int, default=300)
     parser.add_argument("--posts", type=int, default=2400)
     parser.add_argument("--days", type=float, default=14.0)
@@ -490,12 +649,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
+    # The service logs impressions with keyed user hashes; they never leave this process, so
+    # the public development key does (a secret set in the environment is used instead).
+    os.environ.setdefault("SOCIALPLAY_DEV_MODE", "1")
     began = time.perf_counter()
     if args.ratings is not None:
         http = None
         if args.url:
             http = HttpFeed(args.url, args.api_key, f"eval-{uuid.uuid4().hex[:8]}")
-        result = evaluate_ratings(read_ratings(args.ratings), args.max_users, args.seed, http=http)
+        with tempfile.TemporaryDirectory() as scratch:
+            result = evaluate_ratings(
+                read_ratings(args.ratings),
+                args.max_users,
+                args.seed,
+                http=http,
+                blend_dir=Path(scratch) / "blend" if args.blend else None,
+            )
         result["file"] = args.ratings.name
     else:
         from models.embeddings import MiniLMEmbedder

@@ -39,6 +39,7 @@ from configs.pipelines import (
     BatchInferenceJobConfig,
     FinetuneTextJobConfig,
     HeadTuneJobConfig,
+    RankingBlendJobConfig,
     RecommenderMFJobConfig,
     TextHeadJobConfig,
 )
@@ -135,6 +136,12 @@ JOB_CONFIGS: tuple[ConfigFile, ...] = (
         "python -m pipelines.recommender_mf --config <file>",
         RecommenderMFJobConfig,
         "matrix-factorisation job: ",
+    ),
+    ConfigFile(
+        ("configs/pipelines/ranking_blend.yaml",),
+        "python -m pipelines.ranking_blend --config <file>",
+        RankingBlendJobConfig,
+        "learned-blend job: ",
     ),
     ConfigFile(
         ("configs/pipelines/batch_inference.yaml",),

@@ -13,6 +13,7 @@ from pydantic import Field, model_validator
 
 from configs.base import Fraction, PositiveSeconds, load_yaml_file
 from configs.base import StrictModel as _Strict
+from configs.recommender import RankingWeights
 
 __all__ = [
     "AspectJobConfig",
@@ -22,6 +23,7 @@ __all__ = [
     "LogUniformRange",
     "FinetuneTextJobConfig",
     "MlflowConfig",
+    "RankingBlendJobConfig",
     "RecommenderMFJobConfig",
     "TextHeadJobConfig",
     "UniformRange",
@@ -29,6 +31,7 @@ __all__ = [
     "load_batch_job_config",
     "load_finetune_job_config",
     "load_job_config",
+    "load_blend_job_config",
     "load_mf_job_config",
     "load_tune_job_config",
 ]
@@ -348,6 +351,83 @@ class RecommenderMFJobConfig(RayTrainOptions):
         return self
 
 
+class RankingBlendJobConfig(_Strict):
+    """The learned blend of the feed's score terms: impressions in, term weights out.
+
+    ``python -m pipelines.ranking_blend --config configs/pipelines/ranking_blend.yaml``
+    """
+
+    source: Literal["jsonl", "mongodb", "service"]
+    """Where impressions and interactions come from. "service": the running Recommender node
+    (export_impressions and export_interactions through serve.get_deployment_handle; the job
+    runs on the service's Ray cluster); "mongodb": the impressions and interactions
+    collections at MONGODB_URL; "jsonl": two export files."""
+    impressions_path: str | None = None
+    """jsonl source: one logged impression per line (feed_id, user_hash, post_id, served_at_s,
+    position and one key per term, null when off)."""
+    interactions_path: str | None = None
+    """jsonl source: one interaction per line with user_id (or user_hash), post_id, type,
+    timestamp_s."""
+    app_name: str = Field(default="socialplay", min_length=1)
+    """service source: the Serve app name."""
+    page_size: int = Field(default=5000, ge=1, le=100_000)
+    """Rows per export page."""
+    user_id_salt: str = Field(default="socialplay-blend-v1", min_length=1)
+    """Public context of the keyed user-id hash; must equal the Recommender's
+    impressions.user_id_salt, or no event meets its impression."""
+    positive_types: list[PositiveType] = Field(
+        default_factory=lambda: list(_DEFAULT_POSITIVES), min_length=1
+    )
+    """Interaction types that make a seen impression positive."""
+    attribution_window_s: PositiveSeconds = 86_400.0
+    """A view or reaction counts for the latest impression of that post to that user served
+    at most this long before it, in s."""
+    holdout_fraction: float = Field(default=0.2, gt=0.0, lt=0.8)
+    """The LATEST share of feeds by served time: held out; the learned and the serving blend
+    are compared on it and promotion follows that comparison."""
+    min_impressions: int = Field(default=200, ge=2)
+    """Fewest seen impressions to fit on; fewer is an error that says so."""
+    min_positives: int = Field(default=10, ge=1)
+    """Fewest engaged impressions in the training part and in the held-out part each."""
+    objective: Literal["pairwise", "pointwise"] = "pairwise"
+    """pairwise: logistic regression on term differences of (engaged, ignored) pairs of one
+    feed; pointwise: logistic regression of engaged vs not per impression."""
+    regularisation_c: float = Field(default=1.0, gt=0.0)
+    """Inverse L2 strength of scikit-learn's LogisticRegression (C)."""
+    max_pairs_per_feed: int = Field(default=100, ge=1, le=100_000)
+    """pairwise: at most this many sampled pairs per feed."""
+    min_weight: float = Field(default=0.01, ge=0.0, lt=0.2)
+    """Floor of each learned weight (weights sum to 1): a cold-start feed, ranked by freshness
+    and popularity alone, still has weights to rank by."""
+    seed: int = Field(default=0, ge=0)
+    """Seed of the pair sampling."""
+    k: int = Field(default=20, ge=1, le=1000)
+    """Cut-off of NDCG@k."""
+    hand_set_weights: RankingWeights = Field(default_factory=RankingWeights)
+    """The serving blend while no learned version holds the serving alias: the Recommender's
+    `weights` (keep them equal)."""
+    use_ray: bool = True
+    """Fit in a Ray task (ray.remote; a local cluster unless RAY_ADDRESS names one); false:
+    in this process."""
+    num_cpus: float = Field(default=1.0, gt=0.0)
+    """CPUs of the fitting task."""
+    output_dir: str | None = None
+    """Where promoted weights are written for serving (<output_dir>/<model>/v<N>/blend.json);
+    default <state_dir>/models. Point the Recommender's blend_weights_path at the printed one."""
+    report_dir: str | None = None
+    """Evaluation report directory; default <state_dir>/reports."""
+    mlflow: MlflowConfig
+    """Tracking, registration and promotion (held-out NDCG@k decides)."""
+
+    @model_validator(mode="after")
+    def _source_has_its_input(self) -> RankingBlendJobConfig:
+        if self.source == "jsonl" and not (self.impressions_path and self.interactions_path):
+            raise ValueError(
+                'source "jsonl" needs impressions_path and interactions_path: the two exports'
+            )
+        return self
+
+
 class BatchInferenceJobConfig(_Strict):
     """Ray Data batch job: re-embed stored posts and rescore them with a moderation head."""
 
@@ -616,6 +696,13 @@ class AspectJobConfig(RayTrainOptions):
         if bad:
             raise ValueError(f"lora_layers={self.lora_layers}: MiniLM-L6 has layers 0-5")
         return self
+
+
+def load_blend_job_config(path: str | Path) -> RankingBlendJobConfig:
+    """Read and validate a learned-blend job YAML; errors name the file and the field."""
+    return load_yaml_file(
+        path, RankingBlendJobConfig, _WHAT, "configs/pipelines/ranking_blend.yaml"
+    )
 
 
 def load_aspect_job_config(path: str | Path) -> AspectJobConfig:

@@ -92,6 +92,26 @@ class EventWeights(_Strict):
     """Report: negative; the post is filtered."""
 
 
+class ImpressionLogConfig(_Strict):
+    """What the Recommender logs of each feed it serves, for the learned blend's job.
+
+    Per shown post: the hashed user, the post id, when it was served, its position and the
+    value of each score term (null when the term was off). No raw user id, no text. Stored in
+    the document store's ``impressions`` collection; the job (``pipelines.ranking_blend``)
+    labels the rows with the views and reactions of the event store.
+    """
+
+    enabled: bool = True
+    """Log the posts of each feed ranked (a feed answered from the feed cache is not logged
+    again)."""
+    max_impressions: int = Field(default=200_000, ge=100, le=100_000_000)
+    """Most impressions kept; the oldest are dropped once the log is a tenth over this (one
+    feed of 20 posts is 20 impressions)."""
+    user_id_salt: str = Field(default="socialplay-blend-v1", min_length=1)
+    """Public context of the keyed user-id hash of logged impressions (HMAC-SHA256 under
+    SOCIALPLAY_HASH_SECRET); the blend job's user_id_salt must be the same."""
+
+
 class RecommenderConfig(_Strict):
     """``user_config`` of the Recommender deployment."""
 
@@ -110,6 +130,12 @@ class RecommenderConfig(_Strict):
     collaborative_model_path: str | None = None
     """Directory with factors.npz from the matrix-factorisation job; empty: the collaborative
     term is off and feed answers say so."""
+    blend_weights_path: str | None = None
+    """Directory with blend.json from the learned-blend job (pipelines.ranking_blend, printed
+    when it promotes); its weights replace `weights` and feed answers name its version.
+    Empty (or unreadable): the hand-set `weights` rank, as before."""
+    impressions: ImpressionLogConfig = Field(default_factory=ImpressionLogConfig)
+    """Impression log of served feeds (the learned blend's training data)."""
     neighbour_history: int = Field(default=50, ge=1, le=1000)
     """Last positive posts per user that co-occurrence pairs a new reaction with, and that a
     feed's neighbour term compares candidates to (read at start-up)."""

@@ -22,7 +22,7 @@ class JobSchedule(_Strict):
 
     name: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9-]*$")
     """Unique name: key of the state file and prefix of submission ids."""
-    job: Literal["text_heads", "recommender_mf", "batch_inference"]
+    job: Literal["text_heads", "recommender_mf", "ranking_blend", "batch_inference"]
     """Pipeline module run as `python -m pipelines.<job> --config <config>`."""
     config: str = Field(min_length=1)
     """Job config path, relative to the working directory the job runs in."""

@@ -8,11 +8,12 @@ answer into its response with ``dataclasses.asdict``.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from models.answers import JsonObject, json_object
 
 __all__ = [
+    "BlendInfo",
     "CollaborativeModelInfo",
     "CollaborativeTerm",
     "ContentTerm",
@@ -27,6 +28,8 @@ __all__ = [
     "InteractionPage",
     "InterestTopic",
     "Interests",
+    "ImpressionPage",
+    "LoggedImpression",
     "NeighbourTerm",
     "NewPost",
     "PostIngestSummary",
@@ -159,6 +162,17 @@ class DiversityTerm:
 
 
 @dataclass(frozen=True)
+class BlendInfo:
+    """Where the term weights came from: ``learned`` (the blend job's promoted weights, with
+    their version) or ``hand-set`` (the configured ``weights``; ``error`` says why a configured
+    blend file was not loaded)."""
+
+    source: str = "hand-set"
+    version: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
 class FeedTerms:
     """Each score term of a feed: used or not (and why), its weight and settings."""
 
@@ -168,6 +182,7 @@ class FeedTerms:
     popularity: ScoreTerm
     diversity: DiversityTerm
     neighbour: NeighbourTerm
+    blend: BlendInfo = field(default_factory=BlendInfo)
 
 
 @dataclass(frozen=True)
@@ -281,6 +296,35 @@ class InteractionPage:
     next_after: str | None
 
 
+@dataclass(frozen=True)
+class LoggedImpression:
+    """One post a served feed showed, for the learned-blend job: the user id hashed, no text.
+
+    Each term is its value for this post in that feed, None when the term was off.
+    """
+
+    impression_id: str
+    feed_id: str
+    user_hash: str
+    post_id: str
+    served_at_s: float
+    position: int
+    blend_version: str
+    content: float | None
+    freshness: float | None
+    popularity: float | None
+    collaborative: float | None
+    neighbour: float | None
+
+
+@dataclass(frozen=True)
+class ImpressionPage:
+    """One page of the impression log; ``next_after`` is the cursor, None after the last."""
+
+    impressions: tuple[LoggedImpression, ...]
+    next_after: str | None
+
+
 # ---- health -------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class CollaborativeModelInfo:
@@ -305,6 +349,8 @@ class RecommenderInfo:
     feed_cache: JsonObject
     vector_index: JsonObject
     collaborative_model: CollaborativeModelInfo
+    blend: BlendInfo = field(default_factory=BlendInfo)
+    impressions: JsonObject = field(default_factory=dict)
 
     def as_json(self) -> JsonObject:
         """The node's part of /health as plain JSON types."""

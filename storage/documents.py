@@ -14,6 +14,7 @@ Users: the recommender (`PostRepository`, `InteractionRepository`), the audit lo
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeAlias, cast
@@ -27,6 +28,7 @@ __all__ = [
     "DEFAULT_DATABASE",
     "DocumentDatabase",
     "DocumentStoreInfo",
+    "ImpressionRepository",
     "InteractionRepository",
     "PostRepository",
     "document_store_info",
@@ -334,3 +336,59 @@ class InteractionRepository:
     def count(self) -> int:
         """How many interactions are stored."""
         return int(self._events.count_documents({}))
+
+
+class ImpressionRepository:
+    """The impression log: one document per post a served feed showed, bounded in size.
+
+    Ids are ``<served ms, 15 digits>-<feed>-<position>``, so id order is time order: pages
+    (`page_after`) are ranges of the ``_id`` index and the oldest rows are the first ids. The
+    log holds at most ``max_impressions`` rows give or take a tenth: once it is a tenth over,
+    the oldest are deleted down to the bound (one delete per tenth, not one per feed).
+    """
+
+    def __init__(self, database: DocumentDatabase, max_impressions: int) -> None:
+        if max_impressions < 1:
+            raise ValueError(f"max_impressions={max_impressions} must be >= 1")
+        self._impressions = database["impressions"]
+        self.max_impressions = max_impressions
+        self._count = int(self._impressions.count_documents({}))
+        self.dropped = 0
+        # Feeds are ranked on several threads at once: the count and the trim go one at a time.
+        self._lock = threading.Lock()
+
+    def record(self, impressions: list[Document]) -> None:
+        """Store one feed's impressions, then trim the oldest when the log is over its bound."""
+        if not impressions:
+            return
+        self._impressions.insert_many(impressions, ordered=True)
+        with self._lock:
+            self._count += len(impressions)
+            if self._count > self.max_impressions + max(1, self.max_impressions // 10):
+                self._trim()
+
+    def _trim(self) -> None:
+        excess = self._count - self.max_impressions
+        oldest = self._oldest_ids(excess)
+        if oldest:
+            self._impressions.delete_many({"_id": {"$in": oldest}})
+        self.dropped += len(oldest)
+        self._count -= len(oldest)
+
+    def _oldest_ids(self, count: int) -> list[str]:
+        if isinstance(self._impressions, _KeyedCollection):
+            # The embedded store keeps documents in insertion (= time) order: no sort of every
+            # row, which mongomock would do in Python.
+            stored = _stored(self._impressions)
+            return sorted(stored)[:count] if count > 0 else []
+        cursor = self._impressions.find({}, {"_id": 1}).sort("_id", 1).limit(count)
+        return [str(d["_id"]) for d in cursor]
+
+    def page_after(self, after_id: str | None, limit: int) -> list[Document]:
+        """Up to ``limit`` impressions with ids above ``after_id``, oldest first (for the job)."""
+        query = {} if after_id is None else {"_id": {"$gt": after_id}}
+        return list(self._impressions.find(query).sort("_id", 1).limit(limit))
+
+    def count(self) -> int:
+        """How many impressions the log holds."""
+        return self._count

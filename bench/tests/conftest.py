@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from bench.checkpoint import build_tiny_checkpoint
+
+# The recommender hashes user ids of its impression log with a keyed hash (as in tests/).
+os.environ.setdefault("SOCIALPLAY_HASH_SECRET", "bench-test-hash-secret-0123456789")
 
 
 @pytest.fixture(scope="session")

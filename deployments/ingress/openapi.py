@@ -44,8 +44,7 @@ def file_digests(client_dir: Path) -> dict[str, str]:
         FileNotFoundError: A stamped file is missing (run ``make client``).
     """
     return {
-        name: hashlib.sha256((client_dir / name).read_bytes()).hexdigest()
-        for name in STAMPED_FILES
+        name: hashlib.sha256((client_dir / name).read_bytes()).hexdigest() for name in STAMPED_FILES
     }
 
 

@@ -26,6 +26,7 @@ from models.recommender import (
     ExportedInteraction,
     FallbackSnapshot,
     FeedRanking,
+    ImpressionPage,
     Interaction,
     InteractionIngestSummary,
     InteractionPage,
@@ -64,7 +65,7 @@ class Recommender:
         )
 
     def reconfigure(self, user_config: dict[str, Any] | None) -> None:
-        """Weights, half-lives, MMR lambda, cache TTL, collaborative model path: live."""
+        """Weights, half-lives, MMR lambda, cache TTL, collaborative model and blend paths: live."""
         self.service.reconfigure(RecommenderConfig.model_validate(user_config or {}))
 
     async def ingest_posts(self, posts: list[NewPost]) -> PostIngestSummary:
@@ -134,6 +135,11 @@ class Recommender:
         # A full page may have more behind it; a short one is the end.
         next_after = rows[-1].event_id if len(rows) == limit else None
         return InteractionPage(interactions=rows, next_after=next_after)
+
+    async def export_impressions(self, after_id: str | None, limit: int) -> ImpressionPage:
+        """One page of the impression log for the learned-blend job (user ids already hashed);
+        ``next_after`` is the cursor of the next page, None when this was the last one."""
+        return await asyncio.to_thread(self.service.export_impressions, after_id, limit)
 
     async def info(self) -> RecommenderInfo:
         """Where the state lives and whether it answers (for /health)."""

@@ -23,6 +23,7 @@ from pydantic import TypeAdapter
 
 from configs.recommender import RecommenderConfig
 from models.answers import json_object
+from models.blend import TERMS, BlendWeights
 from models.embeddings import text_hash
 from models.ranking import (
     CollaborativeModel,
@@ -30,11 +31,13 @@ from models.ranking import (
     blend_scores,
     cosine_to_profile,
     freshness,
+    hash_user_id,
     mmr_order,
     popularity_score,
     weighted_topics,
 )
 from models.recommender import (
+    BlendInfo,
     CollaborativeModelInfo,
     CollaborativeTerm,
     ContentTerm,
@@ -43,10 +46,12 @@ from models.recommender import (
     FeedRanking,
     FeedTerms,
     FreshnessTerm,
+    ImpressionPage,
     Interaction,
     InteractionIngestSummary,
     Interests,
     InterestTopic,
+    LoggedImpression,
     NeighbourTerm,
     NewPost,
     PostIngestSummary,
@@ -58,7 +63,12 @@ from models.recommender import (
     SimilarPosts,
 )
 from models.vector_index import PostIndex
-from storage.documents import InteractionRepository, PostRepository, open_database
+from storage.documents import (
+    ImpressionRepository,
+    InteractionRepository,
+    PostRepository,
+    open_database,
+)
 from storage.features import FeatureStore, PostFeatures
 
 logger = logging.getLogger(__name__)
@@ -105,6 +115,10 @@ class RecommenderService:
         database, self.documents_info = open_database(mongodb_url)
         self.posts = PostRepository(database)
         self.interactions = InteractionRepository(database)
+        self.impression_log = ImpressionRepository(
+            database, self.config.impressions.max_impressions
+        )
+        self._impression_errors = 0
         self.features = FeatureStore(
             redis_url,
             redis_key_prefix,
@@ -115,6 +129,9 @@ class RecommenderService:
         self.collaborative: CollaborativeModel | None = None
         self._collaborative_path: str | None = None
         self._collaborative_error: str | None = None
+        self.blend: BlendWeights | None = None
+        self._blend_path: str | None = None
+        self._blend_error: str | None = None
         self._clusters: _Clusters | None = None
         # Part of every feed cache key: bumped when moderation flags or clears a post, so no
         # cached feed outlives a moderation change; random per process, so a restart starts
@@ -134,8 +151,11 @@ class RecommenderService:
 
     # ---- configuration ------------------------------------------------------------------
     def reconfigure(self, config: RecommenderConfig) -> None:
-        """Apply weights, half-lives and TTLs; reload the collaborative model on a new path."""
+        """Apply weights, half-lives and TTLs; reload the collaborative model and the learned
+        blend when their paths change."""
         self.config = config
+        self.impression_log.max_impressions = config.impressions.max_impressions
+        self._load_blend(config.blend_weights_path)
         path = config.collaborative_model_path
         if path == self._collaborative_path:
             return
@@ -149,6 +169,38 @@ class RecommenderService:
                 # The feed keeps working without the term; /health and each answer say why.
                 self._collaborative_error = f"collaborative model failed to load: {exc}"
                 logger.error("%s", self._collaborative_error)
+
+    def _load_blend(self, path: str | None) -> None:
+        if path == self._blend_path:
+            return
+        self._blend_path = path
+        self.blend, self._blend_error = None, None
+        if path:
+            try:
+                self.blend = BlendWeights.load(path)
+                logger.info("learned blend %s loaded", self.blend.version)
+            except (OSError, ValueError) as exc:
+                # The hand-set weights keep ranking; each answer and /health say why.
+                self._blend_error = f"learned blend failed to load: {exc}"
+                logger.error("%s", self._blend_error)
+
+    def weights(self) -> ScoreWeights:
+        """The term weights that rank now: the learned blend's when one is loaded, else the
+        configured (hand-set) ``weights``."""
+        if self.blend is not None:
+            return self.blend.weights
+        configured = self.config.weights
+        return ScoreWeights(
+            content=configured.content,
+            freshness=configured.freshness,
+            popularity=configured.popularity,
+            collaborative=configured.collaborative,
+            neighbour=configured.neighbour,
+        )
+
+    def blend_version(self) -> str:
+        """``hand-set`` or the learned blend's version: which weights ranked a feed."""
+        return self.blend.version if self.blend is not None else "hand-set"
 
     def _rebuild(self) -> None:
         """Bring the state back after a restart: posts and the index from the document store,
@@ -394,7 +446,14 @@ class RecommenderService:
         candidates = list(dict.fromkeys(candidate_post_ids))
         cache_key = hashlib.sha256(
             json.dumps(
-                [candidates, limit, now_s, self._boot_id, self._moderation_epoch],
+                [
+                    candidates,
+                    limit,
+                    now_s,
+                    self._boot_id,
+                    self._moderation_epoch,
+                    self.blend_version(),
+                ],
                 separators=(",", ":"),
             ).encode("utf-8")
         ).hexdigest()[:24]
@@ -424,6 +483,7 @@ class RecommenderService:
 
     def _rank(self, user_id: str, candidates: list[str], limit: int, now_s: float) -> FeedRanking:
         config = self.config
+        weights = self.weights()
         known = self.features.get_posts(candidates)
         unknown = [p for p in candidates if p not in known]
         hidden = self.features.get_hidden(user_id)
@@ -434,12 +494,12 @@ class RecommenderService:
         personal = profile is not None and profile.is_informative()
         cf_used = self.collaborative is not None and self.collaborative.knows_user(user_id)
         neighbour = (
-            self.features.neighbour_scores(user_id, ids)
-            if ids and config.weights.neighbour > 0
-            else None
+            self.features.neighbour_scores(user_id, ids) if ids and weights.neighbour > 0 else None
         )
         history = len(self.features.neighbour_history(user_id))
-        terms = self._terms(personal, cf_used, profile is None, neighbour is not None, history)
+        terms = self._terms(
+            weights, personal, cf_used, profile is None, neighbour is not None, history
+        )
         result = FeedRanking(
             posts=(),
             unknown_post_ids=tuple(unknown),
@@ -466,25 +526,92 @@ class RecommenderService:
             if cf_used and self.collaborative is not None
             else None
         )
-        weights = ScoreWeights(
-            content=config.weights.content,
-            freshness=config.weights.freshness,
-            popularity=config.weights.popularity,
-            collaborative=config.weights.collaborative,
-            neighbour=config.weights.neighbour,
-        )
         scores = blend_scores(weights, fresh, popular, content, collaborative, neighbour)
         order = mmr_order(scores, vectors, limit, config.mmr_lambda)
         ranked = tuple(ScoredPost(ids[i], round(float(scores[i]), 6)) for i in order)
+        if config.impressions.enabled and order:
+            values = {
+                "content": content,
+                "freshness": fresh,
+                "popularity": popular,
+                "collaborative": collaborative,
+                "neighbour": neighbour,
+            }
+            self._log_impressions(user_id, [ids[i] for i in order], order, values, now_s)
         return replace(result, posts=ranked)
 
+    def _log_impressions(
+        self,
+        user_id: str,
+        shown: list[str],
+        rows: list[int],
+        values: dict[str, np.ndarray | None],
+        now_s: float,
+    ) -> None:
+        """One impression per shown post: hashed user, post, time, position, term values.
+
+        A failure (the document store down, no hash secret) is logged and counted, never fails
+        the feed.
+        """
+        feed_id = f"{int(now_s * 1000):015d}-{uuid.uuid4().hex[:10]}"
+        version = self.blend_version()
+        try:
+            user_hash = hash_user_id(user_id, self.config.impressions.user_id_salt)
+            documents = []
+            for position, (post_id, row) in enumerate(zip(shown, rows, strict=True)):
+                document: dict[str, Any] = {
+                    "_id": f"{feed_id}-{position:04d}",
+                    "feed_id": feed_id,
+                    "user_hash": user_hash,
+                    "post_id": post_id,
+                    "served_at_s": float(now_s),
+                    "position": position,
+                    "blend_version": version,
+                }
+                for term in TERMS:
+                    array = values[term]
+                    document[term] = None if array is None else round(float(array[row]), 6)
+                documents.append(document)
+            self.impression_log.record(documents)
+        except Exception as exc:  # noqa: BLE001 (the log is best effort; the feed is not)
+            self._impression_errors += 1
+            logger.warning("impressions of a feed not logged (%s)", type(exc).__name__)
+
+    def export_impressions(self, after_id: str | None, limit: int) -> ImpressionPage:
+        """One page of the impression log, oldest first, for the learned-blend job (user ids
+        are hashed in the log itself)."""
+        if not 1 <= limit <= 100_000:
+            raise ValueError(f"limit={limit} must be within 1..100000; page through instead")
+        documents = self.impression_log.page_after(after_id, limit)
+        rows = tuple(
+            LoggedImpression(
+                impression_id=str(d["_id"]),
+                feed_id=str(d["feed_id"]),
+                user_hash=str(d["user_hash"]),
+                post_id=str(d["post_id"]),
+                served_at_s=float(d["served_at_s"]),
+                position=int(d["position"]),
+                blend_version=str(d.get("blend_version", "hand-set")),
+                **{t: None if d.get(t) is None else float(d[t]) for t in TERMS},
+            )
+            for d in documents
+        )
+        next_after = rows[-1].impression_id if len(rows) == limit else None
+        return ImpressionPage(impressions=rows, next_after=next_after)
+
     def _terms(
-        self, personal: bool, cf_used: bool, no_profile: bool, neighbour_used: bool, history: int
+        self,
+        weights: ScoreWeights,
+        personal: bool,
+        cf_used: bool,
+        no_profile: bool,
+        neighbour_used: bool,
+        history: int,
     ) -> FeedTerms:
         config = self.config
         neighbour_reason = None
         if not neighbour_used:
-            if config.weights.neighbour <= 0:
+            if weights.neighbour <= 0:
                 neighbour_reason = "off: weights.neighbour is 0"
             elif history == 0:
                 neighbour_reason = "off: the user has no positive reactions yet (cold start)"
@@ -510,25 +637,28 @@ class RecommenderService:
         return FeedTerms(
             collaborative=CollaborativeTerm(
                 used=cf_used,
-                weight=config.weights.collaborative,
+                weight=weights.collaborative,
                 model_version=self.collaborative.version if self.collaborative else None,
                 reason=cf_reason,
             ),
-            content=ContentTerm(
-                used=personal, weight=config.weights.content, reason=content_reason
-            ),
+            content=ContentTerm(used=personal, weight=weights.content, reason=content_reason),
             freshness=FreshnessTerm(
                 used=True,
-                weight=config.weights.freshness,
+                weight=weights.freshness,
                 half_life_s=config.freshness_half_life_s,
             ),
-            popularity=ScoreTerm(used=True, weight=config.weights.popularity),
+            popularity=ScoreTerm(used=True, weight=weights.popularity),
             diversity=DiversityTerm(used=config.mmr_lambda < 1.0, mmr_lambda=config.mmr_lambda),
             neighbour=NeighbourTerm(
                 used=neighbour_used,
-                weight=config.weights.neighbour,
+                weight=weights.neighbour,
                 history=history,
                 reason=neighbour_reason,
+            ),
+            blend=BlendInfo(
+                source="learned" if self.blend is not None else "hand-set",
+                version=self.blend_version(),
+                error=self._blend_error,
             ),
         )
 
@@ -679,8 +809,8 @@ class RecommenderService:
                 p: (features[p].created_at_s, float(e), bool(features[p].flagged))
                 for p, e in zip(ids, engagement, strict=True)
             },
-            freshness_weight=config.weights.freshness,
-            popularity_weight=config.weights.popularity,
+            freshness_weight=self.weights().freshness,
+            popularity_weight=self.weights().popularity,
             freshness_half_life_s=config.freshness_half_life_s,
         )
 
@@ -703,6 +833,18 @@ class RecommenderService:
                 version=self.collaborative.version if self.collaborative else None,
                 error=self._collaborative_error,
             ),
+            blend=BlendInfo(
+                source="learned" if self.blend is not None else "hand-set",
+                version=self.blend_version(),
+                error=self._blend_error,
+            ),
+            impressions={
+                "enabled": self.config.impressions.enabled,
+                "logged": self.impression_log.count(),
+                "max_impressions": self.impression_log.max_impressions,
+                "dropped_oldest": self.impression_log.dropped,
+                "errors": self._impression_errors,
+            },
         )
 
 

@@ -341,6 +341,14 @@ def test_in_process_store_without_redis_url(corpus, embedder):
         "feed_cache": {"kind": "in-process", "ttl_s": service.config.cache_ttl_s},
         "vector_index": {"kind": "hnswlib", "posts": 8},
         "collaborative_model": {"loaded": False, "version": None, "error": None},
+        "blend": {"source": "hand-set", "version": "hand-set", "error": None},
+        "impressions": {
+            "enabled": True,
+            "logged": 0,
+            "max_impressions": 200_000,
+            "dropped_oldest": 0,
+            "errors": 0,
+        },
     }
     assert asdict(service.rank_feed("u", ["cooking-1"], 1))["terms"]["popularity"] == {
         "used": True,
