@@ -36,7 +36,6 @@ import pandas as pd
 from mlflow.pyfunc.model import PythonModel
 
 from configs.pipelines import RankingBlendJobConfig, load_blend_job_config
-from configs.settings import get_settings
 from models.blend import (
     BLEND_FILENAME,
     TERMS,
@@ -49,7 +48,14 @@ from models.blend import (
     time_holdout,
     weight_vector,
 )
-from models.ranking import ScoreWeights, hash_user_id
+from models.ranking import ScoreWeights
+from pipelines.interaction_sources import (
+    jsonl_interactions,
+    mongodb_database,
+    mongodb_interactions,
+    recommender_handle,
+    service_interactions,
+)
 from pipelines.jobs import job_dir, new_run_name, read_jsonl, run_cli, say, write_json_report
 from pipelines.registry import (
     PyfuncModel,
@@ -59,7 +65,7 @@ from pipelines.registry import (
     log_and_register,
     serving_version_files,
 )
-from storage.documents import ImpressionRepository, InteractionRepository, open_database
+from storage.documents import ImpressionRepository
 
 __all__ = [
     "BlendData",
@@ -92,38 +98,23 @@ def _impression(row: Any) -> dict[str, Any]:
     return result
 
 
-def _jsonl(path_text: str, parse: Any, what: str, needs: str) -> Iterator[dict[str, Any]]:
-    path = Path(path_text)
-    if not path.is_file():
-        raise ValueError(f"{what} file {str(path)!r} does not exist; export one or fix the path")
-    yield from read_jsonl(path, parse, what, needs)
-
-
 def _jsonl_rows(
     config: RankingBlendJobConfig,
 ) -> tuple[Iterator[dict[str, Any]], Iterator[dict[str, Any]]]:
-    salt = config.user_id_salt
-
-    def interaction(row: Any) -> dict[str, Any]:
-        user = row["user_hash"] if "user_hash" in row else hash_user_id(str(row["user_id"]), salt)
-        return {
-            "user_hash": str(user),
-            "post_id": str(row["post_id"]),
-            "type": str(row["type"]),
-            "timestamp_s": float(row["timestamp_s"]),
-        }
-
-    impressions = _jsonl(
-        str(config.impressions_path),
+    path = Path(str(config.impressions_path))
+    if not path.is_file():
+        raise ValueError(
+            f"impressions file {str(path)!r} does not exist; export one "
+            "(the Recommender's export_impressions) or fix impressions_path"
+        )
+    impressions = read_jsonl(
+        path,
         _impression,
         "an impression",
         f"feed_id, user_hash, post_id, served_at_s, position and {', '.join(TERMS)}",
     )
-    interactions = _jsonl(
-        str(config.interactions_path),
-        interaction,
-        "an interaction",
-        "user_id or user_hash, post_id, type, timestamp_s",
+    interactions = jsonl_interactions(
+        Path(str(config.interactions_path)), config.user_id_salt, "interactions_path"
     )
     return impressions, interactions
 
@@ -131,12 +122,7 @@ def _jsonl_rows(
 def _mongodb_rows(
     config: RankingBlendJobConfig,
 ) -> tuple[Iterator[dict[str, Any]], Iterator[dict[str, Any]]]:
-    url = get_settings().mongodb_url
-    if not url:
-        raise ValueError(
-            'source "mongodb" needs MONGODB_URL; set it, or use source "service" / "jsonl"'
-        )
-    database = open_database(url)[0]
+    database = mongodb_database()
 
     def impressions() -> Iterator[dict[str, Any]]:
         repository = ImpressionRepository(database, max_impressions=100_000_000)
@@ -148,37 +134,14 @@ def _mongodb_rows(
                 return
             after = str(page[-1]["_id"])
 
-    def interactions() -> Iterator[dict[str, Any]]:
-        repository = InteractionRepository(database)
-        after: str | None = None
-        while True:
-            page = repository.page_after(after, config.page_size)
-            for doc in page:
-                yield {
-                    "user_hash": hash_user_id(str(doc["user_id"]), config.user_id_salt),
-                    "post_id": str(doc["post_id"]),
-                    "type": str(doc["type"]),
-                    "timestamp_s": float(doc["timestamp_s"]),
-                }
-            if len(page) < config.page_size:
-                return
-            after = str(page[-1]["_id"])
-
-    return impressions(), interactions()
+    interactions = mongodb_interactions(database, config.page_size, config.user_id_salt)
+    return impressions(), interactions
 
 
 def _service_rows(
     config: RankingBlendJobConfig,
 ) -> tuple[Iterator[dict[str, Any]], Iterator[dict[str, Any]]]:
-    from ray import serve
-
-    try:
-        handle = serve.get_deployment_handle("Recommender", app_name=config.app_name)
-    except (KeyError, ValueError, RuntimeError) as exc:
-        raise ValueError(
-            f"no Recommender deployment in Serve app {config.app_name!r} on this Ray cluster "
-            f"({exc}); run the job on the service's cluster (RAY_ADDRESS) or fix app_name"
-        ) from exc
+    handle = recommender_handle(config.app_name)
 
     def impressions() -> Iterator[dict[str, Any]]:
         after: str | None = None
@@ -189,18 +152,8 @@ def _service_rows(
             if after is None:
                 return
 
-    def interactions() -> Iterator[dict[str, Any]]:
-        after: str | None = None
-        while True:
-            page = handle.export_interactions.remote(
-                after, config.page_size, config.user_id_salt
-            ).result(timeout_s=120)
-            yield from (asdict(row) for row in page.interactions)
-            after = page.next_after
-            if after is None:
-                return
-
-    return impressions(), interactions()
+    interactions = service_interactions(handle, config.page_size, config.user_id_salt)
+    return impressions(), interactions
 
 
 @dataclass(frozen=True)

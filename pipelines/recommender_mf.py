@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,13 +44,17 @@ import ray.train
 import ray.train.torch
 import torch
 from mlflow.pyfunc.model import PythonModel
-from ray import serve
 
 from configs.pipelines import RecommenderMFJobConfig, load_mf_job_config
-from configs.settings import get_settings
-from models.ranking import CollaborativeModel, hash_user_id
-from models.recommender import InteractionPage
-from pipelines.jobs import job_dir, new_run_name, read_jsonl, run_cli, say, write_json_report
+from models.ranking import CollaborativeModel
+from pipelines.interaction_sources import (
+    jsonl_interactions,
+    mongodb_database,
+    mongodb_interactions,
+    recommender_handle,
+    service_interactions,
+)
+from pipelines.jobs import job_dir, new_run_name, run_cli, say, write_json_report
 from pipelines.ray_train import fit_torch, read_history, write_history
 from pipelines.registry import (
     PyfuncModel,
@@ -60,7 +64,6 @@ from pipelines.registry import (
     log_and_register,
     serving_version_files,
 )
-from storage.documents import InteractionRepository, open_database
 
 __all__ = [
     "Interactions",
@@ -95,71 +98,6 @@ class Interactions:
     events_read: int
 
 
-def _jsonl_rows(path: Path, salt: str) -> Iterator[dict[str, Any]]:
-    if not path.is_file():
-        raise ValueError(
-            f"interactions file {str(path)!r} does not exist; export one (one JSON object per "
-            "line: user_id or user_hash, post_id, type, timestamp_s) or fix data_path"
-        )
-
-    def interaction(row: Any) -> dict[str, Any]:
-        user = row["user_hash"] if "user_hash" in row else hash_user_id(str(row["user_id"]), salt)
-        return {
-            "user_hash": str(user),
-            "post_id": str(row["post_id"]),
-            "type": str(row["type"]),
-            "timestamp_s": float(row["timestamp_s"]),
-        }
-
-    yield from read_jsonl(
-        path,
-        interaction,
-        "an interaction",
-        "user_id or user_hash, post_id, type, timestamp_s",
-    )
-
-
-def _mongodb_rows(config: RecommenderMFJobConfig) -> Iterator[dict[str, Any]]:
-    url = get_settings().mongodb_url
-    if not url:
-        raise ValueError(
-            'source "mongodb" needs MONGODB_URL; set it, or use source "service" / "jsonl"'
-        )
-    repository = InteractionRepository(open_database(url)[0])
-    after: str | None = None
-    while True:
-        page = repository.page_after(after, config.page_size)
-        for doc in page:
-            yield {
-                "user_hash": hash_user_id(str(doc["user_id"]), config.user_id_salt),
-                "post_id": str(doc["post_id"]),
-                "type": str(doc["type"]),
-                "timestamp_s": float(doc["timestamp_s"]),
-            }
-        if len(page) < config.page_size:
-            return
-        after = str(page[-1]["_id"])
-
-
-def _service_rows(config: RecommenderMFJobConfig) -> Iterator[dict[str, Any]]:
-    try:
-        handle = serve.get_deployment_handle("Recommender", app_name=config.app_name)
-    except (KeyError, ValueError, RuntimeError) as exc:
-        raise ValueError(
-            f"no Recommender deployment in Serve app {config.app_name!r} on this Ray cluster "
-            f"({exc}); run the job on the service's cluster (RAY_ADDRESS) or fix app_name"
-        ) from exc
-    after: str | None = None
-    while True:
-        page: InteractionPage = handle.export_interactions.remote(
-            after, config.page_size, config.user_id_salt
-        ).result(timeout_s=120)
-        yield from (asdict(row) for row in page.interactions)
-        after = page.next_after
-        if after is None:
-            return
-
-
 def load_interactions(config: RecommenderMFJobConfig) -> Interactions:
     """Read the configured source and keep first-time positive pairs (step 2).
 
@@ -167,13 +105,15 @@ def load_interactions(config: RecommenderMFJobConfig) -> Interactions:
         ValueError: Missing or malformed source, or too few positives to split.
     """
     if config.source == "jsonl":
-        rows: Iterator[dict[str, Any]] = _jsonl_rows(
-            Path(str(config.data_path)), config.user_id_salt
+        rows: Iterator[dict[str, Any]] = jsonl_interactions(
+            Path(str(config.data_path)), config.user_id_salt, "data_path"
         )
     elif config.source == "mongodb":
-        rows = _mongodb_rows(config)
+        rows = mongodb_interactions(mongodb_database(), config.page_size, config.user_id_salt)
     else:
-        rows = _service_rows(config)
+        rows = service_interactions(
+            recommender_handle(config.app_name), config.page_size, config.user_id_salt
+        )
     positive = set(config.positive_types)
     first_s: dict[tuple[str, str], float] = {}
     events = 0
