@@ -57,3 +57,9 @@ class Ingress:
     ) -> pb.RecommendationResponse:
         """gRPC: rank candidate posts for a user, like POST /api/v1/recommendations/feed."""
         return await grpc.get_recommendations(self.state, request, grpc_context)
+
+    async def AnalyzeAspectSentiment(  # noqa: N802 - the RPC name from the proto
+        self, request: pb.AspectSentimentRequest, grpc_context: RayServegRPCContext
+    ) -> pb.AspectSentimentResponse:
+        """gRPC: sentiment per aspect of one text, like POST /api/v1/sentiment/aspects."""
+        return await grpc.analyze_aspect_sentiment(self.state, request, grpc_context)

@@ -21,7 +21,13 @@ from configs.settings import get_settings
 from deployments.ingress.auth import API_KEY_HEADER, AuthError, KeyIdentity
 from deployments.ingress.schemas.moderation import ModerationResult
 from deployments.ingress.schemas.recommender import FeedRequest, FeedResult
+from deployments.ingress.schemas.sentiment import (
+    AspectSentimentRequest,
+    AspectSentimentResult,
+    AspectSentimentScores,
+)
 from deployments.ingress.services import recommender
+from deployments.ingress.services.aspects import analyze_aspects, check_aspect_request
 from deployments.ingress.services.text import moderate_audited
 from deployments.ingress.services.validation import check_text
 from deployments.ingress.state import IngressState
@@ -146,6 +152,60 @@ def recommendation_message(result: FeedResult) -> pb.RecommendationResponse:
         degraded=result.degraded,
         degraded_reason=result.degraded_reason or "",
     )
+
+
+def _aspect_scores(scores: AspectSentimentScores) -> pb.AspectScores:
+    return pb.AspectScores(
+        positive=scores.positive, negative=scores.negative, neutral=scores.neutral
+    )
+
+
+def aspect_sentiment_message(result: AspectSentimentResult) -> pb.AspectSentimentResponse:
+    """The proto form of an ``AspectSentimentResult`` (a term not found: empty label, no
+    scores)."""
+    message = pb.AspectSentimentResponse(
+        mode=result.mode,
+        degraded=result.degraded,
+        degraded_reason=result.degraded_reason or "",
+        model=pb.ModelRef(
+            name=result.model.name, version=result.model.version, device=result.model.device
+        ),
+    )
+    for item in result.aspects:
+        term = message.aspects.add(aspect=item.aspect, found=item.found, label=item.label or "")
+        if item.scores is not None:
+            term.scores.CopyFrom(_aspect_scores(item.scores))
+        term.spans.extend(pb.TextSpan(start=start, end=end) for start, end in item.spans)
+    for category in result.categories:
+        message.categories.add(
+            category=category.category,
+            label=category.label,
+            scores=_aspect_scores(category.scores),
+        )
+    return message
+
+
+async def analyze_aspect_sentiment(
+    state: IngressState, request: pb.AspectSentimentRequest, context: RayServegRPCContext
+) -> pb.AspectSentimentResponse:
+    """Sentiment per aspect of one text, like POST /api/v1/sentiment/aspects; proto3 has no
+    "unset" list, so empty ``aspects`` and ``categories`` ask the model to find the terms."""
+    if auth_refusal(state, context):
+        return pb.AspectSentimentResponse()
+    try:
+        body = AspectSentimentRequest(
+            text=request.text,
+            aspects=list(request.aspects) or None,
+            categories=list(request.categories) or None,
+        )
+        result = await analyze_aspects(state, check_aspect_request(body, state.config.limits))
+    except (InvalidInputError, ValidationError) as exc:
+        refuse_input(context, exc)
+        return pb.AspectSentimentResponse()
+    except OverloadedError as exc:
+        refuse_overload(context, exc)
+        return pb.AspectSentimentResponse()
+    return aspect_sentiment_message(result)
 
 
 async def moderate_content(

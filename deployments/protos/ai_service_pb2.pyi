@@ -84,3 +84,71 @@ class ModerationResponse(_message.Message):
     degraded_reason: str
     decision_id: str
     def __init__(self, is_safe: _Optional[bool] = ..., action: _Optional[str] = ..., scores: _Optional[_Mapping[str, float]] = ..., overall: _Optional[float] = ..., flagged_categories: _Optional[_Iterable[str]] = ..., model: _Optional[_Union[ModelRef, _Mapping]] = ..., degraded: _Optional[bool] = ..., degraded_reason: _Optional[str] = ..., decision_id: _Optional[str] = ...) -> None: ...
+
+class AspectSentimentRequest(_message.Message):
+    __slots__ = ("text", "aspects", "categories")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    ASPECTS_FIELD_NUMBER: _ClassVar[int]
+    CATEGORIES_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    aspects: _containers.RepeatedScalarFieldContainer[str]
+    categories: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, text: _Optional[str] = ..., aspects: _Optional[_Iterable[str]] = ..., categories: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class AspectScores(_message.Message):
+    __slots__ = ("positive", "negative", "neutral")
+    POSITIVE_FIELD_NUMBER: _ClassVar[int]
+    NEGATIVE_FIELD_NUMBER: _ClassVar[int]
+    NEUTRAL_FIELD_NUMBER: _ClassVar[int]
+    positive: float
+    negative: float
+    neutral: float
+    def __init__(self, positive: _Optional[float] = ..., negative: _Optional[float] = ..., neutral: _Optional[float] = ...) -> None: ...
+
+class TextSpan(_message.Message):
+    __slots__ = ("start", "end")
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    start: int
+    end: int
+    def __init__(self, start: _Optional[int] = ..., end: _Optional[int] = ...) -> None: ...
+
+class AspectTerm(_message.Message):
+    __slots__ = ("aspect", "found", "label", "scores", "spans")
+    ASPECT_FIELD_NUMBER: _ClassVar[int]
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    SPANS_FIELD_NUMBER: _ClassVar[int]
+    aspect: str
+    found: bool
+    label: str
+    scores: AspectScores
+    spans: _containers.RepeatedCompositeFieldContainer[TextSpan]
+    def __init__(self, aspect: _Optional[str] = ..., found: _Optional[bool] = ..., label: _Optional[str] = ..., scores: _Optional[_Union[AspectScores, _Mapping]] = ..., spans: _Optional[_Iterable[_Union[TextSpan, _Mapping]]] = ...) -> None: ...
+
+class AspectCategory(_message.Message):
+    __slots__ = ("category", "label", "scores")
+    CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    category: str
+    label: str
+    scores: AspectScores
+    def __init__(self, category: _Optional[str] = ..., label: _Optional[str] = ..., scores: _Optional[_Union[AspectScores, _Mapping]] = ...) -> None: ...
+
+class AspectSentimentResponse(_message.Message):
+    __slots__ = ("mode", "aspects", "categories", "model", "degraded", "degraded_reason")
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    ASPECTS_FIELD_NUMBER: _ClassVar[int]
+    CATEGORIES_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    DEGRADED_FIELD_NUMBER: _ClassVar[int]
+    DEGRADED_REASON_FIELD_NUMBER: _ClassVar[int]
+    mode: str
+    aspects: _containers.RepeatedCompositeFieldContainer[AspectTerm]
+    categories: _containers.RepeatedCompositeFieldContainer[AspectCategory]
+    model: ModelRef
+    degraded: bool
+    degraded_reason: str
+    def __init__(self, mode: _Optional[str] = ..., aspects: _Optional[_Iterable[_Union[AspectTerm, _Mapping]]] = ..., categories: _Optional[_Iterable[_Union[AspectCategory, _Mapping]]] = ..., model: _Optional[_Union[ModelRef, _Mapping]] = ..., degraded: _Optional[bool] = ..., degraded_reason: _Optional[str] = ...) -> None: ...

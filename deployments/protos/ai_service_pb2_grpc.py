@@ -44,6 +44,11 @@ class AIServiceStub:
                 request_serializer=deployments_dot_protos_dot_ai__service__pb2.ModerationRequest.SerializeToString,
                 response_deserializer=deployments_dot_protos_dot_ai__service__pb2.ModerationResponse.FromString,
                 _registered_method=True)
+        self.AnalyzeAspectSentiment = channel.unary_unary(
+                '/AIService/AnalyzeAspectSentiment',
+                request_serializer=deployments_dot_protos_dot_ai__service__pb2.AspectSentimentRequest.SerializeToString,
+                response_deserializer=deployments_dot_protos_dot_ai__service__pb2.AspectSentimentResponse.FromString,
+                _registered_method=True)
 
 
 class AIServiceServicer:
@@ -61,6 +66,12 @@ class AIServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AnalyzeAspectSentiment(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AIServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -73,6 +84,11 @@ def add_AIServiceServicer_to_server(servicer, server):
                     servicer.ModerateContent,
                     request_deserializer=deployments_dot_protos_dot_ai__service__pb2.ModerationRequest.FromString,
                     response_serializer=deployments_dot_protos_dot_ai__service__pb2.ModerationResponse.SerializeToString,
+            ),
+            'AnalyzeAspectSentiment': grpc.unary_unary_rpc_method_handler(
+                    servicer.AnalyzeAspectSentiment,
+                    request_deserializer=deployments_dot_protos_dot_ai__service__pb2.AspectSentimentRequest.FromString,
+                    response_serializer=deployments_dot_protos_dot_ai__service__pb2.AspectSentimentResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -129,6 +145,33 @@ class AIService:
             '/AIService/ModerateContent',
             deployments_dot_protos_dot_ai__service__pb2.ModerationRequest.SerializeToString,
             deployments_dot_protos_dot_ai__service__pb2.ModerationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AnalyzeAspectSentiment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/AIService/AnalyzeAspectSentiment',
+            deployments_dot_protos_dot_ai__service__pb2.AspectSentimentRequest.SerializeToString,
+            deployments_dot_protos_dot_ai__service__pb2.AspectSentimentResponse.FromString,
             options,
             channel_credentials,
             insecure,

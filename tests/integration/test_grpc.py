@@ -1,4 +1,5 @@
-"""AIService over Ray Serve's gRPC proxy: moderation and feed ranking, keys and bad input.
+"""AIService over Ray Serve's gRPC proxy: moderation and feed ranking, keys and bad input, and
+the aspect-sentiment method routed to the Ingress.
 
 The session cluster's Serve runs the gRPC proxy with our servicer (conftest ``grpc_target``);
 the graph has the recommender enabled (in-process state, no Redis needed).
@@ -84,6 +85,19 @@ def test_moderate_content_refuses_missing_or_wrong_key_and_empty_text(
     # Any configured key works, as over HTTP.
     other = (("x-api-key", OTHER_API_KEY), ("application", APP))
     assert stub.ModerateContent(request, metadata=other, timeout=30).action == "approve"
+
+
+def test_analyze_aspect_sentiment_reaches_the_ingress_method(stub: AIServiceStub) -> None:
+    # This graph runs no AspectSentiment node: the proxy routes the new RPC to the Ingress,
+    # which answers the route's feature_not_enabled (an unrouted method: UNIMPLEMENTED).
+    with pytest.raises(grpc.RpcError) as not_enabled:
+        stub.AnalyzeAspectSentiment(
+            pb.AspectSentimentRequest(text="The food was great.", aspects=["food"]),
+            metadata=KEY,
+            timeout=30,
+        )
+    assert not_enabled.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "aspect sentiment" in (not_enabled.value.details() or "")
 
 
 def test_get_recommendations_ranks_like_the_http_feed(

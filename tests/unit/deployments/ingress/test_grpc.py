@@ -9,9 +9,16 @@ import grpc
 import pytest
 from ray.serve.exceptions import BackPressureError
 
-from deployments.ingress.grpc import get_recommendations, moderate_content
+from deployments.ingress.grpc import (
+    analyze_aspect_sentiment,
+    get_recommendations,
+    moderate_content,
+)
 from deployments.protos import ai_service_pb2 as pb
+from models.aspect_types import AspectRequest
 from tests.unit.deployments.ingress.fakes import TEST_KEY, FakeNode, answer, fake_state
+from tests.unit.deployments.ingress.test_aspects import POSITIVE, TEXT
+from tests.unit.deployments.ingress.test_aspects import _node as aspect_node
 
 
 class FakeContext:
@@ -108,3 +115,70 @@ def test_shed_load_is_unavailable_with_a_retry_after_trailer() -> None:
     asyncio.run(get_recommendations(fake_state({"recommender": busy}), feed, feed_context))  # type: ignore[arg-type]
     assert feed_context.code == grpc.StatusCode.UNAVAILABLE
     assert feed_context.trailing_metadata[0][0] == "retry-after"
+
+
+def _aspects(state: Any, request: pb.AspectSentimentRequest) -> tuple[Any, FakeContext]:
+    context = FakeContext()
+    return asyncio.run(analyze_aspect_sentiment(state, request, context)), context  # type: ignore[arg-type]
+
+
+def test_analyze_aspect_sentiment_is_the_aspects_route() -> None:
+    node = aspect_node()
+    state = fake_state({"aspects": node})
+    request = pb.AspectSentimentRequest(text=TEXT, aspects=["food", "Service", "wine"])
+    reply, context = _aspects(state, request)
+    assert context.code is None
+    assert reply.mode == "given" and not reply.degraded and reply.degraded_reason == ""
+    assert reply.model.name == "aspect-sentiment" and reply.model.version == "shipped-abc"
+    food, service, wine = reply.aspects
+    assert (food.aspect, food.found, food.label) == ("food", True, "positive")
+    assert food.scores.positive == pytest.approx(POSITIVE["positive"])
+    assert [(s.start, s.end) for s in food.spans] == [(4, 8)]
+    assert (service.label, [(s.start, s.end) for s in service.spans]) == ("negative", [(27, 34)])
+    assert (wine.found, wine.label, wine.HasField("scores"), list(wine.spans)) == (
+        False,
+        "",
+        False,
+        [],
+    )
+    assert node.predict.calls[0] == (AspectRequest(TEXT, aspects=("food", "Service", "wine")),)
+
+    # proto3 has no unset list: no aspects and no categories asks the model to find them.
+    found, _ = _aspects(state, pb.AspectSentimentRequest(text=TEXT))
+    assert found.mode == "extracted" and [a.aspect for a in found.aspects] == ["food", "service"]
+    assert node.predict.calls[1] == (AspectRequest(TEXT),)
+    categories, _ = _aspects(state, pb.AspectSentimentRequest(text=TEXT, categories=["staff"]))
+    assert categories.mode == "categories" and list(categories.aspects) == []
+    assert [(c.category, c.label) for c in categories.categories] == [("staff", "positive")]
+
+
+def test_aspect_sentiment_errors_become_status_codes() -> None:
+    node = aspect_node()
+    state = fake_state({"aspects": node})
+    both = pb.AspectSentimentRequest(text=TEXT, aspects=["food"], categories=["food"])
+    for request, details in (
+        (pb.AspectSentimentRequest(text=" "), "text: text is empty"),
+        (both, "categories:"),
+        (pb.AspectSentimentRequest(text=TEXT, categories=["parking"]), "categories[0]:"),
+    ):
+        reply, context = _aspects(state, request)
+        assert reply == pb.AspectSentimentResponse()
+        assert context.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert context.details.startswith(details), context.details
+    assert node.predict.calls == [], "refused before the node"
+
+    reply, context = _aspects(fake_state({}), pb.AspectSentimentRequest(text=TEXT))
+    assert context.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "aspect sentiment" in context.details
+
+    no_key = FakeContext(None)
+    asyncio.run(analyze_aspect_sentiment(state, pb.AspectSentimentRequest(text=TEXT), no_key))  # type: ignore[arg-type]
+    assert no_key.code == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_a_failing_aspect_node_is_answered_by_the_fallback_marked_degraded() -> None:
+    state = fake_state({"aspects": aspect_node(RuntimeError("boom"))})
+    reply, context = _aspects(state, pb.AspectSentimentRequest(text=TEXT, aspects=["food"]))
+    assert context.code is None
+    assert reply.degraded and reply.degraded_reason == "node failed (RuntimeError)"
+    assert reply.model.name == "vader-window" and reply.aspects[0].label == "positive"
