@@ -403,6 +403,12 @@ class RankingBlendJobConfig(_Strict):
     """Seed of the pair sampling."""
     k: int = Field(default=20, ge=1, le=1000)
     """Cut-off of NDCG@k."""
+    gain_confidence: float = Field(default=0.95, ge=0.5, lt=1.0)
+    """Promotion also needs the one-sided lower bound of the learned blend's per-feed NDCG
+    gain over the serving blend, at this confidence (bootstrap over held-out feeds), above 0:
+    a win within the noise of the held-out feeds does not promote."""
+    bootstrap_rounds: int = Field(default=2000, ge=100, le=100_000)
+    """Bootstrap resamples of the held-out feeds for that bound."""
     hand_set_weights: RankingWeights = Field(default_factory=RankingWeights)
     """The serving blend while no learned version holds the serving alias: the Recommender's
     `weights` (keep them equal)."""

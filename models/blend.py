@@ -45,8 +45,10 @@ __all__ = [
     "LabelledImpressions",
     "blend_ndcg",
     "blend_order_scores",
+    "feed_ndcgs",
     "fit_blend",
     "label_impressions",
+    "paired_gain_lower_bound",
     "time_holdout",
 ]
 
@@ -262,16 +264,16 @@ def blend_order_scores(weights: np.ndarray, terms: np.ndarray) -> np.ndarray:
     return result
 
 
-def blend_ndcg(weights: ScoreWeights, data: LabelledImpressions, k: int) -> dict[str, float]:
-    """Mean NDCG@k (binary: positive) of re-ranking each feed's seen impressions by the blend,
-    over the feeds with at least one positive; ties keep the logged order.
+def feed_ndcgs(weights: ScoreWeights, data: LabelledImpressions, k: int) -> np.ndarray:
+    """NDCG@k (binary: positive) of re-ranking each feed's seen impressions by the blend, one
+    value per feed with at least one positive, in feed order; ties keep the logged order."""
+    return _feed_ndcgs(blend_order_scores(weight_vector(weights), data.terms), data, k)
 
-    Also ``logged_ndcg_at_k``: the order the feed was shown in (position), for reference.
-    """
-    scores = blend_order_scores(weight_vector(weights), data.terms)
+
+def _feed_ndcgs(scores: np.ndarray | None, data: LabelledImpressions, k: int) -> np.ndarray:
+    # scores None: the logged order (position).
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
-    ours: list[float] = []
-    logged: list[float] = []
+    values: list[float] = []
     boundaries = np.flatnonzero(np.diff(data.feeds)) + 1
     for rows in np.split(np.arange(len(data)), boundaries):
         if rows.size == 0:
@@ -281,15 +283,45 @@ def blend_ndcg(weights: ScoreWeights, data: LabelledImpressions, k: int) -> dict
         if wanted == 0:
             continue
         ideal = float(discounts[: min(wanted, k)].sum())
-        order = np.argsort(-scores[rows], kind="stable")[:k]
-        ours.append(float(labels[order] @ discounts[: len(order)]) / ideal)
-        shown = labels[:k]
-        logged.append(float(shown @ discounts[: len(shown)]) / ideal)
+        ranked = labels if scores is None else labels[np.argsort(-scores[rows], kind="stable")]
+        top = ranked[:k]
+        values.append(float(top @ discounts[: len(top)]) / ideal)
+    return np.asarray(values, dtype=np.float64)
+
+
+def blend_ndcg(weights: ScoreWeights, data: LabelledImpressions, k: int) -> dict[str, float]:
+    """Mean NDCG@k over the feeds with at least one positive (`feed_ndcgs`).
+
+    Also ``logged_ndcg_at_k``: the order the feed was shown in (position), for reference.
+    """
+    ours = feed_ndcgs(weights, data, k)
+    logged = _feed_ndcgs(None, data, k)
     return {
-        "ndcg_at_k": float(np.mean(ours)) if ours else math.nan,
-        "logged_ndcg_at_k": float(np.mean(logged)) if logged else math.nan,
-        "feeds": float(len(ours)),
+        "ndcg_at_k": float(ours.mean()) if ours.size else math.nan,
+        "logged_ndcg_at_k": float(logged.mean()) if logged.size else math.nan,
+        "feeds": float(ours.size),
     }
+
+
+def paired_gain_lower_bound(
+    candidate: np.ndarray, baseline: np.ndarray, confidence: float, rounds: int, seed: int
+) -> float:
+    """One-sided lower confidence bound of the mean of ``candidate - baseline`` (paired per
+    feed), by the percentile bootstrap over feeds.
+
+    Raises:
+        ValueError: The arrays differ in length or are empty.
+    """
+    if candidate.shape != baseline.shape or candidate.size == 0:
+        raise ValueError(
+            f"paired scores need two equal, non-empty arrays; got {candidate.size} and "
+            f"{baseline.size} feeds"
+        )
+    gains = candidate - baseline
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, gains.size, size=(rounds, gains.size))
+    means = gains[picks].mean(axis=1)
+    return float(np.quantile(means, 1.0 - confidence))
 
 
 # ---- the fit --------------------------------------------------------------------------------

@@ -43,8 +43,10 @@ from models.blend import (
     LabelledImpressions,
     blend_ndcg,
     blend_order_scores,
+    feed_ndcgs,
     fit_blend,
     label_impressions,
+    paired_gain_lower_bound,
     time_holdout,
     weight_vector,
 )
@@ -72,6 +74,7 @@ __all__ = [
     "BlendJobResult",
     "evaluate_blends",
     "fit_weights",
+    "held_out_gain",
     "load_data",
     "main",
     "run_job",
@@ -277,6 +280,27 @@ def evaluate_blends(
     }
 
 
+def held_out_gain(
+    config: RankingBlendJobConfig,
+    learned: ScoreWeights,
+    serving: ScoreWeights,
+    held_out: LabelledImpressions,
+) -> dict[str, float]:
+    """The learned blend's per-feed NDCG@k gain over the serving blend on the held-out feeds:
+    its mean and its one-sided lower bound at ``gain_confidence`` (the gate's second test)."""
+    candidate = feed_ndcgs(learned, held_out, config.k)
+    baseline = feed_ndcgs(serving, held_out, config.k)
+    lower = paired_gain_lower_bound(
+        candidate, baseline, config.gain_confidence, config.bootstrap_rounds, config.seed
+    )
+    return {
+        "mean": float((candidate - baseline).mean()),
+        "lower_bound": lower,
+        "confidence": config.gain_confidence,
+        "feeds": float(candidate.size),
+    }
+
+
 # ---- 7. MLflow ----------------------------------------------------------------------------
 def _blend_pyfunc_model() -> PythonModel:
     """A pyfunc PythonModel scoring rows of term values with its ``blend`` artifact.
@@ -328,6 +352,8 @@ def _register_and_promote(
         pip_requirements=["numpy>=2.0", "pandas>=2.2"],
     )
     serving = ServingScore(serving_version, report["held_out"]["serving"][metric])
+    gain = report["held_out_gain"]
+    metrics.update({f"held_out_gain_{key}": value for key, value in gain.items()})
     return log_and_register(
         config.mlflow,
         run_name,
@@ -336,6 +362,7 @@ def _register_and_promote(
         metric,
         float(report["held_out"]["learned"][metric]),
         lambda: serving,
+        gain_lower_bound=gain["lower_bound"],
     )
 
 
@@ -395,6 +422,7 @@ def run_job(config: RankingBlendJobConfig) -> BlendJobResult:
         "serving_weights": {t: float(getattr(serving_weights, t)) for t in TERMS},
         "fit": stats,
         **evaluate_blends(blends, {"train": train, "held_out": held_out}, config.k),
+        "held_out_gain": held_out_gain(config, weights, serving_weights, held_out),
     }
     _say_metrics(report, config.k)
     report_path = write_json_report(job_dir(config.report_dir, "reports"), run_name, report)

@@ -192,8 +192,11 @@ def decide_promotion(
     candidate_version: str,
     candidate_score: float,
     serving: ServingScore,
+    gain_lower_bound: float | None = None,
 ) -> PromotionDecision:
-    """Promote when no version serves, or when the candidate wins by more than the margin."""
+    """Promote when no version serves, or when the candidate wins by more than the margin
+    (and, when `gain_lower_bound` is given, a confidence bound on its gain is above 0: a win
+    within the sampling noise of the evaluation rows does not move the alias)."""
     margin = settings.promotion_margin
 
     def decision(promoted: bool, reason: str) -> PromotionDecision:
@@ -213,10 +216,17 @@ def decide_promotion(
     if serving.mismatch is not None or serving.score is None:
         return decision(False, serving.mismatch or "the serving version could not be scored")
     wins = candidate_score > serving.score + margin
-    return decision(
-        wins,
+    reason = (
         f"candidate {metric} {candidate_score:.4f} {'>' if wins else '<='} serving "
-        f"{serving.score:.4f} + margin {margin}",
+        f"{serving.score:.4f} + margin {margin}"
+    )
+    if gain_lower_bound is None:
+        return decision(wins, reason)
+    certain = gain_lower_bound > 0.0
+    return decision(
+        wins and certain,
+        f"{reason}; the gain's lower confidence bound {gain_lower_bound:.4f} "
+        f"{'>' if certain else '<='} 0",
     )
 
 
@@ -256,10 +266,12 @@ def log_and_register(
     candidate_score: float,
     score_serving: Callable[[], ServingScore],
     run_id: str | None = None,
+    gain_lower_bound: float | None = None,
 ) -> Registration:
     """Log one run, register its model, and promote it (see the module docstring).
 
     `score_serving` scores the version serving now (called only when ``settings.promote``).
+    `gain_lower_bound`: see `decide_promotion`.
     `run_id` logs into that existing run (and ends it) instead of a new one: a Ray Tune
     search's parent run, whose trials are its child runs.
     """
@@ -283,7 +295,9 @@ def log_and_register(
         version = str(info.registered_model_version)
         if settings.promote:
             serving = score_serving()
-            decision = decide_promotion(settings, metric, version, candidate_score, serving)
+            decision = decide_promotion(
+                settings, metric, version, candidate_score, serving, gain_lower_bound
+            )
             _log_decision(tracking.client, settings, decision)
         else:
             decision = PromotionDecision(

@@ -17,6 +17,7 @@ from models.blend import (
     blend_order_scores,
     fit_blend,
     label_impressions,
+    paired_gain_lower_bound,
     time_holdout,
     weight_vector,
 )
@@ -183,3 +184,18 @@ def test_blend_file_round_trips_and_bad_files_are_named(tmp_path: Path) -> None:
         (bad / "blend.json").write_text(json.dumps(document))
         with pytest.raises(ValueError, match=message):
             BlendWeights.load(bad)
+
+
+def test_the_paired_bootstrap_bound_separates_a_real_gain_from_noise() -> None:
+    rng = np.random.default_rng(0)
+    baseline = rng.uniform(0.2, 0.9, size=200)
+    better = np.clip(baseline + rng.normal(0.05, 0.05, size=200), 0.0, 1.0)
+    noise = np.clip(baseline + rng.normal(0.0, 0.05, size=200), 0.0, 1.0)
+    assert paired_gain_lower_bound(better, baseline, 0.95, 2000, seed=0) > 0.03
+    assert paired_gain_lower_bound(noise, baseline, 0.95, 2000, seed=0) < 0.0
+    # Seeded: the same bound twice.
+    assert paired_gain_lower_bound(noise, baseline, 0.95, 500, seed=1) == (
+        paired_gain_lower_bound(noise, baseline, 0.95, 500, seed=1)
+    )
+    with pytest.raises(ValueError, match="equal, non-empty"):
+        paired_gain_lower_bound(better[:3], baseline, 0.95, 100, seed=0)

@@ -111,6 +111,9 @@ def test_the_gate_promotes_a_better_blend_and_refuses_a_worse_one(
     assert result.report["serving_version"] == "hand-set"
     assert held_out["learned"]["ndcg_at_k"] > held_out["serving"]["ndcg_at_k"]
     assert result.registration.promotion.promoted
+    # A clear win: the bound of the per-feed gain is above 0, as the gate asks.
+    assert result.report["held_out_gain"]["lower_bound"] > 0
+    assert "lower confidence bound" in result.registration.promotion.reason
     assert result.blend_weights_path is not None
     served = BlendWeights.load(result.blend_weights_path)
     assert served.version == f"blend-test/{result.registration.version}"
@@ -144,6 +147,22 @@ def test_the_gate_promotes_a_better_blend_and_refuses_a_worse_one(
     assert not refused.registration.promotion.promoted
     assert refused.blend_weights_path is None
     assert "<=" in refused.registration.promotion.reason
+
+
+def test_a_win_within_the_noise_of_the_held_out_feeds_does_not_promote() -> None:
+    from configs.pipelines import MlflowConfig
+    from pipelines.registry import ServingScore, decide_promotion
+
+    settings = MlflowConfig(registered_model_name="blend-test", promotion_margin=0.002)
+    serving = ServingScore("1", 0.7534)
+    # The synthetic-ratings case of docs/recommender.md: a 0.0021 win over 209 feeds.
+    noisy = decide_promotion(settings, "ndcg_at_k", "2", 0.7555, serving, -0.004)
+    assert not noisy.promoted
+    assert "0.7555 > serving 0.7534" in noisy.reason and "bound -0.0040 <= 0" in noisy.reason
+    clear = decide_promotion(settings, "ndcg_at_k", "2", 0.7555, serving, 0.001)
+    assert clear.promoted
+    # Without a bound, the margin alone decides (the text heads' gate).
+    assert decide_promotion(settings, "ndcg_at_k", "2", 0.7555, serving).promoted
 
 
 class _Call:
