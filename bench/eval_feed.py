@@ -45,9 +45,19 @@ from typing import Any
 
 import numpy as np
 
+from configs.pipelines import load_blend_job_config
 from configs.recommender import RecommenderConfig
 from deployments.nodes.recommender_state import RecommenderService, embed_missing
-from models.blend import TERMS, BlendWeights, blend_ndcg, fit_blend, label_impressions, time_holdout
+from models.blend import (
+    TERMS,
+    BlendWeights,
+    blend_ndcg,
+    feed_ndcgs,
+    fit_blend,
+    label_impressions,
+    paired_gain_lower_bound,
+    time_holdout,
+)
 from models.ranking import ScoreWeights, hash_user_id
 from models.recommender import Interaction, NewPost
 from pipelines.synthetic_social import DAY_S, SyntheticSocial, generate
@@ -492,8 +502,32 @@ def simulate_blend(
             "feeds": int(blend_ndcg(hand, held_out, K)["feeds"]),
         },
         "fit": {k: round(v, 4) for k, v in stats.items()},
+        "gate": _gate(weights, hand, held_out),
     }
     return SimulatedBlend(stream, weights, report)
+
+
+def _gate(learned: ScoreWeights, hand: ScoreWeights, held_out: Any) -> dict[str, Any]:
+    """What the job's promotion gate decides on these held-out feeds (the committed job
+    config's margin and confidence): the mean per-feed gain, its lower bound, and whether it
+    would promote."""
+    defaults = load_blend_job_config(
+        Path(__file__).resolve().parents[1] / "configs" / "pipelines" / "ranking_blend.yaml"
+    )
+    candidate = feed_ndcgs(learned, held_out, K)
+    baseline = feed_ndcgs(hand, held_out, K)
+    mean_gain = float((candidate - baseline).mean())
+    lower = paired_gain_lower_bound(
+        candidate, baseline, defaults.gain_confidence, defaults.bootstrap_rounds, defaults.seed
+    )
+    margin = defaults.mlflow.promotion_margin
+    return {
+        "mean_gain": round(mean_gain, 4),
+        "gain_lower_bound": round(lower, 4),
+        "confidence": defaults.gain_confidence,
+        "margin": margin,
+        "would_promote": mean_gain > margin and lower > 0.0,
+    }
 
 
 def evaluate_ratings(
