@@ -1,8 +1,9 @@
-"""The README stays short, and every link between the docs (and every docs/ page that code or
-config names) points at a page and heading that exist."""
+"""The README stays short and lists every route, and every link between the docs (and every
+docs/ page that code or config names) points at a page and heading that exist."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -82,3 +83,15 @@ def test_docs_pages_named_in_code_and_config_exist() -> None:
         if not (REPO_ROOT / mention).is_file()
     )
     assert missing == [], f"these name a docs/ page that does not exist: {missing}"
+
+
+def test_the_readme_route_table_lists_every_route_of_the_openapi_document() -> None:
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme.split("## Routes", 1)[1].split("\n## ", 1)[0]
+    document = json.loads(
+        (REPO_ROOT / "clients" / "typescript" / "openapi.json").read_text(encoding="utf-8")
+    )
+    missing = [
+        path for path in document["paths"] if f"`{path}`" not in table and f" {path}`" not in table
+    ]
+    assert missing == [], f"README.md's route table lacks {missing}"
