@@ -36,7 +36,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from models.ranking import ScoreWeights
+from models.ranking import ScoreWeights, read_version_file
 
 __all__ = [
     "BLEND_FILENAME",
@@ -105,12 +105,7 @@ class BlendWeights:
             values[term] = float(value)
         if sum(values.values()) <= 0:
             raise ValueError(f"{file}: every weight is 0; the blend would rank nothing")
-        version_file = directory / "VERSION"
-        version = (
-            version_file.read_text(encoding="utf-8").strip()
-            if version_file.is_file()
-            else "unversioned"
-        )
+        version = read_version_file(directory)
         info = {k: v for k, v in document.items() if k not in {"weights", "format"}}
         return cls(ScoreWeights(**values), version, info)
 

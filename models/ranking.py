@@ -28,6 +28,7 @@ __all__ = [
     "hash_user_id",
     "mmr_order",
     "popularity_score",
+    "read_version_file",
     "update_profile",
     "weighted_topics",
 ]
@@ -219,6 +220,14 @@ def mmr_order(
     return picked
 
 
+def read_version_file(directory: Path) -> str:
+    """The stripped ``<directory>/VERSION`` of a model a job wrote; "unversioned" without one."""
+    version_file = directory / "VERSION"
+    if not version_file.is_file():
+        return "unversioned"
+    return version_file.read_text(encoding="utf-8").strip()
+
+
 @dataclass
 class CollaborativeModel:
     """User and post factors of a matrix-factorisation model (trained by the retraining job).
@@ -280,12 +289,7 @@ class CollaborativeModel:
             missing = {"user_ids", "post_ids", "user_factors", "post_factors"} - set(data.files)
             if missing:
                 raise ValueError(f"{file} lacks arrays {sorted(missing)}")
-            version_file = directory / "VERSION"
-            version = (
-                version_file.read_text(encoding="utf-8").strip()
-                if version_file.is_file()
-                else "unversioned"
-            )
+            version = read_version_file(directory)
             salt = str(data["user_id_salt"]) if "user_id_salt" in data.files else None
             return cls(
                 [str(u) for u in data["user_ids"]],
