@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -101,6 +101,77 @@ class _Clusters:
     fitted_on: int
 
 
+# Feeds whose impressions wait for the writer thread; beyond it a feed's rows are dropped
+# (counted): the log is best effort, the replica's memory is not.
+MAX_QUEUED_IMPRESSION_FEEDS = 1000
+
+
+class ImpressionWriter:
+    """Writes the impressions of served feeds to the log on its own thread, so a feed never
+    waits for the document store (a MongoDB that does not answer would hold every feed for its
+    server-selection timeout). Feeds queued meanwhile go to the store in one ``insert_many``.
+    """
+
+    def __init__(self, log: ImpressionRepository, max_queued_feeds: int) -> None:
+        self._log = log
+        self._max_queued_feeds = max_queued_feeds
+        self._queue: deque[list[dict[str, Any]]] = deque()
+        self._writing = False
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self.errors = 0
+        self.dropped_unwritten = 0
+
+    def submit(self, documents: list[dict[str, Any]]) -> None:
+        """Queue one feed's impressions; drop them (counted) when the queue is full."""
+        with self._changed:
+            if len(self._queue) >= self._max_queued_feeds:
+                self.dropped_unwritten += len(documents)
+                return
+            self._queue.append(documents)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="impression-writer", daemon=True
+                )
+                self._thread.start()
+            self._changed.notify_all()
+
+    def count_error(self) -> None:
+        """Count an impression that could not even be built (no hash secret)."""
+        with self._changed:
+            self.errors += 1
+
+    def flush(self, timeout_s: float) -> bool:
+        """Wait until every queued impression was written (or failed); False on timeout."""
+        with self._changed:
+            return self._changed.wait_for(
+                lambda: not self._queue and not self._writing, timeout=timeout_s
+            )
+
+    def queued(self) -> int:
+        """Impressions waiting for the writer."""
+        with self._changed:
+            return sum(len(feed) for feed in self._queue)
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: bool(self._queue))
+                batch = [document for feed in self._queue for document in feed]
+                self._queue.clear()
+                self._writing = True
+            failed = False
+            try:
+                self._log.record(batch)
+            except Exception as exc:  # noqa: BLE001 (the log is best effort; keep the thread)
+                failed = True
+                logger.warning("%d impressions not logged (%s)", len(batch), type(exc).__name__)
+            with self._changed:
+                self.errors += int(failed)
+                self._writing = False
+                self._changed.notify_all()
+
+
 class RecommenderService:
     """Events, feature store, ranking, similar posts and interests behind one lock."""
 
@@ -118,7 +189,7 @@ class RecommenderService:
         self.impression_log = ImpressionRepository(
             database, self.config.impressions.max_impressions
         )
-        self._impression_errors = 0
+        self.impression_writer = ImpressionWriter(self.impression_log, MAX_QUEUED_IMPRESSION_FEEDS)
         self.features = FeatureStore(
             redis_url,
             redis_key_prefix,
@@ -548,40 +619,48 @@ class RecommenderService:
         values: dict[str, np.ndarray | None],
         now_s: float,
     ) -> None:
-        """One impression per shown post: hashed user, post, time, position, term values.
+        """One impression per shown post: hashed user, post, time, position, term values,
+        handed to the writer thread.
 
         A failure (the document store down, no hash secret) is logged and counted, never fails
-        the feed.
+        or holds the feed.
         """
         feed_id = f"{int(now_s * 1000):015d}-{uuid.uuid4().hex[:10]}"
         version = self.blend_version()
         try:
             user_hash = hash_user_id(user_id, self.config.impressions.user_id_salt)
-            documents = []
-            for position, (post_id, row) in enumerate(zip(shown, rows, strict=True)):
-                document: dict[str, Any] = {
-                    "_id": f"{feed_id}-{position:04d}",
-                    "feed_id": feed_id,
-                    "user_hash": user_hash,
-                    "post_id": post_id,
-                    "served_at_s": float(now_s),
-                    "position": position,
-                    "blend_version": version,
-                }
-                for term in TERMS:
-                    array = values[term]
-                    document[term] = None if array is None else round(float(array[row]), 6)
-                documents.append(document)
-            self.impression_log.record(documents)
         except Exception as exc:  # noqa: BLE001 (the log is best effort; the feed is not)
-            self._impression_errors += 1
+            self.impression_writer.count_error()
             logger.warning("impressions of a feed not logged (%s)", type(exc).__name__)
+            return
+        documents = []
+        for position, (post_id, row) in enumerate(zip(shown, rows, strict=True)):
+            document: dict[str, Any] = {
+                "_id": f"{feed_id}-{position:04d}",
+                "feed_id": feed_id,
+                "user_hash": user_hash,
+                "post_id": post_id,
+                "served_at_s": float(now_s),
+                "position": position,
+                "blend_version": version,
+            }
+            for term in TERMS:
+                array = values[term]
+                document[term] = None if array is None else round(float(array[row]), 6)
+            documents.append(document)
+        self.impression_writer.submit(documents)
+
+    def flush_impressions(self, timeout_s: float = 30.0) -> bool:
+        """Wait until the impressions of the feeds served so far are written (or failed)."""
+        return self.impression_writer.flush(timeout_s)
 
     def export_impressions(self, after_id: str | None, limit: int) -> ImpressionPage:
         """One page of the impression log, oldest first, for the learned-blend job (user ids
         are hashed in the log itself)."""
         if not 1 <= limit <= 100_000:
             raise ValueError(f"limit={limit} must be within 1..100000; page through instead")
+        # The feeds served so far belong in the export: let the writer catch up first.
+        self.flush_impressions()
         documents = self.impression_log.page_after(after_id, limit)
         rows = tuple(
             LoggedImpression(
@@ -843,7 +922,9 @@ class RecommenderService:
                 "logged": self.impression_log.count(),
                 "max_impressions": self.impression_log.max_impressions,
                 "dropped_oldest": self.impression_log.dropped,
-                "errors": self._impression_errors,
+                "queued": self.impression_writer.queued(),
+                "dropped_unwritten": self.impression_writer.dropped_unwritten,
+                "errors": self.impression_writer.errors,
             },
         )
 

@@ -4,13 +4,14 @@ No Ray, no Redis; posts without text (no embedding needed)."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import mongomock
 import pytest
 
 from configs.recommender import RecommenderConfig
-from deployments.nodes.recommender_state import RecommenderService
+from deployments.nodes.recommender_state import ImpressionWriter, RecommenderService
 from models.blend import TERMS, BlendWeights
 from models.ranking import ScoreWeights, hash_user_id
 from models.recommender import Interaction, NewPost
@@ -91,6 +92,7 @@ def test_a_failing_log_never_fails_the_feed(monkeypatch: pytest.MonkeyPatch) -> 
 
     monkeypatch.setattr(service.impression_log, "record", broken)
     assert _order(service) == ["p2", "p3", "p4"]
+    assert service.flush_impressions(timeout_s=10)
     assert service.info().impressions["errors"] == 1
     # No hash secret outside development mode: nothing can be logged, the feed still comes.
     monkeypatch.undo()
@@ -102,6 +104,34 @@ def test_a_failing_log_never_fails_the_feed(monkeypatch: pytest.MonkeyPatch) -> 
     assert _order(service) == ["p2", "p3", "p4"]
     assert service.info().impressions["errors"] == 2
     assert service.export_impressions(None, 10).impressions == ()
+
+
+def test_a_store_that_does_not_answer_never_holds_the_feed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    service = _service()
+    release = threading.Event()
+    written: list[int] = []
+
+    def stuck(documents: list[dict[str, object]]) -> None:
+        release.wait(timeout=30)  # a MongoDB that does not answer
+        written.append(len(documents))
+
+    monkeypatch.setattr(service.impression_log, "record", stuck)
+    # Both feeds are answered while the first write still hangs; their rows wait in the queue.
+    assert _order(service) == ["p2", "p3", "p4"]
+    assert _order(service) == ["p2", "p3", "p4"]
+    assert not service.flush_impressions(timeout_s=0.2)
+    release.set()
+    assert service.flush_impressions(timeout_s=10)
+    assert sum(written) == 6 and service.info().impressions["queued"] == 0
+
+
+def test_a_full_queue_drops_new_rows_and_counts_them() -> None:
+    log = ImpressionRepository(open_database("")[0], max_impressions=100)
+    writer = ImpressionWriter(log, max_queued_feeds=0)
+    writer.submit([{"_id": "a", "feed_id": "f"}, {"_id": "b", "feed_id": "f"}])
+    assert writer.dropped_unwritten == 2 and writer.flush(timeout_s=1) and log.count() == 0
 
 
 def test_promoted_weights_rank_the_feed_and_the_answer_names_their_version(

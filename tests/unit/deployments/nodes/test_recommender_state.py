@@ -347,6 +347,8 @@ def test_in_process_store_without_redis_url(corpus, embedder):
             "logged": 0,
             "max_impressions": 200_000,
             "dropped_oldest": 0,
+            "queued": 0,
+            "dropped_unwritten": 0,
             "errors": 0,
         },
     }
